@@ -1,0 +1,1 @@
+"""The `tgs` command line (click)."""

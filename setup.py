@@ -1,0 +1,117 @@
+"""Packaging for tinygrad_seq.
+
+`kernels/` and `cli/` sit at the top of the repository but install as
+`tinygrad_seq.kernels` and `tinygrad_seq.cli`.  The Cython kernels are optional:
+when there is no compiler, or the build fails, the package still installs and
+`tgs backends` reports why the `cython` backend is missing.
+"""
+import glob
+import os
+import sys
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MAPPED = {"tinygrad_seq.kernels": "kernels", "tinygrad_seq.cli": "cli"}
+
+
+def subpackages(root, dotted):
+    """Every folder with an __init__.py below `root`, as dotted package names."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(os.path.join(HERE, root)):
+        dirnames[:] = [d for d in dirnames if not d.startswith((".", "__"))]
+        if "__init__.py" in filenames:
+            rel = os.path.relpath(dirpath, os.path.join(HERE, root))
+            found.append(dotted if rel == "." else dotted + "." + rel.replace(os.sep, "."))
+    return found
+
+
+packages = subpackages("tinygrad_seq", "tinygrad_seq")
+package_dir = {"tinygrad_seq": "tinygrad_seq"}
+for dotted, folder in MAPPED.items():
+    packages += subpackages(folder, dotted)
+    package_dir[dotted] = folder
+
+
+def cython_extensions():
+    """One extension per kernels/cython/*.pyx; none when Cython or NumPy is missing."""
+    sources = sorted(glob.glob(os.path.join("kernels", "cython", "*.pyx")))
+    if not sources:
+        return []
+    try:
+        import numpy
+        from Cython.Build import cythonize
+        from setuptools import Extension
+    except ImportError as exc:  # pragma: no cover - depends on the build machine
+        print(f"tinygrad_seq: skipping Cython kernels ({exc})", file=sys.stderr)
+        return []
+    openmp = [] if sys.platform == "darwin" else ["-fopenmp"]
+    extensions = [
+        Extension(
+            "tinygrad_seq.kernels.cython." + os.path.splitext(os.path.basename(src))[0],
+            [src],
+            include_dirs=[numpy.get_include()],
+            extra_compile_args=["-O3", "-ffast-math", "-march=native" if _is_x86() else "-O3"] + openmp,
+            extra_link_args=openmp,
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        )
+        for src in sources
+    ]
+    return cythonize(
+        extensions,
+        compiler_directives={"language_level": 3, "boundscheck": False, "wraparound": False,
+                             "cdivision": True, "initializedcheck": False},
+        quiet=True,
+    )
+
+
+def _is_x86():
+    import platform
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+class OptionalBuildExt(build_ext):
+    """Compile what compiles; a failed kernel build must never fail the install."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:  # pragma: no cover - depends on the build machine
+            print(f"tinygrad_seq: Cython kernels not built ({exc}); the cython backend "
+                  "will be unavailable", file=sys.stderr)
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # pragma: no cover - depends on the build machine
+            print(f"tinygrad_seq: could not build {ext.name} ({exc})", file=sys.stderr)
+
+
+TEST_EXTRAS = ["pytest>=7", "torch==2.13.0"]
+setup(
+    name="tinygrad_seq",
+    version="0.1.0",
+    description="A readable autodiff engine for classic deep-learning architectures, "
+                "with Numba, Cython and CUDA kernels for the hot loops",
+    long_description=open(os.path.join(HERE, "README.md")).read() if os.path.exists(os.path.join(HERE, "README.md")) else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=packages,
+    package_dir=package_dir,
+    package_data={"tinygrad_seq": ["data/*.gz", "data/*.json"],
+                  "tinygrad_seq.kernels.cython": ["*.pyx"]},
+    ext_modules=cython_extensions(),
+    cmdclass={"build_ext": OptionalBuildExt},
+    install_requires=["numpy>=1.24", "numba>=0.59", "scipy>=1.9", "cython>=3.0",
+                      "click>=8.0", "scikit-learn>=1.2"],
+    extras_require={
+        "test": TEST_EXTRAS,
+        "bench": ["torch==2.13.0", "micrograd==0.1.0"],
+        "plot": ["matplotlib>=3.5", "pillow>=9"],
+        "gpu": ["cupy-cuda12x"],
+        "dev": TEST_EXTRAS + ["micrograd==0.1.0", "matplotlib>=3.5", "pillow>=9"],
+    },
+    entry_points={"console_scripts": ["tgs=tinygrad_seq.cli.main:cli"]},
+    zip_safe=False,
+)

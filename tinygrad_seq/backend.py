@@ -1,0 +1,137 @@
+"""The kernel registry: the one place where a hot loop is bound to an implementation.
+
+Three families of hot loops have kernels: `recurrence` (whole-sequence RNN/GRU/LSTM
+forward and backward), `conv` (convolution and pooling forward and backward) and
+`softmax` (masked softmax forward and backward).  Each backend is a package under
+`tinygrad_seq.kernels` with one module per family; every module of a family exposes the
+same functions, whose contract is written in `tinygrad_seq/kernels/reference/`.
+
+Which backend runs is chosen, most specific first, by
+    with tgs.backend("numba"): ...      # per block
+    tgs.set_backend("cython")           # per process (the CLI's --backend)
+    TGS_BACKEND=numpy                   # environment
+and otherwise "auto": the fastest available backend for the array's device.
+
+Nothing here imports numba, Cython modules or CuPy until a kernel is first asked for.
+"""
+import contextlib
+import importlib
+import json
+import os
+import threading
+
+FAMILIES = ("recurrence", "conv", "softmax")
+
+# name -> (package, devices it serves)
+BACKENDS = {
+    "numpy": ("tinygrad_seq.kernels.reference", ("cpu", "cuda")),
+    "numba": ("tinygrad_seq.kernels.numba_cpu", ("cpu",)),
+    "cython": ("tinygrad_seq.kernels.cython", ("cpu",)),
+    "cuda": ("tinygrad_seq.kernels.cuda", ("cuda",)),
+}
+# Preference when nothing was chosen and no measured choice table says otherwise.
+AUTO_ORDER = {"cpu": ("numba", "cython", "numpy"), "cuda": ("cuda", "numpy")}
+_CHOICE_TABLE = os.path.join(os.path.dirname(__file__), "data", "auto_backend.json")
+
+_state = threading.local()
+_process_choice = [os.environ.get("TGS_BACKEND", "auto").strip().lower() or "auto"]
+_modules = {}
+_reasons = {}
+
+
+class BackendError(RuntimeError):
+    pass
+
+
+def _check_name(name):
+    if name != "auto" and name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}: choose one of auto, {', '.join(BACKENDS)}")
+    return name
+
+
+def current():
+    """The backend name in force here: a `with backend(...)` block, else the process choice."""
+    stack = getattr(_state, "stack", None)
+    return stack[-1] if stack else _check_name(_process_choice[0])
+
+
+def set_backend(name):
+    """Choose the backend for the whole process ('auto', 'numpy', 'numba', 'cython', 'cuda')."""
+    _process_choice[0] = _check_name(name.lower())
+
+
+@contextlib.contextmanager
+def backend(name):
+    """Run a block with one backend: `with tgs.backend("numba"): loss.backward()`."""
+    stack = getattr(_state, "stack", None)
+    if stack is None:
+        stack = _state.stack = []
+    stack.append(_check_name(name.lower()))
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+def unavailable_reason(name):
+    """None when backend `name` can run here, else a sentence saying why not."""
+    if name not in _reasons:
+        package = BACKENDS[name][0]
+        try:
+            pkg = importlib.import_module(package)
+            _reasons[name] = pkg.unavailable_reason()
+        except Exception as exc:
+            _reasons[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return _reasons[name]
+
+
+def _family_module(name, family):
+    key = (name, family)
+    if key not in _modules:
+        _modules[key] = importlib.import_module(f"{BACKENDS[name][0]}.{family}")
+    return _modules[key]
+
+
+def _auto_choices():
+    if not hasattr(_auto_choices, "table"):
+        try:
+            with open(_CHOICE_TABLE) as f:
+                _auto_choices.table = json.load(f)
+        except (OSError, ValueError):
+            _auto_choices.table = {}
+    return _auto_choices.table
+
+
+def resolve(family, device="cpu"):
+    """The backend name that serves `family` on `device` under the current choice."""
+    if family not in FAMILIES:
+        raise BackendError(f"unknown kernel family {family!r}: one of {', '.join(FAMILIES)}")
+    name = current()
+    if name != "auto":
+        if device not in BACKENDS[name][1]:
+            raise BackendError(f"backend {name!r} does not run on device {device!r}; "
+                               f"use one of {', '.join(n for n, (_, d) in BACKENDS.items() if device in d)} or 'auto'")
+        reason = unavailable_reason(name)
+        if reason:
+            raise BackendError(f"backend {name!r} is unavailable: {reason}")
+        return name
+    measured = _auto_choices().get(device, {}).get(family)
+    order = ((measured,) if measured else ()) + AUTO_ORDER[device]
+    for candidate in order:
+        if candidate in BACKENDS and unavailable_reason(candidate) is None:
+            try:
+                _family_module(candidate, family)
+            except ImportError:
+                continue
+            return candidate
+    return "numpy"
+
+
+def kernels(family, device="cpu"):
+    """The module implementing `family` for `device` under the current backend choice."""
+    return _family_module(resolve(family, device), family)
+
+
+def available_backends():
+    """[(name, devices, reason-or-None)] for every known backend, for `tgs backends`."""
+    return [(name, devices, unavailable_reason(name)) for name, (_, devices) in BACKENDS.items()]
