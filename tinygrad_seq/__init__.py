@@ -13,7 +13,7 @@ from .creation import (arange, cat, concat, eye, full, one_hot, ones, ones_like,
 from .gradcheck import GradcheckError, gradcheck  # noqa: F401
 from .random import manual_seed  # noqa: F401
 from .tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad  # noqa: F401
-# from .value import Value  # noqa: F401  (enabled when value.py lands)
+from .value import Value  # noqa: F401
 from . import nn  # noqa: F401,E402
 
 float32 = "float32"
