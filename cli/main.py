@@ -74,7 +74,8 @@ class Main(LazyGroup):
 
     def main(self, *args, **kwargs):
         try:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            # without standalone mode click hands back ctx.exit(code) as a return value
+            result = super().main(*args, standalone_mode=False, **kwargs)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except click.Abort:
@@ -92,6 +93,7 @@ class Main(LazyGroup):
             message = str(exc).splitlines()[0] if str(exc) else ""
             click.echo(f"Error: {type(exc).__name__}: {message} (set TGS_DEBUG=1 for the traceback)", err=True)
             sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
 
 
 @click.group(cls=Main, lazy=TOP_COMMANDS,

@@ -151,10 +151,10 @@ class MatMul(Function):
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         dy2 = dy
+        if b.ndim == 1:  # first: for 1-D @ 1-D the output is a scalar, (1, 1) after both
+            dy2 = xp.expand_dims(dy2, -1)
         if a.ndim == 1:
             dy2 = xp.expand_dims(dy2, -2)
-        if b.ndim == 1:
-            dy2 = xp.expand_dims(dy2, -1)
         da = db = None
         if self.needs_input_grad[0]:
             da = dy2 @ xp.swapaxes(b2, -1, -2)

@@ -1,0 +1,249 @@
+"""Kernel-level race: Cython vs Numba vs the NumPy reference, beside PyTorch, per kernel family.
+
+    python bench/bench_cython_kernels.py                  # table: median ms and ratio to PyTorch
+    python bench/bench_cython_kernels.py --write-choice   # also record the per-family winner in
+                                                          # tinygrad_seq/data/auto_backend.json
+
+Each family is timed at the shapes of the ../shared/benchmarks.md workloads (float32):
+  recurrence  LSTM, GRU and tanh-RNN kernels, forward + backward, H=256 B=32 T=64 (the sum of
+              the three is the family's figure). PyTorch: nn.LSTM/GRU/RNN forward + backward,
+              which also does the input projection and weight gradients that the engine, not
+              the kernel, does for us, so a ratio below 1 here still means we are ahead.
+  conv        the cnn workload's conv2d(1->16) / maxpool / conv2d(16->32) / maxpool, B=64,
+              forward + backward. PyTorch: F.conv2d + F.max_pool2d under autograd.
+  softmax     16*4*128 rows x 128 with a causal mask, forward + backward.
+              PyTorch: masked_fill(-inf) + softmax under autograd.
+Median of 15 after 3 warm-ups, in blocks (see `race`); two passes, the lower block median kept,
+because other processes share this machine. `auto` (tinygrad_seq/backend.py)
+reads the written table; other devices' entries in it are kept.
+"""
+import argparse
+import importlib
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from tinygrad_seq.backend import BACKENDS, FAMILIES, unavailable_reason
+from tinygrad_seq.benchmark import CPU_SIZES
+
+CHOICE_TABLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "tinygrad_seq", "data", "auto_backend.json")
+CANDIDATES = ("cython", "numba", "numpy")
+DTYPE = np.float32
+
+
+def family_module(backend, family):
+    """The backend's module for `family`, or (None, why) when it cannot run here."""
+    reason = unavailable_reason(backend)
+    if reason:
+        return None, reason
+    try:
+        return importlib.import_module(f"{BACKENDS[backend][0]}.{family}"), None
+    except ImportError as exc:
+        return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+# ----------------------------------------------------------------------------- workloads
+# Each maker returns (ours, torch_step): ours(module) -> a zero-argument step for that backend.
+
+def recurrence_workload():
+    sizes = CPU_SIZES["lstm_lm"]
+    T, B, H, V = sizes["T"], sizes["B"], sizes["H"], sizes["V"]
+    rng = np.random.default_rng(0)
+
+    def arr(*shape, scale=1.0):
+        return (rng.standard_normal(shape) * scale).astype(DTYPE)
+
+    h0, c0, dcT = np.zeros((B, H), DTYPE), np.zeros((B, H), DTYPE), np.zeros((B, H), DTYPE)
+    dhs = arr(T, B, H)
+    lstm = (arr(T, B, 4 * H), arr(4 * H, H, scale=H ** -0.5))
+    gru = (arr(T, B, 3 * H), arr(3 * H, H, scale=H ** -0.5), arr(3 * H, scale=0.1))
+    rnn = (arr(T, B, H), arr(H, H, scale=H ** -0.5))
+
+    def ours(k):
+        def step():
+            hs, cs, gates = k.lstm_forward(lstm[0], lstm[1], h0, c0)
+            k.lstm_backward(dhs, dcT, lstm[1], h0, c0, hs, cs, gates)
+            hs, gates, hn = k.gru_forward(gru[0], gru[1], gru[2], h0)
+            k.gru_backward(dhs, gru[1], h0, hs, gates, hn)
+            hs = k.rnn_forward(rnn[0], rnn[1], h0, "tanh")
+            k.rnn_backward(dhs, rnn[1], h0, hs, "tanh")
+        return step
+
+    def torch_step():
+        import torch
+        layers = [cls(V, H) for cls in (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN)]
+        x = torch.randn(T, B, V)
+        grad = torch.from_numpy(dhs)
+
+        def step():
+            for layer in layers:
+                out, _ = layer(x)
+                out.backward(grad)
+        return step
+    return ours, torch_step
+
+
+def conv_workload():
+    B = CPU_SIZES["cnn"]["B"]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((B, 1, 28, 28)).astype(DTYPE)
+    w1, b1 = (rng.standard_normal((16, 1, 3, 3)) / 3).astype(DTYPE), np.zeros(16, DTYPE)
+    w2, b2 = (rng.standard_normal((32, 16, 3, 3)) / 12).astype(DTYPE), np.zeros(32, DTYPE)
+    one, pad, two = (1, 1), (1, 1), (2, 2)
+
+    def ours(k):
+        def step():
+            y1 = k.conv2d_forward(x, w1, b1, one, pad, one)
+            p1, a1 = k.maxpool2d_forward(y1, two, two, (0, 0))
+            y2 = k.conv2d_forward(p1, w2, b2, one, pad, one)
+            p2, a2 = k.maxpool2d_forward(y2, two, two, (0, 0))
+            dy2 = k.maxpool2d_backward(p2, a2, y2.shape)      # p2 stands in for dL/dp2
+            dp1, _, _ = k.conv2d_backward(dy2, p1, w2, one, pad, one, True)
+            dy1 = k.maxpool2d_backward(dp1, a1, y1.shape)
+            k.conv2d_backward(dy1, x, w1, one, pad, one, True)
+        return step
+
+    def torch_step():
+        import torch
+        import torch.nn.functional as F
+        tx = torch.from_numpy(x)
+        params = [torch.from_numpy(a).requires_grad_() for a in (w1, b1, w2, b2)]
+
+        def step():
+            p1 = F.max_pool2d(F.conv2d(tx, params[0], params[1], padding=1), 2)
+            p2 = F.max_pool2d(F.conv2d(p1, params[2], params[3], padding=1), 2)
+            p2.backward(p2.detach())
+        return step
+    return ours, torch_step
+
+
+def softmax_workload():
+    sizes = CPU_SIZES["transformer"]
+    B, heads, T = sizes["B"], sizes["heads"], sizes["T"]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((B * heads * T, T)).astype(DTYPE)
+    causal = np.triu(np.ones((T, T), dtype=bool), 1)          # True = a future position, excluded
+    mask = np.ascontiguousarray(np.tile(causal, (B * heads, 1)))
+    dy = rng.standard_normal(x.shape).astype(DTYPE)
+
+    def ours(k):
+        def step():
+            y = k.softmax_forward(x, mask)
+            k.softmax_backward(dy, y)
+        return step
+
+    def torch_step():
+        import torch
+        tx = torch.from_numpy(x).requires_grad_()
+        tmask, tdy = torch.from_numpy(mask), torch.from_numpy(dy)
+
+        def step():
+            torch.softmax(tx.masked_fill(tmask, float("-inf")), dim=-1).backward(tdy)
+        return step
+    return ours, torch_step
+
+
+WORKLOADS = {"recurrence": recurrence_workload, "conv": conv_workload, "softmax": softmax_workload}
+
+
+# ----------------------------------------------------------------------------- timing
+
+def race(steps, warmup=3, repeats=15, passes=2):
+    """{name: ms}: each step warmed up and timed `repeats` times in a block of its own (median);
+    `passes` rounds of blocks, keeping each step's least disturbed (lowest) block median.
+
+    Blocks, not interleaved calls: every implementation here has its own spinning thread pool
+    (OpenBLAS, PyTorch's OpenMP, Numba's), and alternating them call by call on 2 cores makes
+    each wait for the others' spinning threads (measured: 10-50x slower for all of them)."""
+    best = {}
+    for _ in range(passes):
+        for name, step in steps.items():
+            for _ in range(warmup):
+                step()
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - start)
+            ms = statistics.median(times) * 1e3
+            best[name] = min(ms, best.get(name, ms))
+    return best
+
+
+def bench_family(family, candidates, with_torch, warmup, repeats):
+    ours, torch_step = WORKLOADS[family]()
+    steps, missing = {}, {}
+    for backend in candidates:
+        module, why = family_module(backend, family)
+        if module is None:
+            missing[backend] = why
+        else:
+            steps[backend] = ours(module)
+    if with_torch:
+        steps["torch"] = torch_step()
+    return race(steps, warmup, repeats), missing
+
+
+def write_choice(winners, path=CHOICE_TABLE):
+    """Merge {family: backend} into the table's "cpu" entry, keeping every other entry."""
+    try:
+        with open(path) as f:
+            table = json.load(f)
+    except (OSError, ValueError):
+        table = {}
+    table.setdefault("cpu", {}).update(winners)
+    with open(path, "w") as f:
+        json.dump(table, f, indent=2, sort_keys=True)
+        f.write("\n")
+    return table
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--write-choice", action="store_true",
+                        help=f"record each family's fastest backend in {os.path.relpath(CHOICE_TABLE)}")
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--cython-threads", type=int, default=None,
+                        help="OpenMP threads for the Cython loops (default: TGS_CYTHON_THREADS or 1)")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    try:
+        import torch
+        with_torch = True
+        print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads")
+    except ImportError:
+        with_torch = False
+        print("PyTorch not installed: no ratio column (pip install tinygrad_seq[bench])")
+    if args.cython_threads is not None and unavailable_reason("cython") is None:
+        importlib.import_module("tinygrad_seq.kernels.cython").set_num_threads(args.cython_threads)
+
+    winners = {}
+    for family in args.families.split(","):
+        ms, missing = bench_family(family, CANDIDATES, with_torch, args.warmup, args.repeats)
+        torch_ms = ms.pop("torch", None)
+        print(f"\n{family}")
+        for backend, t in sorted(ms.items(), key=lambda kv: kv[1]):
+            ratio = f"  {t / torch_ms:5.2f}x PyTorch" if torch_ms else ""
+            print(f"  {backend:8s} {t:9.2f} ms{ratio}")
+        if torch_ms:
+            print(f"  {'torch':8s} {torch_ms:9.2f} ms")
+        for backend, why in missing.items():
+            print(f"  {backend:8s} unavailable: {why}")
+        if ms:
+            winners[family] = min(ms, key=ms.get)
+    print(f"\nfastest per family: {winners}")
+    if args.write_choice and winners:
+        write_choice(winners)
+        print(f"wrote {os.path.relpath(CHOICE_TABLE)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""`tgs bench`: time every workload on every available backend beside PyTorch."""
+import click
+
+
+@click.command()
+@click.option("--workload", "-w", multiple=True,
+              help="lstm_lm, gru_lm, rnn_lm, cnn, transformer, scalar_mlp (default: all).")
+@click.option("--backend", "backends", multiple=True, help="Backends to time (default: every available one).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=15, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("--no-torch", is_flag=True, help="Skip PyTorch (no ratio column).")
+@click.option("--memory", is_flag=True, help="Also measure peak memory, each run in a fresh process.")
+def bench(workload, backends, device, repeats, warmup, no_torch, memory):
+    """Median ms per training step, and the ratio to PyTorch measured in the same run."""
+    from tinygrad_seq import benchmark
+
+    sizes = benchmark.CPU_SIZES if device == "cpu" else benchmark.GPU_SIZES
+    unknown = [w for w in workload if w not in sizes]
+    if unknown:
+        raise click.BadParameter(f"unknown workload {unknown[0]!r}; choose from {', '.join(sizes)}",
+                                 param_hint="--workload")
+    with_torch = not no_torch
+    if with_torch:
+        try:
+            import torch
+            torch.set_num_threads(2 if device == "cpu" else torch.get_num_threads())
+        except ImportError:
+            click.echo("PyTorch is not installed (pip install tinygrad_seq[bench]); timing tinygrad_seq alone", err=True)
+            with_torch = False
+    results = benchmark.run(workload or None, list(backends) or None, device, warmup, repeats, with_torch,
+                            echo=lambda line: click.echo(line, err=True))
+    click.echo(benchmark.format_table(results))
+    if memory:
+        click.echo("\n| workload | implementation | peak RSS MiB |\n| --- | --- | ---: |")
+        for r in results:
+            impl = "pytorch" if r.impl == "pytorch" else r.impl[4:-1] if r.impl.startswith("tgs[") else "auto"
+            click.echo(f"| {r.workload} | {r.impl} | {benchmark.peak_memory_mb(r.workload, impl, device):.0f} |")

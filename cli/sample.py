@@ -1,0 +1,60 @@
+"""`tgs sample CKPT`: text from a trained model (any kind that registered a sampler, see kinds.py)."""
+import click
+
+from . import kinds
+
+
+def load_for_command(ckpt):
+    """(state, handler) for CKPT (a run directory or a checkpoint file), or a one-line error."""
+    import os
+
+    from tinygrad_seq.checkpoint import CheckpointError, load_checkpoint
+
+    if os.path.isdir(ckpt) and not os.path.exists(os.path.join(ckpt, "checkpoint.npz")):
+        raise click.ClickException(f"{ckpt} is a directory without a checkpoint.npz; give a run directory "
+                                   "from `tgs train ... --out` or a checkpoint file")
+    try:
+        state = load_checkpoint(ckpt)
+    except CheckpointError as exc:
+        raise click.ClickException(str(exc))
+    if not isinstance(state, dict) or "kind" not in state:
+        raise click.ClickException(f"{ckpt} is a tinygrad_seq checkpoint without a model kind; it cannot be used here")
+    try:
+        handler = kinds.lookup(state["kind"])
+    except ValueError as exc:
+        raise click.ClickException(str(exc))
+    return state, handler
+
+
+def _check(name, value, low, inclusive=True):
+    if value is not None and (value < low if inclusive else value <= low):
+        raise click.ClickException(f"{name} must be {'at least' if inclusive else 'more than'} {low}, got {value}")
+
+
+@click.command()
+@click.argument("ckpt", type=click.Path())
+@click.option("--prime", default="", help="Text to start from (its characters must be in the vocabulary).")
+@click.option("--length", type=int, default=500, show_default=True, help="Tokens (characters or words) to generate.")
+@click.option("--temperature", type=float, default=1.0, show_default=True,
+              help="Softmax temperature: <1 safer, >1 wilder, 0 = greedy.")
+@click.option("--top-k", type=int, default=None, help="Sample only among the K most likely tokens.")
+@click.option("--beam", type=int, default=None, help="Beam search of width W instead of sampling.")
+@click.option("--seed", type=int, default=None, help="Random seed (the same seed gives the same text).")
+def sample(ckpt, prime, length, temperature, top_k, beam, seed):
+    """Generate text from the model in CKPT (a run directory or a checkpoint file)."""
+    import math
+
+    _check("--length", length, 1)
+    _check("--top-k", top_k, 1)
+    _check("--beam", beam, 1)
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise click.ClickException(f"--temperature must be a number >= 0, got {temperature}")
+    state, handler = load_for_command(ckpt)
+    if handler.sample is None:
+        raise click.ClickException(f"{ckpt} holds a {handler.description}, which `tgs sample` cannot sample from")
+    options = kinds.SampleOptions(prime=prime, length=length, temperature=temperature, top_k=top_k, beam=beam, seed=seed)
+    try:
+        text = handler.sample(state, options)
+    except ValueError as exc:
+        raise click.ClickException(f"--prime: {exc}" if prime and "vocabulary" in str(exc) else str(exc))
+    click.echo(text)

@@ -1,0 +1,75 @@
+"""Logistic regression: is this handwritten digit a 3 or an 8?
+
+    python examples/logistic_regression.py
+    python examples/logistic_regression.py --epochs 50 --lr 0.5 --l2 1e-3
+
+The model is one linear unit and a sigmoid, P(y = 8 | x) = sigmoid(w . x + b), trained by
+mini-batch gradient descent on the binary cross-entropy
+
+    J(w, b) = -1/m sum_i [ y_i log p_i + (1 - y_i) log(1 - p_i) ]  +  lam/2 ||w||^2
+
+with the learning rate decayed as alpha = alpha_0 / (1 + decay_rate * epoch).  The dev set
+decides when to stop (early stopping); the test set is scored once, at the end.
+Data: scikit-learn's bundled 8x8 digits, so nothing is downloaded.
+"""
+import argparse
+
+import numpy as np
+
+import tinygrad_seq as tgs
+from tinygrad_seq import nn, optim
+from tinygrad_seq.data_utils import EarlyStopping, evaluate_classifier, load_digits, minibatches, train_dev_test_split
+from tinygrad_seq.models.mlp import LogisticRegression
+from tinygrad_seq.nn import functional as F
+
+
+def binary_digits(negative=3, positive=8):
+    """The digits of two classes, labelled 0 (negative) and 1 (positive)."""
+    X, y = load_digits()
+    keep = (y == negative) | (y == positive)
+    return X[keep], (y[keep] == positive).astype(np.int64)
+
+
+def main(epochs=100, lr=0.5, decay_rate=0.05, l2=1e-3, batch_size=32, patience=10, seed=0, verbose=True):
+    """Train, early-stop on the dev loss, and return the scores of the best model."""
+    tgs.manual_seed(seed)
+    splits = train_dev_test_split(*binary_digits(), seed=seed)
+    model = LogisticRegression(in_features=64)
+    optimizer = optim.SGD(model.parameters(), lr=lr)
+    schedule = optim.lr_scheduler.InverseTimeDecay(optimizer, decay_rate=decay_rate)
+    stopper = EarlyStopping(patience=patience)
+    for epoch in range(epochs):
+        model.train()
+        for xb, yb in minibatches(*splits.train, batch_size=batch_size):
+            logits = model(xb)
+            loss = F.binary_cross_entropy_with_logits(logits, yb.float())
+            loss = loss + l2 / 2 * nn.utils.l2_penalty([model.linear.weight])  # no penalty on the bias
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        schedule.step()
+        dev_loss, dev_acc = evaluate_classifier(model, *splits.dev)
+        if verbose:
+            print(f"epoch {epoch + 1:3d}  lr {schedule.get_last_lr()[0]:.3f}  dev loss {dev_loss:.4f}  dev acc {dev_acc:.3f}")
+        if stopper.step(dev_loss, model):
+            if verbose:
+                print(f"dev loss has not improved for {patience} epochs: stopping, best epoch {stopper.best_epoch + 1}")
+            break
+    stopper.restore(model)
+    results = {name: evaluate_classifier(model, *part) for name, part in splits._asdict().items()}
+    if verbose:
+        for name, (loss, acc) in results.items():
+            print(f"{name:5s}  loss {loss:.4f}  accuracy {acc:.3f}  ({len(getattr(splits, name)[1])} examples)")
+    return {"test_loss": results["test"][0], "test_accuracy": results["test"][1],
+            "dev_accuracy": results["dev"][1], "epochs": stopper.epoch + 1}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=0.5)
+    parser.add_argument("--decay-rate", type=float, default=0.05)
+    parser.add_argument("--l2", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    main(args.epochs, args.lr, args.decay_rate, args.l2, seed=args.seed)

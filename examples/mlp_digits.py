@@ -1,0 +1,62 @@
+"""A multilayer perceptron on handwritten digits (0-9), with early stopping.
+
+    python examples/mlp_digits.py
+    python examples/mlp_digits.py --hidden 128 64 --dropout 0.2 --epochs 60
+
+64 pixels -> [Linear -> ReLU] per hidden layer -> Linear -> 10 logits, trained with Adam on
+the cross-entropy of softmax(logits).  After every epoch the dev loss is measured; when it
+has not improved for `patience` epochs training stops and the best weights are restored
+(early stopping: the dev loss turning up is the start of overfitting).  The test set is
+scored once, at the end.  Data: scikit-learn's bundled 8x8 digits (nothing is downloaded).
+"""
+import argparse
+
+import tinygrad_seq as tgs
+from tinygrad_seq import optim
+from tinygrad_seq.data_utils import EarlyStopping, evaluate_classifier, load_digits, minibatches, train_dev_test_split
+from tinygrad_seq.models.mlp import MLP, MLPConfig
+from tinygrad_seq.nn import functional as F
+
+
+def main(epochs=60, hidden=(64,), lr=3e-3, dropout=0.1, weight_decay=1e-4, batch_size=64, patience=8,
+         seed=0, verbose=True):
+    """Train, early-stop on the dev loss, and return the scores of the best model."""
+    tgs.manual_seed(seed)
+    splits = train_dev_test_split(*load_digits(), seed=seed)
+    model = MLP(MLPConfig(in_features=64, hidden=tuple(hidden), num_classes=10, dropout=dropout))
+    optimizer = optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    stopper = EarlyStopping(patience=patience)
+    for epoch in range(epochs):
+        model.train()
+        total, count = 0.0, 0
+        for xb, yb in minibatches(*splits.train, batch_size=batch_size):
+            loss = F.cross_entropy(model(xb), yb)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, count = total + loss.item() * len(yb), count + len(yb)
+        dev_loss, dev_acc = evaluate_classifier(model, *splits.dev)
+        if verbose:
+            print(f"epoch {epoch + 1:3d}  train loss {total / count:.4f}  dev loss {dev_loss:.4f}  dev acc {dev_acc:.3f}")
+        if stopper.step(dev_loss, model):
+            if verbose:
+                print(f"dev loss has not improved for {patience} epochs: stopping, best epoch {stopper.best_epoch + 1}")
+            break
+    stopper.restore(model)
+    results = {name: evaluate_classifier(model, *part) for name, part in splits._asdict().items()}
+    if verbose:
+        for name, (loss, acc) in results.items():
+            print(f"{name:5s}  loss {loss:.4f}  accuracy {acc:.3f}  ({len(getattr(splits, name)[1])} examples)")
+    return {"test_loss": results["test"][0], "test_accuracy": results["test"][1],
+            "dev_accuracy": results["dev"][1], "epochs": stopper.epoch + 1}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--hidden", type=int, nargs="*", default=[64])
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    main(args.epochs, tuple(args.hidden), args.lr, args.dropout, seed=args.seed)

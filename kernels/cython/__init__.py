@@ -1,0 +1,31 @@
+"""Cython kernels: kernels/cython/_*.pyx, compiled by setup.py, behind thin Python wrappers
+(recurrence.py, conv.py, softmax.py) that check arguments like the reference does.
+
+The OpenMP loops run serially unless TGS_CYTHON_THREADS (or `set_num_threads`) asks for
+more: on 2 cores, OpenMP threads and BLAS threads spinning side by side cost far more than
+the loops gain (numbers in _common.pxi).
+
+The compiled modules are optional: without a C compiler at install time they are simply
+missing, `unavailable_reason()` says so and the registry falls back to another backend.
+"""
+import importlib
+
+COMPILED = ("_recurrence", "_conv", "_softmax")
+
+
+def unavailable_reason():
+    """None when every compiled module imports, else a one-line reason (compiles nothing)."""
+    for name in COMPILED:
+        try:
+            importlib.import_module(f"{__name__}.{name}")
+        except ImportError as exc:
+            detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            return (f"not compiled: run `pip install -e .` on a machine with a C compiler "
+                    f"({name}: {detail})")
+    return None
+
+
+def set_num_threads(n):
+    """Threads for every compiled module's OpenMP loops (1 = serial, the default)."""
+    for name in COMPILED:
+        importlib.import_module(f"{__name__}.{name}").set_num_threads(n)

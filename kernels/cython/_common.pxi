@@ -1,0 +1,84 @@
+# Shared by every kernels/cython/*.pyx through `include "_common.pxi"`: the row-major GEMM
+# over scipy's BLAS, the scalar activations (each for float32 and float64), and the thread
+# count of the module's OpenMP loops.
+#
+# Fused types resolve at compile time, so `if floating is float` costs nothing at run time:
+# float32 kernels call sgemm/expf/tanhf and never round-trip through double.
+from cython cimport floating
+from libc.math cimport exp, expf, tanh, tanhf
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+
+cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
+                      floating alpha, const floating* a, int lda,
+                      const floating* b, int ldb,
+                      floating beta, floating* c, int ldc) noexcept nogil:
+    """Row-major C(m,n) = alpha * op(A)(m,k) @ op(B)(k,n) + beta * C.
+
+    BLAS is column-major, and a row-major matrix read column-major is its transpose, so
+    C^T = op(B)^T op(A)^T is the same call with A and B swapped. lda/ldb/ldc are the
+    row-major row strides (in elements) of A, B and C as they are stored.
+    """
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    cdef int i, j
+    if m == 0 or n == 0:
+        return
+    if k == 0:  # BLAS rejects a zero leading dimension; C = beta*C is all that is left
+        for i in range(m):
+            for j in range(n):
+                c[i * ldc + j] = beta * c[i * ldc + j] if beta != 0 else 0
+        return
+    if floating is float:
+        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda, &beta, c, &ldc)
+    else:
+        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda, &beta, c, &ldc)
+
+
+cdef inline floating exp_(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline floating tanh_(floating x) noexcept nogil:
+    if floating is float:
+        return tanhf(x)
+    else:
+        return tanh(x)
+
+
+cdef inline floating sigmoid(floating x) noexcept nogil:
+    """σ(x) = 1/(1+e^-x), written as (1 + tanh(x/2))/2 so it never overflows to inf
+    (the extensions are built with -ffast-math, which assumes finite values)."""
+    return <floating>0.5 + <floating>0.5 * tanh_(<floating>0.5 * x)
+
+
+def default_threads():
+    """Threads for the OpenMP loops: $TGS_CYTHON_THREADS, else 1.
+
+    Serial by default because on a 2-core machine the OpenMP team and BLAS's own threads
+    (scipy's, used here, and NumPy's, used by the engine around every kernel call) spin on the
+    same two cores while they wait for work; measured here, a 2-thread softmax called between two
+    NumPy matmuls was 2-3x slower than the serial one, and the threaded recurrence 50x slower.
+    """
+    import os
+    try:
+        return max(1, int(os.environ.get("TGS_CYTHON_THREADS", "1")))
+    except ValueError:
+        return 1
+
+
+# Threads for this module's OpenMP loops (prange); the GEMMs use BLAS's own threads.
+cdef int _threads = default_threads()
+
+
+def set_num_threads(int n):
+    """Threads for this module's OpenMP loops (1 = serial); see default_threads()."""
+    global _threads
+    _threads = max(1, n)
+
+
+def get_num_threads():
+    return _threads

@@ -1,0 +1,80 @@
+"""CUDA masked softmax (one block per row, shared-memory reductions) vs the NumPy reference."""
+import numpy as np
+import pytest
+from simcheck import DTYPES, assert_close, assert_unchanged, directional_derivative, frozen
+
+from tinygrad_seq.kernels.cuda import softmax as cuda_softmax
+from tinygrad_seq.kernels.cuda.softmax import MAX_ROW_BLOCKS, ROW_THREADS
+from tinygrad_seq.kernels.reference import softmax as ref
+
+# rows x length: one entry, fewer entries than threads, not a multiple of the block,
+# several strides of the block per row, and more rows than blocks (grid-stride over rows)
+SHAPES = [(1, 1), (3, 7), (2, ROW_THREADS + 1), (2, 2 * ROW_THREADS + 5), (MAX_ROW_BLOCKS + 3, 5)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_backward_without_mask(rng, dtype, shape):
+    x = (3 * rng.standard_normal(shape)).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    copies = frozen(x, dy)
+    y = cuda_softmax.softmax_forward(x, None)
+    assert_close(y, ref.softmax_forward(x, None), dtype)
+    np.testing.assert_allclose(y.sum(axis=-1), 1, rtol=1e-5)
+    dx = cuda_softmax.softmax_backward(dy, y)
+    assert_close(dx, ref.softmax_backward(dy, y), dtype)
+    assert_unchanged([x, dy], copies)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(4, 9), (3, 2 * ROW_THREADS + 3)])
+def test_masked_rows_including_fully_masked(rng, dtype, shape):
+    x = rng.standard_normal(shape).astype(dtype)
+    mask = rng.random(shape) < 0.4
+    mask[0] = True                    # every entry excluded: zeros, not NaN
+    mask[1] = False
+    mask[-1, :-1] = True              # a single entry left: probability 1
+    mask[-1, -1] = False
+    y = cuda_softmax.softmax_forward(x, mask)
+    assert_close(y, ref.softmax_forward(x, mask), dtype)
+    assert np.all(y[0] == 0) and np.all(y[mask] == 0)
+    assert y[-1, -1] == 1
+    dy = rng.standard_normal(shape).astype(dtype)
+    dx = cuda_softmax.softmax_backward(dy, y)
+    assert_close(dx, ref.softmax_backward(dy, y), dtype)
+    assert np.all(dx[mask] == 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_logits_do_not_overflow(dtype):
+    x = np.array([[1000.0, 999.0, -1000.0], [-1e4, -1e4, -1e4]], dtype=dtype)
+    y = cuda_softmax.softmax_forward(x, None)
+    assert np.all(np.isfinite(y))
+    assert_close(y, ref.softmax_forward(x, None), dtype)
+
+
+def test_backward_matches_finite_differences(rng):
+    x = rng.standard_normal((3, 11))
+    mask = rng.random((3, 11)) < 0.3
+    weights = rng.standard_normal((3, 11))
+    y = cuda_softmax.softmax_forward(x, mask)
+    dx = cuda_softmax.softmax_backward(weights, y)
+    direction = rng.standard_normal((3, 11))
+    numeric = directional_derivative(lambda x: np.sum(weights * cuda_softmax.softmax_forward(x, mask)),
+                                     [x], 0, direction)
+    np.testing.assert_allclose(np.sum(dx * direction), numeric, rtol=1e-6)
+
+
+def test_bad_arguments_raise_the_reference_message():
+    x = np.zeros((2, 3))
+    for args in [(np.zeros(3), None), (x, np.zeros((2, 4), dtype=bool))]:
+        with pytest.raises(ValueError) as expected:
+            ref.softmax_forward(*args)
+        with pytest.raises(ValueError, match=None) as got:
+            cuda_softmax.softmax_forward(*args)
+        assert str(got.value) == str(expected.value)
+    with pytest.raises(ValueError) as expected:
+        ref.softmax_backward(np.zeros((2, 4)), x)
+    with pytest.raises(ValueError) as got:
+        cuda_softmax.softmax_backward(np.zeros((2, 4)), x)
+    assert str(got.value) == str(expected.value)

@@ -1,0 +1,262 @@
+"""`tgs train charlm|wordlm|ngram`, `tgs sample`, `tgs eval`: the happy paths, and every bad
+input of the issue ending in one "Error:" line and a non-zero exit, never a traceback."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tinygrad_seq.checkpoint import load_checkpoint
+from tinygrad_seq.cli import kinds
+from tinygrad_seq.cli.main import cli
+
+TEXT = ("In the beginning God created the heaven and the earth. And the earth was without form, "
+        "and void; and darkness was upon the face of the deep.\n") * 12
+TINY = ["--hidden", "16", "--embed", "8", "--seq-len", "12", "--batch-size", "4"]
+
+
+def tgs(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code != 0, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "corpus.txt"
+    path.write_text(TEXT)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, corpus):
+    out = tmp_path_factory.mktemp("runs") / "charlm"
+    result = tgs("train", "charlm", corpus, *TINY, "--steps", 8, "--eval-every", 4, "--out", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+# ---------------------------------------------------------------------------- happy paths
+def test_train_charlm_writes_a_run(run_dir):
+    assert {"checkpoint.npz", "metrics.jsonl"} <= set(os.listdir(run_dir))
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "val_loss" in r] == [4, 8]
+    assert all(r["chars_per_s"] > 0 for r in records if "loss" in r)
+    state = load_checkpoint(run_dir)
+    assert state["kind"] == "charlm" and state["train"]["step"] == 8
+
+
+def test_train_output_shows_progress_validation_and_samples(tmp_path, corpus):
+    result = tgs("train", "charlm", corpus, *TINY, "--steps", 4, "--eval-every", 2, "--out", tmp_path / "r",
+                 "--model", "gru", "--layers", 2, "--dropout", 0.1, "--backend", "numpy")
+    assert result.exit_code == 0, result.output
+    err = result.stderr
+    assert "GRU (2 layers, hidden 16" in err and "step 4/4 [" in err and "chars/s" in err and "ETA" in err
+    assert "validation loss" in err and "bits/char" in err and "--- sample ---" in err
+    assert "done: 4 steps" in err
+
+
+def test_sample_is_seeded_and_supports_beam_and_greedy(run_dir):
+    a = tgs("sample", run_dir, "--prime", "And the ", "--length", 40, "--seed", 3)
+    b = tgs("sample", run_dir / "checkpoint.npz", "--prime", "And the ", "--length", 40, "--seed", 3)
+    assert a.exit_code == 0 and a.stdout == b.stdout
+    assert a.stdout.startswith("And the ") and len(a.stdout.rstrip("\n")) >= 40
+    beam = tgs("sample", run_dir, "--prime", "God", "--length", 10, "--beam", 3)
+    greedy = tgs("sample", run_dir, "--prime", "God", "--length", 10, "--temperature", 0)
+    top1 = tgs("sample", run_dir, "--prime", "God", "--length", 10, "--top-k", 1, "--seed", 9)
+    assert beam.exit_code == greedy.exit_code == top1.exit_code == 0
+    assert greedy.stdout == top1.stdout  # top-1 sampling is greedy decoding
+    assert beam.stdout.startswith("God")
+
+
+def test_eval_reports_nats_and_bits(run_dir, corpus):
+    result = tgs("eval", run_dir, corpus, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["kind"] == "charlm" and report["chars"] == len(TEXT) - 1
+    assert report["bits_per_char"] == pytest.approx(report["nats_per_char"] / np.log(2))
+    plain = tgs("eval", run_dir, corpus)
+    assert "nats_per_char:" in plain.stdout and "bits_per_char:" in plain.stdout
+
+
+def test_resume_through_the_cli_is_bit_for_bit(tmp_path, corpus):
+    common = [*TINY, "--steps", 8, "--eval-every", 2, "--dropout", 0.3, "--layers", 2]
+    assert tgs("train", "charlm", corpus, *common, "--out", tmp_path / "a").exit_code == 0
+    half = [a if a != 8 else 4 for a in common]
+    assert tgs("train", "charlm", corpus, *half, "--out", tmp_path / "b").exit_code == 0
+    resumed = tgs("train", "charlm", "--out", tmp_path / "b", "--resume", "--steps", 8, "--hidden", 99)
+    assert resumed.exit_code == 0, resumed.output
+    assert "Resuming at step 4" in resumed.stderr and "ignoring --hidden" in resumed.stderr
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    for name in a["model"]:
+        np.testing.assert_array_equal(a["model"][name], b["model"][name])
+
+
+def test_bundled_corpus_without_argument(tmp_path):
+    result = tgs("train", "charlm", "--steps", 2, "--eval-every", 2, "--hidden", 8, "--embed", 4,
+                 "--seq-len", 8, "--batch-size", 2, "--out", tmp_path / "kjv")
+    assert result.exit_code == 0, result.output
+    assert "the bundled King James Bible" in result.stderr and "vocabulary 73" in result.stderr
+
+
+def test_wordlm_and_ngram(tmp_path, corpus):
+    word = tgs("train", "wordlm", corpus, "--hidden", 16, "--embed", 8, "--seq-len", 6, "--batch-size", 4,
+               "--steps", 4, "--eval-every", 4, "--min-count", 1, "--out", tmp_path / "w")
+    assert word.exit_code == 0, word.output
+    report = json.loads(tgs("eval", tmp_path / "w", corpus, "--json").stdout)
+    assert report["kind"] == "wordlm" and {"nats_per_word", "perplexity", "words", "nats_per_char"} <= set(report)
+    assert tgs("sample", tmp_path / "w", "--prime", "And the", "--length", 5, "--seed", 1).exit_code == 0
+
+    ngram = tgs("train", "ngram", corpus, "--n", 4, "--out", tmp_path / "n", "--length", 30)
+    assert ngram.exit_code == 0, ngram.output
+    assert "validation:" in ngram.stderr and len(ngram.stdout.strip()) > 0
+    first = tgs("sample", tmp_path / "n", "--prime", "And ", "--length", 30, "--seed", 4)
+    second = tgs("sample", tmp_path / "n", "--prime", "And ", "--length", 30, "--seed", 4)
+    assert first.exit_code == 0 and first.stdout == second.stdout and first.stdout.startswith("And ")
+    report = json.loads(tgs("eval", tmp_path / "n", corpus, "--json").stdout)
+    assert report["kind"] == "ngram" and report["nats_per_char"] < 1.0
+
+
+def test_kinds_registry_is_open():
+    assert {"charlm", "wordlm", "ngram"} <= set(kinds.registered())
+    handler = kinds.register("toy-kind", evaluate=lambda state, file, path: {"accuracy": 0.5})
+    assert kinds.lookup("toy-kind") is handler
+    with pytest.raises(ValueError, match="unknown checkpoint kind 'nope'"):
+        kinds.lookup("nope")
+
+
+# ---------------------------------------------------------------------------- bad input
+def test_missing_empty_short_undecodable_and_directory_corpora(tmp_path):
+    out = ["--out", tmp_path / "never"]
+    assert_one_line_error(tgs("train", "charlm", tmp_path / "missing.txt", *out), "no such file")
+    (tmp_path / "empty.txt").write_text("")
+    assert_one_line_error(tgs("train", "charlm", tmp_path / "empty.txt", *out), "is empty")
+    (tmp_path / "short.txt").write_text("abcdefgh")
+    assert_one_line_error(tgs("train", "charlm", tmp_path / "short.txt", "--seq-len", 12, *out),
+                          "fewer than seq-len + 1")
+    (tmp_path / "latin1.txt").write_bytes("Genèse".encode("latin-1") * 20)
+    assert_one_line_error(tgs("train", "charlm", tmp_path / "latin1.txt", *out), "not valid utf-8", "0xe8")
+    assert_one_line_error(tgs("train", "charlm", tmp_path, *out), "is a directory")
+    assert_one_line_error(tgs("train", "ngram", tmp_path, *out), "is a directory")
+    assert_one_line_error(tgs("train", "charlm", tmp_path / "short.txt", "--val", tmp_path, *out), "--val", "directory")
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--hidden", 0, "hidden must be a positive integer"), ("--layers", -1, "layers must be a positive integer"),
+    ("--embed", -4, "embed must be a positive integer"), ("--seq-len", 0, "seq-len must be a positive integer"),
+    ("--batch-size", -3, "batch-size must be a positive integer"), ("--steps", 0, "steps must be a positive"),
+    ("--eval-every", 0, "eval-every must be a positive"), ("--lr", 0, "lr must be a positive number"),
+    ("--lr", -0.1, "lr must be a positive number"), ("--clip", -1, "clip must be >= 0"),
+    ("--dropout", 1.5, "dropout must be in [0, 1)"),
+])
+def test_nonsensical_hyper_parameters(tmp_path, corpus, option, value, message):
+    assert_one_line_error(tgs("train", "charlm", corpus, option, value, "--out", tmp_path / "r"), message)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--length", 0, "--length must be at least 1"), ("--top-k", 0, "--top-k must be at least 1"),
+    ("--beam", 0, "--beam must be at least 1"), ("--temperature", -1, "--temperature must be a number >= 0"),
+])
+def test_nonsensical_sampling_options(run_dir, option, value, message):
+    assert_one_line_error(tgs("sample", run_dir, option, value), message)
+
+
+def test_prime_outside_the_vocabulary(run_dir):
+    assert_one_line_error(tgs("sample", run_dir, "--prime", "Zebra €"), "--prime", "not in the model's vocabulary",
+                          "'Z'", "'€'")
+
+
+def test_corrupt_foreign_and_missing_checkpoints(tmp_path, corpus):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "checkpoint.npz").write_bytes(b"this is not a zip file")
+    for args in (("sample", bad), ("eval", bad, corpus), ("train", "charlm", corpus, "--out", bad, "--resume")):
+        assert_one_line_error(tgs(*args), "corrupt")
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, weights=np.zeros(3))
+    assert_one_line_error(tgs("sample", foreign), "not a tinygrad_seq checkpoint")
+    assert_one_line_error(tgs("eval", tmp_path / "nothing-here", corpus), "no checkpoint at")
+    (tmp_path / "empty-run").mkdir()
+    assert_one_line_error(tgs("sample", tmp_path / "empty-run"), "without a checkpoint.npz")
+    assert tgs("train", "ngram", corpus, "--out", tmp_path / "ng").exit_code == 0
+    assert_one_line_error(tgs("train", "charlm", corpus, "--out", tmp_path / "ng", "--resume"),
+                          "holds a 'ngram' model")
+    assert_one_line_error(tgs("sample", tmp_path / "ng", "--beam", 2), "--beam is for neural language models")
+
+
+def test_eval_needs_a_file_and_runs_are_not_overwritten(run_dir, corpus):
+    assert_one_line_error(tgs("eval", run_dir), "give the text FILE")
+    before = (run_dir / "checkpoint.npz").read_bytes()
+    assert_one_line_error(tgs("train", "charlm", corpus, "--out", run_dir), "already holds a checkpoint", "--resume")
+    assert (run_dir / "checkpoint.npz").read_bytes() == before
+
+
+def test_unavailable_device(tmp_path, corpus):
+    from tinygrad_seq.device import cupy_or_none
+
+    if cupy_or_none() is not None:
+        pytest.skip("a GPU is available here")
+    assert_one_line_error(tgs("train", "charlm", corpus, "--device", "cuda", "--out", tmp_path / "r"),
+                          "--device cuda is not available")
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus):
+    result = tgs("train", "charlm", corpus, *TINY, "--lr", 1e38, "--clip", 0, "--steps", 50, "--eval-every", 1,
+                 "--out", tmp_path / "r")
+    assert result.exit_code == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and "at step 2" in last and "the last good checkpoint (step 1) is kept" in last
+    assert "Traceback" not in result.output and "Warning" not in result.output
+    assert load_checkpoint(tmp_path / "r")["train"]["step"] == 1
+
+
+# ---------------------------------------------------------------------------- a real process
+def _tgs_command():
+    exe = shutil.which("tgs")
+    return [exe] if exe else [sys.executable, "-m", "tinygrad_seq.cli.main"]
+
+
+def test_real_process_errors_are_one_line(tmp_path):
+    for args, fragment in ((["train", "charlm", str(tmp_path / "missing.txt")], "no such file"),
+                           (["sample", str(tmp_path)], "without a checkpoint.npz")):
+        proc = subprocess.run(_tgs_command() + args, capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0
+        assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and fragment in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT delivery to a child needs POSIX")
+def test_real_process_ctrl_c_saves_and_resumes(tmp_path, corpus):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_tgs_command() + ["train", "charlm", str(corpus), *TINY, "--steps", "100000",
+                                              "--eval-every", "50000", "--out", str(out)],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        header = proc.stderr.readline()  # printed just before the first step
+        assert "run directory" in header, header
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Interrupted: interrupted at step" in err and "Traceback" not in err
+    step = load_checkpoint(out)["train"]["step"]
+    assert step > 0
+    resumed = tgs("train", "charlm", "--out", out, "--resume", "--steps", step + 2)
+    assert resumed.exit_code == 0 and f"Resuming at step {step}" in resumed.stderr

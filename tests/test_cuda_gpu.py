@@ -1,0 +1,280 @@
+"""The CUDA kernels on a real GPU, on CuPy arrays, against the NumPy reference.
+
+These skip (saying why) on a machine without a GPU or without CuPy; tests/cudasim checks the
+same kernels there under Numba's CUDA simulator.  One test needs no GPU at all:
+`test_every_kernel_compiles_for_the_real_cuda_target` compiles each kernel to PTX for
+float32 and float64, which catches what the simulator (plain Python) cannot: code that
+Numba's CUDA target does not type, and float64 arithmetic leaking into float32 kernels.
+It needs the CUDA compiler libraries (NVVM, NVRTC), pip-installable without a GPU.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from tinygrad_seq.device import cupy_or_none, cupy_unavailable_reason
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _gpu_unavailable_reason():
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return "NUMBA_ENABLE_CUDASIM=1: the simulator is not a GPU"
+    from tinygrad_seq.kernels import cuda as cuda_backend
+    reason = cuda_backend.unavailable_reason()
+    if reason is None and cupy_or_none() is None:
+        reason = f"CuPy cannot use the GPU ({cupy_unavailable_reason()})"
+    return reason
+
+
+GPU_REASON = _gpu_unavailable_reason()
+needs_gpu = pytest.mark.skipif(GPU_REASON is not None, reason=f"needs a CUDA GPU and CuPy: {GPU_REASON}")
+DTYPES = [np.float32, np.float64]
+# cuBLAS and the CPU BLAS sum in different orders
+TOLERANCE = {np.dtype(np.float32): dict(rtol=1e-4, atol=1e-5),
+             np.dtype(np.float64): dict(rtol=1e-10, atol=1e-12)}
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(7)
+
+
+def on_gpu(*arrays):
+    cp = cupy_or_none()
+    return [None if a is None else cp.asarray(a) for a in arrays]
+
+
+def assert_gpu_close(actual, expected, dtype):
+    """actual is a CuPy array (the kernel stayed on the device) equal to the NumPy `expected`."""
+    cp = cupy_or_none()
+    assert isinstance(actual, cp.ndarray), f"got {type(actual)}, not a CuPy array"
+    assert actual.dtype == np.dtype(dtype) and actual.shape == expected.shape
+    np.testing.assert_allclose(cp.asnumpy(actual), expected, **TOLERANCE[np.dtype(dtype)])
+
+
+# ----------------------------------------------------------------------------- softmax
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (9, 300), (3, 1025), (70_000, 5)])
+def test_softmax_on_gpu(rng, dtype, shape):
+    from tinygrad_seq.kernels.cuda import softmax as cuda_softmax
+    from tinygrad_seq.kernels.reference import softmax as ref
+    x = (3 * rng.standard_normal(shape)).astype(dtype)
+    mask = rng.random(shape) < 0.3
+    mask[0] = True
+    dy = rng.standard_normal(shape).astype(dtype)
+    for m in (None, mask):
+        y = cuda_softmax.softmax_forward(*on_gpu(x, m))
+        ry = ref.softmax_forward(x, m)
+        assert_gpu_close(y, ry, dtype)
+        assert_gpu_close(cuda_softmax.softmax_backward(*on_gpu(dy), y), ref.softmax_backward(dy, ry), dtype)
+
+
+# ----------------------------------------------------------------------------- conv
+
+CONV_CASES = [
+    ((2, 3, 5, 4), (2, 3, 3, 3), (1, 1), (1, 1), (1, 1)),
+    ((1, 2, 7, 6), (3, 2, 3, 2), (2, 3), (1, 0), (1, 2)),
+    ((2, 2, 1, 9), (3, 2, 1, 3), (1, 2), (0, 1), (1, 1)),
+    ((8, 16, 28, 28), (32, 16, 3, 3), (1, 1), (1, 1), (1, 1)),
+]
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv2d_on_gpu(rng, dtype, case):
+    from tinygrad_seq.kernels.cuda import conv as cuda_conv
+    from tinygrad_seq.kernels.reference import conv as ref
+    x_shape, w_shape, stride, padding, dilation = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    y = cuda_conv.conv2d_forward(*on_gpu(x, w, b), stride, padding, dilation)
+    assert_gpu_close(y, ref.conv2d_forward(x, w, b, stride, padding, dilation), dtype)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    got = cuda_conv.conv2d_backward(*on_gpu(dy, x, w), stride, padding, dilation, True)
+    for g, e in zip(got, ref.conv2d_backward(dy, x, w, stride, padding, dilation, True)):
+        assert_gpu_close(g, e, dtype)
+
+
+POOL_CASES = [
+    ((2, 2, 4, 4), (2, 2), (2, 2), (0, 0)),
+    ((1, 3, 5, 7), (3, 3), (1, 2), (1, 1)),
+    ((64, 16, 28, 28), (2, 2), (2, 2), (0, 0)),
+]
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_pooling_on_gpu(rng, dtype, case):
+    from tinygrad_seq.kernels.cuda import conv as cuda_conv
+    from tinygrad_seq.kernels.reference import conv as ref
+    cp = cupy_or_none()
+    x_shape, kernel, stride, padding = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    y, argmax = cuda_conv.maxpool2d_forward(*on_gpu(x), kernel, stride, padding)
+    ry, rargmax = ref.maxpool2d_forward(x, kernel, stride, padding)
+    assert_gpu_close(y, ry, dtype)
+    np.testing.assert_array_equal(cp.asnumpy(argmax), rargmax)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    assert_gpu_close(cuda_conv.maxpool2d_backward(*on_gpu(dy, rargmax), x.shape),
+                     ref.maxpool2d_backward(dy, rargmax, x.shape), dtype)
+    y = cuda_conv.avgpool2d_forward(*on_gpu(x), kernel, stride, padding)
+    assert_gpu_close(y, ref.avgpool2d_forward(x, kernel, stride, padding), dtype)
+    assert_gpu_close(cuda_conv.avgpool2d_backward(*on_gpu(dy), x.shape, kernel, stride, padding),
+                     ref.avgpool2d_backward(dy, x.shape, kernel, stride, padding), dtype)
+
+
+# ----------------------------------------------------------------------------- recurrence
+
+def _reference_recurrence():
+    try:
+        from tinygrad_seq.kernels.reference import recurrence
+    except ImportError:  # until the reference exists: the API.md equations in plain NumPy
+        sys.path.insert(0, os.path.join(ROOT, "tests", "cudasim"))
+        import recurrence_formulas as recurrence
+    return recurrence
+
+
+RNN_SHAPES = [(1, 1, 3), (4, 3, 37), (3, 16, 300)]
+
+
+def _inputs(rng, dtype, T, B, H, gates):
+    return (rng.standard_normal((T, B, gates * H)).astype(dtype),
+            (rng.standard_normal((gates * H, H)) / np.sqrt(H)).astype(dtype),
+            (0.5 * rng.standard_normal((B, H))).astype(dtype))
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", RNN_SHAPES)
+def test_rnn_on_gpu(rng, dtype, shape):
+    from tinygrad_seq.kernels.cuda import recurrence as cuda_rec
+    ref = _reference_recurrence()
+    xw, w_hh, h0 = _inputs(rng, dtype, *shape, 1)
+    for nonlinearity in ("tanh", "relu"):
+        hs = cuda_rec.rnn_forward(*on_gpu(xw, w_hh, h0), nonlinearity)
+        rhs = ref.rnn_forward(xw, w_hh, h0, nonlinearity)
+        assert_gpu_close(hs, rhs, dtype)
+        dhs = rng.standard_normal(rhs.shape).astype(dtype)
+        got = cuda_rec.rnn_backward(*on_gpu(dhs, w_hh, h0, rhs), nonlinearity)
+        for g, e in zip(got, ref.rnn_backward(dhs, w_hh, h0, rhs, nonlinearity)):
+            assert_gpu_close(g, e, dtype)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", RNN_SHAPES)
+def test_lstm_on_gpu(rng, dtype, shape):
+    from tinygrad_seq.kernels.cuda import recurrence as cuda_rec
+    ref = _reference_recurrence()
+    xw, w_hh, h0 = _inputs(rng, dtype, *shape, 4)
+    c0 = rng.standard_normal(h0.shape).astype(dtype)
+    got = cuda_rec.lstm_forward(*on_gpu(xw, w_hh, h0, c0))
+    expected = ref.lstm_forward(xw, w_hh, h0, c0)
+    for g, e in zip(got, expected):
+        assert_gpu_close(g, e, dtype)
+    hs, cs, gates = expected
+    dhs = rng.standard_normal(hs.shape).astype(dtype)
+    dcT = rng.standard_normal(h0.shape).astype(dtype)
+    got = cuda_rec.lstm_backward(*on_gpu(dhs, dcT, w_hh, h0, c0, hs, cs, gates))
+    for g, e in zip(got, ref.lstm_backward(dhs, dcT, w_hh, h0, c0, hs, cs, gates)):
+        assert_gpu_close(g, e, dtype)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", RNN_SHAPES)
+def test_gru_on_gpu(rng, dtype, shape):
+    from tinygrad_seq.kernels.cuda import recurrence as cuda_rec
+    ref = _reference_recurrence()
+    xw, w_hh, h0 = _inputs(rng, dtype, *shape, 3)
+    b_hh = rng.standard_normal(w_hh.shape[0]).astype(dtype)
+    got = cuda_rec.gru_forward(*on_gpu(xw, w_hh, b_hh, h0))
+    expected = ref.gru_forward(xw, w_hh, b_hh, h0)
+    for g, e in zip(got, expected):
+        assert_gpu_close(g, e, dtype)
+    hs, gates, hn = expected
+    dhs = rng.standard_normal(hs.shape).astype(dtype)
+    got = cuda_rec.gru_backward(*on_gpu(dhs, w_hh, h0, hs, gates, hn))
+    for g, e in zip(got, ref.gru_backward(dhs, w_hh, h0, hs, gates, hn)):
+        assert_gpu_close(g, e, dtype)
+
+
+@needs_gpu
+def test_registry_serves_the_cuda_backend_for_gpu_arrays():
+    from tinygrad_seq import backend
+    assert backend.unavailable_reason("cuda") is None
+    with backend.backend("cuda"):
+        assert backend.kernels("softmax", "cuda").__name__ == "tinygrad_seq.kernels.cuda.softmax"
+
+
+# ----------------------------------------------------------------------------- compile check (no GPU)
+
+# Each kernel with the argument types a launch gives it: C-contiguous arrays, int64, bool.
+_COMPILE_ALL = textwrap.dedent('''
+    import sys, types
+    from numba import cuda
+    import numba.cuda.dispatcher as dispatcher
+
+    def trivial(a):
+        a[0] = 1
+
+    try:
+        cuda.compile_ptx(trivial, "void(float32[::1])", cc=(9, 0))
+    except Exception as exc:
+        print(f"{type(exc).__name__}: {exc}".splitlines()[0])
+        sys.exit(3)  # no NVVM / NVRTC here
+    # device functions ask the current device for its compute capability: pretend an sm_90
+    dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
+
+    from tinygrad_seq.kernels.cuda import conv as C, recurrence as R, softmax as S
+
+    def arr(dtype, ndim):
+        return dtype + "[" + ", ".join([":"] * (ndim - 1) + ["::1"]) + "]"
+
+    for dt in ("float32", "float64"):
+        a1, a2, a3, a4 = (arr(dt, n) for n in (1, 2, 3, 4))
+        i4, ints6, ints10 = "int64[:, :, :, ::1]", ", ".join(["int64"] * 6), ", ".join(["int64"] * 10)
+        bits = dt[-2:]
+        kernels = [
+            (C._im2col, f"void({a4}, {a3}, {ints10})"),
+            (C._col2im, f"void({a3}, {a4}, {ints10})"),
+            (C._maxpool_forward, f"void({a4}, {a4}, {i4}, {ints6})"),
+            (C._maxpool_backward, f"void({a4}, {i4}, {a2})"),
+            (C._avgpool_forward, f"void({a4}, {a4}, {ints6})"),
+            (C._avgpool_backward, f"void({a4}, {a4}, {ints6})"),
+            (getattr(S, "_softmax_forward_f" + bits), f"void({a2}, boolean[:, ::1], boolean, {a2})"),
+            (getattr(S, "_softmax_backward_f" + bits), f"void({a2}, {a2}, {a2})"),
+            (R._rnn_step, f"void({a3}, {a2}, {a3}, int64, boolean)"),
+            (R._rnn_grad_step, f"void({a3}, {a2}, {a3}, {a3}, int64, boolean)"),
+            (R._lstm_step, f"void({a3}, {a2}, {a2}, {a3}, {a3}, {a3}, int64)"),
+            (R._lstm_grad_step, f"void({a3}, {a2}, {a2}, {a2}, {a3}, {a3}, {a3}, int64)"),
+            (R._gru_step, f"void({a3}, {a2}, {a1}, {a2}, {a3}, {a3}, {a3}, int64)"),
+            (R._gru_grad_step, f"void({a3}, {a2}, {a2}, {a2}, {a3}, {a3}, {a3}, {a3}, {a3}, int64)"),
+        ]
+        for kernel, signature in kernels:
+            ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=(9, 0))
+            name = kernel.py_func.__name__
+            f64_lines = [line for line in ptx.splitlines() if ".f64" in line and not line.lstrip().startswith("//")]
+            assert dt == "float64" or not f64_lines, f"{name}: float64 arithmetic in the float32 kernel: {f64_lines[:3]}"
+            print("compiled", dt, name)
+''')
+
+
+def test_every_kernel_compiles_for_the_real_cuda_target():
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    run = subprocess.run([sys.executable, "-c", _COMPILE_ALL], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    if run.returncode == 3:
+        pytest.skip("needs the CUDA compiler libraries NVVM and NVRTC (pip install nvidia-cuda-nvcc-cu12 "
+                    f"nvidia-cuda-nvrtc-cu12): {run.stdout.strip()}")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("compiled") == 28, run.stdout

@@ -1,0 +1,286 @@
+"""The benchmark harness behind `tgs bench` and bench/run_benchmarks.py.
+
+Each workload of ../shared/benchmarks.md is one training step (forward + backward +
+optimiser update) built twice: once with tinygrad_seq and once with PyTorch, from the
+same sizes.  Both run in the same process, so the ratio compares like with like:
+median of `repeats` timed steps after `warmup` untimed ones.  PyTorch is optional here
+(the bench extra); without it the table has no ratio column.
+"""
+import dataclasses
+import statistics
+import time
+
+import numpy as np
+
+CPU_SIZES = {
+    "lstm_lm": dict(V=65, H=256, B=32, T=64),
+    "gru_lm": dict(V=65, H=256, B=32, T=64),
+    "rnn_lm": dict(V=65, H=256, B=32, T=64),
+    "cnn": dict(B=64),
+    "transformer": dict(V=65, d=128, heads=4, layers=2, B=16, T=128),
+    "scalar_mlp": dict(points=100),
+}
+GPU_SIZES = {
+    "lstm_lm": dict(V=65, H=1024, B=256, T=128),
+    "gru_lm": dict(V=65, H=1024, B=256, T=128),
+    "rnn_lm": dict(V=65, H=1024, B=256, T=128),
+    "cnn": dict(B=1024),
+    "transformer": dict(V=65, d=512, heads=8, layers=4, B=64, T=256),
+}
+RNN_MODES = {"lstm_lm": "LSTM", "gru_lm": "GRU", "rnn_lm": "RNN"}
+# Approximate FLOPs of one lstm_lm-style step, for the GFLOP/s column (forward 1x, backward 2x).
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+
+@dataclasses.dataclass
+class Result:
+    workload: str
+    impl: str
+    ms: float
+    gflops: float = None
+
+
+def rnn_step_flops(mode, V, H, B, T):
+    g = GATES[mode] * H
+    forward = 2 * B * T * (V * g + H * g + H * V)
+    return 3 * forward
+
+
+def median_ms(step, warmup=3, repeats=15):
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------------------- tinygrad_seq steps
+def tgs_step(workload, sizes, device="cpu", seed=0):
+    """A zero-argument function running one training step of `workload` in tinygrad_seq."""
+    import tinygrad_seq as tgs
+    from tinygrad_seq import nn, optim
+    from tinygrad_seq.nn import functional as F
+
+    tgs.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    if workload in RNN_MODES:
+        V, H, B, T = sizes["V"], sizes["H"], sizes["B"], sizes["T"]
+        rnn = getattr(nn, RNN_MODES[workload])(V, H, batch_first=True).to(device)
+        head = nn.Linear(H, V).to(device)
+        params = list(rnn.parameters()) + list(head.parameters())
+        opt = optim.Adam(params, lr=1e-3)
+        tokens = rng.integers(0, V, size=(B, T + 1))
+        x = tgs.one_hot(tgs.Tensor(tokens[:, :-1]), V).float().to(device)
+        y = tgs.Tensor(tokens[:, 1:].reshape(-1)).to(device)
+
+        def step():
+            out, _ = rnn(x)
+            loss = F.cross_entropy(head(out).reshape(B * T, V), y)
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+        return step
+    if workload == "cnn":
+        B = sizes["B"]
+        model = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(1568, 10)).to(device)
+        opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        x = tgs.Tensor(rng.standard_normal((B, 1, 28, 28))).to(device)
+        y = tgs.Tensor(rng.integers(0, 10, size=B)).to(device)
+
+        def step():
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return step
+    if workload == "transformer":
+        from tinygrad_seq.models.transformer_lm import TransformerLM, TransformerLMConfig
+        V, d, heads, layers, B, T = (sizes[k] for k in ("V", "d", "heads", "layers", "B", "T"))
+        model = TransformerLM(TransformerLMConfig(vocab_size=V, block_size=T, n_embd=d, n_head=heads,
+                                                  n_layer=layers, dropout=0.0)).to(device)
+        opt = optim.Adam(model.parameters(), lr=1e-3)
+        tokens = rng.integers(0, V, size=(B, T + 1))
+        x, y = tgs.Tensor(tokens[:, :-1]).to(device), tgs.Tensor(tokens[:, 1:]).to(device)
+
+        def step():
+            logits = model(x)
+            loss = F.cross_entropy(logits.reshape(B * T, V), y.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return step
+    if workload == "scalar_mlp":
+        from tinygrad_seq.scalar_nn import MLP
+        from tinygrad_seq.value import Value
+        points = rng.standard_normal((sizes["points"], 2))
+        labels = np.where(points[:, 0] * points[:, 1] > 0, 1.0, -1.0)
+        model = MLP(2, [16, 16, 1])
+
+        def step():
+            scores = [model([Value(a), Value(b)]) for a, b in points]
+            losses = [(1 + -yi * si).relu() for yi, si in zip(labels, scores)]
+            loss = sum(losses) * (1.0 / len(losses))
+            model.zero_grad()
+            loss.backward()
+            for p in model.parameters():
+                p.data -= 0.01 * p.grad
+        return step
+    raise ValueError(f"unknown workload {workload!r}: one of {', '.join(CPU_SIZES)}")
+
+
+# ---------------------------------------------------------------------------- PyTorch steps
+def torch_step(workload, sizes, device="cpu", seed=0):
+    """The same training step in PyTorch (imported here only)."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    dev = torch.device(device)
+    if workload in RNN_MODES:
+        V, H, B, T = sizes["V"], sizes["H"], sizes["B"], sizes["T"]
+        rnn = getattr(torch.nn, RNN_MODES[workload])(V, H, batch_first=True).to(dev)
+        head = torch.nn.Linear(H, V).to(dev)
+        params = list(rnn.parameters()) + list(head.parameters())
+        opt = torch.optim.Adam(params, lr=1e-3)
+        tokens = torch.as_tensor(rng.integers(0, V, size=(B, T + 1)), device=dev)
+        x = F.one_hot(tokens[:, :-1], V).float()
+        y = tokens[:, 1:].reshape(-1)
+
+        def step():
+            out, _ = rnn(x)
+            loss = F.cross_entropy(head(out).reshape(B * T, V), y)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+        return step
+    if workload == "cnn":
+        B = sizes["B"]
+        nn = torch.nn
+        model = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(1568, 10)).to(dev)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        x = torch.as_tensor(rng.standard_normal((B, 1, 28, 28)), dtype=torch.float32, device=dev)
+        y = torch.as_tensor(rng.integers(0, 10, size=B), device=dev)
+
+        def step():
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+        return step
+    if workload == "transformer":
+        V, d, heads, layers, B, T = (sizes[k] for k in ("V", "d", "heads", "layers", "B", "T"))
+
+        class TorchLM(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.tok = torch.nn.Embedding(V, d)
+                self.pos = torch.nn.Embedding(T, d)
+                block = torch.nn.TransformerEncoderLayer(d, heads, 4 * d, dropout=0.0, activation="gelu",
+                                                         batch_first=True, norm_first=True)
+                self.blocks = torch.nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+                self.ln = torch.nn.LayerNorm(d)
+                self.head = torch.nn.Linear(d, V)
+                self.register_buffer("mask", torch.nn.Transformer.generate_square_subsequent_mask(T))
+
+            def forward(self, idx):
+                h = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
+                return self.head(self.ln(self.blocks(h, mask=self.mask, is_causal=True)))
+
+        model = TorchLM().to(dev)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        tokens = torch.as_tensor(rng.integers(0, V, size=(B, T + 1)), device=dev)
+        x, y = tokens[:, :-1], tokens[:, 1:]
+
+        def step():
+            loss = F.cross_entropy(model(x).reshape(B * T, V), y.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+        return step
+    if workload == "scalar_mlp":
+        return None  # PyTorch has no scalar engine; micrograd is the peer (bench/bench_scalar_mlp.py)
+    raise ValueError(f"unknown workload {workload!r}")
+
+
+def run(workloads=None, backends=None, device="cpu", warmup=3, repeats=15, with_torch=True, echo=print):
+    """Time every workload on every requested backend (and PyTorch); returns a list of Result."""
+    import tinygrad_seq as tgs
+    from tinygrad_seq.backend import BACKENDS, unavailable_reason
+
+    sizes_table = CPU_SIZES if device == "cpu" else GPU_SIZES
+    workloads = list(workloads or sizes_table)
+    if backends is None:
+        backends = [name for name, (_, devices) in BACKENDS.items()
+                    if device in devices and unavailable_reason(name) is None]
+    results = []
+    for workload in workloads:
+        sizes = sizes_table[workload]
+        flops = rnn_step_flops(RNN_MODES[workload], **sizes) if workload in RNN_MODES else None
+        if with_torch:
+            step = torch_step(workload, sizes, device)
+            if step is not None:
+                ms = median_ms(step, warmup, repeats)
+                results.append(Result(workload, "pytorch", ms, flops / ms / 1e6 if flops else None))
+                echo(f"  {workload:12s} pytorch  {ms:9.1f} ms")
+        for name in (["-"] if workload == "scalar_mlp" else backends):
+            with tgs.backend("auto" if name == "-" else name):
+                ms = median_ms(tgs_step(workload, sizes, device), warmup, repeats)
+            impl = "tgs" if name == "-" else f"tgs[{name}]"
+            results.append(Result(workload, impl, ms, flops / ms / 1e6 if flops else None))
+            echo(f"  {workload:12s} {impl:8s} {ms:9.1f} ms")
+    return results
+
+
+def format_table(results):
+    """Markdown table: ms/step, ratio to PyTorch of the same workload, GFLOP/s where known."""
+    torch_ms = {r.workload: r.ms for r in results if r.impl == "pytorch"}
+    lines = ["| workload | implementation | ms/step | ratio vs PyTorch | GFLOP/s |",
+             "| --- | --- | ---: | ---: | ---: |"]
+    for r in results:
+        ratio = f"{r.ms / torch_ms[r.workload]:.2f}" if r.workload in torch_ms else "-"
+        gflops = f"{r.gflops:.1f}" if r.gflops else "-"
+        lines.append(f"| {r.workload} | {r.impl} | {r.ms:.1f} | {ratio} | {gflops} |")
+    return "\n".join(lines)
+
+
+def peak_memory_mb(workload, impl, device="cpu", steps=5):
+    """Peak resident memory (MiB) of a fresh process running `steps` steps of one workload.
+
+    A fresh process per measurement keeps one framework's allocations out of the other's
+    figure; `impl` is 'pytorch' or a backend name."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, resource, sys\n"
+        "from tinygrad_seq import benchmark as b\n"
+        f"w, impl, dev, n = {workload!r}, {impl!r}, {device!r}, {steps}\n"
+        "sizes = (b.CPU_SIZES if dev == 'cpu' else b.GPU_SIZES)[w]\n"
+        "if impl == 'pytorch':\n"
+        "    import torch; torch.set_num_threads(2); step = b.torch_step(w, sizes, dev)\n"
+        "else:\n"
+        "    import tinygrad_seq as tgs; tgs.set_backend(impl); step = b.tgs_step(w, sizes, dev)\n"
+        "for _ in range(n): step()\n"
+        "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
