@@ -19,7 +19,6 @@ reads the written table; other devices' entries in it are kept.
 """
 import argparse
 import importlib
-import json
 import os
 import statistics
 import sys
@@ -27,11 +26,9 @@ import time
 
 import numpy as np
 
-from tinygrad_seq.backend import BACKENDS, FAMILIES, unavailable_reason
+from tinygrad_seq.backend import BACKENDS, CHOICE_TABLE, FAMILIES, save_auto_choices, unavailable_reason
 from tinygrad_seq.benchmark import CPU_SIZES
 
-CHOICE_TABLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            "tinygrad_seq", "data", "auto_backend.json")
 CANDIDATES = ("cython", "numba", "numpy")
 DTYPE = np.float32
 
@@ -189,20 +186,6 @@ def bench_family(family, candidates, with_torch, warmup, repeats):
     return race(steps, warmup, repeats), missing
 
 
-def write_choice(winners, path=CHOICE_TABLE):
-    """Merge {family: backend} into the table's "cpu" entry, keeping every other entry."""
-    try:
-        with open(path) as f:
-            table = json.load(f)
-    except (OSError, ValueError):
-        table = {}
-    table.setdefault("cpu", {}).update(winners)
-    with open(path, "w") as f:
-        json.dump(table, f, indent=2, sort_keys=True)
-        f.write("\n")
-    return table
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write-choice", action="store_true",
@@ -240,7 +223,7 @@ def main(argv=None):
             winners[family] = min(ms, key=ms.get)
     print(f"\nfastest per family: {winners}")
     if args.write_choice and winners:
-        write_choice(winners)
+        save_auto_choices("cpu", winners)
         print(f"wrote {os.path.relpath(CHOICE_TABLE)}")
     return 0
 

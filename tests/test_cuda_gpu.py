@@ -1,7 +1,11 @@
-"""The CUDA kernels on a real GPU, on CuPy arrays, against the NumPy reference.
+"""The GPU path on a real GPU: the CUDA kernels on CuPy arrays against the NumPy reference,
+tensors and modules moved with .to("cuda") / .cpu(), the layers of every kernel family on
+device tensors against `numpy` on the CPU, and a char-LSTM trained 20 steps on `cuda` giving
+numpy's losses to 1e-3.  `bash bench/run_gpu.sh` runs this file on the lent GPU machine.
 
 These skip (saying why) on a machine without a GPU or without CuPy; tests/cudasim checks the
-same kernels there under Numba's CUDA simulator.  One test needs no GPU at all:
+same kernels there under Numba's CUDA simulator.  The device-mixing check and the message for
+a missing GPU are tested without one, and so is the following:
 `test_every_kernel_compiles_for_the_real_cuda_target` compiles each kernel to PTX for
 float32 and float64, which catches what the simulator (plain Python) cannot: code that
 Numba's CUDA target does not type, and float64 arithmetic leaking into float32 kernels.
@@ -214,6 +218,159 @@ def test_registry_serves_the_cuda_backend_for_gpu_arrays():
     assert backend.unavailable_reason("cuda") is None
     with backend.backend("cuda"):
         assert backend.kernels("softmax", "cuda").__name__ == "tinygrad_seq.kernels.cuda.softmax"
+
+
+# ----------------------------------------------------------------------------- tensors on the GPU
+
+@needs_gpu
+def test_tensors_move_between_devices_and_gradients_follow():
+    import tinygrad_seq as tgs
+    cp = cupy_or_none()
+    x = tgs.Tensor(np.arange(6.0).reshape(2, 3), dtype="float64", requires_grad=True)
+    on_device = tgs.Tensor(np.ones((2, 3)), dtype="float64", device="cuda")
+    assert on_device.device == "cuda" and isinstance(on_device.data, cp.ndarray)
+    y = x.to("cuda")
+    assert y.device == "cuda" and isinstance(y.data, cp.ndarray)
+    z = (y * y + on_device).sum()                      # computed on the GPU
+    assert isinstance(z.data, cp.ndarray)
+    z.backward()
+    assert x.grad.device == "cpu"                      # the gradient came back through .to()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * np.arange(6.0).reshape(2, 3))
+    back = y.cpu()
+    assert back.device == "cpu" and isinstance(back.data, np.ndarray)
+    np.testing.assert_array_equal(back.numpy(), x.numpy())
+
+
+@needs_gpu
+def test_mixing_devices_in_one_op_names_both_devices():
+    import tinygrad_seq as tgs
+    from tinygrad_seq.nn import functional_conv as Fc
+    a = tgs.Tensor(np.ones((2, 2)))
+    b = tgs.Tensor(np.ones((2, 2)), device="cuda")
+    for op in (lambda: a + b, lambda: b * a, lambda: a @ b, lambda: a < b):
+        with pytest.raises(RuntimeError, match="different devices: (cpu and cuda|cuda and cpu)"):
+            op()
+    with pytest.raises(RuntimeError, match="cuda and cpu"):
+        Fc.conv2d(tgs.Tensor(np.ones((1, 1, 4, 4)), device="cuda"), tgs.Tensor(np.ones((1, 1, 3, 3))))
+
+
+@needs_gpu
+def test_module_to_moves_every_parameter():
+    import tinygrad_seq as tgs
+    from tinygrad_seq import nn
+    cp = cupy_or_none()
+    tgs.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    expected = model(tgs.Tensor(x)).numpy()
+    assert model.to("cuda") is model
+    assert all(isinstance(p.data, cp.ndarray) for p in model.parameters())
+    out = model(tgs.Tensor(x, device="cuda"))
+    assert out.device == "cuda"
+    out.sum().backward()
+    assert all(isinstance(p.grad.data, cp.ndarray) for p in model.parameters())
+    np.testing.assert_allclose(out.cpu().numpy(), expected, rtol=1e-5, atol=1e-6)
+    model.cpu()
+    assert all(isinstance(p.data, np.ndarray) for p in model.parameters())
+
+
+def _run_layers(device, dtype, backend):
+    """Bidirectional 2-layer LSTM, GRU and RNN, a conv/pool stack and a masked softmax, forward
+    and backward, on `device` under `backend`: every output and gradient as host arrays."""
+    import tinygrad_seq as tgs
+    from tinygrad_seq import nn
+    from tinygrad_seq.nn import functional as F
+    from tinygrad_seq.nn import functional_conv as Fc
+    rng = np.random.default_rng(3)
+    results = []
+    with tgs.backend(backend):
+        for cls in (nn.LSTM, nn.GRU, nn.RNN):
+            tgs.manual_seed(0)
+            layer = cls(4, 6, num_layers=2, bidirectional=True).to(device, dtype)
+            x = tgs.Tensor(rng.standard_normal((7, 3, 4)), dtype=dtype, device=device, requires_grad=True)
+            out, _ = layer(x)
+            (out * out).sum().backward()
+            results += [out, x.grad] + [p.grad for p in layer.parameters()]
+        x = tgs.Tensor(rng.standard_normal((2, 3, 9, 8)), dtype=dtype, device=device, requires_grad=True)
+        w = tgs.Tensor(rng.standard_normal((4, 3, 3, 3)), dtype=dtype, device=device, requires_grad=True)
+        y = Fc.avg_pool2d(Fc.max_pool2d(Fc.conv2d(x, w, padding=1).relu(), 2), 2, 1)
+        (y * y).sum().backward()
+        results += [y, x.grad, w.grad]
+        logits = tgs.Tensor(rng.standard_normal((2, 5, 5)), dtype=dtype, device=device, requires_grad=True)
+        mask = np.triu(np.ones((5, 5), dtype=bool), 1)
+        p = F.softmax(logits, dim=-1, mask=mask)
+        (p * p).sum().backward()
+        results += [p, logits.grad]
+    return [r.cpu().numpy() for r in results]
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layers_on_cuda_tensors_match_numpy_on_the_cpu(dtype):
+    """The backend-comparison suite on real device tensors: the `cuda` kernels against `numpy`."""
+    expected = _run_layers("cpu", dtype, "numpy")
+    got = _run_layers("cuda", dtype, "cuda")
+    tol = dict(rtol=1e-3, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-11)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert g.dtype == e.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(g, e, **tol)
+
+
+@needs_gpu
+def test_char_lstm_trains_the_same_on_cuda_and_numpy(tmp_path):
+    """The whole model on the GPU: 20 training steps, same seed, same losses to 1e-3."""
+    import tinygrad_seq as tgs
+    from tinygrad_seq.training import LMTrainer, TrainConfig, split_corpus
+    text = ("In the beginning God created the heaven and the earth. And the earth was without form, "
+            "and void; and darkness was upon the face of the deep.\n") * 12
+    train, val = split_corpus(text)
+    losses = {}
+    for device, backend in (("cpu", "numpy"), ("cuda", "cuda")):
+        config = TrainConfig(model="lstm", hidden=32, embed=16, seq_len=12, batch_size=4, steps=20,
+                             eval_every=20, out=str(tmp_path / device), sample_length=20, lr=1e-2,
+                             backend=backend, device=device)
+        trainer = LMTrainer.from_texts(config, train, val)
+        if device == "cuda":
+            assert all(p.device == "cuda" for p in trainer.model.parameters())
+        with tgs.backend(backend):
+            losses[device] = [float(trainer.train_step()) for _ in range(20)]
+    np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=1e-3)
+    assert losses["cpu"][-1] < losses["cpu"][0]
+
+
+# ----------------------------------------------------------------------------- no GPU needed
+
+class _StandInDeviceArray(np.ndarray):
+    """A NumPy array that the engine takes for a CuPy one (device_of reads the type's module),
+    so the device check can be exercised on a machine without a GPU."""
+
+
+_StandInDeviceArray.__module__ = "cupy.stand_in"
+
+
+def test_mixing_devices_is_refused_before_any_op_runs():
+    import tinygrad_seq as tgs
+    from tinygrad_seq.tensor import Tensor
+    a = tgs.Tensor(np.ones((2, 2)))
+    b = Tensor._wrap(np.ones((2, 2)).view(_StandInDeviceArray))
+    assert a.device == "cpu" and b.device == "cuda"
+    with pytest.raises(RuntimeError, match=r"^Add: tensors on different devices: cpu and cuda; move one"):
+        a + b
+    with pytest.raises(RuntimeError, match=r"^Mul: tensors on different devices: cuda and cpu"):
+        b * a
+    with pytest.raises(RuntimeError, match="comparison: tensors on different devices: cpu and cuda"):
+        a < b
+    assert (a + 1).device == "cpu"          # a Python scalar joins either device
+
+
+def test_cuda_device_without_a_gpu_says_why():
+    if GPU_REASON is None:
+        pytest.skip("this machine has a GPU and CuPy: moving to 'cuda' works here")
+    import tinygrad_seq as tgs
+    with pytest.raises(RuntimeError, match="device 'cuda' is not available .*pip install tinygrad_seq\\[gpu\\]"):
+        tgs.Tensor(np.ones(3), device="cuda")
+    assert tgs.Tensor(np.ones(3)).to("cpu").device == "cpu"
 
 
 # ----------------------------------------------------------------------------- compile check (no GPU)

@@ -12,6 +12,15 @@ Which backend runs is chosen, most specific first, by
     TGS_BACKEND=numpy                   # environment
 and otherwise "auto": the fastest available backend for the array's device.
 
+What "fastest" means is measured, not assumed: a choice table, tinygrad_seq/data/auto_backend.json,
+maps each device to the winning backend of each family,
+
+    {"cpu": {"recurrence": "cython", "conv": "numba", "softmax": "cython"}, "cuda": {...}}
+
+written by the benchmarks (`save_auto_choices`, e.g. `python bench/bench_cython_kernels.py
+--write-choice`) and shipped with the package.  A family missing from it, or a winner that
+cannot run here, falls back to AUTO_ORDER.
+
 Nothing here imports numba, Cython modules or CuPy until a kernel is first asked for.
 """
 import contextlib
@@ -31,7 +40,7 @@ BACKENDS = {
 }
 # Preference when nothing was chosen and no measured choice table says otherwise.
 AUTO_ORDER = {"cpu": ("numba", "cython", "numpy"), "cuda": ("cuda", "numpy")}
-_CHOICE_TABLE = os.path.join(os.path.dirname(__file__), "data", "auto_backend.json")
+CHOICE_TABLE = os.path.join(os.path.dirname(__file__), "data", "auto_backend.json")
 
 _state = threading.local()
 _process_choice = [os.environ.get("TGS_BACKEND", "auto").strip().lower() or "auto"]
@@ -95,11 +104,33 @@ def _family_module(name, family):
 def _auto_choices():
     if not hasattr(_auto_choices, "table"):
         try:
-            with open(_CHOICE_TABLE) as f:
+            with open(CHOICE_TABLE) as f:
                 _auto_choices.table = json.load(f)
         except (OSError, ValueError):
             _auto_choices.table = {}
     return _auto_choices.table
+
+
+def save_auto_choices(device, winners, path=CHOICE_TABLE):
+    """Record {family: backend} as `auto`'s choice on `device`, keeping every other entry;
+    returns the whole table.  The benchmark that measured the winners calls this."""
+    unknown = [f"{family}={name}" for family, name in winners.items()
+               if family not in FAMILIES or name not in BACKENDS or device not in BACKENDS[name][1]]
+    if unknown:
+        raise BackendError(f"not a backend of a kernel family on {device!r}: {', '.join(unknown)}")
+    try:
+        with open(path) as f:
+            table = json.load(f)
+    except (OSError, ValueError):
+        table = {}
+    table.setdefault(device, {}).update(winners)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(table, f, indent=2, sort_keys=True)
+        f.write("\n")
+    if path == CHOICE_TABLE and hasattr(_auto_choices, "table"):
+        del _auto_choices.table          # read again on the next resolve()
+    return table
 
 
 def resolve(family, device="cpu"):

@@ -43,6 +43,19 @@ def device_of(a):
     return "cuda" if is_cupy_array(a) else "cpu"
 
 
+def check_same_device(op, arrays):
+    """Every array lives on one device, else a RuntimeError naming `op` and both devices:
+    NumPy and CuPy arrays do not mix, and a silent host/device copy would hide a slow path."""
+    first = None
+    for a in arrays:
+        device = device_of(a)
+        if first is None:
+            first = device
+        elif device != first:
+            raise RuntimeError(f"{op}: tensors on different devices: {first} and {device}; "
+                               "move one with .to(device)")
+
+
 def normalize_device(device):
     """'cpu', 'cuda', 'cuda:0' (or None for cpu) -> 'cpu' | 'cuda'."""
     if device is None:

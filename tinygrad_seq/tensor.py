@@ -12,7 +12,7 @@ import contextlib
 
 import numpy as np
 
-from .device import device_of, normalize_device, to_device, xp_of
+from .device import check_same_device, device_of, normalize_device, to_device, xp_of
 
 _grad_enabled = [True]
 
@@ -55,6 +55,7 @@ class Function:
     def apply(cls, *inputs, **attrs):
         tensors = [x if isinstance(x, Tensor) else None for x in inputs]
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
+        check_same_device(cls.__name__, [t.data for t in tensors if t is not None])
         fn = cls()
         fn.needs_input_grad = tuple(t is not None and t.requires_grad for t in tensors)
         out = fn.forward(*arrays, **attrs)
@@ -270,10 +271,7 @@ class Tensor:
     def _operand(self, other):
         """A non-tensor operand becomes a constant of this tensor's dtype and device."""
         if isinstance(other, Tensor):
-            if other.device != self.device:
-                raise RuntimeError(f"tensors on different devices: {self.device} and {other.device}; "
-                                   "move one with .to(device)")
-            return other
+            return other          # a device mismatch is caught by Function.apply
         xp = xp_of(self.data)
         dtype = self.dtype if self.dtype.kind == "f" else None
         arr = xp.asarray(other, dtype=dtype) if dtype is not None and np.ndim(other) == 0 else xp.asarray(other)
@@ -306,7 +304,9 @@ class Tensor:
 
     # comparisons make boolean tensors with no graph (masks, accuracy)
     def _compare(self, other, op):
-        other = other.data if isinstance(other, Tensor) else other
+        if isinstance(other, Tensor):
+            check_same_device("comparison", [self.data, other.data])
+            other = other.data
         return Tensor._wrap(op(self.data, other))
 
     def __eq__(self, other): return self._compare(other, lambda a, b: a == b)

@@ -9,7 +9,8 @@ Each time step is one recurrent GEMM through `xp.matmul` (cuBLAS on CuPy) and on
 so a step costs two launches however many gates there are.  The kernels take the
 whole (T, B, .) arrays and the step t, which lets them read h_{t-1} (h0 at t = 0)
 without slicing per step.  Equations, gate orders (LSTM i,f,g,o; GRU r,z,n) and what
-is saved for backward are those of kernels/API.md and the reference.
+is saved for backward are those of kernels/API.md and the reference, and so are the
+argument checks and their messages (`check_rnn_args` etc., imported from the reference).
 
 Float constants in kernels are made with `arr.dtype.type(...)`: a bare 1.0 is a float64
 literal and would turn float32 arithmetic into float64.
@@ -19,37 +20,9 @@ import math
 from numba import cuda
 
 from tinygrad_seq.device import xp_of
+from tinygrad_seq.kernels.reference.recurrence import check_gru_args, check_lstm_args, check_rnn_args
 
 from ._launch import kernel_arg, launch
-
-
-# ----------------------------------------------------------------------------- argument checks
-
-def _check_nonlinearity(nonlinearity):
-    if nonlinearity not in ("tanh", "relu"):
-        raise ValueError(f"rnn: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-    return nonlinearity == "relu"
-
-
-def _check_shapes(op, gates, xw, w_hh, h0):
-    """xw (T, B, gates*H), w_hh (gates*H, H), h0 (B, H): returns (T, B, H)."""
-    if xw.ndim != 3 or w_hh.ndim != 2 or h0.ndim != 2:
-        raise ValueError(f"{op}: xw must be (T, B, {gates}H), w_hh ({gates}H, H) and h0 (B, H), got shapes "
-                         f"{tuple(xw.shape)}, {tuple(w_hh.shape)} and {tuple(h0.shape)}")
-    T, B, GH = xw.shape
-    H = w_hh.shape[1]
-    if GH != gates * H or tuple(w_hh.shape) != (gates * H, H) or tuple(h0.shape) != (B, H):
-        raise ValueError(f"{op}: xw must be (T, B, {gates}H), w_hh ({gates}H, H) and h0 (B, H), got shapes "
-                         f"{tuple(xw.shape)}, {tuple(w_hh.shape)} and {tuple(h0.shape)}")
-    return T, B, H
-
-
-def _check_same_shape(op, **arrays):
-    shapes = {name: tuple(a.shape) for name, a in arrays.items()}
-    first = next(iter(shapes.values()))
-    if any(shape != first for shape in shapes.values()):
-        raise ValueError(f"{op}: " + ", ".join(f"{name} {shape}" for name, shape in shapes.items())
-                         + " must have one shape")
 
 
 # ----------------------------------------------------------------------------- device helpers
@@ -98,8 +71,8 @@ def _rnn_grad_step(dhs, dh_rec, hs, dpre, t, relu):
 def rnn_forward(xw, w_hh, h0, nonlinearity):
     """hs (T, B, H): h_t = act(xw_t + h_{t-1} W_hh^T), act = tanh or relu."""
     xp = xp_of(xw)
-    relu = _check_nonlinearity(nonlinearity)
-    T, B, H = _check_shapes("rnn", 1, xw, w_hh, h0)
+    T, B, H = check_rnn_args("rnn_forward", xw, w_hh, h0, nonlinearity)
+    relu = nonlinearity == "relu"
     hs = xp.empty((T, B, H), dtype=xw.dtype)
     rec = xp.empty((B, H), dtype=xw.dtype)
     k_xw, k_rec, k_hs = kernel_arg(xw), kernel_arg(rec), kernel_arg(hs)
@@ -112,9 +85,8 @@ def rnn_forward(xw, w_hh, h0, nonlinearity):
 def rnn_backward(dhs, w_hh, h0, hs, nonlinearity):
     """(dpre, dh0): dpre_t = (dhs_t + dpre_{t+1} W_hh) * act'(a_t), dh0 = dpre_0 W_hh."""
     xp = xp_of(dhs)
-    relu = _check_nonlinearity(nonlinearity)
-    _check_same_shape("rnn", dhs=dhs, hs=hs)
-    T, B, H = _check_shapes("rnn", 1, hs, w_hh, h0)
+    T, B, H = check_rnn_args("rnn_backward", dhs, w_hh, h0, nonlinearity, hs=hs)
+    relu = nonlinearity == "relu"
     dpre = xp.empty((T, B, H), dtype=hs.dtype)
     dh_rec = xp.zeros((B, H), dtype=hs.dtype)      # dL/dh_t through h_{t+1}; none after the end
     k_dhs, k_rec, k_hs, k_dpre = kernel_arg(dhs), kernel_arg(dh_rec), kernel_arg(hs), kernel_arg(dpre)
@@ -181,8 +153,7 @@ def _lstm_grad_step(dhs, dh_rec, dc, c0, cs, gates, dpre, t):
 def lstm_forward(xw, w_hh, h0, c0):
     """(hs, cs, gates): hidden and cell states (T, B, H) and the activated i,f,g,o (T, B, 4H)."""
     xp = xp_of(xw)
-    T, B, H = _check_shapes("lstm", 4, xw, w_hh, h0)
-    _check_same_shape("lstm", h0=h0, c0=c0)
+    T, B, H = check_lstm_args("lstm_forward", xw, w_hh, h0, c0)
     hs = xp.empty((T, B, H), dtype=xw.dtype)
     cs = xp.empty((T, B, H), dtype=xw.dtype)
     gates = xp.empty((T, B, 4 * H), dtype=xw.dtype)
@@ -197,9 +168,7 @@ def lstm_forward(xw, w_hh, h0, c0):
 def lstm_backward(dhs, dcT, w_hh, h0, c0, hs, cs, gates):
     """(dpre, dh0, dc0): dpre (T, B, 4H) = dL/da_t, walking t = T-1 .. 0."""
     xp = xp_of(dhs)
-    T, B, H = _check_shapes("lstm", 4, gates, w_hh, h0)
-    _check_same_shape("lstm", dhs=dhs, hs=hs, cs=cs)
-    _check_same_shape("lstm", h0=h0, c0=c0, dcT=dcT)
+    T, B, H = check_lstm_args("lstm_backward", dhs, w_hh, h0, c0, dcT=dcT, hs=hs, cs=cs, gates=gates)
     dpre = xp.empty((T, B, 4 * H), dtype=hs.dtype)
     dh_rec = xp.zeros((B, H), dtype=hs.dtype)      # dL/dh_t through the gates of step t+1
     dc = xp.array(dcT, dtype=hs.dtype)             # dL/dc_t, carried backwards (a fresh copy)
@@ -267,9 +236,7 @@ def _gru_grad_step(dhs, dh_rec, dh_direct, h0, hs, gates, hn, dxw, dhh, t):
 def gru_forward(xw, w_hh, b_hh, h0):
     """(hs, gates, hn): states (T, B, H), activated r,z,n (T, B, 3H), hh_n (T, B, H)."""
     xp = xp_of(xw)
-    T, B, H = _check_shapes("gru", 3, xw, w_hh, h0)
-    if tuple(b_hh.shape) != (3 * H,):
-        raise ValueError(f"gru: b_hh must have shape ({3 * H},), got {tuple(b_hh.shape)}")
+    T, B, H = check_gru_args("gru_forward", xw, w_hh, h0, b_hh=b_hh)
     hs = xp.empty((T, B, H), dtype=xw.dtype)
     gates = xp.empty((T, B, 3 * H), dtype=xw.dtype)
     hn = xp.empty((T, B, H), dtype=xw.dtype)
@@ -284,8 +251,7 @@ def gru_forward(xw, w_hh, b_hh, h0):
 def gru_backward(dhs, w_hh, h0, hs, gates, hn):
     """(dxw, dhh, dh0): dL/dxw (T, B, 3H), dL/dhh (T, B, 3H), dL/dh0 (B, H)."""
     xp = xp_of(dhs)
-    T, B, H = _check_shapes("gru", 3, gates, w_hh, h0)
-    _check_same_shape("gru", dhs=dhs, hs=hs, hn=hn)
+    T, B, H = check_gru_args("gru_backward", dhs, w_hh, h0, hs=hs, gates=gates, hn=hn)
     dxw = xp.empty((T, B, 3 * H), dtype=hs.dtype)
     dhh = xp.empty((T, B, 3 * H), dtype=hs.dtype)
     dh_rec = xp.zeros((B, H), dtype=hs.dtype)

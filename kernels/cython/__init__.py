@@ -1,5 +1,6 @@
 """Cython kernels: kernels/cython/_*.pyx, compiled by setup.py, behind thin Python wrappers
-(recurrence.py, conv.py, softmax.py) that check arguments like the reference does.
+(recurrence.py, conv.py, softmax.py) that check their arguments with the reference's own
+checks (the C loops run without bounds checks, so a wrong shape must never reach them).
 
 The OpenMP loops run serially unless TGS_CYTHON_THREADS (or `set_num_threads`) asks for
 more: on 2 cores, OpenMP threads and BLAS threads spinning side by side cost far more than
@@ -18,7 +19,7 @@ def unavailable_reason():
     for name in COMPILED:
         try:
             importlib.import_module(f"{__name__}.{name}")
-        except ImportError as exc:
+        except Exception as exc:  # ImportError; ValueError when built against another NumPy ABI
             detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
             return (f"not compiled: run `pip install -e .` on a machine with a C compiler "
                     f"({name}: {detail})")

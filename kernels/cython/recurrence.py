@@ -1,48 +1,51 @@
 """Whole-sequence RNN / LSTM / GRU kernels, Cython backend (time-major, one layer).
 
 The time loops run in _recurrence.pyx without the GIL: one BLAS GEMM and one fused gate
-pass per step. These wrappers only check arguments (messages as in the reference) and pick
-the compiled float32 or float64 version by dtype.
+pass per step. These wrappers check the arguments with the reference's checks (same
+ValueError messages in every backend, and with bounds checks compiled out a wrong shape
+must never reach the loops) and pick the compiled float32 or float64 version by dtype.
 """
 import numpy as np
+
+from tinygrad_seq.kernels.reference.recurrence import check_gru_args, check_lstm_args, check_rnn_args
 
 from . import _recurrence
 
 _c = np.ascontiguousarray
 
 
-def _relu(nonlinearity):
-    if nonlinearity not in ("tanh", "relu"):
-        raise ValueError(f"rnn: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-    return nonlinearity == "relu"
-
-
 def rnn_forward(xw, w_hh, h0, nonlinearity):
     """hs[t] = act(xw[t] + hs[t-1] @ w_hh^T), hs[-1] = h0."""
-    return _recurrence.rnn_forward(_c(xw), _c(w_hh), _c(h0), _relu(nonlinearity))
+    check_rnn_args("rnn_forward", xw, w_hh, h0, nonlinearity)
+    return _recurrence.rnn_forward(_c(xw), _c(w_hh), _c(h0), nonlinearity == "relu")
 
 
 def rnn_backward(dhs, w_hh, h0, hs, nonlinearity):
     """(dpre, dh0): dpre[t] = dL/d(pre-activation at t) = dL/dxw[t]."""
-    return _recurrence.rnn_backward(_c(dhs), _c(w_hh), _c(h0), _c(hs), _relu(nonlinearity))
+    check_rnn_args("rnn_backward", dhs, w_hh, h0, nonlinearity, hs=hs)
+    return _recurrence.rnn_backward(_c(dhs), _c(w_hh), _c(h0), _c(hs), nonlinearity == "relu")
 
 
 def lstm_forward(xw, w_hh, h0, c0):
     """(hs, cs, gates) with gates the activated i, f, g, o (PyTorch's order)."""
+    check_lstm_args("lstm_forward", xw, w_hh, h0, c0)
     return _recurrence.lstm_forward(_c(xw), _c(w_hh), _c(h0), _c(c0))
 
 
 def lstm_backward(dhs, dcT, w_hh, h0, c0, hs, cs, gates):
     """(dpre, dh0, dc0): dpre[t] = dL/da_t, the gradient of the gate pre-activations."""
+    check_lstm_args("lstm_backward", dhs, w_hh, h0, c0, dcT=dcT, hs=hs, cs=cs, gates=gates)
     return _recurrence.lstm_backward(_c(dhs), _c(dcT), _c(w_hh), _c(h0), _c(c0), _c(hs),
                                      _c(cs), _c(gates))
 
 
 def gru_forward(xw, w_hh, b_hh, h0):
     """(hs, gates, hn): gates the activated r, z, n; hn[t] = (h_{t-1} W_hh^T + b_hh)_n."""
+    check_gru_args("gru_forward", xw, w_hh, h0, b_hh=b_hh)
     return _recurrence.gru_forward(_c(xw), _c(w_hh), _c(b_hh), _c(h0))
 
 
 def gru_backward(dhs, w_hh, h0, hs, gates, hn):
     """(dxw, dhh, dh0): dhh[t] = dL/d(h_{t-1} W_hh^T + b_hh)."""
+    check_gru_args("gru_backward", dhs, w_hh, h0, hs=hs, gates=gates, hn=hn)
     return _recurrence.gru_backward(_c(dhs), _c(w_hh), _c(h0), _c(hs), _c(gates), _c(hn))

@@ -153,6 +153,18 @@ def _same_error(name, *args):
 
 
 def test_bad_arguments_raise_the_reference_message():
-    xw, w_hh, h0 = np.zeros((2, 1, 3)), np.zeros((3, 3)), np.zeros((1, 3))
+    """The cuda wrappers use the reference's checks, so every message is the reference's."""
+    T, B, H = 2, 1, 3
+    z = np.zeros
+    xw, w_hh, h0 = z((T, B, H)), z((H, H)), z((B, H))
     _same_error("rnn_forward", xw, w_hh, h0, "sigmoid")
     _same_error("rnn_backward", xw, w_hh, h0, xw, "gelu")
+    _same_error("rnn_forward", xw, z((H, H + 1)), h0, "tanh")
+    _same_error("rnn_forward", xw.astype(np.float32), w_hh, h0, "tanh")   # mixed dtypes
+    _same_error("rnn_backward", xw, w_hh, h0, z((T + 1, B, H)), "relu")
+    _same_error("lstm_forward", z((T, B, 3 * H)), z((4 * H, H)), h0, h0)
+    _same_error("lstm_forward", z((T, B, 4 * H)), z((4 * H, H)), h0, z((B + 1, H)))
+    _same_error("lstm_backward", xw, z((B, H + 1)), z((4 * H, H)), h0, h0, xw, xw, z((T, B, 4 * H)))
+    _same_error("gru_forward", z((T, B, 3 * H)), z((3 * H, H)), z((2 * H,)), h0)
+    _same_error("gru_backward", xw, z((3 * H, H)), h0, xw, z((T, B, 3 * H)), z((T, B, H + 1)))
+    _same_error("gru_forward", z((T, B)), z((3 * H, H)), z((3 * H,)), h0)
