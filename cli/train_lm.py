@@ -49,9 +49,12 @@ def lm_options(default_out, defaults):
     def decorate(f):
         opts = [
             click.argument("corpus", required=False, type=click.Path(dir_okay=True)),
-            click.option("--model", type=click.Choice(["rnn", "gru", "lstm"]), default="lstm", show_default=True,
-                         help="Recurrent cell."),
-            click.option("--layers", type=int, default=1, show_default=True, help="Stacked recurrent layers."),
+            click.option("--model", type=click.Choice(["rnn", "gru", "lstm", "transformer"]), default="lstm",
+                         show_default=True, help="Recurrent cell, or a causal Transformer."),
+            click.option("--layers", type=int, default=1, show_default=True,
+                         help="Stacked recurrent layers (Transformer blocks)."),
+            click.option("--heads", type=int, default=4, show_default=True,
+                         help="Attention heads (transformer only; --embed must be a multiple)."),
             click.option("--hidden", type=int, default=256, show_default=True, help="Hidden units per layer."),
             click.option("--embed", type=int, default=defaults["embed"], show_default=True,
                          help="Embedding size (0 = one-hot inputs)."),
@@ -84,7 +87,7 @@ def lm_options(default_out, defaults):
 
 # options a resumed run may change; the others come from its checkpoint
 RESUMABLE = ("steps", "eval_every", "backend", "device")
-MODEL_OPTIONS = ("model", "layers", "hidden", "embed", "seq_len", "batch_size", "lr", "clip", "dropout", "seed",
+MODEL_OPTIONS = ("model", "layers", "heads", "hidden", "embed", "seq_len", "batch_size", "lr", "clip", "dropout", "seed",
                  "min_count", "max_vocab")
 
 
@@ -148,9 +151,14 @@ def train_language_model(level, corpus, val_file, resume, options):
     unit = cfg.unit
     source = "the bundled King James Bible" if corpus is None else corpus
     n_params = sum(p.numel() for p in trainer.params)
+    if cfg.model == "transformer":
+        shape = (f"{cfg.layers} block{'s' if cfg.layers > 1 else ''}, width {cfg.embed}, {cfg.heads} heads, "
+                 f"context {cfg.seq_len}")
+    else:
+        shape = (f"{cfg.layers} layer{'s' if cfg.layers > 1 else ''}, hidden {cfg.hidden}, "
+                 f"{'one-hot' if not cfg.embed else 'embedding ' + str(cfg.embed)}")
     click.echo(f"{'Resuming at step ' + str(trainer.step) + ': ' if resume else ''}{cfg.model.upper()} "
-               f"({cfg.layers} layer{'s' if cfg.layers > 1 else ''}, hidden {cfg.hidden}, "
-               f"{'one-hot' if not cfg.embed else 'embedding ' + str(cfg.embed)}, {n_params:,} parameters) on "
+               f"({shape}, {n_params:,} parameters) on "
                f"{source}: {trainer.train_ids.size:,} {unit} for training, {trainer.val_ids.size:,} for validation, "
                f"vocabulary {len(trainer.vocab)}; run directory {cfg.out}", err=True)
     if trainer.batches.batch_size < cfg.batch_size:

@@ -149,6 +149,49 @@ def test_checkpoint_contents_and_evaluation(tmp_path):
     assert report["chars"] == len(val) - 1
 
 
+def test_transformer_lm_follows_the_protocol():
+    """Feeding tokens one at a time with the returned window equals reading them at once
+    (within the context), and the window is what select_state reorders for beam search."""
+    tgs.manual_seed(0)
+    lm = build_lm(LMConfig(model="transformer", vocab_size=9, embed=8, heads=2, layers=2, block_size=6)).double()
+    assert lm.carries_state is False and lm.max_context == 6
+    assert "blocks.layers.1.self_attn.in_proj_weight" in dict(lm.named_parameters())
+    ids = np.random.default_rng(1).integers(0, 9, size=(2, 6))
+    whole, _ = lm.eval()(tgs.Tensor(ids))
+    state, steps = None, []
+    for t in range(6):
+        logits, state = lm(tgs.Tensor(ids[:, t:t + 1]), state)
+        steps.append(logits.numpy())
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), whole.numpy(), atol=1e-12)
+    assert state.shape == (2, 5)
+    np.testing.assert_array_equal(lm.select_state(state, np.array([1])).numpy(), ids[1:, 1:])
+    with pytest.raises(ValueError, match="exceed its context"):
+        lm(tgs.Tensor(np.zeros((1, 7), dtype=np.int64)))
+    with pytest.raises(ValueError, match="multiple of heads"):
+        LMConfig(model="transformer", vocab_size=9, embed=10, heads=4)
+
+
+def test_transformer_trains_resumes_samples_and_evaluates(tmp_path):
+    train, val = split_corpus(TEXT)
+    settings = dict(model="transformer", embed=16, heads=2, layers=1, steps=10, eval_every=5)
+    trainer = LMTrainer.from_texts(tiny_config(tmp_path / "a", **settings), train, val)
+    first = trainer.evaluate()
+    assert quiet_train(trainer).status == "done" and trainer.last_val < first
+    half = LMTrainer.from_texts(tiny_config(tmp_path / "b", **dict(settings, steps=5)), train, val)
+    quiet_train(half)
+    resumed = LMTrainer.from_checkpoint(load_checkpoint(tmp_path / "b" / "run"), train, val, steps=10)
+    quiet_train(resumed)
+    for name, value in trainer.model.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), resumed.model.state_dict()[name].numpy(), err_msg=name)
+    state = load_checkpoint(tmp_path / "a" / "run")
+    model, vocab = load_lm(state)
+    text = generate(model, vocab, "And the earth " * 3, 15, beam=3)  # a prime longer than the context
+    assert len(text) == 15 and set(text) <= set(TEXT)
+    result = evaluate_text(state, val)
+    assert result["chars"] == len(val) - 1 and math.isclose(result["bits_per_char"] * math.log(2),
+                                                            result["nats_per_char"])
+
+
 def test_resume_is_bit_for_bit(tmp_path):
     train, val = split_corpus(TEXT)
     settings = dict(dropout=0.2, layers=2, steps=16, eval_every=4)

@@ -105,6 +105,20 @@ def test_resume_through_the_cli_is_bit_for_bit(tmp_path, corpus):
         np.testing.assert_array_equal(a["model"][name], b["model"][name])
 
 
+def test_train_charlm_transformer(tmp_path, corpus):
+    out = tmp_path / "trf"
+    result = tgs("train", "charlm", corpus, "--model", "transformer", "--layers", 1, "--heads", 2, "--embed", 16,
+                 "--seq-len", 12, "--batch-size", 4, "--steps", 6, "--eval-every", 3, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "TRANSFORMER (1 block, width 16, 2 heads, context 12" in result.stderr
+    state = load_checkpoint(out)
+    assert state["model_config"]["model"] == "transformer" and state["model_config"]["block_size"] == 12
+    sampled = tgs("sample", out, "--prime", "And the", "--length", 20, "--beam", 2)
+    assert sampled.exit_code == 0 and sampled.stdout.startswith("And the")
+    assert_one_line_error(tgs("train", "charlm", corpus, "--model", "transformer", "--embed", 10, "--heads", 4,
+                              "--out", tmp_path / "bad"), "multiple of heads")
+
+
 def test_bundled_corpus_without_argument(tmp_path):
     result = tgs("train", "charlm", "--steps", 2, "--eval-every", 2, "--hidden", 8, "--embed", 4,
                  "--seq-len", 8, "--batch-size", 2, "--out", tmp_path / "kjv")
@@ -214,14 +228,36 @@ def test_unavailable_device(tmp_path, corpus):
                           "--device cuda is not available")
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus):
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus, monkeypatch):
+    from tinygrad_seq.training import LMTrainer
+
+    real_step = LMTrainer.train_step
+
+    def nan_at_step_3(self):
+        if self.step == 2:
+            raise FloatingPointError("loss became nan")
+        return real_step(self)
+
+    monkeypatch.setattr(LMTrainer, "train_step", nan_at_step_3)
+    out = tmp_path / "r"
+    result = tgs("train", "charlm", corpus, *TINY, "--steps", 6, "--eval-every", 2, "--out", out)
+    assert result.exit_code == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and "at step 3" in last and "the last good checkpoint (step 2) is kept" in last
+    assert "Traceback" not in result.output
+    assert load_checkpoint(out)["train"]["step"] == 2
+
+
+def test_a_diverging_run_never_saves_non_finite_weights(tmp_path, corpus):
+    # lr 1e38: the first update makes the weights overflow, so the validation loss is nan
     result = tgs("train", "charlm", corpus, *TINY, "--lr", 1e38, "--clip", 0, "--steps", 50, "--eval-every", 1,
                  "--out", tmp_path / "r")
     assert result.exit_code == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("Error: ") and "at step 2" in last and "the last good checkpoint (step 1) is kept" in last
+    assert last.startswith("Error: ") and "nan" in last and "at step 1" in last
+    assert "no checkpoint had been written yet" in last
     assert "Traceback" not in result.output and "Warning" not in result.output
-    assert load_checkpoint(tmp_path / "r")["train"]["step"] == 1
+    assert not (tmp_path / "r" / "checkpoint.npz").exists()
 
 
 # ---------------------------------------------------------------------------- a real process

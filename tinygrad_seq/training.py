@@ -51,8 +51,9 @@ class TrainConfig:
     """Everything that defines a language-model run (the CLI options of `tgs train charlm`)."""
 
     level: str = "char"          # char | word
-    model: str = "lstm"          # rnn | gru | lstm
+    model: str = "lstm"          # rnn | gru | lstm | transformer
     layers: int = 1
+    heads: int = 4               # transformer only
     hidden: int = 256
     embed: int = 64              # 0 = one-hot inputs
     seq_len: int = 64
@@ -73,7 +74,7 @@ class TrainConfig:
     max_vocab: int = 20_000      # word level: at most this many entries
 
     def __post_init__(self):
-        positive = ("layers", "hidden", "seq_len", "batch_size", "steps", "eval_every", "sample_length",
+        positive = ("layers", "heads", "hidden", "seq_len", "batch_size", "steps", "eval_every", "sample_length",
                     "min_count", "max_vocab", "val_max_tokens")
         for name in positive:
             value = getattr(self, name)
@@ -259,7 +260,8 @@ class LMTrainer:
         self.batches = StreamBatches(self.train_ids, config.batch_size, config.seq_len)
         tgs_random.manual_seed(config.seed)
         self.model_config = LMConfig(model=config.model, vocab_size=len(vocab), embed=config.embed,
-                                     hidden=config.hidden, layers=config.layers, dropout=config.dropout)
+                                     hidden=config.hidden, layers=config.layers, dropout=config.dropout,
+                                     heads=config.heads, block_size=config.seq_len)
         self.model = build_lm(self.model_config).to(config.device)
         self.params = list(self.model.parameters())
         self.optimizer = optim.Adam(self.params, lr=config.lr)
@@ -446,7 +448,11 @@ class LMTrainer:
 
     # ------------------------------------------------------------------ the loop
     def _evaluate_and_report(self, echo, show_sample):
-        val = self.evaluate()
+        """Validate, log and print; raises FloatingPointError (nothing saved) on a non-finite loss."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            val = self.evaluate()
+        if self.val_ids.size >= 2 and not math.isfinite(val):
+            raise FloatingPointError(f"the validation loss became {val}")
         self.last_val = val
         self.history.append((self.step, None, val))
         self._log({"step": self.step, "val_loss": val, f"val_bits_per_{self.config.unit[:-1]}": val / LN2})
@@ -476,26 +482,27 @@ class LMTrainer:
                 if interrupted():
                     status = "interrupted"
                     break
+                failing_step = self.step + 1  # the step a NaN would be reported at, in training or validation
                 try:
                     loss = self.train_step()
+                    bar.update(self.step, loss, tokens_per_step)
+                    if self.step % log_every == 0 or self.step == cfg.steps:
+                        self.history.append((self.step, loss))
+                        self._log({"step": self.step, "loss": loss, f"{cfg.unit}_per_s": round(bar.rate(), 1),
+                                   "time": round(bar.elapsed(), 3)})
+                    if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                        with bar.paused():
+                            self._evaluate_and_report(say, show_samples)
+                            self.save()
+                            self.plot()
                 except FloatingPointError as exc:
                     status = "diverged"
-                    self._log({"step": self.step + 1, "event": "diverged", "reason": str(exc)})
+                    self._log({"step": failing_step, "event": "diverged", "reason": str(exc)})
                     kept = (f"the last good checkpoint (step {self.saved_step}) is kept in {self.checkpoint_path}"
                             if self.saved_step is not None else "no checkpoint had been written yet")
-                    message = (f"{exc} at step {self.step + 1}; training stopped and {kept}. "
+                    message = (f"{exc} at step {failing_step}; training stopped and {kept}. "
                                "Try a lower --lr or a --clip value.")
                     break
-                bar.update(self.step, loss, tokens_per_step)
-                if self.step % log_every == 0 or self.step == cfg.steps:
-                    self.history.append((self.step, loss))
-                    self._log({"step": self.step, "loss": loss, f"{cfg.unit}_per_s": round(bar.rate(), 1),
-                               "time": round(bar.elapsed(), 3)})
-                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
-                    with bar.paused():
-                        self._evaluate_and_report(say, show_samples)
-                        self.save()
-                        self.plot()
         bar.clear()
         if status == "interrupted":
             self.save()

@@ -16,6 +16,8 @@ any model `build_lm` makes, recurrent or not):
                                chunk: truncated backpropagation through time
     model.select_state(state, index)   keep batch rows `index` of a state (for beam search)
     model.config               an LMConfig; `build_lm(LMConfig(**d))` rebuilds the model
+    model.max_context          (optional) the longest context the model reads at once
+                               (a Transformer's block size); absent for recurrent models
 
 New architectures join by adding a builder to `LM_BUILDERS` (name -> function(config) -> model)
 and the name to `LMConfig.MODELS`.
@@ -37,7 +39,9 @@ __all__ = ["LMConfig", "RNNLM", "CharLM", "WordLM", "LM_BUILDERS", "build_lm", "
 
 @dataclass
 class LMConfig:
-    """The shape of a language model.  embed = 0 feeds one-hot vectors instead of an embedding."""
+    """The shape of a language model.  embed = 0 feeds one-hot vectors instead of an embedding
+    (recurrent models); the Transformer uses embed as its width d, `heads` attention heads and
+    a context of `block_size` tokens, and ignores `hidden`."""
 
     model: str = "lstm"
     vocab_size: int = 0
@@ -45,17 +49,22 @@ class LMConfig:
     hidden: int = 256
     layers: int = 1
     dropout: float = 0.0
+    heads: int = 4
+    block_size: int = 128
 
-    MODELS = ("rnn", "gru", "lstm")
+    MODELS = ("rnn", "gru", "lstm", "transformer")
 
     def __post_init__(self):
         if self.model not in self.MODELS:
             raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(self.MODELS)}")
-        for name in ("vocab_size", "hidden", "layers"):
+        for name in ("vocab_size", "hidden", "layers", "heads", "block_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if int(self.embed) < 0:
             raise ValueError(f"embed must be positive (or 0 for one-hot inputs), got {self.embed}")
+        if self.model == "transformer" and (self.embed < 1 or self.embed % self.heads):
+            raise ValueError(f"a transformer needs embed to be a positive multiple of heads, "
+                             f"got embed {self.embed} and heads {self.heads}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -104,7 +113,12 @@ class RNNLM(nn.Module):
 CharLM = RNNLM   # a character-level LM is an RNNLM whose vocabulary is characters
 WordLM = RNNLM   # ... and a word-level one, words (with <UNK> and <EOS>)
 
-LM_BUILDERS = {"rnn": RNNLM, "gru": RNNLM, "lstm": RNNLM}
+def _transformer(config):
+    from .transformer_lm import TransformerCharLM
+    return TransformerCharLM(config)
+
+
+LM_BUILDERS = {"rnn": RNNLM, "gru": RNNLM, "lstm": RNNLM, "transformer": _transformer}
 
 
 def build_lm(config):
@@ -158,6 +172,7 @@ def log_prob(model, ids, context=None, chunk=256):
     """ln P(ids[1:] | ids[0]) (or of all of ids given `context` tokens before them): the
     sentence log-probability, in nats.  Runs in chunks of `chunk` tokens carrying the state."""
     ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    chunk = min(chunk, getattr(model, "max_context", chunk))
     if context is not None and len(context):
         ids = np.concatenate([np.asarray(context, dtype=np.int64).reshape(-1), ids])
         first = len(context)
@@ -194,6 +209,7 @@ def evaluate_stream(model, ids, batch_size=16, seq_len=128, max_tokens=None):
     """(total nats, tokens predicted) over a long stream, cut into `batch_size` parallel rows
     read in chunks of `seq_len` with the state carried, as in training (no dropout, no graph)."""
     ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    seq_len = min(seq_len, getattr(model, "max_context", seq_len))
     if max_tokens is not None:
         ids = ids[:max_tokens + 1]
     if ids.size < 2:
@@ -240,7 +256,8 @@ def generate(model, vocab, prime="", length=200, temperature=1.0, top_k=None, be
         with no_grad():
             state = None
             if ids.size > 1:
-                _, state = model(Tensor(ids[None, :-1]), None)
+                context = ids[:-1][-getattr(model, "max_context", ids.size):]
+                _, state = model(Tensor(context[None]), None)
             if beam:
                 best = decoding.beam_search(step, state, ids[-1:], beam, length, length_penalty=0.0,
                                             reorder_state=model.select_state)[0]
