@@ -11,7 +11,9 @@ import click
 @click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
 @click.option("--no-torch", is_flag=True, help="Skip PyTorch (no ratio column).")
 @click.option("--memory", is_flag=True, help="Also measure peak memory, each run in a fresh process.")
-def bench(workload, backends, device, repeats, warmup, no_torch, memory):
+@click.option("--write-choice", is_flag=True,
+              help="Store the fastest backend of each kernel family as `auto`'s choice on this device.")
+def bench(workload, backends, device, repeats, warmup, no_torch, memory, write_choice):
     """Median ms per training step, and the ratio to PyTorch measured in the same run."""
     from tinygrad_seq import benchmark
 
@@ -31,6 +33,16 @@ def bench(workload, backends, device, repeats, warmup, no_torch, memory):
     results = benchmark.run(workload or None, list(backends) or None, device, warmup, repeats, with_torch,
                             echo=lambda line: click.echo(line, err=True))
     click.echo(benchmark.format_table(results))
+    if write_choice:
+        from tinygrad_seq.backend import save_auto_choices
+
+        winners = benchmark.fastest_per_family(results)
+        if not winners:
+            raise click.ClickException("--write-choice needs at least one workload of a kernel family "
+                                       "(lstm_lm, gru_lm, rnn_lm, cnn, transformer)")
+        save_auto_choices(device, winners)
+        click.echo("auto now picks: " + ", ".join(f"{family}={name}" for family, name in sorted(winners.items())),
+                   err=True)
     if memory:
         click.echo("\n| workload | implementation | peak RSS MiB |\n| --- | --- | ---: |")
         for r in results:

@@ -22,6 +22,8 @@ from tinygrad_seq.data_utils import EarlyStopping, evaluate_classifier, load_dig
 from tinygrad_seq.models.mlp import LogisticRegression
 from tinygrad_seq.nn import functional as F
 
+PATIENCE = 10
+
 
 def binary_digits(negative=3, positive=8):
     """The digits of two classes, labelled 0 (negative) and 1 (positive)."""
@@ -30,7 +32,7 @@ def binary_digits(negative=3, positive=8):
     return X[keep], (y[keep] == positive).astype(np.int64)
 
 
-def main(epochs=100, lr=0.5, decay_rate=0.05, l2=1e-3, batch_size=32, patience=10, seed=0, verbose=True):
+def main(epochs=100, lr=0.5, decay_rate=0.05, l2=1e-3, batch_size=32, patience=PATIENCE, seed=0, verbose=True):
     """Train, early-stop on the dev loss, and return the scores of the best model."""
     tgs.manual_seed(seed)
     splits = train_dev_test_split(*binary_digits(), seed=seed)
@@ -70,6 +72,8 @@ if __name__ == "__main__":
     parser.add_argument("--lr", type=float, default=0.5)
     parser.add_argument("--decay-rate", type=float, default=0.05)
     parser.add_argument("--l2", type=float, default=1e-3)
+    parser.add_argument("--patience", type=int, default=PATIENCE,
+                        help="stop after this many epochs without a better dev loss")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    main(args.epochs, args.lr, args.decay_rate, args.l2, seed=args.seed)
+    main(args.epochs, args.lr, args.decay_rate, args.l2, patience=args.patience, seed=args.seed)

@@ -17,8 +17,10 @@ from tinygrad_seq.data_utils import EarlyStopping, evaluate_classifier, load_dig
 from tinygrad_seq.models.mlp import MLP, MLPConfig
 from tinygrad_seq.nn import functional as F
 
+PATIENCE = 8
 
-def main(epochs=60, hidden=(64,), lr=3e-3, dropout=0.1, weight_decay=1e-4, batch_size=64, patience=8,
+
+def main(epochs=60, hidden=(64,), lr=3e-3, dropout=0.1, weight_decay=1e-4, batch_size=64, patience=PATIENCE,
          seed=0, verbose=True):
     """Train, early-stop on the dev loss, and return the scores of the best model."""
     tgs.manual_seed(seed)
@@ -57,6 +59,8 @@ if __name__ == "__main__":
     parser.add_argument("--hidden", type=int, nargs="*", default=[64])
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--patience", type=int, default=PATIENCE,
+                        help="stop after this many epochs without a better dev loss")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    main(args.epochs, tuple(args.hidden), args.lr, args.dropout, seed=args.seed)
+    main(args.epochs, tuple(args.hidden), args.lr, args.dropout, patience=args.patience, seed=args.seed)

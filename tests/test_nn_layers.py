@@ -122,7 +122,15 @@ def test_embedding_from_pretrained_and_gradcheck():
     assert nn.Embedding.from_pretrained(Tensor(vectors), freeze=False).weight.requires_grad
     ids = np.array([[1, 1], [0, 3]])
     assert gradcheck(lambda w: F.embedding(Tensor(ids), w), [RNG.standard_normal((4, 3))])
-    assert gradcheck(lambda w: F.embedding(ids, w, padding_idx=1), [RNG.standard_normal((4, 3))])
+    # PyTorch semantics: the padding row gets no gradient (so finite differences would disagree)
+    w = Tensor(RNG.standard_normal((4, 3)), dtype=np.float64, requires_grad=True)
+    weights = RNG.standard_normal((2, 2, 3))
+    (F.embedding(ids, w, padding_idx=1) * Tensor(weights, dtype=np.float64)).sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy()[1], 0.0)
+    expected = np.zeros((4, 3))
+    np.add.at(expected, ids.reshape(-1), weights.reshape(-1, 3))
+    expected[1] = 0.0
+    np.testing.assert_allclose(w.grad.numpy(), expected, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------- Dropout
@@ -306,7 +314,7 @@ def test_init_scales_follow_the_formulas(shape):
 
 
 def test_init_reproducible_orthogonal_eye_and_errors():
-    p = nn.Parameter(np.zeros((4, 6), dtype=np.float64))
+    p = nn.Parameter(np.zeros((4, 6)), dtype=np.float64)  # float arrays become float32 unless dtype= is given
     tgs.manual_seed(3)
     a = nn.init.xavier_uniform_(p).numpy().copy()
     tgs.manual_seed(3)

@@ -249,6 +249,26 @@ def run(workloads=None, backends=None, device="cpu", warmup=3, repeats=15, with_
     return results
 
 
+# the kernel family whose backend a workload's time mostly depends on
+WORKLOAD_FAMILY = {"lstm_lm": "recurrence", "gru_lm": "recurrence", "rnn_lm": "recurrence", "cnn": "conv",
+                   "transformer": "softmax"}
+
+
+def fastest_per_family(results):
+    """{family: backend} with the smallest total time over the family's workloads (only
+    backends timed on all of them compete): what `tgs bench --write-choice` stores for auto."""
+    times = {}
+    for r in results:
+        if r.workload in WORKLOAD_FAMILY and r.impl.startswith("tgs["):
+            times.setdefault(WORKLOAD_FAMILY[r.workload], {}).setdefault(r.impl[4:-1], {})[r.workload] = r.ms
+    winners = {}
+    for family, by_backend in times.items():
+        needed = max(len(w) for w in by_backend.values())
+        complete = {name: sum(w.values()) for name, w in by_backend.items() if len(w) == needed}
+        winners[family] = min(complete, key=complete.get)
+    return winners
+
+
 def format_table(results):
     """Markdown table: ms/step, ratio to PyTorch of the same workload, GFLOP/s where known."""
     torch_ms = {r.workload: r.ms for r in results if r.impl == "pytorch"}

@@ -110,16 +110,43 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """-log softmax(input)[target]: logits (N, C) (or (N, C, d...)) and integer targets (N,),
-    or class-probability targets of the same shape as input."""
-    logp = log_softmax(input, dim=1 if input.ndim > 1 else 0)
+    or class-probability targets of the same shape as input.
+
+    With label smoothing eps the target is (1 - eps) * one_hot + eps / C, which PyTorch (and
+    this function) computes as  (1 - eps) * nll  +  eps / C * smooth,  where the per-example
+    smooth = -sum_c w_c log p_c (0 for ignored targets) and 'mean' divides it by the same
+    denominator as the nll: the summed weights of the targets that are not ignored."""
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    class_dim = 1 if input.ndim > 1 else 0
+    classes = input.shape[class_dim]
+    logp = log_softmax(input, dim=class_dim)
+    xp = xp_of(logp.data)
+    w = weight.data if isinstance(weight, Tensor) else weight
+    if w is not None:  # shaped to broadcast along the class dimension
+        w = xp.asarray(w, dtype=logp.dtype).reshape((classes,) + (1,) * (input.ndim - class_dim - 1))
     if isinstance(target, Tensor) and target.dtype.kind == "f":
-        return _reduce(-(logp * target).sum(dim=1 if input.ndim > 1 else 0), reduction)
-    if label_smoothing:
-        classes = input.shape[1]
-        hard = nll_loss(logp, target, weight, ignore_index, reduction)
-        uniform = _reduce(-logp.mean(dim=1), reduction)
-        return hard * (1 - label_smoothing) + uniform * label_smoothing if classes else hard
-    return nll_loss(logp, target, weight, ignore_index, reduction)
+        if label_smoothing:
+            target = target * (1 - label_smoothing) + label_smoothing / classes
+        weighted = logp * target if w is None else logp * target * Tensor._wrap(w)
+        losses = -weighted.sum(dim=class_dim)
+        return _reduce(losses, reduction)  # 'mean' over the N*d... positions, as PyTorch
+    hard = nll_loss(logp, target, weight, ignore_index, reduction)
+    if not label_smoothing:
+        return hard
+    index = target.data if isinstance(target, Tensor) else np.asarray(target)
+    kept = index != ignore_index
+    smooth = -(logp if w is None else logp * Tensor._wrap(w)).sum(dim=class_dim)
+    smooth = smooth * Tensor._wrap(xp.asarray(kept, dtype=logp.dtype))
+    if reduction == "mean":
+        if w is None:
+            denominator = float(kept.sum())
+        else:
+            denominator = float(xp.asarray(w).reshape(-1)[xp.asarray(index[kept])].sum())
+        smooth = smooth.sum() / denominator
+    else:
+        smooth = _reduce(smooth, reduction)
+    return hard * (1 - label_smoothing) + smooth * (label_smoothing / classes)
 
 
 def mse_loss(input, target, reduction="mean"):

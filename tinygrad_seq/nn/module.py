@@ -1,5 +1,5 @@
 """nn.Module: a tree of layers holding Parameters and buffers, as in PyTorch."""
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 
 import numpy as np
 
@@ -7,6 +7,9 @@ from ..device import normalize_device, to_device
 from ..tensor import Tensor
 
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict"]
+
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
 class Parameter(Tensor):
@@ -71,11 +74,18 @@ class Module:
         setattr(self, name, module)
 
     # ------------------------------------------------------------------ traversal
-    def named_modules(self, prefix=""):
+    def named_modules(self, prefix="", remove_duplicate=True, _seen=None):
+        """(dotted name, module) for self and every sub-module, depth first; a module reached
+        twice (shared) is listed once unless remove_duplicate=False, as in PyTorch."""
+        if remove_duplicate:
+            _seen = set() if _seen is None else _seen
+            if id(self) in _seen:
+                return
+            _seen.add(id(self))
         yield prefix, self
         for name, child in self._modules.items():
             if child is not None:
-                yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+                yield from child.named_modules(f"{prefix}.{name}" if prefix else name, remove_duplicate, _seen)
 
     def modules(self):
         for _, m in self.named_modules():
@@ -114,7 +124,7 @@ class Module:
     def state_dict(self):
         """Parameters and persistent buffers by dotted name, as detached Tensors (PyTorch order)."""
         state = OrderedDict()
-        for mod_prefix, module in self.named_modules():
+        for mod_prefix, module in self.named_modules(remove_duplicate=False):
             skip = module.__dict__.get("_non_persistent", set())
             for store in (module._parameters, module._buffers):
                 for name, value in store.items():
@@ -123,29 +133,36 @@ class Module:
         return state
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy values (Tensors or arrays, e.g. `{k: v.numpy() for k, v in torch_sd.items()}`) in place."""
+        """Copy values (Tensors or arrays, e.g. `{k: v.numpy() for k, v in torch_sd.items()}`) in place.
+
+        strict: missing or unexpected keys are a RuntimeError naming them (as PyTorch); a shape
+        mismatch is always a ValueError naming the key, and nothing is loaded unless every
+        value fits.  Returns (missing_keys, unexpected_keys)."""
         own = self.state_dict()
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
-            raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+            raise RuntimeError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
         targets = {}
-        for mod_prefix, module in self.named_modules():
+        for mod_prefix, module in self.named_modules(remove_duplicate=False):
             for store in (module._parameters, module._buffers):
                 for name, value in store.items():
                     if value is not None:
                         targets[f"{mod_prefix}.{name}" if mod_prefix else name] = value
+        arrays = {}
         for key, value in state_dict.items():
             if key not in targets:
                 continue
-            target = targets[key]
             array = value.numpy() if isinstance(value, Tensor) else np.asarray(
                 value.detach().cpu().numpy() if hasattr(value, "detach") else value)
-            if tuple(array.shape) != target.shape:
+            if tuple(array.shape) != targets[key].shape:
                 raise ValueError(f"load_state_dict: {key} has shape {tuple(array.shape)} in the checkpoint "
-                                 f"but {target.shape} in the model")
+                                 f"but {targets[key].shape} in the model")
+            arrays[key] = array
+        for key, array in arrays.items():  # only once every shape is known to fit
+            target = targets[key]
             target.data = to_device(array.astype(target.dtype, copy=True), target.device)
-        return missing, unexpected
+        return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------ modes and devices
     def train(self, mode=True):

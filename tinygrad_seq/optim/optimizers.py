@@ -115,6 +115,8 @@ class Optimizer:
     def _restore(value, param):
         if isinstance(value, Tensor):
             value = value.numpy()
+        elif hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch.Tensor (not imported here)
+            value = value.detach().cpu().numpy()
         if isinstance(value, np.ndarray) and value.ndim > 0:
             value = value.astype(param.dtype, copy=True) if value.dtype.kind == "f" else value.copy()
             return to_device(value, param.device)

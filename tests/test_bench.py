@@ -1,0 +1,52 @@
+"""The benchmark harness (not timings: those live in bench/ and BENCHMARKS.md): every
+workload builds and steps in both frameworks, the table's ratios, and auto's choice table."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import importlib
+
+from tinygrad_seq import benchmark
+from tinygrad_seq.cli.main import cli
+
+backend = importlib.import_module("tinygrad_seq.backend")  # the module; tinygrad_seq.backend is also a function
+
+TINY = {"lstm_lm": dict(V=7, H=4, B=2, T=3), "gru_lm": dict(V=7, H=4, B=2, T=3), "rnn_lm": dict(V=7, H=4, B=2, T=3),
+        "cnn": dict(B=2), "transformer": dict(V=7, d=8, heads=2, layers=1, B=2, T=4), "scalar_mlp": dict(points=5)}
+
+
+@pytest.mark.parametrize("workload", list(TINY))
+def test_every_workload_steps_in_both_frameworks(workload):
+    step = benchmark.tgs_step(workload, TINY[workload], "cpu")
+    step()
+    step()
+    if workload != "scalar_mlp":
+        torch_step = benchmark.torch_step(workload, TINY[workload], "cpu")
+        torch_step()
+
+
+def test_table_ratios_and_the_fastest_backend_per_family():
+    R = benchmark.Result
+    results = [R("lstm_lm", "pytorch", 10.0), R("lstm_lm", "tgs[numba]", 15.0), R("lstm_lm", "tgs[cython]", 12.0),
+               R("gru_lm", "tgs[numba]", 20.0), R("gru_lm", "tgs[cython]", 30.0), R("cnn", "tgs[numpy]", 3.0),
+               R("cnn", "tgs[numba]", 2.0), R("transformer", "tgs[numpy]", 5.0)]
+    table = benchmark.format_table(results)
+    assert "| lstm_lm | tgs[numba] | 15.0 | 1.50 |" in table and "| cnn | tgs[numpy] | 3.0 | - |" in table
+    assert benchmark.fastest_per_family(results) == {"recurrence": "numba", "conv": "numba", "softmax": "numpy"}
+
+
+def test_bench_command_writes_auto_choice(tmp_path, monkeypatch):
+    table = tmp_path / "auto_backend.json"
+    monkeypatch.setattr(backend, "CHOICE_TABLE", str(table))
+    monkeypatch.setattr(benchmark, "CPU_SIZES", TINY)
+    saved = {}
+    real_save = backend.save_auto_choices
+    monkeypatch.setattr(backend, "save_auto_choices",
+                        lambda device, winners: saved.update(real_save(device, winners, path=str(table))))
+    result = CliRunner().invoke(cli, ["bench", "-w", "rnn_lm", "--backend", "numpy", "--repeats", "1",
+                                      "--warmup", "0", "--no-torch", "--write-choice"])
+    assert result.exit_code == 0, result.output
+    assert "| rnn_lm | tgs[numpy] |" in result.stdout
+    assert json.loads(table.read_text()) == {"cpu": {"recurrence": "numpy"}} == saved
