@@ -26,7 +26,7 @@ Handlers:
         otherwise `format_eval(result)` if given, else one "key: value" line per entry.
     sample(state, options) -> str
         `tgs sample PATH`; `options` is a SampleOptions (prime, length, temperature, top_k,
-        beam, seed).  A kind without `sample` makes `tgs sample` say that it cannot sample.
+        beam, seed, device).  A kind without `sample` makes `tgs sample` say that it cannot sample.
 
 Errors: a handler raises ValueError (or click.ClickException) with a one-line message; the
 command prints it as "Error: ..." and exits non-zero, never with a traceback.
@@ -49,6 +49,7 @@ class SampleOptions:
     top_k: int = None
     beam: int = None
     seed: int = None
+    device: str = "cpu"
 
 
 @dataclass

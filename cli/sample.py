@@ -40,7 +40,9 @@ def _check(name, value, low, inclusive=True):
 @click.option("--top-k", type=int, default=None, help="Sample only among the K most likely tokens.")
 @click.option("--beam", type=int, default=None, help="Beam search of width W instead of sampling.")
 @click.option("--seed", type=int, default=None, help="Random seed (the same seed gives the same text).")
-def sample(ckpt, prime, length, temperature, top_k, beam, seed):
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where the model runs (cuda needs a GPU and CuPy).")
+def sample(ckpt, prime, length, temperature, top_k, beam, seed, device):
     """Generate text from the model in CKPT (a run directory or a checkpoint file)."""
     import math
 
@@ -49,10 +51,16 @@ def sample(ckpt, prime, length, temperature, top_k, beam, seed):
     _check("--beam", beam, 1)
     if not (temperature >= 0 and math.isfinite(temperature)):
         raise click.ClickException(f"--temperature must be a number >= 0, got {temperature}")
+    if device == "cuda":
+        from tinygrad_seq.device import cupy_or_none, cupy_unavailable_reason
+
+        if cupy_or_none() is None:
+            raise click.ClickException(f"--device cuda is not available here ({cupy_unavailable_reason()})")
     state, handler = load_for_command(ckpt)
     if handler.sample is None:
         raise click.ClickException(f"{ckpt} holds a {handler.description}, which `tgs sample` cannot sample from")
-    options = kinds.SampleOptions(prime=prime, length=length, temperature=temperature, top_k=top_k, beam=beam, seed=seed)
+    options = kinds.SampleOptions(prime=prime, length=length, temperature=temperature, top_k=top_k, beam=beam, seed=seed,
+                                  device=device)
     try:
         text = handler.sample(state, options)
     except ValueError as exc:

@@ -276,6 +276,7 @@ def _sample_lm(state, options):
     from tinygrad_seq.training import load_lm
 
     model, vocab = load_lm(state)
+    model.to(options.device)
     rng = np.random.default_rng(options.seed)
     text = generate(model, vocab, options.prime, options.length, temperature=options.temperature,
                     top_k=options.top_k, beam=options.beam, rng=rng)

@@ -219,13 +219,14 @@ def test_eval_needs_a_file_and_runs_are_not_overwritten(run_dir, corpus):
     assert (run_dir / "checkpoint.npz").read_bytes() == before
 
 
-def test_unavailable_device(tmp_path, corpus):
+def test_unavailable_device(tmp_path, corpus, run_dir):
     from tinygrad_seq.device import cupy_or_none
 
     if cupy_or_none() is not None:
         pytest.skip("a GPU is available here")
     assert_one_line_error(tgs("train", "charlm", corpus, "--device", "cuda", "--out", tmp_path / "r"),
                           "--device cuda is not available")
+    assert_one_line_error(tgs("sample", run_dir, "--device", "cuda"), "--device cuda is not available")
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus, monkeypatch):

@@ -247,17 +247,18 @@ def generate(model, vocab, prime="", length=200, temperature=1.0, top_k=None, be
         ids = np.array([_default_start(vocab) if start_token is None else start_token], dtype=np.int64)
     was_training = model.training
     model.eval()
+    device = next(iter(model.parameters())).device  # the decoders below work on host arrays
 
     def step(tokens, state):
-        logits, state = model(Tensor(np.asarray(tokens, dtype=np.int64)[:, None]), state)
-        return logits.data[:, -1], state
+        logits, state = model(Tensor(np.asarray(tokens, dtype=np.int64)[:, None], device=device), state)
+        return logits[:, -1].numpy(), state
 
     try:
         with no_grad():
             state = None
             if ids.size > 1:
                 context = ids[:-1][-getattr(model, "max_context", ids.size):]
-                _, state = model(Tensor(context[None]), None)
+                _, state = model(Tensor(context[None], device=device), None)
             if beam:
                 best = decoding.beam_search(step, state, ids[-1:], beam, length, length_penalty=0.0,
                                             reorder_state=model.select_state)[0]
