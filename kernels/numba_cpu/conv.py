@@ -1,27 +1,25 @@
 """Convolution and pooling kernels compiled with Numba (contract: reference/conv.py).
 
-Convolution is im2col + GEMM one image at a time: image n's columns
+Convolution is im2col + one GEMM for the whole batch: the columns
 
-    cols[(c, i, j), (ho, wo)] = xpad[n, c, ho*sh + i*dh, wo*sw + j*dw]     (C*kh*kw, Ho*Wo)
+    cols[(c, i, j), (n, ho, wo)] = xpad[n, c, ho*sh + i*dh, wo*sw + j*dw]     (C*kh*kw, N*Ho*Wo)
 
-are gathered by a compiled loop and multiplied by W2 = w as (F, C*kh*kw) with BLAS
-(`np.dot`), straight into y[n].  Per image, because the columns of one image (for the
-cnn workload's second layer 144 x 196 floats) stay in the core's cache between the gather
-and the GEMM, while the columns of a whole batch (7 MB) would go out to memory and back;
-the batch is spread over the cores with `prange` and each BLAS call is small enough to run
-on the calling thread.  Backward reuses the same loop:
+are gathered by a compiled loop (in parallel over images) and multiplied by W2 = w as
+(F, C*kh*kw) with BLAS (`np.dot`), outside any parallel loop.  BLAS threads a large GEMM
+well on its own; N small GEMMs called from N parallel threads instead each start BLAS's
+own threads on top of Numba's, and on a small machine that oversubscription made the cnn
+workload's second layer 25x slower.  Backward is two more single GEMMs:
 
-    dW2 += dy[n] @ cols^T,   dcols = W2^T @ dy[n],   dx[n] = col2im(dcols)
+    dW2 = dY @ cols^T,   dcols = W2^T @ dY,   dx = col2im(dcols)        dY: (F, N*Ho*Wo)
 
-with one dW2 accumulator per thread, summed at the end.  Zero padding is never
-materialised: for each tap the range of output pixels that read real input is computed
-once ([lo, hi) below) and the rest are zeros.
+The (F, N, P) <-> (N, F, P) transposing copies carry the bias add and the bias gradient.
+Zero padding is never materialised: for each tap the range of output pixels that read real
+input is computed once ([lo, hi) below) and the rest are zeros.
 
 Pooling is a direct loop over each (n, c) plane, in parallel over planes.
 Argument checks and their messages come from the reference module.
 """
 import numpy as np
-import numba
 from numba import njit, prange
 
 from tinygrad_seq.kernels.reference.conv import (check_grad_shape, check_maxpool_grad_args,
@@ -79,43 +77,73 @@ def _col2im_image(dcols, dxn, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
 
 
 @njit(cache=True, parallel=True)
+def _im2col_batch(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    N, C = x.shape[0], x.shape[1]
+    P = Ho * Wo
+    cols = np.empty((C * kh * kw, N * P), dtype=x.dtype)
+    for n in prange(N):
+        _im2col_image(x[n], cols[:, n * P:(n + 1) * P], kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
+    return cols
+
+
+@njit(cache=True, parallel=True)
+def _col2im_batch(dcols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, dtype):
+    P = Ho * Wo
+    dx = np.zeros(x_shape, dtype=dtype)
+    for n in prange(x_shape[0]):
+        _col2im_image(dcols[:, n * P:(n + 1) * P], dx[n], kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
+    return dx
+
+
+@njit(cache=True)
 def _conv2d_forward(x, w2, b, has_bias, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     N = x.shape[0]
-    F, K = w2.shape
-    y = np.empty((N, F, Ho * Wo), dtype=x.dtype)
+    F = w2.shape[0]
+    P = Ho * Wo
+    out = np.dot(w2, _im2col_batch(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo))   # (F, N*P)
+    return _gemm_to_nchw(out, b, has_bias, N, F, P)
+
+
+@njit(cache=True, parallel=True)
+def _gemm_to_nchw(out, b, has_bias, N, F, P):
+    y = np.empty((N, F, P), dtype=out.dtype)
     for n in prange(N):
-        cols = np.empty((K, Ho * Wo), dtype=x.dtype)
-        _im2col_image(x[n], cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
-        np.dot(w2, cols, y[n])
-        if has_bias:
-            for f in range(F):
-                y[n, f] += b[f]
+        for f in range(F):
+            bias = b[f] if has_bias else out.dtype.type(0)
+            row = out[f, n * P:(n + 1) * P]
+            for p in range(P):
+                y[n, f, p] = row[p] + bias
     return y
 
 
 @njit(cache=True, parallel=True)
-def _conv2d_backward(dy, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, threads):
+def _nchw_to_gemm(dy3):
+    """dY (F, N*P) from dy (N, F, P), and db[f] = the sum of dy[:, f]."""
+    N, F, P = dy3.shape
+    out = np.empty((F, N * P), dtype=dy3.dtype)
+    db = np.zeros(F, dtype=dy3.dtype)
+    for f in prange(F):
+        total = dy3.dtype.type(0)
+        for n in range(N):
+            for p in range(P):
+                v = dy3[n, f, p]
+                out[f, n * P + p] = v
+                total += v
+        db[f] = total
+    return out, db
+
+
+@njit(cache=True)
+def _conv2d_backward(dy, x, w2, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     N = x.shape[0]
-    F, K = w2.shape
+    F = w2.shape[0]
     P = Ho * Wo
-    dy3 = dy.reshape(N, F, P)
-    w2t = np.ascontiguousarray(w2.T)
-    dx = np.zeros_like(x)
-    # contiguous runs of images, one per thread, each with its own dw and db accumulators
-    parts = max(1, min(N, threads))
-    dw_parts = np.zeros((parts, F, K), dtype=x.dtype)
-    db_parts = np.zeros((parts, F), dtype=x.dtype)
-    for part in prange(parts):
-        cols = np.empty((K, P), dtype=x.dtype)
-        dcols = np.empty((K, P), dtype=x.dtype)
-        for n in range(part * N // parts, (part + 1) * N // parts):
-            _im2col_image(x[n], cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
-            dw_parts[part] += np.dot(dy3[n], cols.T)
-            np.dot(w2t, dy3[n], dcols)
-            _col2im_image(dcols, dx[n], kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
-            for f in range(F):
-                db_parts[part, f] += dy3[n, f].sum()
-    return dx, dw_parts.sum(axis=0), db_parts.sum(axis=0)
+    dY, db = _nchw_to_gemm(dy.reshape(N, F, P))
+    cols = _im2col_batch(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
+    dw2 = np.dot(dY, cols.T)
+    dcols = np.dot(np.ascontiguousarray(w2.T), dY)
+    dx = _col2im_batch(dcols, x.shape, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, x.dtype)
+    return dx, dw2, db
 
 
 def conv2d_forward(x, w, b, stride, padding, dilation):
@@ -134,8 +162,8 @@ def conv2d_backward(dy, x, w, stride, padding, dilation, need_bias):
     Ho, Wo = conv2d_output_size(x.shape, w.shape, stride, padding, dilation)
     F, _, kh, kw = w.shape
     check_grad_shape("conv2d", dy, (x.shape[0], F, Ho, Wo))
-    dx, dw, db = _conv2d_backward(dy, x, w.reshape(F, -1), kh, kw, *stride, *padding, *dilation, Ho, Wo,
-                                  numba.get_num_threads())
+    dx, dw, db = _conv2d_backward(np.ascontiguousarray(dy), x, w.reshape(F, -1), kh, kw, *stride, *padding,
+                                  *dilation, Ho, Wo)
     return dx, dw.reshape(w.shape), (db if need_bias else None)
 
 
