@@ -67,18 +67,15 @@ def test_forward_and_backward_equal_the_reference(name, dtype, shape):
 
 @pytest.mark.parametrize("name", COMPILED_CPU)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_a_row_of_minus_inf_logits_gives_zeros_like_the_reference(request, name, dtype):
+def test_a_row_of_minus_inf_logits_gives_zeros_like_the_reference(name, dtype):
     """No entry can take the probability mass, as in a fully masked row: all zeros, no NaN."""
-    if name == "numba" and dtype == np.float32:
-        # strict: once kernels/numba_cpu/softmax.py is fixed this XPASSes and fails, so the mark goes
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "known bug in kernels/numba_cpu/softmax.py: a float32 row of only -inf logits "
-            "(or -inf wherever unmasked) gives non-zero probabilities instead of zeros")))
     kernels = softmax_kernels(name)
     x = np.array([[-np.inf, -np.inf, -np.inf], [0.0, -np.inf, 1.0]], dtype=dtype)
     only_minus_inf_left = np.array([[False, False, False], [True, False, True]])
     for mask in (None, only_minus_inf_left):
-        assert_same(kernels.softmax_forward(x, mask), ref.softmax_forward(x, mask), dtype)
+        y = kernels.softmax_forward(x, mask)
+        assert_same(y, ref.softmax_forward(x, mask), dtype)
+        assert np.all(y[np.isneginf(x)] == 0) and np.all(y[0] == 0)  # exactly zero, not a tiny number
 
 
 @pytest.mark.parametrize("name", COMPILED_CPU)

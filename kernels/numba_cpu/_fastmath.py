@@ -12,10 +12,11 @@ plain arithmetic, which LLVM turns into AVX2/AVX-512 code doing 8 or 16 exps at 
     tanh(x):    x + x^3 q(x^2) for |x| < 0.625 (the exp form below cancels badly near 0),
                 else sign(x) (1 - 2 / (exp(2|x|) + 1)).
 
-float32 results are within 2 ulp of the correctly rounded value (tests/test_kernels_recurrence.py
-checks this over the whole useful range).  The argument of exp is clamped to [-87, 87]: beyond
-it float32 exp would overflow or reach the denormals, which are ~100x slower on x86, while the
-gates' sigmoid and tanh are already exactly 0, 1 or -1 there to within float32 absolute precision.
+float32 results are within a few ulp of the exact value (tests/test_fastmath.py
+checks this over the whole useful range).  Below -87 exp is 0 (so exp(-inf) = 0, which
+masked softmax relies on) and above 87 the argument is clamped: beyond that range float32 exp
+would overflow or reach the denormals, which are ~100x slower on x86, while the gates' sigmoid
+and tanh are already exactly 0, 1 or -1 there to within float32 absolute precision.
 NaN goes through as NaN.
 
 float64 uses libm's exact `math.exp` / `math.tanh` (scalar; float64 is the checking precision,
@@ -87,6 +88,7 @@ def tanh(x):
 
 
 def _exp32(x):
+    below = x < -_EXP_MAX   # e^x is then 0 (so e^-inf = 0, which masking relies on); NaN stays NaN
     x = min(max(x, -_EXP_MAX), _EXP_MAX)
     n = np.floor(x * _LOG2E + _HALF)
     r = x - n * _LN2_HI - n * _LN2_LO
@@ -97,7 +99,7 @@ def _exp32(x):
     p = p * r + _EXP_P[4]
     p = p * r + _EXP_P[5]
     p = p * (r * r) + r + _ONE
-    return p * _float32_from_bits((n + _BIAS) * _MANTISSA)
+    return _ZERO if below else p * _float32_from_bits((n + _BIAS) * _MANTISSA)
 
 
 def _is_float32(x):
