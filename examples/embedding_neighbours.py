@@ -10,7 +10,6 @@ word-level LM trained with `tgs train wordlm`.
 """
 import argparse
 
-import numpy as np
 
 from tinygrad_seq.text.corpus import bundled_corpus
 from tinygrad_seq.text.embeddings import nearest_neighbours, train_word2vec

@@ -2,7 +2,6 @@
 workload builds and steps in both frameworks, the table's ratios, and auto's choice table."""
 import json
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 

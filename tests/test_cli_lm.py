@@ -10,28 +10,15 @@ import time
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from tinygrad_seq.checkpoint import load_checkpoint
 from tinygrad_seq.cli import kinds
-from tinygrad_seq.cli.main import cli
+
+from cli_helpers import assert_one_line_error, tgs
 
 TEXT = ("In the beginning God created the heaven and the earth. And the earth was without form, "
         "and void; and darkness was upon the face of the deep.\n") * 12
 TINY = ["--hidden", "16", "--embed", "8", "--seq-len", "12", "--batch-size", "4"]
-
-
-def tgs(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code != 0, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -3,22 +3,10 @@ their checkpoints: happy paths on tiny settings and one-line errors."""
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from tinygrad_seq.checkpoint import load_checkpoint
-from tinygrad_seq.cli.main import cli
 
-
-def tgs(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code != 0, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+from cli_helpers import assert_one_line_error, tgs
 
 
 @pytest.fixture(scope="module")

@@ -4,24 +4,12 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from tinygrad_seq.checkpoint import load_checkpoint
-from tinygrad_seq.cli.main import cli
+
+from cli_helpers import assert_one_line_error, tgs
 
 pytest.importorskip("sklearn", reason="the digits come with scikit-learn")
-
-
-def tgs(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code != 0, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_default_cnn_reaches_97_percent(tmp_path_factory):

@@ -30,12 +30,13 @@ import sys
 import threading
 import time
 import zlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import random as tgs_random
 from .backend import backend as use_backend
+from .config import Config
 from .checkpoint import DEFAULT_NAME, CheckpointError, save_checkpoint
 from .models.charlm import (LMConfig, build_lm, detach_state, evaluate_stream, generate, state_from_arrays,
                             state_to_arrays)
@@ -47,7 +48,7 @@ KINDS = {"char": "charlm", "word": "wordlm"}
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
     """Everything that defines a language-model run (the CLI options of `tgs train charlm`)."""
 
     level: str = "char"          # char | word
@@ -98,14 +99,6 @@ class TrainConfig:
     @property
     def unit(self):
         return "chars" if self.level == "char" else "words"
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 # ---------------------------------------------------------------------------- data

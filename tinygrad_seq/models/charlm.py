@@ -23,13 +23,13 @@ New architectures join by adding a builder to `LM_BUILDERS` (name -> function(co
 and the name to `LMConfig.MODELS`.
 """
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from .. import nn
+from ..config import Config
 from ..creation import one_hot
-from ..device import xp_of
 from ..tensor import Tensor, no_grad
 from ..text import decoding
 
@@ -38,7 +38,7 @@ __all__ = ["LMConfig", "RNNLM", "CharLM", "WordLM", "LM_BUILDERS", "build_lm", "
 
 
 @dataclass
-class LMConfig:
+class LMConfig(Config):
     """The shape of a language model.  embed = 0 feeds one-hot vectors instead of an embedding
     (recurrent models); the Transformer uses embed as its width d, `heads` attention heads and
     a context of `block_size` tokens, and ignores `hidden`."""
@@ -67,14 +67,6 @@ class LMConfig:
                              f"got embed {self.embed} and heads {self.heads}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class RNNLM(nn.Module):

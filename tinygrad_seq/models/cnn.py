@@ -19,32 +19,18 @@ Text CNN (Kim 2014):
 A width-w filter is an n-gram detector: it fires on w consecutive words it likes, and max
 over time keeps its strongest match anywhere in the sentence, so any length works.
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 from .. import nn
+from ..config import Config
 from ..creation import cat
 from ..nn import functional as F
 from ..nn.functional_conv import adaptive_max_pool1d, pad
 from ..tensor import no_grad
 
 
-class _Config:
-    """to_dict / from_dict for checkpoints (JSON turns tuples into lists and back)."""
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown fields {unknown}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
-
 @dataclass
-class LeNetConfig(_Config):
+class LeNetConfig(Config):
     in_channels: int = 1
     image_size: int = 8            # square images: 8 for scikit-learn's digits, 28 for MNIST
     num_classes: int = 10
@@ -105,7 +91,7 @@ class LeNet(nn.Module):
 
 
 @dataclass
-class TextCNNConfig(_Config):
+class TextCNNConfig(Config):
     vocab_size: int
     num_classes: int = 2
     embed_dim: int = 64

@@ -15,9 +15,10 @@ Each hidden layer is a learned feature map; without the nonlinearity the stack w
 into one linear map.  The weights start with He initialisation for ReLU-like activations and
 Glorot for tanh/sigmoid (the scale that keeps activations from shrinking or exploding).
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 from .. import nn
+from ..config import Config
 from ..nn import functional as F
 from ..tensor import no_grad
 
@@ -45,7 +46,7 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "leaky_r
 
 
 @dataclass
-class MLPConfig:
+class MLPConfig(Config):
     in_features: int = 64
     hidden: tuple = (64,)          # one hidden layer per entry; () gives softmax regression
     num_classes: int = 10
@@ -62,17 +63,6 @@ class MLPConfig:
             raise ValueError(f"MLPConfig: unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"MLPConfig: dropout must be in [0, 1), got {self.dropout}")
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"MLPConfig: unknown fields {unknown}")
-        return cls(**d)
 
 
 class MLP(nn.Module):

@@ -24,10 +24,11 @@ Token ids: 0 = <pad>, 1 = <s> (start of the target), 2 = </s> (end), then the ch
 three specials are the control characters NUL, STX and ETX, which no date ever contains.
 """
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import Config
 from ..creation import cat
 from ..nn import functional as F
 from ..nn import rnn as recurrent
@@ -131,7 +132,7 @@ class RecurrentEncoder(Module):
 
 
 @dataclass
-class Seq2SeqConfig:
+class Seq2SeqConfig(Config):
     """The shape of a seq2seq model.  `hidden` is per encoder direction; the decoder's state has
     the size of the encoder's output (hidden * directions) so that dot attention applies."""
 
@@ -159,14 +160,6 @@ class Seq2SeqConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class Seq2Seq(Module):

@@ -21,10 +21,11 @@ recall / F1 of the NAME tag.
 """
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import Config
 from ..nn import functional as F
 from ..nn.layers import Linear
 from ..nn.module import Module
@@ -133,7 +134,7 @@ def tagger_vocab(token_lists, min_count=2):
 
 
 @dataclass
-class TaggerConfig:
+class TaggerConfig(Config):
     vocab_size: int = 0
     num_tags: int = 2
     cell: str = "lstm"
@@ -152,14 +153,6 @@ class TaggerConfig:
             raise ValueError(f"unknown cell {self.cell!r}: choose lstm or gru")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class Tagger(Module):

@@ -1,5 +1,4 @@
 """Stateless neural-network functions (torch.nn.functional's names and arguments)."""
-import math
 
 import numpy as np
 
