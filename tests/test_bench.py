@@ -49,3 +49,15 @@ def test_bench_command_writes_auto_choice(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "| rnn_lm | tgs[numpy] |" in result.stdout
     assert json.loads(table.read_text()) == {"cpu": {"recurrence": "numpy"}} == saved
+
+
+def test_peak_memory_is_the_measured_process_own():
+    """A child forked from a big process must not report the parent's peak (ru_maxrss would)."""
+    import numpy as np
+
+    from tinygrad_seq.benchmark import peak_memory_mb, peak_rss_mib
+    ballast = np.ones(400 * 2 ** 20 // 8)  # 400 MiB resident in this process
+    assert peak_rss_mib() > 400
+    child = peak_memory_mb("scalar_mlp", "numpy", steps=1)
+    assert 10 < child < 300
+    del ballast

@@ -281,6 +281,24 @@ def format_table(results):
     return "\n".join(lines)
 
 
+def peak_rss_mib():
+    """This process's peak resident memory in MiB.
+
+    Linux's VmHWM starts afresh at exec; getrusage's ru_maxrss does not (a child forked from a
+    600 MiB parent reports at least 600 MiB), so it is only the fallback elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    import sys
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024   # bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+
+
 def peak_memory_mb(workload, impl, device="cpu", steps=5):
     """Peak resident memory (MiB) of a fresh process running `steps` steps of one workload.
 
@@ -291,8 +309,9 @@ def peak_memory_mb(workload, impl, device="cpu", steps=5):
     import sys
 
     code = (
-        "import json, resource, sys\n"
+        "import json, sys\n"
         "from tinygrad_seq import benchmark as b\n"
+        "from tinygrad_seq.benchmark import peak_rss_mib\n"
         f"w, impl, dev, n = {workload!r}, {impl!r}, {device!r}, {steps}\n"
         "sizes = (b.CPU_SIZES if dev == 'cpu' else b.GPU_SIZES)[w]\n"
         "if impl == 'pytorch':\n"
@@ -300,7 +319,7 @@ def peak_memory_mb(workload, impl, device="cpu", steps=5):
         "else:\n"
         "    import tinygrad_seq as tgs; tgs.set_backend(impl); step = b.tgs_step(w, sizes, dev)\n"
         "for _ in range(n): step()\n"
-        "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))\n"
+        "print(json.dumps(peak_rss_mib()))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
