@@ -147,7 +147,10 @@ class OptionalBuildExt(build_ext):
 
 # numba-cuda: in recent numba releases numba.cuda (and its simulator, which the CUDA kernel tests run
 # under in CI) lives in this separate package. The gpu extra adds what a real GPU needs.
-TEST_EXTRAS = ["pytest>=7", "torch==2.13.0", "numba-cuda>=0.30"]
+# matplotlib, pillow and micrograd: the plotting, photo and micrograd-comparison tests run in CI
+# instead of skipping.
+TEST_EXTRAS = ["pytest>=7", "torch==2.13.0", "numba-cuda>=0.30", "matplotlib>=3.5", "pillow>=9",
+               "micrograd==0.1.0"]
 setup(
     name="tinygrad_seq",
     version="0.1.0",
@@ -169,7 +172,7 @@ setup(
         "bench": ["torch==2.13.0", "micrograd==0.1.0"],
         "plot": ["matplotlib>=3.5", "pillow>=9"],
         "gpu": ["numba-cuda>=0.30", "cupy-cuda12x"],
-        "dev": TEST_EXTRAS + ["micrograd==0.1.0", "matplotlib>=3.5", "pillow>=9"],
+        "dev": TEST_EXTRAS,
     },
     entry_points={"console_scripts": ["tgs=tinygrad_seq.cli.main:cli"]},
     zip_safe=False,

@@ -80,7 +80,7 @@ def value_and_grads(fn, xs):
     return out.data, [v.grad for v in inputs]
 
 
-@pytest.mark.parametrize("fn, torch_fn, xs", cases())
+@pytest.mark.parametrize("fn, torch_fn, xs", list(cases()))
 def test_gradient_matches_finite_differences(fn, torch_fn, xs):
     _, grads = value_and_grads(fn, xs)
     h = 1e-6
@@ -92,7 +92,7 @@ def test_gradient_matches_finite_differences(fn, torch_fn, xs):
         assert grads[i] == pytest.approx(numeric, rel=1e-6, abs=1e-8), f"input {i}"
 
 
-@pytest.mark.parametrize("fn, torch_fn, xs", cases())
+@pytest.mark.parametrize("fn, torch_fn, xs", list(cases()))
 def test_value_and_gradient_match_torch(fn, torch_fn, xs):
     if torch is None:
         pytest.skip("PyTorch (optional reference dependency) is not installed")
@@ -217,7 +217,7 @@ def test_mlp_training_reduces_loss():
 
 
 def test_mlp_matches_micrograd_on_identical_weights():
-    mg_nn = pytest.importorskip("micrograd.nn")
+    mg_nn = pytest.importorskip("micrograd.nn", reason="micrograd 0.1.0 (test extra) is the reference")
     mg_engine = pytest.importorskip("micrograd.engine")
     random.seed(1)
     theirs = mg_nn.MLP(2, [4, 4, 1])

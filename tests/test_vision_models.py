@@ -73,6 +73,7 @@ def test_text_cnn_example_beats_guessing(tmp_path):
 
 def test_edge_maps_example_writes_every_map(tmp_path):
     pytest.importorskip("sklearn", reason="the photo comes with scikit-learn")
+    pytest.importorskip("PIL", reason="scikit-learn reads its JPEG photo with Pillow")
     out = run_example("edge_maps.py", "--out", tmp_path / "maps", "--size", 64, cwd=tmp_path)
     written = sorted(os.listdir(tmp_path / "maps"))
     assert [os.path.splitext(name)[0] for name in written] == sorted(
