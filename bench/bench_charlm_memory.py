@@ -3,8 +3,8 @@
     python bench/bench_charlm_memory.py                 # 200 steps each, on the bundled KJV text
     python bench/bench_charlm_memory.py --steps 20      # a quick check of the script
 
-Each run is a fresh process, started by a fresh watcher process whose only child it is, so
-the watcher's RUSAGE_CHILDREN peak resident set is exactly that run's.  The tgs side is the
+Each run is a fresh process that prints its own peak resident set as it exits
+(tinygrad_seq.benchmark.peak_rss_mib, as `tgs bench --memory` does).  The tgs side is the
 real command (`tgs train charlm --steps N`: defaults Embedding 64 -> LSTM 256 -> Linear,
 B=32, T=64, Adam, clipping, validation, checkpoint); the PyTorch side is the same model and
 batches (bench_charlm_quality.train_torch, validation included).  Also measured: each
@@ -20,9 +20,10 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-WATCH = ("import resource, subprocess, sys\n"
-         "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
-         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)\n")
+# printed last, at exit, by every measured process (the CLI ends in sys.exit)
+REPORT_PEAK = ("import atexit\n"
+               "from tinygrad_seq.benchmark import peak_rss_mib\n"
+               "atexit.register(lambda: print(peak_rss_mib()))\n")
 
 TORCH_RUN = ("import sys; sys.path.insert(0, {bench!r})\n"
              "import torch; torch.set_num_threads(2)\n"
@@ -32,23 +33,22 @@ TORCH_RUN = ("import sys; sys.path.insert(0, {bench!r})\n"
              "q.train_torch(StreamBatches(ids[:cut], q.B, q.T), ids[cut:cut + 200000], {steps}, 0)\n")
 
 
-def peak_mib(command):
-    """Peak resident memory (MiB) of `command` run as the only child of a fresh watcher."""
-    out = subprocess.run([sys.executable, "-c", WATCH, *command], capture_output=True, text=True, check=True)
+def peak_mib(code, *args):
+    """Peak resident memory (MiB) of a fresh Python process running `code` with `args`."""
+    out = subprocess.run([sys.executable, "-c", REPORT_PEAK + code, *args], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
 def main(steps=200, out=None):
     with tempfile.TemporaryDirectory() as tmp:
-        tgs_cli = [sys.executable, "-c", "from tinygrad_seq.cli.main import cli; cli()"]
         rows = {
-            "tgs: import only": peak_mib([sys.executable, "-c", "import tinygrad_seq"]),
-            "pytorch: import only": peak_mib([sys.executable, "-c", "import torch, tinygrad_seq"]),
+            "tgs: import only": peak_mib("import tinygrad_seq"),
+            "pytorch: import only": peak_mib("import torch, tinygrad_seq"),
             f"tgs train charlm, {steps} steps": peak_mib(
-                tgs_cli + ["train", "charlm", "--steps", str(steps), "--eval-every", str(steps),
-                           "--out", os.path.join(tmp, "run")]),
+                "from tinygrad_seq.cli.main import cli; cli()",
+                "train", "charlm", "--steps", str(steps), "--eval-every", str(steps), "--out", os.path.join(tmp, "run")),
             f"pytorch, same model, {steps} steps": peak_mib(
-                [sys.executable, "-c", TORCH_RUN.format(bench=os.path.join(ROOT, "bench"), steps=steps)]),
+                TORCH_RUN.format(bench=os.path.join(ROOT, "bench"), steps=steps)),
         }
     names = list(rows)
     ratio = rows[names[2]] / rows[names[3]]
