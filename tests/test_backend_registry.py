@@ -1,0 +1,94 @@
+"""The kernel registry (tinygrad_seq/backend.py): how a backend is chosen, the errors a wrong
+choice gives, and a machine without numba."""
+import importlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tinygrad_seq as tgs
+registry = importlib.import_module("tinygrad_seq.backend")   # tinygrad_seq.backend is also the function
+
+
+@pytest.fixture
+def process_choice(monkeypatch):
+    """The process-wide choice, restored after the test."""
+    monkeypatch.setattr(registry, "_process_choice", ["auto"])
+    return registry
+
+
+def test_a_block_beats_the_process_choice_and_blocks_nest(process_choice):
+    assert registry.current() == "auto"
+    tgs.set_backend("NumPy")                      # names are case-insensitive
+    assert registry.current() == "numpy"
+    with tgs.backend("numba"):
+        assert registry.current() == "numba"
+        with tgs.backend("numpy"):
+            assert registry.current() == "numpy"
+        assert registry.current() == "numba"
+    assert registry.current() == "numpy"
+    assert registry.resolve("softmax") == "numpy"
+
+
+def test_the_environment_sets_the_process_default():
+    code = "import tinygrad_seq.backend, sys; b = sys.modules['tinygrad_seq.backend']; print(b.current(), b.resolve('conv'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, TGS_BACKEND="numpy")).stdout.split()
+    assert out == ["numpy", "numpy"]
+
+
+def test_wrong_names_devices_and_families_say_what_to_do(process_choice):
+    with pytest.raises(registry.BackendError, match="unknown backend 'fortran': choose one of auto, numpy"):
+        tgs.set_backend("fortran")
+    with pytest.raises(registry.BackendError, match="unknown kernel family 'fft'"):
+        registry.resolve("fft")
+    with tgs.backend("numba"):
+        with pytest.raises(registry.BackendError, match="does not run on device 'cuda'.*'auto'"):
+            registry.resolve("softmax", "cuda")
+    assert registry.current() == "auto"          # a failed block leaves the choice as it was
+
+
+def test_every_backend_reports_itself(process_choice):
+    listed = {name: (devices, reason) for name, devices, reason in registry.available_backends()}
+    assert set(listed) == {"numpy", "numba", "cython", "cuda"}
+    assert listed["numpy"][1] is None and "cpu" in listed["numpy"][0]
+    for name, (_, reason) in listed.items():
+        assert reason is None or (isinstance(reason, str) and "\n" not in reason)
+        if reason is None and "cpu" in listed[name][0]:
+            with tgs.backend(name):
+                module = registry.kernels("softmax")
+            y = module.softmax_forward(np.array([[0.0, np.log(3.0)]]), None)
+            np.testing.assert_allclose(y, [[0.25, 0.75]])
+
+
+def test_without_numba_everything_still_works():
+    """A fresh interpreter where numba cannot be imported: the package imports, `auto` picks
+    another backend, training works, `tgs backends` says why numba is missing, and asking for
+    it by name is a one-line error."""
+    script = """
+import sys
+sys.modules["numba"] = None          # import numba now raises ImportError
+import numpy as np
+import tinygrad_seq as tgs
+from tinygrad_seq.backend import resolve, unavailable_reason
+assert unavailable_reason("numba").startswith("numba does not import"), unavailable_reason("numba")
+assert resolve("recurrence") in ("cython", "numpy") and resolve("softmax") != "numba"
+lstm = tgs.nn.LSTM(3, 4)
+out, _ = lstm(tgs.randn(5, 2, 3))
+out.sum().backward()
+assert lstm.weight_hh_l0.grad is not None and np.isfinite(lstm.weight_hh_l0.grad.numpy()).all()
+from click.testing import CliRunner
+from tinygrad_seq.cli.main import cli
+shown = CliRunner().invoke(cli, ["backends"])
+line = [l for l in shown.output.splitlines() if l.startswith("numba")][0]
+assert "unavailable: numba does not import" in line, line
+chosen = CliRunner().invoke(cli, ["train", "charlm", "--backend", "numba", "--steps", "1"])
+assert chosen.exit_code != 0 and "numba" in chosen.stderr and len(chosen.stderr.strip().splitlines()) == 1, chosen.stderr
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180,
+                            env=dict(os.environ, TGS_BACKEND="auto"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
