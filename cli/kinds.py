@@ -28,8 +28,8 @@ Handlers:
         `tgs sample PATH`; `options` is a SampleOptions (prime, length, temperature, top_k,
         beam, seed, device).  A kind without `sample` makes `tgs sample` say that it cannot sample.
 
-Errors: a handler raises ValueError (or click.ClickException) with a one-line message; the
-command prints it as "Error: ..." and exits non-zero, never with a traceback.
+Errors: a handler raises ValueError (or click.ClickException, e.g. through `fail`) with a
+one-line message; the command prints it as "Error: ..." and exits non-zero, never with a traceback.
 
 How a kind is found without editing this file: when a checkpoint's kind is not registered
 yet, `lookup` imports the training-command modules listed in
@@ -39,6 +39,13 @@ is all it takes.  Those modules must keep heavy imports inside their functions.
 """
 import importlib
 from dataclasses import dataclass
+
+import click
+
+
+def fail(message):
+    """End the command with one "Error: ..." line: the first line of `message` (an exception too)."""
+    raise click.ClickException(str(message).splitlines()[0] if str(message) else "failed")
 
 
 @dataclass

@@ -11,23 +11,20 @@ import os
 import click
 
 from . import kinds
+from .kinds import fail
 
 EXIT_INTERRUPTED = 130
 EXIT_DIVERGED = 1
 
 
 # ---------------------------------------------------------------------------- shared pieces
-def _fail(message):
-    raise click.ClickException(str(message).splitlines()[0] if str(message) else "failed")
-
-
 def _read(path, what="corpus"):
     from tinygrad_seq.text.corpus import CorpusError, bundled_corpus, read_text
 
     try:
         return bundled_corpus() if path is None else read_text(path)
     except CorpusError as exc:
-        _fail(f"{what}: {exc}")
+        fail(f"{what}: {exc}")
 
 
 def _check_device(device, backend_name):
@@ -36,12 +33,12 @@ def _check_device(device, backend_name):
     from tinygrad_seq.device import cupy_or_none, cupy_unavailable_reason
 
     if device == "cuda" and cupy_or_none() is None:
-        _fail(f"--device cuda is not available here ({cupy_unavailable_reason()})")
+        fail(f"--device cuda is not available here ({cupy_unavailable_reason()})")
     try:
         set_backend(backend_name)
         resolve("recurrence", device)
     except BackendError as exc:
-        _fail(f"--backend {backend_name}: {exc}")
+        fail(f"--backend {backend_name}: {exc}")
 
 
 def lm_options(default_out, defaults):
@@ -99,17 +96,17 @@ def train_language_model(level, corpus, val_file, resume, options):
     ctx = click.get_current_context()
     out = options["out"]
     if os.path.exists(out) and not os.path.isdir(out):
-        _fail(f"--out {out} is a file; give a directory for the run")
+        fail(f"--out {out} is a file; give a directory for the run")
     ckpt = resolve_path(out) if os.path.isdir(out) else os.path.join(out, "checkpoint.npz")
 
     if resume:
         try:
             state = load_checkpoint(ckpt)
         except CheckpointError as exc:
-            _fail(f"cannot resume: {exc}")
+            fail(f"cannot resume: {exc}")
         expected = "charlm" if level == "char" else "wordlm"
         if state.get("kind") != expected or "train" not in state:
-            _fail(f"cannot resume: {ckpt} holds a {state.get('kind')!r} model, not a {expected!r} run")
+            fail(f"cannot resume: {ckpt} holds a {state.get('kind')!r} model, not a {expected!r} run")
         ignored = [name for name in MODEL_OPTIONS if name in options
                    and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
                    and options[name] != state["train"]["config"].get(name)]
@@ -124,12 +121,12 @@ def train_language_model(level, corpus, val_file, resume, options):
         _check_device(options["device"], options["backend"])
     else:
         if os.path.exists(ckpt):
-            _fail(f"{out} already holds a checkpoint; pass --resume to continue it, or choose another --out")
+            fail(f"{out} already holds a checkpoint; pass --resume to continue it, or choose another --out")
         settings = dict(options, level=level)
         try:
             TrainConfig.from_dict(settings)
         except ValueError as exc:
-            _fail(exc)
+            fail(exc)
         _check_device(options["device"], options["backend"])
 
     text = _read(corpus)
@@ -145,7 +142,7 @@ def train_language_model(level, corpus, val_file, resume, options):
         else:
             trainer = LMTrainer.from_texts(TrainConfig.from_dict(settings), train_text, val_text, data)
     except (ValueError, CheckpointError) as exc:
-        _fail(exc)
+        fail(exc)
 
     cfg = trainer.config
     unit = cfg.unit
@@ -222,20 +219,20 @@ def ngram(corpus, n, level, smoothing, k, discount, val_file, out, length, seed)
 
     for name, value in (("--n", n), ("--length", length)):
         if value < 1:
-            _fail(f"{name} must be a positive integer, got {value}")
+            fail(f"{name} must be a positive integer, got {value}")
     if os.path.exists(out) and not os.path.isdir(out):
-        _fail(f"--out {out} is a file; give a directory for the run")
+        fail(f"--out {out} is a file; give a directory for the run")
     text = _read(corpus)
     val_text = _read(val_file, "--val") if val_file is not None else None
     train_text, val_text = split_corpus(text, val_text)
     vocab = CharVocab.from_text(text + (val_text or "")) if level == "char" else WordVocab.from_text(train_text)
     train_ids = vocab.encode(train_text)
     if train_ids.size < n:
-        _fail(f"the training text has {train_ids.size} tokens, fewer than --n {n}")
+        fail(f"the training text has {train_ids.size} tokens, fewer than --n {n}")
     try:
         model = NGramLM(n, len(vocab), smoothing=smoothing, k=k, discount=discount).fit(train_ids)
     except ValueError as exc:
-        _fail(exc)
+        fail(exc)
     val_ids = vocab.encode(val_text)
     state = {"kind": "ngram", "vocab": vocab.to_dict(), "ngram": model.state_dict(), "level": level}
     path = save_checkpoint(os.path.join(out, "checkpoint.npz"), state)

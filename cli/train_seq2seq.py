@@ -17,38 +17,35 @@ import time
 import click
 
 from . import kinds
+from .kinds import fail
 
 # every character a date spelling may use, so a new spelling never fails on the vocabulary
 DATE_CHARACTERS = string.ascii_letters + string.digits + " ,./-'"
 
 
-def _fail(message):
-    raise click.ClickException(str(message).splitlines()[0] if str(message) else "failed")
-
-
 def _positive(**values):
     for name, value in values.items():
         if value < 1:
-            _fail(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+            fail(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
 
 
 def _check_rates(lr, clip, dropout):
     if not (lr > 0 and math.isfinite(lr)):
-        _fail(f"--lr must be a positive number, got {lr}")
+        fail(f"--lr must be a positive number, got {lr}")
     if not (clip >= 0 and math.isfinite(clip)):
-        _fail(f"--clip must be >= 0 (0 turns clipping off), got {clip}")
+        fail(f"--clip must be >= 0 (0 turns clipping off), got {clip}")
     if not 0 <= dropout < 1:
-        _fail(f"--dropout must be in [0, 1), got {dropout}")
+        fail(f"--dropout must be in [0, 1), got {dropout}")
 
 
 def _fresh_run_path(out):
     from tinygrad_seq.checkpoint import DEFAULT_NAME
 
     if os.path.exists(out) and not os.path.isdir(out):
-        _fail(f"--out {out} is a file; give a directory for the run")
+        fail(f"--out {out} is a file; give a directory for the run")
     path = os.path.join(out, DEFAULT_NAME)
     if os.path.exists(path):
-        _fail(f"{out} already holds a checkpoint; choose another --out (or delete it to start over)")
+        fail(f"{out} already holds a checkpoint; choose another --out (or delete it to start over)")
     return path
 
 
@@ -67,7 +64,7 @@ def _fit(name, run, steps, unit_per_step, unit):
             losses = run(callback)
         except FloatingPointError as exc:
             bar.clear()
-            _fail(f"{name}: {exc}; nothing was saved")
+            fail(f"{name}: {exc}; nothing was saved")
         bar.clear()
         return losses, interrupted()
 
@@ -200,17 +197,17 @@ def translate(ckpt, texts, beam, top_k, temperature, seed):
 
     for name, value in (("--beam", beam), ("--top-k", top_k)):
         if value is not None and value < 1:
-            _fail(f"{name} must be at least 1, got {value}")
+            fail(f"{name} must be at least 1, got {value}")
     state, _ = load_for_command(ckpt)
     if state["kind"] != "seq2seq":
-        _fail(f"{ckpt} holds a {state['kind']!r} model; `tgs translate` needs a seq2seq checkpoint "
+        fail(f"{ckpt} holds a {state['kind']!r} model; `tgs translate` needs a seq2seq checkpoint "
               "from `tgs train seq2seq`")
     method, options = _decoding_options(beam, temperature, top_k, seed)
     try:
         for text in _translate_all(load_seq2seq(state), texts, method, options):
             click.echo(text)
     except ValueError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 def _sample_seq2seq(state, options):
