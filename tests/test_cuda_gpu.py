@@ -342,19 +342,16 @@ def test_char_lstm_trains_the_same_on_cuda_and_numpy(tmp_path):
 @needs_gpu
 def test_sample_on_cuda_gives_the_cpu_text(tmp_path):
     """`tgs sample --device cuda` runs the model on the GPU and, seeded, prints what the CPU prints."""
-    from click.testing import CliRunner
+    from cli_helpers import tgs
 
-    from tinygrad_seq.cli.main import cli
     corpus = tmp_path / "c.txt"
     corpus.write_text("And God said, Let there be light: and there was light.\n" * 40)
-    runner = CliRunner()
-    trained = runner.invoke(cli, ["train", "charlm", str(corpus), "--steps", "20", "--hidden", "32",
-                                  "--out", str(tmp_path / "run")])
+    trained = tgs("train", "charlm", corpus, "--steps", 20, "--hidden", 32, "--out", tmp_path / "run")
     assert trained.exit_code == 0, trained.output
     texts = {}
     for device in ("cpu", "cuda"):
-        result = runner.invoke(cli, ["sample", str(tmp_path / "run"), "--length", "40", "--seed", "3",
-                                     "--temperature", "0", "--device", device])
+        result = tgs("sample", tmp_path / "run", "--length", 40, "--seed", 3, "--temperature", 0,
+                     "--device", device)
         assert result.exit_code == 0, result.output
         texts[device] = result.output
     assert texts["cuda"] == texts["cpu"] and len(texts["cpu"].strip()) >= 40
