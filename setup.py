@@ -60,7 +60,8 @@ def cython_extensions():
         return []
     openmp = [] if sys.platform in ("darwin", "win32") else [OPENMP]
     native = ["-march=native"] if _is_x86() else []
-    shared = sorted(glob.glob(os.path.join("kernels", "cython", "*.pxi")))
+    shared = sorted(glob.glob(os.path.join("kernels", "cython", "*.pxi"))
+                    + glob.glob(os.path.join("kernels", "cython", "*.h")))
     extensions = []
     for src in sources:
         name = os.path.splitext(os.path.basename(src))[0]
@@ -162,7 +163,7 @@ setup(
     packages=packages,
     package_dir=package_dir,
     package_data={"tinygrad_seq": ["data/*.gz", "data/*.json"],
-                  "tinygrad_seq.kernels.cython": ["*.pyx", "*.pxi"]},
+                  "tinygrad_seq.kernels.cython": ["*.pyx", "*.pxi", "*.h"]},
     ext_modules=cython_extensions(),
     cmdclass={"build_ext": OptionalBuildExt},
     install_requires=["numpy>=1.24", "numba>=0.59", "scipy>=1.9", "cython>=3.0",

@@ -230,6 +230,47 @@ def test_recurrence_kernels_equal_the_reference(dtype, T, B, H):
     assert_all_close(*both("gru_backward", "recurrence", dhs, w_hh, h0, *expected), dtype)
 
 
+@needs_cython
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads, B, H", [
+    (2, 32, 40),    # shares of 32 and 8 units; full 6-row blocks and a 2-row remainder
+    (3, 7, 40),     # 16, 16, 8 units; one full block and a 1-row remainder
+    (2, 5, 1),      # one unit: the second thread owns nothing but still meets every barrier
+    (4, 1, 17),     # 16 and 1 units; threads 3 and 4 own nothing; a single batch row
+    (1, 13, 70),    # the whole layer on one thread: several panels, two of them padded
+])
+def test_lstm_team_kernels_equal_the_reference(dtype, threads, B, H):
+    """The LSTM kernels split the hidden units over a team of threads that packs its share of
+    W_hh into panels: every split, row remainder and panel padding must give the reference's
+    numbers, and those of one thread up to rounding (a unit that lands in a loop's scalar tail
+    under one split and in its SIMD body under another gets libm's tanh instead of libmvec's)."""
+    from tinygrad_seq.kernels.cython import _recurrence
+    rng = np.random.default_rng(threads * 1000 + B * 10 + H)
+    T = 6
+
+    def arr(*shape, scale=1.0):
+        return (scale * rng.standard_normal(shape)).astype(dtype)
+
+    xw, w_hh, h0, c0 = arr(T, B, 4 * H), arr(4 * H, H, scale=H ** -0.5), arr(B, H), arr(B, H)
+    dhs, dcT = arr(T, B, H), arr(B, H)
+    default = _recurrence.get_team_size()
+    try:
+        _recurrence.set_num_threads(threads)
+        got, expected = both("lstm_forward", "recurrence", xw, w_hh, h0, c0)
+        assert_all_close(got, expected, dtype)
+        grads, expected_grads = both("lstm_backward", "recurrence", dhs, dcT, w_hh, h0, c0, *expected)
+        assert_all_close(grads, expected_grads, dtype)
+        _recurrence.set_num_threads(1)
+        from tinygrad_seq.kernels.cython import recurrence
+        serial = recurrence.lstm_forward(xw, w_hh, h0, c0)
+        serial += recurrence.lstm_backward(dhs, dcT, w_hh, h0, c0, *expected)
+    finally:
+        _recurrence.set_num_threads(default)
+    ulps = 8 * np.finfo(dtype).eps
+    for a, b in zip(got + grads, serial):
+        np.testing.assert_allclose(a, b, rtol=ulps, atol=ulps)
+
+
 CONV_CASES = [  # x shape, w shape, stride, padding, dilation
     ((2, 3, 6, 5), (4, 3, 3, 3), (1, 1), (1, 1), (1, 1)),
     ((1, 2, 9, 8), (3, 2, 3, 2), (2, 3), (1, 0), (2, 1)),

@@ -15,6 +15,11 @@ import os as _os
 # pool needs (lstm_lm training step on the numba backend: 197 ms -> 83 ms).  2**4 cycles lets them
 # sleep at once.  It must be set before NumPy loads OpenBLAS; a value already set is kept.
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+# The same for the OpenMP team of the Cython kernels: GNU OpenMP's idle threads spin 300,000
+# times (milliseconds) before sleeping, slowing the NumPy GEMMs that follow every kernel call
+# (lstm_lm step 95 -> 80 ms).  10,000 spins still covers the wait at the LSTM kernels'
+# per-step barrier.  It must be set before libgomp loads; a value already set is kept.
+_os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from .backend import available_backends, backend, set_backend  # noqa: F401
 from .creation import (arange, cat, concat, eye, full, one_hot, ones, ones_like, rand, randint,  # noqa: F401

@@ -63,22 +63,77 @@ def default_threads():
     same two cores while they wait for work; measured here, a 2-thread softmax called between two
     NumPy matmuls was 2-3x slower than the serial one, and the threaded recurrence 50x slower.
     """
+    return _threads_from_env(1)
+
+
+def default_team_size():
+    """Threads of a team kernel (one that calls no BLAS, see below): $TGS_CYTHON_THREADS,
+    else every core this process may run on."""
     import os
     try:
-        return max(1, int(os.environ.get("TGS_CYTHON_THREADS", "1")))
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return _threads_from_env(cores)
+
+
+def _threads_from_env(default):
+    import os
+    try:
+        return max(1, int(os.environ.get("TGS_CYTHON_THREADS", default)))
     except ValueError:
-        return 1
+        return default
 
 
 # Threads for this module's OpenMP loops (prange); the GEMMs use BLAS's own threads.
 cdef int _threads = default_threads()
+# Threads of this module's team kernels, which do their own matrix products.
+cdef int _team = default_team_size()
 
 
 def set_num_threads(int n):
-    """Threads for this module's OpenMP loops (1 = serial); see default_threads()."""
-    global _threads
+    """Threads for this module's OpenMP loops and teams (1 = serial); see default_threads()."""
+    global _threads, _team
     _threads = max(1, n)
+    _team = max(1, n)
 
 
 def get_num_threads():
+    """Threads of this module's OpenMP loops (its teams use get_team_size())."""
     return _threads
+
+
+def get_team_size():
+    """Threads of this module's team kernels."""
+    return _team
+
+
+# A team of OpenMP threads that stays together for a whole time loop: each thread owns a
+# slice of the hidden units and the threads meet at a barrier once per step. Without OpenMP
+# the team is the calling thread alone and the barrier is nothing.
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define TGS_TEAM_SIZE() omp_get_num_threads()
+    #define TGS_TEAM_RANK() omp_get_thread_num()
+    #define TGS_BARRIER() _Pragma("omp barrier")
+    #else
+    #define TGS_TEAM_SIZE() 1
+    #define TGS_TEAM_RANK() 0
+    #define TGS_BARRIER()
+    #endif
+    """
+    int team_size "TGS_TEAM_SIZE"() noexcept nogil
+    int team_rank "TGS_TEAM_RANK"() noexcept nogil
+    void barrier "TGS_BARRIER"() noexcept nogil
+
+
+cdef inline void team_share(Py_ssize_t H, Py_ssize_t* start, Py_ssize_t* count) noexcept nogil:
+    """This thread's slice [start, start+count) of H units: equal slices, whole SIMD
+    registers (multiples of 16) where H allows; trailing threads may get none."""
+    cdef Py_ssize_t size = team_size(), rank = team_rank()
+    cdef Py_ssize_t chunk = (H + size - 1) // size
+    chunk = ((chunk + 15) // 16) * 16
+    start[0] = min(H, rank * chunk)
+    count[0] = min(H, start[0] + chunk) - start[0]

