@@ -33,7 +33,8 @@ def test_table_ratios_and_the_fastest_backend_per_family():
                R("cnn", "tgs[numba]", 2.0), R("transformer", "tgs[numpy]", 5.0)]
     table = benchmark.format_table(results)
     assert "| lstm_lm | tgs[numba] | 15.0 | 1.50 |" in table and "| cnn | tgs[numpy] | 3.0 | - |" in table
-    assert benchmark.fastest_per_family(results) == {"recurrence": "numba", "conv": "numba", "softmax": "numpy"}
+    assert benchmark.fastest_per_family(results) == {"recurrence": "numba", "conv": "numba", "softmax": "numpy",
+                                                     "activation": "numpy"}
 
 
 def test_bench_command_writes_auto_choice(tmp_path, monkeypatch):

@@ -1,8 +1,9 @@
 """The kernel registry: the one place where a hot loop is bound to an implementation.
 
-Three families of hot loops have kernels: `recurrence` (whole-sequence RNN/GRU/LSTM
-forward and backward), `conv` (convolution and pooling forward and backward) and
-`softmax` (masked softmax forward and backward).  Each backend is a package under
+Four families of hot loops have kernels: `recurrence` (whole-sequence RNN/GRU/LSTM
+forward and backward), `conv` (convolution and pooling forward and backward),
+`softmax` (masked softmax forward and backward) and `activation` (the exact GELU, whose erf
+is too slow as a NumPy/SciPy ufunc).  Each backend is a package under
 `tinygrad_seq.kernels` with one module per family; every module of a family exposes the
 same functions, whose contract is written in `tinygrad_seq/kernels/reference/`.
 
@@ -29,7 +30,7 @@ import json
 import os
 import threading
 
-FAMILIES = ("recurrence", "conv", "softmax")
+FAMILIES = ("recurrence", "conv", "softmax", "activation")
 
 # name -> (package, devices it serves)
 BACKENDS = {

@@ -249,9 +249,9 @@ def run(workloads=None, backends=None, device="cpu", warmup=3, repeats=15, with_
     return results
 
 
-# the kernel family whose backend a workload's time mostly depends on
-WORKLOAD_FAMILY = {"lstm_lm": "recurrence", "gru_lm": "recurrence", "rnn_lm": "recurrence", "cnn": "conv",
-                   "transformer": "softmax"}
+# the kernel families whose backend a workload's time mostly depends on
+WORKLOAD_FAMILIES = {"lstm_lm": ("recurrence",), "gru_lm": ("recurrence",), "rnn_lm": ("recurrence",),
+                     "cnn": ("conv",), "transformer": ("softmax", "activation")}
 
 
 def fastest_per_family(results):
@@ -259,8 +259,9 @@ def fastest_per_family(results):
     backends timed on all of them compete): what `tgs bench --write-choice` stores for auto."""
     times = {}
     for r in results:
-        if r.workload in WORKLOAD_FAMILY and r.impl.startswith("tgs["):
-            times.setdefault(WORKLOAD_FAMILY[r.workload], {}).setdefault(r.impl[4:-1], {})[r.workload] = r.ms
+        if r.workload in WORKLOAD_FAMILIES and r.impl.startswith("tgs["):
+            for family in WORKLOAD_FAMILIES[r.workload]:
+                times.setdefault(family, {}).setdefault(r.impl[4:-1], {})[r.workload] = r.ms
     winners = {}
     for family, by_backend in times.items():
         needed = max(len(w) for w in by_backend.values())

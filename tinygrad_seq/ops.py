@@ -291,15 +291,6 @@ class LeakyReLU(Function):
         return xp_of(dy).where(self.saved[0], dy, dy * self.slope)
 
 
-def _erf(x):
-    xp = xp_of(x)
-    if xp is np:
-        from scipy.special import erf
-    else:
-        from cupyx.scipy.special import erf
-    return erf(x)
-
-
 class GELU(Function):
     """y = x * Phi(x), Phi the standard normal CDF (approximate='tanh': the tanh formula);
     dx = dy * (Phi(x) + x * phi(x))."""
@@ -312,11 +303,14 @@ class GELU(Function):
             return (0.5 * x * (1 + xp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))).astype(x.dtype)
         if approximate != "none":
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
-        # erf is the expensive part of both passes (a transformer spends a quarter of its step
-        # in it), so Phi(x) is kept for the backward rather than computed twice
-        cdf = (0.5 * (1 + _erf(x * (1 / math.sqrt(2))))).astype(x.dtype, copy=False)
+        # erf costs ~20 ns per element as a SciPy ufunc, so it runs in the `activation`
+        # kernel family; Phi(x) is kept so the backward needs no second erf
+        from .backend import kernels
+        from .device import device_of
+        self.kernels = kernels("activation", device_of(x))
+        y, cdf = self.kernels.gelu_forward(x)
         self.save_for_backward(x, cdf)
-        return x * cdf
+        return y
 
     def backward(self, dy):
         x = self.saved[0]
@@ -327,14 +321,7 @@ class GELU(Function):
             t = xp.tanh(inner)
             grad = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x)
             return (dy * grad).astype(dy.dtype)
-        cdf = self.saved[1]
-        x_pdf = x * x
-        x_pdf *= -0.5
-        xp.exp(x_pdf, out=x_pdf)
-        x_pdf *= x * (1 / math.sqrt(2 * math.pi))
-        x_pdf += cdf
-        x_pdf *= dy
-        return x_pdf.astype(dy.dtype, copy=False)
+        return self.kernels.gelu_backward(dy, x, self.saved[1])
 
 
 class Where(Function):

@@ -11,7 +11,7 @@ missing, `unavailable_reason()` says so and the registry falls back to another b
 """
 import importlib
 
-COMPILED = ("_recurrence", "_conv", "_softmax")
+COMPILED = ("_recurrence", "_conv", "_softmax", "_activation")
 
 
 def unavailable_reason():

@@ -1,0 +1,47 @@
+"""Exact GELU forward and backward (contract: reference/activation.py), one pass each.
+
+Serial on purpose (see _common.pxi): the loops are memory-bound and sit between NumPy
+GEMMs whose BLAS threads would fight an OpenMP team for the cores. GCC vectorises both
+loops, calling glibc's SIMD erf/exp (libmvec) eight float32 lanes at a time.
+"""
+include "_common.pxi"
+
+import numpy as np
+from libc.math cimport erf, erff
+
+cdef double SQRT_HALF = 0.70710678118654752440
+cdef double INV_SQRT_2PI = 0.39894228040143267794
+
+
+cdef inline floating erf_(floating x) noexcept nogil:
+    if floating is float:
+        return erff(x)
+    else:
+        return erf(x)
+
+
+def gelu_forward(const floating[::1] x):
+    cdef Py_ssize_t n = x.shape[0], j
+    dtype = np.float32 if floating is float else np.float64
+    y_out = np.empty(n, dtype=dtype)
+    cdf_out = np.empty(n, dtype=dtype)
+    cdef floating[::1] y = y_out, cdf = cdf_out
+    cdef floating s = <floating>SQRT_HALF, phi
+    with nogil:
+        for j in range(n):
+            phi = <floating>0.5 + <floating>0.5 * erf_(x[j] * s)
+            cdf[j] = phi
+            y[j] = x[j] * phi
+    return y_out, cdf_out
+
+
+def gelu_backward(const floating[::1] dy, const floating[::1] x, const floating[::1] cdf):
+    cdef Py_ssize_t n = x.shape[0], j
+    dtype = np.float32 if floating is float else np.float64
+    dx_out = np.empty(n, dtype=dtype)
+    cdef floating[::1] dx = dx_out
+    cdef floating k = <floating>INV_SQRT_2PI
+    with nogil:
+        for j in range(n):
+            dx[j] = dy[j] * (cdf[j] + x[j] * k * exp_(<floating>-0.5 * x[j] * x[j]))
+    return dx_out

@@ -1,0 +1,105 @@
+"""The activation kernel family (the exact GELU) on every CPU backend: the NumPy reference's
+numbers forward and backward in float32 and float64, odd and empty shapes, strided inputs,
+the reference's error messages, and the layer (nn.GELU) under each backend against PyTorch
+and by finite differences.
+
+(The cuda backend of this family is the reference itself on CuPy arrays, checked on a real
+GPU by tests/test_cuda_gpu.py's transformer test.)
+"""
+import importlib
+
+import numpy as np
+import pytest
+
+import tinygrad_seq as tgs
+from tinygrad_seq import nn
+from tinygrad_seq.backend import BACKENDS, unavailable_reason
+from tinygrad_seq.kernels.reference import activation as ref
+
+CPU_BACKENDS = [name for name, (_, devices) in BACKENDS.items() if "cpu" in devices]
+DTYPES = [np.float32, np.float64]
+TOLERANCE = {np.dtype(np.float32): dict(rtol=1e-5, atol=1e-6),
+             np.dtype(np.float64): dict(rtol=1e-12, atol=1e-14)}
+
+
+def activation_kernels(name):
+    reason = unavailable_reason(name)
+    if reason:
+        pytest.skip(f"backend {name} unavailable: {reason}")
+    return importlib.import_module(f"{BACKENDS[name][0]}.activation")
+
+
+def assert_same(got, expected, dtype):
+    assert got.dtype == np.dtype(dtype) and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, **TOLERANCE[np.dtype(dtype)])
+
+
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(), (0,), (1,), (7,), (3, 5, 33), (2, 0, 4)])
+def test_gelu_equals_the_reference(name, dtype, shape):
+    kernels = activation_kernels(name)
+    rng = np.random.default_rng(len(shape) * 10 + sum(shape))
+    x = (3 * rng.standard_normal(shape)).astype(dtype)
+    x.reshape(-1)[:3] = [0.0, 9.0, -9.0][: x.size]   # zero and the saturated ends
+    dy = rng.standard_normal(shape).astype(dtype)
+    x_before = x.copy()
+    y, cdf = kernels.gelu_forward(x)
+    y_ref, cdf_ref = ref.gelu_forward(x)
+    assert_same(y, y_ref, dtype)
+    assert_same(cdf, cdf_ref, dtype)
+    assert_same(kernels.gelu_backward(dy, x, cdf), ref.gelu_backward(dy, x, cdf_ref), dtype)
+    np.testing.assert_array_equal(x, x_before)       # inputs are never modified
+
+
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+def test_strided_inputs(name):
+    kernels = activation_kernels(name)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((6, 8)).T[::2]
+    dy = rng.standard_normal((6, 12))[:, ::3].T
+    y, cdf = kernels.gelu_forward(x)
+    assert_same(y, ref.gelu_forward(np.ascontiguousarray(x))[0], np.float64)
+    assert_same(kernels.gelu_backward(dy, x, cdf), ref.gelu_backward(dy, x, cdf), np.float64)
+
+
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+def test_bad_arguments_raise_the_reference_message(name):
+    kernels = activation_kernels(name)
+    calls = [("gelu_forward", (np.zeros(3, dtype=np.int64),)),
+             ("gelu_backward", (np.zeros(3), np.zeros(4), np.zeros(3))),
+             ("gelu_backward", (np.zeros(3), np.zeros(3, dtype=np.float32), np.zeros(3)))]
+    for function, args in calls:
+        with pytest.raises(ValueError) as expected:
+            getattr(ref, function)(*args)
+        with pytest.raises(ValueError) as got:
+            getattr(kernels, function)(*args)
+        assert str(got.value) == str(expected.value)
+
+
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gelu_layer_matches_pytorch_on_each_backend(name, dtype):
+    torch = pytest.importorskip("torch")
+    activation_kernels(name)
+    rng = np.random.default_rng(4)
+    x = (2 * rng.standard_normal((4, 3, 17))).astype(dtype)
+    weights = rng.standard_normal(x.shape).astype(dtype)
+    ours = tgs.Tensor(x, dtype=dtype, requires_grad=True)
+    with tgs.backend(name):
+        y = nn.GELU()(ours)
+        (y * tgs.Tensor(weights, dtype=dtype)).sum().backward()
+    theirs = torch.tensor(x, requires_grad=True)
+    ty = torch.nn.GELU()(theirs)
+    (ty * torch.from_numpy(weights)).sum().backward()
+    assert y.dtype == np.dtype(dtype)
+    assert_same(y.numpy(), ty.detach().numpy(), dtype)
+    assert_same(ours.grad.numpy(), theirs.grad.numpy(), dtype)
+
+
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+def test_gelu_gradcheck_on_each_backend(name):
+    activation_kernels(name)
+    x = tgs.Tensor(np.random.default_rng(6).standard_normal((3, 4)) * 2, dtype=np.float64, requires_grad=True)
+    with tgs.backend(name):
+        assert tgs.gradcheck(lambda t: nn.functional.gelu(t), (x,))
