@@ -5,7 +5,8 @@ import click
 @click.command()
 @click.option("--workload", "-w", multiple=True,
               help="lstm_lm, gru_lm, rnn_lm, cnn, transformer, scalar_mlp (default: all).")
-@click.option("--backend", "backends", multiple=True, help="Backends to time (default: every available one).")
+@click.option("--backend", "backends", multiple=True,
+              help="Backends to time, repeated or comma-separated (default: every available one).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--repeats", type=click.IntRange(min=1), default=15, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
@@ -22,6 +23,12 @@ def bench(workload, backends, device, repeats, warmup, no_torch, memory, write_c
     if unknown:
         raise click.BadParameter(f"unknown workload {unknown[0]!r}; choose from {', '.join(sizes)}",
                                  param_hint="--workload")
+    from tinygrad_seq.backend import BACKENDS
+    backends = [name.strip() for option in backends for name in option.split(",") if name.strip()]
+    unknown = [name for name in backends if name not in BACKENDS]
+    if unknown:   # before any timing, not after PyTorch's first workload
+        raise click.BadParameter(f"unknown backend {unknown[0]!r}; choose from {', '.join(BACKENDS)}",
+                                 param_hint="--backend")
     with_torch = not no_torch
     if with_torch:
         try:
@@ -30,7 +37,7 @@ def bench(workload, backends, device, repeats, warmup, no_torch, memory, write_c
         except ImportError:
             click.echo("PyTorch is not installed (pip install tinygrad_seq[bench]); timing tinygrad_seq alone", err=True)
             with_torch = False
-    results = benchmark.run(workload or None, list(backends) or None, device, warmup, repeats, with_torch,
+    results = benchmark.run(workload or None, backends or None, device, warmup, repeats, with_torch,
                             echo=lambda line: click.echo(line, err=True))
     click.echo(benchmark.format_table(results))
     if write_choice:

@@ -62,3 +62,15 @@ def test_peak_memory_is_the_measured_process_own():
     child = peak_memory_mb("scalar_mlp", "numpy", steps=1)
     assert 10 < child < 300
     del ballast
+
+
+def test_bench_takes_comma_separated_backends_and_rejects_unknown_ones_before_timing(monkeypatch):
+    timed = []
+    monkeypatch.setattr(benchmark, "CPU_SIZES", TINY)
+    monkeypatch.setattr(benchmark, "run", lambda workloads, backends, *a, **k: timed.append(backends) or [])
+    result = CliRunner().invoke(cli, ["bench", "-w", "rnn_lm", "--backend", "numpy,numba", "--no-torch"])
+    assert result.exit_code == 0, result.output
+    assert timed == [["numpy", "numba"]]
+    result = CliRunner().invoke(cli, ["bench", "-w", "rnn_lm", "--backend", "numpy,cythn", "--no-torch"])
+    assert result.exit_code != 0 and "unknown backend 'cythn'" in result.output
+    assert len(timed) == 1                      # nothing was timed
