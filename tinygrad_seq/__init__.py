@@ -21,6 +21,32 @@ _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 # per-step barrier.  It must be set before libgomp loads; a value already set is kept.
 _os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
+
+def _reuse_freed_arrays():
+    """Keep freed array memory in the process for the next array of that size (glibc only).
+
+    Every op allocates its result, and the big ones (a Transformer's 16x128x512 activations
+    are 4 MB) are above glibc's mmap threshold: each is mapped fresh from the kernel, which
+    zeroes it page by page on first touch, and unmapped when freed, so the next step pays the
+    same page faults again.  Serving them from the heap instead, and not handing the heap's
+    top back to the kernel below 256 MB, made a transformer training step ~1.4x faster and
+    the CNN step ~1.15x; the price is some fragmentation (peak memory of `tgs train charlm`,
+    200 steps: 178 -> 193 MiB; PyTorch's: ~440).  TGS_MALLOPT=0 leaves the allocator alone."""
+    import ctypes
+    import sys
+    if not sys.platform.startswith("linux") or _os.environ.get("TGS_MALLOPT", "1") == "0":
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # a C library without mallopt (musl)
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3   # from glibc's <malloc.h>
+    mallopt(m_mmap_threshold, 32 * 2 ** 20)        # glibc's largest allowed value
+    mallopt(m_trim_threshold, 256 * 2 ** 20)
+
+
+_reuse_freed_arrays()
+
 from .backend import available_backends, backend, set_backend  # noqa: F401
 from .creation import (arange, cat, concat, eye, full, one_hot, ones, ones_like, rand, randint,  # noqa: F401
                        randn, stack, tensor, where, zeros, zeros_like)
