@@ -95,33 +95,7 @@ def rnn_backward(const floating[:, :, ::1] dhs, const floating[:, ::1] w_hh,
 # own units; the threads meet at one barrier per step. Each thread's share of W_hh (0.5 MB at
 # H=256 on 2 cores) stays in its core's cache for all T steps.
 
-cdef extern from "_panel_gemm.h":
-    Py_ssize_t PANEL_F "TGS_PANEL_F"
-    Py_ssize_t PANEL_D "TGS_PANEL_D"
-    void panel_gemm_f "tgs_panel_gemm_f"(Py_ssize_t rows, Py_ssize_t K, Py_ssize_t panels,
-                                         const float* a, Py_ssize_t lda, const float* p,
-                                         float* c, Py_ssize_t ldc) noexcept nogil
-    void panel_gemm_d "tgs_panel_gemm_d"(Py_ssize_t rows, Py_ssize_t K, Py_ssize_t panels,
-                                         const double* a, Py_ssize_t lda, const double* p,
-                                         double* c, Py_ssize_t ldc) noexcept nogil
-
-
-cdef inline Py_ssize_t panel_width(const floating* like) noexcept nogil:
-    """Columns per packed panel for this dtype (`like` only selects the dtype)."""
-    if floating is float:
-        return PANEL_F
-    else:
-        return PANEL_D
-
-
-cdef inline void panel_gemm(Py_ssize_t rows, Py_ssize_t K, Py_ssize_t panels, const floating* a,
-                            Py_ssize_t lda, const floating* p, floating* c,
-                            Py_ssize_t ldc) noexcept nogil:
-    """c (rows, panels * panel_width) = a (rows, K) @ the packed matrix p."""
-    if floating is float:
-        panel_gemm_f(rows, K, panels, a, lda, p, c, ldc)
-    else:
-        panel_gemm_d(rows, K, panels, a, lda, p, c, ldc)
+include "_panel_gemm.pxi"
 
 
 cdef inline void lstm_cell_forward(const floating* a, const floating* xw, const floating* c_prev,
