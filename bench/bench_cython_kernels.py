@@ -192,7 +192,7 @@ def main(argv=None):
                         help=f"record each family's fastest backend in {os.path.relpath(CHOICE_TABLE)}")
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--cython-threads", type=int, default=None,
-                        help="OpenMP threads for the Cython loops (default: TGS_CYTHON_THREADS or 1)")
+                        help="OpenMP threads for the Cython loops (default: TGS_CYTHON_THREADS or all cores)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args(argv)

@@ -239,8 +239,8 @@ def test_recurrence_kernels_equal_the_reference(dtype, T, B, H):
     (4, 1, 17),     # 16 and 1 units; threads 3 and 4 own nothing; a single batch row
     (1, 13, 70),    # the whole layer on one thread: several panels, two of them padded
 ])
-def test_lstm_team_kernels_equal_the_reference(dtype, threads, B, H):
-    """The LSTM kernels split the hidden units over a team of threads that packs its share of
+def test_recurrence_team_kernels_equal_the_reference(dtype, threads, B, H):
+    """The recurrences split the hidden units over a team of threads that packs its share of
     W_hh into panels: every split, row remainder and panel padding must give the reference's
     numbers, and those of one thread up to rounding (a unit that lands in a loop's scalar tail
     under one split and in its SIMD body under another gets libm's tanh instead of libmvec's)."""
@@ -251,23 +251,39 @@ def test_lstm_team_kernels_equal_the_reference(dtype, threads, B, H):
     def arr(*shape, scale=1.0):
         return (scale * rng.standard_normal(shape)).astype(dtype)
 
-    xw, w_hh, h0, c0 = arr(T, B, 4 * H), arr(4 * H, H, scale=H ** -0.5), arr(B, H), arr(B, H)
-    dhs, dcT = arr(T, B, H), arr(B, H)
-    default = _recurrence.get_team_size()
+    h0, c0, dhs, dcT = arr(B, H), arr(B, H), arr(T, B, H), arr(B, H)
+    w_rnn, w_lstm, w_gru = (arr(g * H, H, scale=H ** -0.5) for g in (1, 4, 3))
+    xw_rnn, xw_lstm, xw_gru, b_hh = arr(T, B, H), arr(T, B, 4 * H), arr(T, B, 3 * H), arr(3 * H, scale=0.1)
+
+    def run_all(check):
+        """Every kernel, forward then backward from the reference's forward results."""
+        out = []
+        for kind in ("tanh", "relu"):
+            got, expected = both("rnn_forward", "recurrence", xw_rnn, w_rnn, h0, kind)
+            out += check(got, expected)
+            out += check(*both("rnn_backward", "recurrence", dhs, w_rnn, h0, expected, kind))
+        got, expected = both("lstm_forward", "recurrence", xw_lstm, w_lstm, h0, c0)
+        out += check(got, expected)
+        out += check(*both("lstm_backward", "recurrence", dhs, dcT, w_lstm, h0, c0, *expected))
+        got, expected = both("gru_forward", "recurrence", xw_gru, w_gru, b_hh, h0)
+        out += check(got, expected)
+        out += check(*both("gru_backward", "recurrence", dhs, w_gru, h0, *expected))
+        return out
+
+    def against_reference(got, expected):
+        assert_all_close(got, expected, dtype)
+        return list(got) if isinstance(got, tuple) else [got]
+
+    default = _recurrence.get_num_threads()
     try:
         _recurrence.set_num_threads(threads)
-        got, expected = both("lstm_forward", "recurrence", xw, w_hh, h0, c0)
-        assert_all_close(got, expected, dtype)
-        grads, expected_grads = both("lstm_backward", "recurrence", dhs, dcT, w_hh, h0, c0, *expected)
-        assert_all_close(grads, expected_grads, dtype)
+        split = run_all(against_reference)
         _recurrence.set_num_threads(1)
-        from tinygrad_seq.kernels.cython import recurrence
-        serial = recurrence.lstm_forward(xw, w_hh, h0, c0)
-        serial += recurrence.lstm_backward(dhs, dcT, w_hh, h0, c0, *expected)
+        serial = run_all(against_reference)
     finally:
         _recurrence.set_num_threads(default)
     ulps = 8 * np.finfo(dtype).eps
-    for a, b in zip(got + grads, serial):
+    for a, b in zip(split, serial):
         np.testing.assert_allclose(a, b, rtol=ulps, atol=ulps)
 
 

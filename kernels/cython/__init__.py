@@ -1,10 +1,10 @@
 """Cython kernels: kernels/cython/_*.pyx, compiled by setup.py, behind thin Python wrappers
-(recurrence.py, conv.py, softmax.py) that check their arguments with the reference's own
-checks (the C loops run without bounds checks, so a wrong shape must never reach them).
+(recurrence.py, conv.py, softmax.py, activation.py) that check their arguments with the
+reference's own checks (the C loops run without bounds checks, so a wrong shape must never
+reach them).
 
-The OpenMP loops run serially unless TGS_CYTHON_THREADS (or `set_num_threads`) asks for
-more: on 2 cores, OpenMP threads and BLAS threads spinning side by side cost far more than
-the loops gain (numbers in _common.pxi).
+The OpenMP regions use every core unless TGS_CYTHON_THREADS (or `set_num_threads`) says
+otherwise (why that pays, and what it needs: _common.pxi).
 
 The compiled modules are optional: without a C compiler at install time they are simply
 missing, `unavailable_reason()` says so and the registry falls back to another backend.
@@ -27,6 +27,6 @@ def unavailable_reason():
 
 
 def set_num_threads(n):
-    """Threads for every compiled module's OpenMP loops (1 = serial, the default)."""
+    """Threads for every compiled module's OpenMP regions (1 = serial; default: all cores)."""
     for name in COMPILED:
         importlib.import_module(f"{__name__}.{name}").set_num_threads(n)

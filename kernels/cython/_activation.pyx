@@ -1,12 +1,12 @@
 """Exact GELU forward and backward (contract: reference/activation.py), one pass each.
 
-Serial on purpose (see _common.pxi): the loops are memory-bound and sit between NumPy
-GEMMs whose BLAS threads would fight an OpenMP team for the cores. GCC vectorises both
-loops, calling glibc's SIMD erf/exp (libmvec) eight float32 lanes at a time.
+Both loops are OpenMP loops over every core (see _common.pxi) that GCC vectorises, calling
+glibc's SIMD erf/exp (libmvec) eight float32 lanes at a time.
 """
 include "_common.pxi"
 
 import numpy as np
+from cython.parallel cimport prange
 from libc.math cimport erf, erff
 
 cdef double SQRT_HALF = 0.70710678118654752440
@@ -28,7 +28,7 @@ def gelu_forward(const floating[::1] x):
     cdef floating[::1] y = y_out, cdf = cdf_out
     cdef floating s = <floating>SQRT_HALF, phi
     with nogil:
-        for j in range(n):
+        for j in prange(n, schedule="static", num_threads=_threads):
             phi = <floating>0.5 + <floating>0.5 * erf_(x[j] * s)
             cdf[j] = phi
             y[j] = x[j] * phi
@@ -42,6 +42,6 @@ def gelu_backward(const floating[::1] dy, const floating[::1] x, const floating[
     cdef floating[::1] dx = dx_out
     cdef floating k = <floating>INV_SQRT_2PI
     with nogil:
-        for j in range(n):
+        for j in prange(n, schedule="static", num_threads=_threads):
             dx[j] = dy[j] * (cdf[j] + x[j] * k * exp_(<floating>-0.5 * x[j] * x[j]))
     return dx_out

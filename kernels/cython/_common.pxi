@@ -56,56 +56,37 @@ cdef inline floating sigmoid(floating x) noexcept nogil:
 
 
 def default_threads():
-    """Threads for the OpenMP loops: $TGS_CYTHON_THREADS, else 1.
-
-    Serial by default because on a 2-core machine the OpenMP team and BLAS's own threads
-    (scipy's, used here, and NumPy's, used by the engine around every kernel call) spin on the
-    same two cores while they wait for work; measured here, a 2-thread softmax called between two
-    NumPy matmuls was 2-3x slower than the serial one, and the threaded recurrence 50x slower.
-    """
-    return _threads_from_env(1)
-
-
-def default_team_size():
-    """Threads of a team kernel (one that calls no BLAS, see below): $TGS_CYTHON_THREADS,
-    else every core this process may run on."""
+    """Threads of the OpenMP regions: $TGS_CYTHON_THREADS, else every core this process may
+    run on.  Each region is one per kernel call (a whole batch, or a whole sequence for the
+    recurrences' teams), never one per time step, so waking the threads is paid once.  That,
+    and GOMP_SPINCOUNT=10000 (set by `import tinygrad_seq`) so the team's idle threads sleep
+    soon and leave the cores to the NumPy GEMMs around each call, is what makes the threads
+    pay on 2 cores; with one region per step and libgomp's default spinning, a threaded
+    recurrence was 50x slower than a serial one."""
     import os
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
-    return _threads_from_env(cores)
-
-
-def _threads_from_env(default):
-    import os
     try:
-        return max(1, int(os.environ.get("TGS_CYTHON_THREADS", default)))
+        return max(1, int(os.environ.get("TGS_CYTHON_THREADS", cores)))
     except ValueError:
-        return default
+        return cores
 
 
-# Threads for this module's OpenMP loops (prange); the GEMMs use BLAS's own threads.
+# Threads of this module's OpenMP regions (its BLAS calls use BLAS's own threads).
 cdef int _threads = default_threads()
-# Threads of this module's team kernels, which do their own matrix products.
-cdef int _team = default_team_size()
 
 
 def set_num_threads(int n):
-    """Threads for this module's OpenMP loops and teams (1 = serial); see default_threads()."""
-    global _threads, _team
+    """Threads of this module's OpenMP regions (1 = serial); see default_threads()."""
+    global _threads
     _threads = max(1, n)
-    _team = max(1, n)
 
 
 def get_num_threads():
-    """Threads of this module's OpenMP loops (its teams use get_team_size())."""
+    """Threads of this module's OpenMP regions."""
     return _threads
-
-
-def get_team_size():
-    """Threads of this module's team kernels."""
-    return _team
 
 
 # A team of OpenMP threads that stays together for a whole time loop: each thread owns a

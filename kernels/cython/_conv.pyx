@@ -9,9 +9,8 @@ so that forward and both backward products are single large GEMMs (which BLAS th
 well) instead of N small ones; the price is one transposing copy of y / dy between the
 (F, N, P) GEMM layout and NCHW, which also carries the bias add and the bias gradient.
 
-Threads: every OpenMP loop here is one region per call over the whole batch (not one per
-time step as in the recurrences), big enough to pay for waking a team, so it uses the
-team size (all cores; cnn step 37 -> 31 ms on 2 cores) rather than the serial default.
+Threads: each OpenMP loop is one region per call over the whole batch, on every core
+(cnn step 37 -> 31 ms on 2 cores against the serial loops of before).
 """
 include "_common.pxi"
 
@@ -95,7 +94,7 @@ cdef void im2col(const floating* x, floating* cols, Py_ssize_t N, Py_ssize_t C,
                  Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
     """cols (C*kh*kw, N*Ho*Wo) from x (N, C, H, W); one (image, channel) plane per task."""
     cdef Py_ssize_t nc, n, c, P = Ho * Wo
-    for nc in prange(N * C, schedule="static", num_threads=_team):
+    for nc in prange(N * C, schedule="static", num_threads=_threads):
         n = nc // C
         c = nc % C
         im2col_plane(x + nc * H * W, cols + n * P, c * kh * kw, N * P,
@@ -135,7 +134,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
             gemm(False, False, <int>F, <int>(N * P), <int>K, 1, &w[0, 0, 0, 0], <int>K,
                  &cols[0, 0], <int>(N * P), 0, &ynp[0, 0], <int>(N * P))
         # (F, N, P) -> (N, F, P), adding the bias on the way
-        for n in prange(N, schedule="static", num_threads=_team):
+        for n in prange(N, schedule="static", num_threads=_threads):
             for f in range(F):
                 copy_add(&ynp[f, n * P], &y[n, f, 0, 0], P, b[f] if has_bias else 0)
     return y_out
@@ -165,11 +164,11 @@ def conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1
         db = db_out
     with nogil:
         # dy (N, F, P) -> dY (F, N, P)
-        for n in prange(N, schedule="static", num_threads=_team):
+        for n in prange(N, schedule="static", num_threads=_threads):
             for f in range(F):
                 memcpy(&dynp[f, n * P], &dy[n, f, 0, 0], P * sizeof(floating))
         if need_bias:
-            for f in prange(F, schedule="static", num_threads=_team):
+            for f in prange(F, schedule="static", num_threads=_threads):
                 total = 0
                 for p in range(N * P):
                     total = total + dynp[f, p]
@@ -180,7 +179,7 @@ def conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1
         # dcols (K, N*P) = w^T @ dY, written over cols (no longer needed)
         gemm(True, False, <int>K, <int>(N * P), <int>F, 1, &w[0, 0, 0, 0], <int>K,
              &dynp[0, 0], <int>(N * P), 0, &cols[0, 0], <int>(N * P))
-        for nc in prange(N * C, schedule="static", num_threads=_team):
+        for nc in prange(N * C, schedule="static", num_threads=_threads):
             n = nc // C
             c = nc % C
             col2im_plane(&cols[0, n * P], &dx[n, c, 0, 0], c * kh * kw, N * P,
@@ -237,7 +236,7 @@ def maxpool2d_forward(const floating[:, :, :, ::1] x, kernel_size, stride, paddi
     if y_out.size == 0:
         return y_out, arg_out
     with nogil:
-        for nc in prange(N * C, schedule="static", num_threads=_team):
+        for nc in prange(N * C, schedule="static", num_threads=_threads):
             maxpool_plane(&x[0, 0, 0, 0] + nc * H * W, &y[0, 0, 0, 0] + nc * Ho * Wo,
                           &arg[0, 0, 0, 0] + nc * Ho * Wo, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw)
     return y_out, arg_out
@@ -257,7 +256,7 @@ def maxpool2d_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, :
     cdef const floating* g = &dy[0, 0, 0, 0]
     cdef const int64_t* arg = &argmax[0, 0, 0, 0]
     with nogil:
-        for nc in prange(N * C, schedule="static", num_threads=_team):
+        for nc in prange(N * C, schedule="static", num_threads=_threads):
             for p in range(nc * P, (nc + 1) * P):
                 a = arg[p]
                 if a < 0 or a >= H * W:
@@ -322,7 +321,7 @@ def avgpool2d_forward(const floating[:, :, :, ::1] x, kernel_size, stride, paddi
         return y_out
     cdef floating[:, :, :, ::1] y = y_out
     with nogil:
-        for nc in prange(N * C, schedule="static", num_threads=_team):
+        for nc in prange(N * C, schedule="static", num_threads=_threads):
             avgpool_plane(&x[0, 0, 0, 0] + nc * H * W, &y[0, 0, 0, 0] + nc * Ho * Wo,
                           H, W, Ho, Wo, kh, kw, sh, sw, ph, pw)
     return y_out
@@ -338,7 +337,7 @@ def avgpool2d_backward(const floating[:, :, :, ::1] dy, Py_ssize_t H, Py_ssize_t
         return dx_out
     cdef floating[:, :, :, ::1] dx = dx_out
     with nogil:
-        for nc in prange(N * C, schedule="static", num_threads=_team):
+        for nc in prange(N * C, schedule="static", num_threads=_threads):
             avgpool_plane_backward(&dy[0, 0, 0, 0] + nc * Ho * Wo, &dx[0, 0, 0, 0] + nc * H * W,
                                    H, W, Ho, Wo, kh, kw, sh, sw, ph, pw)
     return dx_out
