@@ -77,8 +77,7 @@ def cython_extensions():
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         ))
     try:
-        # The .pyx cimport scipy.linalg.cython_blas: a build without SciPy's .pxd files (or any
-        # other Cython error) must leave the package installable, as a failed C build does.
+        # A Cython error must leave the package installable, as a failed C build does.
         return cythonize(
             extensions,
             compiler_directives={"language_level": 3, "boundscheck": False, "wraparound": False,

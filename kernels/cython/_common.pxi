@@ -1,38 +1,11 @@
-# Shared by every kernels/cython/*.pyx through `include "_common.pxi"`: the row-major GEMM
-# over scipy's BLAS, the scalar activations (each for float32 and float64), and the thread
-# count of the module's OpenMP loops.
+# Shared by every kernels/cython/*.pyx through `include "_common.pxi"`: the scalar
+# activations (each for float32 and float64), the thread count of the module's OpenMP
+# regions, and the team primitives of the kernels that share a loop between threads.
 #
 # Fused types resolve at compile time, so `if floating is float` costs nothing at run time:
-# float32 kernels call sgemm/expf/tanhf and never round-trip through double.
+# float32 kernels call expf/tanhf and never round-trip through double.
 from cython cimport floating
 from libc.math cimport exp, expf, tanh, tanhf
-from scipy.linalg.cython_blas cimport sgemm, dgemm
-
-
-cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
-                      floating alpha, const floating* a, int lda,
-                      const floating* b, int ldb,
-                      floating beta, floating* c, int ldc) noexcept nogil:
-    """Row-major C(m,n) = alpha * op(A)(m,k) @ op(B)(k,n) + beta * C.
-
-    BLAS is column-major, and a row-major matrix read column-major is its transpose, so
-    C^T = op(B)^T op(A)^T is the same call with A and B swapped. lda/ldb/ldc are the
-    row-major row strides (in elements) of A, B and C as they are stored.
-    """
-    cdef char ta = b'T' if trans_a else b'N'
-    cdef char tb = b'T' if trans_b else b'N'
-    cdef int i, j
-    if m == 0 or n == 0:
-        return
-    if k == 0:  # BLAS rejects a zero leading dimension; C = beta*C is all that is left
-        for i in range(m):
-            for j in range(n):
-                c[i * ldc + j] = beta * c[i * ldc + j] if beta != 0 else 0
-        return
-    if floating is float:
-        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda, &beta, c, &ldc)
-    else:
-        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda, &beta, c, &ldc)
 
 
 cdef inline floating exp_(floating x) noexcept nogil:

@@ -1,7 +1,8 @@
 """Whole-sequence RNN / LSTM / GRU kernels, Cython backend (time-major, one layer).
 
-The time loops run in _recurrence.pyx without the GIL: one BLAS GEMM and one fused gate
-pass per step. These wrappers check the arguments with the reference's checks (same
+The time loops run in _recurrence.pyx without the GIL, on a team of threads that each own
+a slice of the hidden units: per step one product with their packed share of W_hh and one
+fused gate pass. These wrappers check the arguments with the reference's checks (same
 ValueError messages in every backend, and with bounds checks compiled out a wrong shape
 must never reach the loops) and pick the compiled float32 or float64 version by dtype.
 """
