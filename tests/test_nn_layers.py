@@ -114,6 +114,17 @@ def test_embedding_padding_row_is_zero_and_frozen_and_ids_checked():
         nn.Embedding(3, 2, padding_idx=3)
 
 
+def test_embedding_gradient_adds_negative_and_positive_ids_of_one_row():
+    """ids -1 and V-1 name the same row: their gradients must add, not overwrite each other."""
+    w = Tensor(RNG.standard_normal((5, 2)), dtype=np.float64, requires_grad=True)
+    ids = np.array([4, -1, 0, -5, 4, 2])
+    weights = RNG.standard_normal((6, 2))
+    (F.embedding(ids, w) * Tensor(weights, dtype=np.float64)).sum().backward()
+    expected = np.zeros((5, 2))
+    np.add.at(expected, ids % 5, weights)
+    np.testing.assert_allclose(w.grad.numpy(), expected, atol=1e-12)
+
+
 def test_embedding_from_pretrained_and_gradcheck():
     vectors = RNG.standard_normal((4, 3)).astype(np.float32)
     frozen = nn.Embedding.from_pretrained(vectors)
