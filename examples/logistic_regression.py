@@ -14,9 +14,9 @@ Data: scikit-learn's bundled 8x8 digits, so nothing is downloaded.
 """
 import argparse
 
+import tinygrad_seq as tgs  # before numpy: it sets the OpenBLAS threads' spin time
 import numpy as np
 
-import tinygrad_seq as tgs
 from tinygrad_seq import nn, optim
 from tinygrad_seq.data_utils import EarlyStopping, evaluate_classifier, load_digits, minibatches, train_dev_test_split
 from tinygrad_seq.models.mlp import LogisticRegression

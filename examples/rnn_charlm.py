@@ -14,9 +14,9 @@ Consecutive chunks of the text carry the hidden state forward, detached (truncat
 """
 import argparse
 
+import tinygrad_seq as tgs  # before numpy: it sets the OpenBLAS threads' spin time
 import numpy as np
 
-import tinygrad_seq as tgs
 from tinygrad_seq.nn import functional as F
 from tinygrad_seq.nn.utils import clip_grad_norm_
 from tinygrad_seq.text.corpus import bundled_corpus

@@ -14,9 +14,9 @@ beside the model's accuracy, since the Old Testament has three times as many ver
 """
 import argparse
 
+import tinygrad_seq as tgs  # before numpy: it sets the OpenBLAS threads' spin time
 import numpy as np
 
-import tinygrad_seq as tgs
 from tinygrad_seq import nn, optim
 from tinygrad_seq.models.seq2seq import RecurrentEncoder
 from tinygrad_seq.models.tagger import tokenize

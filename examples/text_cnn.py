@@ -15,9 +15,9 @@ detectors ("Jesus", "the LORD", "brethren", ...).
 """
 import argparse
 
+import tinygrad_seq as tgs  # before numpy: it sets the OpenBLAS threads' spin time
 import numpy as np
 
-import tinygrad_seq as tgs
 from tinygrad_seq import optim
 from tinygrad_seq.models.cnn import TextCNN, TextCNNConfig
 from tinygrad_seq.nn import functional as F

@@ -40,3 +40,18 @@ def test_thread_settings_are_defaults_that_the_user_can_override():
     theirs = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             env={**env, "OPENBLAS_THREAD_TIMEOUT": "7", "GOMP_SPINCOUNT": "5"})
     assert theirs.stdout.split() == ["7", "5"]
+
+
+def test_importing_numpy_first_warns_with_the_fix():
+    """OpenBLAS reads its spin time when NumPy loads it: too late for tinygrad_seq to set it."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+
+    def stderr(code, **extra):
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**env, **extra}).stderr
+
+    warning = stderr("import numpy, tinygrad_seq")
+    assert "RuntimeWarning" in warning and "import tinygrad_seq first" in warning
+    assert "OPENBLAS_THREAD_TIMEOUT=4" in warning
+    assert stderr("import tinygrad_seq, numpy") == ""
+    assert stderr("import numpy, tinygrad_seq", OPENBLAS_THREAD_TIMEOUT="4") == ""

@@ -8,7 +8,10 @@
 Importing this package compiles nothing: the Numba, Cython and CUDA kernels load on first use.
 """
 import os as _os
+import sys as _sys
 
+# NumPy loads OpenBLAS on import, and OpenBLAS reads OPENBLAS_THREAD_TIMEOUT only then.
+_NUMPY_CAME_FIRST = "numpy" in _sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in _os.environ
 # OpenBLAS worker threads keep spinning for 2**28 cycles (~0.1 s) after each call before they
 # sleep.  The engine's GEMMs run in NumPy's OpenBLAS and the compiled kernels' in SciPy's: two
 # thread pools, and on a 2-core machine the idle pool's spinning threads take the cores the busy
@@ -46,6 +49,13 @@ def _reuse_freed_arrays():
 
 
 _reuse_freed_arrays()
+
+if _NUMPY_CAME_FIRST:
+    import warnings as _warnings
+    _warnings.warn("numpy was imported before tinygrad_seq, so its OpenBLAS threads keep spinning ~0.1 s "
+                   "after every matrix product and slow the compiled kernels down (a char-LSTM trains "
+                   "~2x slower); import tinygrad_seq first, or set OPENBLAS_THREAD_TIMEOUT=4 in the "
+                   "environment", RuntimeWarning, stacklevel=2)
 
 from .backend import available_backends, backend, set_backend  # noqa: F401
 from .creation import (arange, cat, concat, eye, full, one_hot, ones, ones_like, rand, randint,  # noqa: F401
