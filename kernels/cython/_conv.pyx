@@ -128,15 +128,6 @@ cdef void pack_transposed(const floating* src, Py_ssize_t K, Py_ssize_t P, float
             dst += lanes
 
 
-cdef inline floating* scratch(const floating* like, Py_ssize_t size, int* failed) noexcept nogil:
-    """`size` malloc'd elements of like's dtype (at least one); sets *failed when there is no
-    memory."""
-    cdef floating* p = <floating*> malloc(max(<Py_ssize_t>1, size) * sizeof(floating))
-    if p == NULL:
-        failed[0] = 1
-    return p
-
-
 # ----------------------------------------------------------------------------- conv2d
 
 cdef void conv_forward_share(const floating* x, const floating* w, const floating* b, floating* y,

@@ -1,5 +1,8 @@
 # The register-blocked GEMM of _panel_gemm.h, for a module that multiplies by a matrix it
-# packed once and uses many times (recurrence: W_hh, at every time step).
+# packed once and uses many times (recurrence: W_hh at every time step; conv: one image's
+# columns by every filter), and the per-thread scratch its team kernels allocate.
+
+from libc.stdlib cimport malloc
 
 cdef extern from "_panel_gemm.h":
     Py_ssize_t PANEL_F "TGS_PANEL_F"
@@ -28,3 +31,12 @@ cdef inline void panel_gemm(Py_ssize_t rows, Py_ssize_t K, Py_ssize_t panels, co
         panel_gemm_f(rows, K, panels, a, lda, p, c, ldc)
     else:
         panel_gemm_d(rows, K, panels, a, lda, p, c, ldc)
+
+
+cdef inline floating* scratch(const floating* like, Py_ssize_t size, int* failed) noexcept nogil:
+    """`size` malloc'd elements of like's dtype (at least one); sets *failed when there is no
+    memory."""
+    cdef floating* p = <floating*> malloc(max(<Py_ssize_t>1, size) * sizeof(floating))
+    if p == NULL:
+        failed[0] = 1
+    return p

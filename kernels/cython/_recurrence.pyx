@@ -54,15 +54,6 @@ cdef void pack_unit_columns(const floating* w_hh, Py_ssize_t H, Py_ssize_t gates
             packed[((col // pw) * K + k) * pw + col % pw] = w_hh[k * H + j0 + col]
 
 
-cdef inline floating* scratch(const floating* like, Py_ssize_t size, int* failed) noexcept nogil:
-    """`size` malloc'd elements of like's dtype (at least one); sets *failed when there is no
-    memory."""
-    cdef floating* p = <floating*> malloc(max(<Py_ssize_t>1, size) * sizeof(floating))
-    if p == NULL:
-        failed[0] = 1
-    return p
-
-
 # ----------------------------------------------------------------------------- Elman RNN
 # h_t = act(xw_t + h_{t-1} W_hh^T), act = tanh or relu
 
