@@ -272,8 +272,11 @@ def embedding(input, weight, padding_idx=None):
 def _normalize_backward(dxhat, xhat, invstd, axes):
     """Backward of xhat = (x - mean) * invstd where mean and variance are over `axes`:
     dx = invstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))."""
-    return invstd * (dxhat - dxhat.mean(axis=axes, keepdims=True)
-                     - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True))
+    dx = xhat * (dxhat * xhat).mean(axis=axes, keepdims=True)
+    xp_of(dx).subtract(dxhat, dx, out=dx)
+    dx -= dxhat.mean(axis=axes, keepdims=True)
+    dx *= invstd
+    return dx
 
 
 class LayerNormFunction(Function):
@@ -283,15 +286,19 @@ class LayerNormFunction(Function):
     def forward(self, x, weight=None, bias=None, ndim=1, eps=1e-5):
         xp = xp_of(x)
         axes = tuple(range(x.ndim - ndim, x.ndim))
-        mean = x.mean(axis=axes, keepdims=True)
-        centred = x - mean
-        var = (centred * centred).mean(axis=axes, keepdims=True)
+        # in place where the array is ours: each pass over a Transformer's activations costs
+        xhat = x - x.mean(axis=axes, keepdims=True)
+        var = xp.square(xhat).mean(axis=axes, keepdims=True)
         invstd = (1.0 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)
-        xhat = centred * invstd
+        xhat *= invstd
         self.axes = axes
         self.save_for_backward(xhat, invstd, weight)
-        y = xhat * weight if weight is not None else xhat
-        return y + bias if bias is not None else y
+        if weight is None:
+            return xhat + bias if bias is not None else xhat.copy()
+        y = xhat * weight
+        if bias is not None:
+            y += bias
+        return y
 
     def backward(self, dy):
         xhat, invstd, weight = self.saved
