@@ -13,6 +13,8 @@ Each family is timed at the shapes of the ../shared/benchmarks.md workloads (flo
               forward + backward. PyTorch: F.conv2d + F.max_pool2d under autograd.
   softmax     16*4*128 rows x 128 with a causal mask, forward + backward.
               PyTorch: masked_fill(-inf) + softmax under autograd.
+  activation  exact GELU over the transformer's MLP activations (16 x 128 x 512), forward +
+              backward. PyTorch: F.gelu under autograd.
 Median of 15 after 3 warm-ups, in blocks (see `race`); two passes, the lower block median kept,
 because other processes share this machine. `auto` (tinygrad_seq/backend.py)
 reads the written table; other devices' entries in it are kept.
@@ -146,7 +148,30 @@ def softmax_workload():
     return ours, torch_step
 
 
-WORKLOADS = {"recurrence": recurrence_workload, "conv": conv_workload, "softmax": softmax_workload}
+def activation_workload():
+    sizes = CPU_SIZES["transformer"]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((sizes["B"], sizes["T"], 4 * sizes["d"])).astype(DTYPE)
+    dy = rng.standard_normal(x.shape).astype(DTYPE)
+
+    def ours(k):
+        def step():
+            _, cdf = k.gelu_forward(x)
+            k.gelu_backward(dy, x, cdf)
+        return step
+
+    def torch_step():
+        import torch
+        tx, tdy = torch.from_numpy(x).requires_grad_(), torch.from_numpy(dy)
+
+        def step():
+            torch.nn.functional.gelu(tx).backward(tdy)
+        return step
+    return ours, torch_step
+
+
+WORKLOADS = {"recurrence": recurrence_workload, "conv": conv_workload, "softmax": softmax_workload,
+             "activation": activation_workload}
 
 
 # ----------------------------------------------------------------------------- timing

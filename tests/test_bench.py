@@ -74,3 +74,18 @@ def test_bench_takes_comma_separated_backends_and_rejects_unknown_ones_before_ti
     result = CliRunner().invoke(cli, ["bench", "-w", "rnn_lm", "--backend", "numpy,cythn", "--no-torch"])
     assert result.exit_code != 0 and "unknown backend 'cythn'" in result.output
     assert len(timed) == 1                      # nothing was timed
+
+
+def test_kernel_race_has_a_workload_for_every_family(capsys):
+    """bench/bench_cython_kernels.py times each registry family; a family added to the
+    registry without a workload there would make it fail."""
+    import runpy
+    from pathlib import Path
+
+    from tinygrad_seq.backend import FAMILIES
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_cython_kernels.py"
+    race = runpy.run_path(str(script), run_name="bench_cython_kernels")
+    assert set(race["WORKLOADS"]) == set(FAMILIES)
+    assert race["main"](["--families", "activation", "--repeats", "1", "--warmup", "0"]) in (None, 0)
+    out = capsys.readouterr().out
+    assert "activation" in out and "numpy" in out
