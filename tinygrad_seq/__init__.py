@@ -13,10 +13,11 @@ import sys as _sys
 # NumPy loads OpenBLAS on import, and OpenBLAS reads OPENBLAS_THREAD_TIMEOUT only then.
 _NUMPY_CAME_FIRST = "numpy" in _sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in _os.environ
 # OpenBLAS worker threads keep spinning for 2**28 cycles (~0.1 s) after each call before they
-# sleep.  The engine's GEMMs run in NumPy's OpenBLAS and the compiled kernels' in SciPy's: two
-# thread pools, and on a 2-core machine the idle pool's spinning threads take the cores the busy
-# pool needs (lstm_lm training step on the numba backend: 197 ms -> 83 ms).  2**4 cycles lets them
-# sleep at once.  It must be set before NumPy loads OpenBLAS; a value already set is kept.
+# sleep.  The engine's GEMMs run in NumPy's OpenBLAS, the Numba kernels' in SciPy's and the
+# Cython kernels on their own OpenMP team, and on a 2-core machine the idle pool's spinning
+# threads take the cores the busy one needs (lstm_lm training step on the numba backend:
+# 197 ms -> 83 ms; on the cython backend ~2x).  2**4 cycles lets them sleep at once.  It must be
+# set before NumPy loads OpenBLAS; a value already set is kept.
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 # The same for the OpenMP team of the Cython kernels: GNU OpenMP's idle threads spin 300,000
 # times (milliseconds) before sleeping, slowing the NumPy GEMMs that follow every kernel call
@@ -34,10 +35,10 @@ def _reuse_freed_arrays():
     same page faults again.  Serving them from the heap instead, and not handing the heap's
     top back to the kernel below 256 MB, made a transformer training step ~1.4x faster and
     the CNN step ~1.15x; the price is some fragmentation (peak memory of `tgs train charlm`,
-    200 steps: 178 -> 193 MiB; PyTorch's: ~440).  TGS_MALLOPT=0 leaves the allocator alone."""
+    200 steps: 174-193 MiB with it, 162-178 without; PyTorch's: ~440).  TGS_MALLOPT=0 leaves
+    the allocator alone."""
     import ctypes
-    import sys
-    if not sys.platform.startswith("linux") or _os.environ.get("TGS_MALLOPT", "1") == "0":
+    if not _sys.platform.startswith("linux") or _os.environ.get("TGS_MALLOPT", "1") == "0":
         return
     try:
         mallopt = ctypes.CDLL(None).mallopt

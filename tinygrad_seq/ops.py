@@ -132,7 +132,7 @@ class PowTensor(Function):
         return da, db
 
 
-def _matmul(a, b):
+def matmul_rows(a, b):
     """a @ b, with a stack of matrices times one matrix done as ONE GEMM over all rows:
     NumPy would run one small product per matrix of the stack (x (B, T, d) @ W: B of them)."""
     if a.ndim > 2 and b.ndim == 2:
@@ -150,7 +150,7 @@ class MatMul(Function):
             raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} are not aligned "
                              f"({a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]})")
         self.save_for_backward(a, b)
-        return _matmul(a, b)
+        return matmul_rows(a, b)
 
     def backward(self, dy):
         a, b = self.saved
@@ -165,7 +165,7 @@ class MatMul(Function):
             dy2 = xp.expand_dims(dy2, -2)
         da = db = None
         if self.needs_input_grad[0]:
-            da = _matmul(dy2, xp.swapaxes(b2, -1, -2))
+            da = matmul_rows(dy2, xp.swapaxes(b2, -1, -2))
             da = unbroadcast(da, a2.shape).reshape(a.shape)
         if self.needs_input_grad[1]:
             if b2.ndim == 2 and a2.ndim > 2:

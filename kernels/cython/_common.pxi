@@ -47,7 +47,7 @@ def default_threads():
         return cores
 
 
-# Threads of this module's OpenMP regions (its BLAS calls use BLAS's own threads).
+# Threads of this module's OpenMP regions.
 cdef int _threads = default_threads()
 
 

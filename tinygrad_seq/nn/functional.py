@@ -199,8 +199,7 @@ class LinearFunction(Function):
             raise ValueError(f"linear: input has {x.shape[-1]} features but the weight {tuple(weight.shape)} "
                              f"expects {weight.shape[1]}")
         self.save_for_backward(x, weight)
-        # one GEMM over all rows: NumPy would treat (B, T, in) @ W^T as B separate products
-        y = (_rows2d(x, weight.shape[1]) @ weight.T).reshape(*x.shape[:-1], weight.shape[0])
+        y = ops.matmul_rows(x, weight.T)
         if bias is not None:
             y += bias
         return y
@@ -208,7 +207,7 @@ class LinearFunction(Function):
     def backward(self, dy):
         x, weight = self.saved
         dy_rows = _rows2d(dy, weight.shape[0])
-        dx = (dy_rows @ weight).reshape(x.shape) if self.needs_input_grad[0] else None
+        dx = ops.matmul_rows(dy, weight) if self.needs_input_grad[0] else None
         dw = dy_rows.T @ _rows2d(x, weight.shape[1]) if self.needs_input_grad[1] else None
         db = dy_rows.sum(axis=0) if self.needs_input_grad[2] else None
         return dx, dw, db
