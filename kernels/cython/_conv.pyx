@@ -102,32 +102,6 @@ cdef void im2col_image(const floating* x, floating* cols, Py_ssize_t C,
                      H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw)
 
 
-cdef void pack_rows(const floating* src, Py_ssize_t K, Py_ssize_t P, floating* packed,
-                    Py_ssize_t lanes) noexcept nogil:
-    """The (K, P) row-major matrix src in panels of `lanes` columns (zero-padded)."""
-    cdef Py_ssize_t q, k, j, p
-    cdef floating* dst = packed
-    for q in range((P + lanes - 1) // lanes):
-        for k in range(K):
-            for j in range(lanes):
-                p = q * lanes + j
-                dst[j] = src[k * P + p] if p < P else 0
-            dst += lanes
-
-
-cdef void pack_transposed(const floating* src, Py_ssize_t K, Py_ssize_t P, floating* packed,
-                          Py_ssize_t lanes) noexcept nogil:
-    """src^T (P, K), src (K, P) row-major, in panels of `lanes` columns (zero-padded)."""
-    cdef Py_ssize_t q, k, j, p
-    cdef floating* dst = packed
-    for q in range((K + lanes - 1) // lanes):
-        for p in range(P):
-            for j in range(lanes):
-                k = q * lanes + j
-                dst[j] = src[k * P + p] if k < K else 0
-            dst += lanes
-
-
 # ----------------------------------------------------------------------------- conv2d
 
 cdef void conv_forward_share(const floating* x, const floating* w, const floating* b, floating* y,
@@ -146,7 +120,7 @@ cdef void conv_forward_share(const floating* x, const floating* w, const floatin
         n = team_rank()
         while n < N:
             im2col_image(x + n * C * H * W, cols, C, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw)
-            pack_rows(cols, K, P, packed, lanes)
+            pack_panels(cols, K, P, P, 1, packed, lanes)
             panel_gemm(F, K, panels, w, K, packed, out, width)
             for f in range(F):
                 bias = b[f] if b != NULL else 0
@@ -215,7 +189,7 @@ cdef void conv_backward_share(const floating* dy, const floating* x, const float
         while n < N:
             dy_n = dy + n * F * P
             im2col_image(x + n * C * H * W, cols, C, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw)
-            pack_transposed(cols, K, P, cols_t, lanes)
+            pack_panels(cols, P, K, 1, P, cols_t, lanes)   # cols^T
             panel_gemm(F, P, panels_k, dy_n, P, cols_t, dw_n, width_k)
             for f in range(F):
                 for k in range(K):
@@ -226,7 +200,7 @@ cdef void conv_backward_share(const floating* dy, const floating* x, const float
                     for p in range(P):
                         total = total + dy_n[f * P + p]
                     db_parts[rank * F + f] += total
-            pack_rows(dy_n, F, P, dy_packed, lanes)
+            pack_panels(dy_n, F, P, P, 1, dy_packed, lanes)
             panel_gemm(K, F, panels_p, w_t, F, dy_packed, dcols, width_p)
             for k in range(C):
                 col2im_plane(dcols, dx + (n * C + k) * H * W, k * kh * kw, width_p,

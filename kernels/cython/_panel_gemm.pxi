@@ -40,3 +40,18 @@ cdef inline floating* scratch(const floating* like, Py_ssize_t size, int* failed
     if p == NULL:
         failed[0] = 1
     return p
+
+
+cdef void pack_panels(const floating* src, Py_ssize_t rows, Py_ssize_t cols,
+                      Py_ssize_t row_stride, Py_ssize_t col_stride, floating* packed,
+                      Py_ssize_t lanes) noexcept nogil:
+    """The (rows, cols) matrix whose element [k, c] is src[k*row_stride + c*col_stride], in
+    panels of `lanes` columns (the last one zero-padded): the layout panel_gemm reads."""
+    cdef Py_ssize_t q, k, j, c
+    cdef floating* dst = packed
+    for q in range((cols + lanes - 1) // lanes):
+        for k in range(rows):
+            for j in range(lanes):
+                c = q * lanes + j
+                dst[j] = src[k * row_stride + c * col_stride] if c < cols else 0
+            dst += lanes

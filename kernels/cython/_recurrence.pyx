@@ -44,16 +44,6 @@ cdef void pack_gate_rows(const floating* w_hh, Py_ssize_t H, Py_ssize_t gates, P
             packed[((col // pw) * H + k) * pw + col % pw] = row[k]
 
 
-cdef void pack_unit_columns(const floating* w_hh, Py_ssize_t H, Py_ssize_t gates, Py_ssize_t j0,
-                            Py_ssize_t n, floating* packed, Py_ssize_t pw) noexcept nogil:
-    """Backward share: packed column c = W_hh column j0 + c for c < n; K = gates*H rows."""
-    cdef Py_ssize_t col, k, K = gates * H, width = ((n + pw - 1) // pw) * pw
-    memset(packed, 0, K * width * sizeof(floating))
-    for k in range(K):
-        for col in range(n):
-            packed[((col // pw) * K + k) * pw + col % pw] = w_hh[k * H + j0 + col]
-
-
 # ----------------------------------------------------------------------------- Elman RNN
 # h_t = act(xw_t + h_{t-1} W_hh^T), act = tanh or relu
 
@@ -106,7 +96,7 @@ cdef void rnn_backward_share(const floating* dhs, const floating* w_hh, const fl
     cdef const floating* r
     cdef floating* d
     if ok and n > 0:
-        pack_unit_columns(w_hh, H, 1, j0, n, packed, pw)
+        pack_panels(w_hh + j0, H, n, H, 1, packed, pw)   # columns j0 .. j0+n of W_hh
         memset(rec, 0, B * width * sizeof(floating))
     for t in range(T - 1, -1, -1):
         if ok and n > 0:
@@ -253,7 +243,7 @@ cdef void lstm_backward_share(const floating* dhs, const floating* w_hh, const f
     cdef bint ok = packed != NULL and rec != NULL
     cdef const floating* c_prev
     if ok and n > 0:
-        pack_unit_columns(w_hh, H, 4, j0, n, packed, pw)
+        pack_panels(w_hh + j0, 4 * H, n, H, 1, packed, pw)   # columns j0 .. j0+n of W_hh
         memset(rec, 0, B * width * sizeof(floating))  # nothing comes back from after step T-1
     for t in range(T - 1, -1, -1):
         if ok and n > 0:
@@ -402,7 +392,7 @@ cdef void gru_backward_share(const floating* dhs, const floating* w_hh, const fl
     cdef bint ok = packed != NULL and rec != NULL and direct != NULL
     cdef const floating* h_prev
     if ok and n > 0:
-        pack_unit_columns(w_hh, H, 3, j0, n, packed, pw)
+        pack_panels(w_hh + j0, 3 * H, n, H, 1, packed, pw)   # columns j0 .. j0+n of W_hh
         memset(rec, 0, B * width * sizeof(floating))
         memset(direct, 0, B * n * sizeof(floating))
     for t in range(T - 1, -1, -1):
