@@ -235,9 +235,9 @@ def test_recurrence_kernels_equal_the_reference(dtype, T, B, H):
 @needs_cython
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("threads, B, H", [
-    (2, 32, 40),    # shares of 32 and 8 units; full 6-row blocks and a 2-row remainder
-    (3, 7, 40),     # 16, 16, 8 units; one full block and a 1-row remainder
-    (2, 5, 1),      # one unit: the second thread owns nothing but still meets every barrier
+    (2, 32, 40),    # shares of 32 and 8 units; row blocks of 6, 6, 5, 5, 5, 5
+    (3, 7, 40),     # 16, 16, 8 units; row blocks of 4 and 3
+    (2, 2, 1),      # one unit: the second thread owns nothing but still meets every barrier
     (4, 1, 17),     # 16 and 1 units; threads 3 and 4 own nothing; a single batch row
     (1, 13, 70),    # the whole layer on one thread: several panels, two of them padded
 ])
@@ -245,7 +245,8 @@ def test_recurrence_team_kernels_equal_the_reference(dtype, threads, B, H):
     """The recurrences split the hidden units over a team of threads that packs its share of
     W_hh into panels: every split, row remainder and panel padding must give the reference's
     numbers, and those of one thread up to rounding (a unit that lands in a loop's scalar tail
-    under one split and in its SIMD body under another gets libm's tanh instead of libmvec's)."""
+    under one split and in its SIMD body under another may see a division done another way,
+    or libm's float64 tanh instead of libmvec's)."""
     from tinygrad_seq.kernels.cython import _recurrence
     rng = np.random.default_rng(threads * 1000 + B * 10 + H)
     T = 6
@@ -287,6 +288,48 @@ def test_recurrence_team_kernels_equal_the_reference(dtype, threads, B, H):
     ulps = 8 * np.finfo(dtype).eps
     for a, b in zip(split, serial):
         np.testing.assert_allclose(a, b, rtol=ulps, atol=ulps)
+
+
+@needs_cython
+def test_float32_gate_activations_within_a_few_ulp():
+    """The float32 recurrences compute tanh and sigmoid inline (_fastmath.h).  With W_hh = 0 and
+    zero initial states the kernels return them bare: rnn_forward gives tanh(xw), lstm_forward's
+    gates are sigmoid, sigmoid, tanh, sigmoid of xw.  Within 4 ulp of the float64 values over the
+    range where they are not yet saturated, and saturated to within an ulp beyond it (the
+    vectorised division may leave sigmoid one ulp below 1)."""
+    from tinygrad_seq.kernels.cython import recurrence
+
+    def ulps(got, exact):
+        spacing = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+        return np.max(np.abs(got - exact) / np.maximum(spacing, np.spacing(np.float32(1e-30))))
+
+    def as_steps(values, width):
+        """values (n,) as xw of shape (1, n / width, width)."""
+        return np.ascontiguousarray(values.reshape(1, -1, width), dtype=np.float32)
+
+    H = 64
+    tanh_x = np.concatenate([np.linspace(-10, 10, 64000), np.linspace(-1, 1, 6400)]).astype(np.float32)
+    hs = recurrence.rnn_forward(as_steps(tanh_x, H), np.zeros((H, H), np.float32),
+                                np.zeros((tanh_x.size // H, H), np.float32), "tanh")
+    assert ulps(hs.reshape(-1), np.tanh(tanh_x.astype(np.float64))) <= 4
+
+    sig_x = np.linspace(-30, 30, 4 * 16000).astype(np.float32)
+    B = sig_x.size // (4 * H)
+    zeros = np.zeros((B, H), np.float32)
+    _, _, gates = recurrence.lstm_forward(as_steps(sig_x, 4 * H), np.zeros((4 * H, H), np.float32), zeros, zeros)
+    exact = sig_x.astype(np.float64).reshape(B, 4, H)
+    sigmoid = 1 / (1 + np.exp(-exact))
+    gates = gates.reshape(B, 4, H)
+    for k, expected in enumerate([sigmoid[:, 0], sigmoid[:, 1], np.tanh(exact[:, 2]), sigmoid[:, 3]]):
+        assert ulps(gates[:, k], expected) <= 4, f"gate {k}"
+
+    extreme = np.array([-1e30, -200, -88, 88, 200, 1e30] * (4 * H // 6 + 1), np.float32)[:4 * H]
+    zeros = np.zeros((1, H), np.float32)
+    _, _, gates = recurrence.lstm_forward(as_steps(extreme, 4 * H), np.zeros((4 * H, H), np.float32), zeros, zeros)
+    gates, extreme = gates.reshape(4, H), extreme.reshape(4, H)
+    np.testing.assert_allclose(gates[[0, 1, 3]], (extreme[[0, 1, 3]] > 0).astype(np.float32), rtol=0,
+                               atol=np.finfo(np.float32).epsneg)
+    np.testing.assert_array_equal(gates[2], np.sign(extreme[2]))
 
 
 CONV_CASES = [  # x shape, w shape, stride, padding, dilation

@@ -79,6 +79,27 @@ def test_matches_pytorch_outputs_and_gradients(mode, bidirectional, batch_first,
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("frozen", ["weight_ih_l0", "weight_hh_l0"])
+def test_a_frozen_weight_leaves_the_other_gradients_as_pytorch(mode, frozen):
+    """With both weights trainable the RNN and LSTM ops get dW_ih and dW_hh from one GEMM;
+    freezing one takes the separate products, which must give PyTorch's gradients too."""
+    rng = np.random.default_rng(7)
+    ours, theirs = make_pair(mode, 5, 6)
+    getattr(ours, frozen).requires_grad = False
+    getattr(theirs, frozen).requires_grad_(False)
+    x, xt = as_pair(rng.standard_normal((4, 3, 5)))
+    (out, _), (out_t, _) = ours(x), theirs(xt)
+    loss, loss_t = weighted_sum(([out], [out_t]), [out.numpy()], rng)
+    loss.backward()
+    loss_t.backward()
+    assert getattr(ours, frozen).grad is None
+    np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-9, atol=1e-11)
+    for (name, p), (_, pt) in zip(ours.named_parameters(), theirs.named_parameters()):
+        if name != frozen:
+            np.testing.assert_allclose(p.grad.numpy(), pt.grad.numpy(), rtol=1e-9, atol=1e-11, err_msg=name)
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_unbatched_input_float32_and_no_bias(mode):
     rng = np.random.default_rng(1)
     ours, theirs = make_pair(mode, 3, 4, num_layers=2, bias=False, bidirectional=True)

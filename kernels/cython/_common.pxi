@@ -3,9 +3,9 @@
 # regions, and the team primitives of the kernels that share a loop between threads.
 #
 # Fused types resolve at compile time, so `if floating is float` costs nothing at run time:
-# float32 kernels call expf/tanhf and never round-trip through double.
+# float32 kernels never round-trip through double.
 from cython cimport floating
-from libc.math cimport exp, expf, tanh, tanhf
+from libc.math cimport exp, expf, tanh
 
 
 cdef inline floating exp_(floating x) noexcept nogil:
@@ -15,17 +15,28 @@ cdef inline floating exp_(floating x) noexcept nogil:
         return exp(x)
 
 
+cdef extern from "_fastmath.h":
+    float fast_tanhf "tgs_tanhf"(float x) noexcept nogil
+    float fast_sigmoidf "tgs_sigmoidf"(float x) noexcept nogil
+
+
 cdef inline floating tanh_(floating x) noexcept nogil:
+    """tanh; in float32 inline arithmetic (_fastmath.h) that the gate loops vectorise without
+    calling libmvec, in float64 libm's."""
     if floating is float:
-        return tanhf(x)
+        return fast_tanhf(x)
     else:
         return tanh(x)
 
 
 cdef inline floating sigmoid(floating x) noexcept nogil:
-    """σ(x) = 1/(1+e^-x), written as (1 + tanh(x/2))/2 so it never overflows to inf
-    (the extensions are built with -ffast-math, which assumes finite values)."""
-    return <floating>0.5 + <floating>0.5 * tanh_(<floating>0.5 * x)
+    """σ(x) = 1/(1+e^-x).  float64 writes it as (1 + tanh(x/2))/2 so that it never overflows to
+    inf (the extensions are built with -ffast-math, which assumes finite values); float32's
+    exp clamps its argument instead."""
+    if floating is float:
+        return fast_sigmoidf(x)
+    else:
+        return 0.5 + 0.5 * tanh(0.5 * x)
 
 
 def default_threads():

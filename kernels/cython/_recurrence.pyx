@@ -86,6 +86,7 @@ cdef void rnn_backward_share(const floating* dhs, const floating* w_hh, const fl
                              Py_ssize_t H, bint relu, int* failed) noexcept nogil:
     """dpre_t = (dhs_t + dpre_{t+1} W_hh) * act'(t) for this thread's units; dh0 = dpre_0 W_hh."""
     cdef Py_ssize_t j0, n, t, b, j
+    cdef floating one = 1   # a bare 1 would promote float32 to double
     team_share(H, &j0, &n)
     cdef Py_ssize_t pw = panel_width(dhs), panels = (n + pw - 1) // pw, width = panels * pw
     cdef floating* packed = scratch(dhs, H * width, failed)
@@ -110,7 +111,7 @@ cdef void rnn_backward_share(const floating* dhs, const floating* w_hh, const fl
                         d[j] = (up[j] + r[j]) if h[j] > 0 else 0
                 else:
                     for j in range(n):
-                        d[j] = (up[j] + r[j]) * (1 - h[j] * h[j])
+                        d[j] = (up[j] + r[j]) * (one - h[j] * h[j])
         barrier()  # dpre_t complete before any thread multiplies it by W_hh
         if ok and n > 0:
             panel_gemm(B, H, panels, dpre + t * B * H, H, packed, rec, width)
@@ -214,7 +215,7 @@ cdef inline void lstm_cell_backward(const floating* dh_up, const floating* dh_re
     dL/dh_t = dh_up (from above) + dh_rec (from step t+1 through W_hh); dc carries dL/dc_t in
     and dL/dc_{t-1} out; dpre (4H wide) receives dL/da_t."""
     cdef Py_ssize_t j
-    cdef floating i, f, g, o, tc, dh_j, dc_j
+    cdef floating i, f, g, o, tc, dh_j, dc_j, one = 1   # a bare 1 would promote to double
     for j in range(n):
         i = gate[j]
         f = gate[H + j]
@@ -222,11 +223,11 @@ cdef inline void lstm_cell_backward(const floating* dh_up, const floating* dh_re
         o = gate[3 * H + j]
         tc = tanh_(c[j])
         dh_j = dh_up[j] + dh_rec[j]
-        dc_j = dc[j] + dh_j * o * (1 - tc * tc)
-        dpre[j] = dc_j * g * i * (1 - i)                  # di * σ'
-        dpre[H + j] = dc_j * c_prev[j] * f * (1 - f)      # df * σ'
-        dpre[2 * H + j] = dc_j * i * (1 - g * g)          # dg * tanh'
-        dpre[3 * H + j] = dh_j * tc * o * (1 - o)         # do * σ'
+        dc_j = dc[j] + dh_j * o * (one - tc * tc)
+        dpre[j] = dc_j * g * i * (one - i)                  # di * σ'
+        dpre[H + j] = dc_j * c_prev[j] * f * (one - f)      # df * σ'
+        dpre[2 * H + j] = dc_j * i * (one - g * g)          # dg * tanh'
+        dpre[3 * H + j] = dh_j * tc * o * (one - o)         # do * σ'
         dc[j] = dc_j * f
 
 
@@ -359,15 +360,15 @@ cdef inline void gru_cell_backward(const floating* up, floating* direct, const f
     above) + direct (z * dL/dh_{t+1}) + rec (dhh_{t+1} W_hh); writes dxw_t and dhh_t (3H wide)
     and leaves in `direct` the z-path part of dL/dh_{t-1}."""
     cdef Py_ssize_t j
-    cdef floating r, z, n_j, d, da_n, da_r, da_z
+    cdef floating r, z, n_j, d, da_n, da_r, da_z, one = 1
     for j in range(n):
         r = gate[j]
         z = gate[H + j]
         n_j = gate[2 * H + j]
         d = up[j] + direct[j] + rec[j]
-        da_n = d * (1 - z) * (1 - n_j * n_j)
-        da_r = da_n * hn[j] * r * (1 - r)
-        da_z = d * (h_prev[j] - n_j) * z * (1 - z)
+        da_n = d * (one - z) * (one - n_j * n_j)
+        da_r = da_n * hn[j] * r * (one - r)
+        da_z = d * (h_prev[j] - n_j) * z * (one - z)
         dxw[j] = da_r
         dxw[H + j] = da_z
         dxw[2 * H + j] = da_n

@@ -77,24 +77,41 @@ class _Sequence(Function):
         dhs[-1] += d_last
         return dhs
 
-    def _input_grads(self, d_proj, x, w_ih, d_hidden, h_prev):
-        """dx = d_proj W_ih;  dW_ih = d_proj^T x;  dW_hh = d_hidden^T h_prev, all steps at once."""
+    def _input_grads(self, d_proj, x, w_ih, d_hidden, h0, hs):
+        """dx = d_proj W_ih;  dW_ih = d_proj^T x;  dW_hh = d_hidden^T h_prev, all steps at once.
+
+        When d_hidden is d_proj (RNN, LSTM) the two weight gradients are one GEMM,
+        d_proj^T [x | h_prev]: with a character vocabulary x has ~65 columns, and a product that
+        narrow runs at two thirds of BLAS's speed on its own (lstm_lm: 9.8 -> 8.5 ms)."""
         T, B, G = d_proj.shape
         flat = d_proj.reshape(T * B, G)
+        I = x.shape[-1]
         dx = dw_ih = dw_hh = None
         if self.needs_input_grad[0]:
             dx = (flat @ w_ih).reshape(x.shape)
             dx = dx[::-1] if self.reverse else dx
-        if self.needs_input_grad[self.W_IH]:
+        want_ih, want_hh = self.needs_input_grad[self.W_IH], self.needs_input_grad[self.W_IH + 1]
+        if want_ih and want_hh and d_hidden is d_proj:
+            both = flat.T @ self._previous(h0, hs, beside=x).reshape(T * B, -1)
+            return dx, both[:, :I], both[:, I:]
+        if want_ih:
             dw_ih = flat.T @ x.reshape(T * B, -1)
-        if self.needs_input_grad[self.W_IH + 1]:
-            dw_hh = d_hidden.reshape(T * B, G).T @ h_prev.reshape(T * B, -1)
+        if want_hh:
+            dw_hh = d_hidden.reshape(T * B, -1).T @ self._previous(h0, hs).reshape(T * B, -1)
         return dx, dw_ih, dw_hh
 
     @staticmethod
-    def _previous(h0, hs):
-        """h_{t-1} for t = 0..T-1: h0 then hs[:-1]."""
-        return xp_of(hs).concatenate([h0[None], hs[:-1]], axis=0)
+    def _previous(h0, hs, beside=None):
+        """h_{t-1} for t = 0..T-1 (h0 then hs[:-1]), with beside[t] to its left if given."""
+        xp = xp_of(hs)
+        T, B, H = hs.shape
+        I = 0 if beside is None else beside.shape[-1]
+        out = xp.empty((T, B, I + H), dtype=hs.dtype)
+        if beside is not None:
+            out[..., :I] = beside
+        out[0, :, I:] = h0
+        out[1:, :, I:] = hs[:-1]
+        return out
 
 
 class RNNSequence(_Sequence):
@@ -121,7 +138,7 @@ class RNNSequence(_Sequence):
         x, h0, w_ih, w_hh, hs = self.saved
         dhs = self._incoming(d_out, d_hn)
         dpre, dh0 = self.kernels.rnn_backward(dhs, _contiguous(w_hh), _contiguous(h0), hs, self.nonlinearity)
-        dx, dw_ih, dw_hh = self._input_grads(dpre, x, w_ih, dpre, self._previous(h0, hs))
+        dx, dw_ih, dw_hh = self._input_grads(dpre, x, w_ih, dpre, h0, hs)
         db = dpre.sum(axis=(0, 1))
         return dx, dh0, dw_ih, dw_hh, db, db
 
@@ -149,7 +166,7 @@ class LSTMSequence(_Sequence):
         x, h0, c0, w_ih, w_hh, hs, cs, gates = self.saved
         dhs = self._incoming(d_out, d_hn)
         dpre, dh0, dc0 = self.kernels.lstm_backward(dhs, _contiguous(d_cn), _contiguous(w_hh), h0, c0, hs, cs, gates)
-        dx, dw_ih, dw_hh = self._input_grads(dpre, x, w_ih, dpre, self._previous(h0, hs))
+        dx, dw_ih, dw_hh = self._input_grads(dpre, x, w_ih, dpre, h0, hs)
         db = dpre.sum(axis=(0, 1))
         return dx, dh0, dc0, dw_ih, dw_hh, db, db
 
@@ -180,7 +197,7 @@ class GRUSequence(_Sequence):
         x, h0, w_ih, w_hh, hs, gates, hn = self.saved
         dhs = self._incoming(d_out, d_hn)
         dxw, dhh, dh0 = self.kernels.gru_backward(dhs, _contiguous(w_hh), h0, hs, gates, hn)
-        dx, dw_ih, dw_hh = self._input_grads(dxw, x, w_ih, dhh, self._previous(h0, hs))
+        dx, dw_ih, dw_hh = self._input_grads(dxw, x, w_ih, dhh, h0, hs)
         return dx, dh0, dw_ih, dw_hh, dxw.sum(axis=(0, 1)), dhh.sum(axis=(0, 1))
 
 

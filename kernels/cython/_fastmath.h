@@ -1,0 +1,63 @@
+/* float32 exp, sigmoid and tanh as inline arithmetic that GCC vectorises, for the recurrence
+   kernels' gate loops.
+
+   Why: with -ffast-math GCC turns tanhf in a loop into calls to glibc's libmvec, 8 values per
+   call, but every call spills the loop's live registers and the LSTM forward gate loop makes
+   five of them per 8 units; perf had the calls and their spills at a third of the whole
+   forward kernel.  Written inline, the same functions cost a few FMAs and one division.
+
+   The algorithm is the one of the Numba kernels (kernels/numba_cpu/_fastmath.py, which
+   derives it): exp(x) = 2^n p(r) with n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts so
+   that n ln 2 is exact) and Cephes' degree-7 polynomial p, 2^n built from its IEEE bits;
+   tanh(x) = x + x^3 q(x^2) for |x| < 0.625, else sign(x) (1 - 2 / (e^{2|x|} + 1));
+   sigmoid(x) = 1 / (1 + e^-x).  Results are within a few ulp of the exact values
+   (tests/test_kernels_cython_build.py checks them through the kernels).  Arguments are clamped
+   to |x| <= 87, where float32 exp neither overflows nor reaches the ~100x slower denormals;
+   sigmoid and tanh are already exactly 0, 1 or -1 to float32's absolute precision there
+   (so tgs_expf, their helper, is no general exp: below -87 it gives e^-87, not 0). */
+#ifndef TGS_FASTMATH_H
+#define TGS_FASTMATH_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define TGS_ALWAYS_INLINE static inline __attribute__((always_inline))
+
+TGS_ALWAYS_INLINE float tgs_expf(float x)
+{
+    x = x < -87.0f ? -87.0f : (x > 87.0f ? 87.0f : x);
+    const float n = floorf(x * 1.44269504088896341f + 0.5f);
+    const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    const int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+TGS_ALWAYS_INLINE float tgs_sigmoidf(float x)
+{
+    return 1.0f / (1.0f + tgs_expf(-x));
+}
+
+TGS_ALWAYS_INLINE float tgs_tanhf(float x)
+{
+    const float ax = fabsf(x), z = x * x;
+    float q = -5.70498872745e-3f;
+    q = q * z + 2.06390887954e-2f;
+    q = q * z + -5.37397155531e-2f;
+    q = q * z + 1.33314422036e-1f;
+    q = q * z + -3.33332819422e-1f;
+    const float small = x + x * z * q;
+    const float large = 1.0f - 2.0f / (tgs_expf(2.0f * ax) + 1.0f);
+    return ax < 0.625f ? small : (x < 0.0f ? -large : large);
+}
+
+#endif
