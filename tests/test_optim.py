@@ -196,6 +196,32 @@ def test_clip_grad_norm_matches_torch(max_norm, norm_type):
         np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("model", ["lstm", "sum"])
+def test_clipping_scales_each_gradient_once_when_a_backward_shares_one_array(model):
+    """An LSTM's backward returns one array as the gradient of both of its biases, Add its dy
+    for both operands: each leaf must still get its own .grad, or clip_grad_norm_'s in-place
+    scaling would reach one array twice (biases clipped by coef^2 in every clipped step)."""
+    rng = np.random.default_rng(5)
+    if model == "lstm":
+        ours, theirs = nn.LSTM(3, 4), torch.nn.LSTM(3, 4)
+        ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+        x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+        (ours(Tensor(x))[0] * 100).sum().backward()
+        (theirs(torch.tensor(x))[0] * 100).sum().backward()
+        ours, theirs = list(ours.parameters()), list(theirs.parameters())
+    else:
+        ours = [nn.Parameter(a.copy()) for a in INIT[:1] * 2]
+        theirs = [torch.nn.Parameter(torch.tensor(a.copy())) for a in INIT[:1] * 2]
+        ((ours[0] + ours[1]) * 100).sum().backward()
+        ((theirs[0] + theirs[1]) * 100).sum().backward()
+    assert len({id(p.grad.data) for p in ours}) == len(ours)
+    total = nn.utils.clip_grad_norm_(ours, 1.0)
+    ttotal = torch.nn.utils.clip_grad_norm_(theirs, 1.0)
+    assert float(total.item()) == pytest.approx(float(ttotal), rel=1e-4)
+    for p, q in zip(ours, theirs):
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-4, atol=1e-7)
+
+
 def test_clip_grad_norm_nonfinite_error():
     ours, _ = grads_pair()
     ours[0].grad.data[0, 0] = np.inf

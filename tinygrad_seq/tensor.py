@@ -532,6 +532,10 @@ def _run_backward(root, grad, retain_graph):
     pending = {id(root._ctx): [None] * root._ctx.n_outputs}
     pending[id(root._ctx)][root._out_index] = grad
     retained = {}
+    # A backward may hand one array to two inputs (Add: dy, dy; an LSTM's two biases: db, db).
+    # Two leaves must not share it: their .grad would be one array, and an in-place update of
+    # one (clip_grad_norm_'s g *= coef) would change, here scale twice, the other.
+    given_to_leaves = set()
     for fn in reversed(order):
         out_grads = pending.pop(id(fn), None)
         if out_grads is None:
@@ -548,6 +552,9 @@ def _run_backward(root, grad, retain_graph):
             if parent is None or g is None or not parent.requires_grad:
                 continue
             if parent._ctx is None:
+                if id(g) in given_to_leaves:
+                    g = g.copy()
+                given_to_leaves.add(id(g))
                 parent._accumulate(g)
                 continue
             if parent._retains_grad:
