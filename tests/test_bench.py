@@ -26,6 +26,23 @@ def test_every_workload_steps_in_both_frameworks(workload):
         torch_step()
 
 
+def test_implementations_are_timed_in_interleaved_rounds(monkeypatch):
+    """Warm-ups first, then one step of each implementation per round, each with its own
+    median; and every tgs step runs on the backend it is labelled with."""
+    calls = []
+    medians = benchmark.interleaved_median_ms({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                                              warmup=2, repeats=3)
+    assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3
+    assert set(medians) == {"a", "b"} and all(ms >= 0 for ms in medians.values())
+
+    seen = []
+    monkeypatch.setattr(benchmark, "tgs_step", lambda *args: lambda: seen.append(backend.current()))
+    monkeypatch.setattr(benchmark, "torch_step", lambda *args: None)
+    results = benchmark.run(["lstm_lm"], backends=["numpy", "numba"], warmup=1, repeats=2, echo=lambda line: None)
+    assert [r.impl for r in results] == ["tgs[numpy]", "tgs[numba]"]
+    assert seen == ["numpy", "numba"] + ["numpy", "numba"] * 2
+
+
 def test_table_ratios_and_the_fastest_backend_per_family():
     R = benchmark.Result
     results = [R("lstm_lm", "pytorch", 10.0), R("lstm_lm", "tgs[numba]", 15.0), R("lstm_lm", "tgs[cython]", 12.0),

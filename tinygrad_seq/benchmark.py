@@ -3,7 +3,8 @@
 Each workload of ../shared/benchmarks.md is one training step (forward + backward +
 optimiser update) built twice: once with tinygrad_seq and once with PyTorch, from the
 same sizes.  Both run in the same process, so the ratio compares like with like:
-median of `repeats` timed steps after `warmup` untimed ones.  PyTorch is optional here
+median of `repeats` timed steps after `warmup` untimed ones, the implementations' steps
+taken in turn (one of each per round).  PyTorch is optional here
 (the bench extra); without it the table has no ratio column.
 """
 import dataclasses
@@ -47,14 +48,24 @@ def rnn_step_flops(mode, V, H, B, T):
 
 
 def median_ms(step, warmup=3, repeats=15):
-    for _ in range(warmup):
-        step()
-    times = []
+    return interleaved_median_ms({"step": step}, warmup, repeats)["step"]
+
+
+def interleaved_median_ms(steps, warmup=3, repeats=15):
+    """{name: median ms} of the zero-argument functions in `steps`, timed in rounds of one call
+    each: on a shared machine a burst of someone else's load then slows every implementation
+    in the round alike, instead of whichever one happened to be running (timed one after the
+    other, PyTorch's own lstm_lm step moved by 40% between runs)."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times = {name: [] for name in steps}
     for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 # ---------------------------------------------------------------------------- tinygrad_seq steps
@@ -221,8 +232,8 @@ def torch_step(workload, sizes, device="cpu", seed=0):
 
 
 def run(workloads=None, backends=None, device="cpu", warmup=3, repeats=15, with_torch=True, echo=print):
-    """Time every workload on every requested backend (and PyTorch); returns a list of Result."""
-    import tinygrad_seq as tgs
+    """Time every workload on every requested backend and PyTorch, their steps interleaved
+    (interleaved_median_ms); returns a list of Result."""
     from tinygrad_seq.backend import BACKENDS, unavailable_reason
 
     sizes_table = CPU_SIZES if device == "cpu" else GPU_SIZES
@@ -234,19 +245,27 @@ def run(workloads=None, backends=None, device="cpu", warmup=3, repeats=15, with_
     for workload in workloads:
         sizes = sizes_table[workload]
         flops = rnn_step_flops(RNN_MODES[workload], **sizes) if workload in RNN_MODES else None
-        if with_torch:
-            step = torch_step(workload, sizes, device)
-            if step is not None:
-                ms = median_ms(step, warmup, repeats)
-                results.append(Result(workload, "pytorch", ms, flops / ms / 1e6 if flops else None))
-                echo(f"  {workload:12s} pytorch  {ms:9.1f} ms")
+        steps = {}
+        torch_workload = torch_step(workload, sizes, device) if with_torch else None
+        if torch_workload is not None:
+            steps["pytorch"] = torch_workload
         for name in (["-"] if workload == "scalar_mlp" else backends):
-            with tgs.backend("auto" if name == "-" else name):
-                ms = median_ms(tgs_step(workload, sizes, device), warmup, repeats)
             impl = "tgs" if name == "-" else f"tgs[{name}]"
+            steps[impl] = _on_backend("auto" if name == "-" else name, tgs_step(workload, sizes, device))
+        for impl, ms in interleaved_median_ms(steps, warmup, repeats).items():
             results.append(Result(workload, impl, ms, flops / ms / 1e6 if flops else None))
             echo(f"  {workload:12s} {impl:8s} {ms:9.1f} ms")
     return results
+
+
+def _on_backend(name, step):
+    """`step` run with the kernel backend `name`, whatever the process default is."""
+    import tinygrad_seq as tgs
+
+    def run_step():
+        with tgs.backend(name):
+            step()
+    return run_step
 
 
 # the kernel families whose backend a workload's time mostly depends on

@@ -198,17 +198,18 @@ class LinearFunction(Function):
         if x.shape[-1] != weight.shape[1]:
             raise ValueError(f"linear: input has {x.shape[-1]} features but the weight {tuple(weight.shape)} "
                              f"expects {weight.shape[1]}")
-        self.save_for_backward(x, weight)
-        y = ops.matmul_rows(x, weight.T)
+        rows = _rows2d(x, weight.shape[1])   # a copy when x is a transposed view: made once, kept
+        self.save_for_backward(rows, weight)
+        y = (rows @ weight.T).reshape(*x.shape[:-1], weight.shape[0])
         if bias is not None:
             y += bias
         return y
 
     def backward(self, dy):
-        x, weight = self.saved
+        rows, weight = self.saved
         dy_rows = _rows2d(dy, weight.shape[0])
         dx = ops.matmul_rows(dy, weight) if self.needs_input_grad[0] else None
-        dw = dy_rows.T @ _rows2d(x, weight.shape[1]) if self.needs_input_grad[1] else None
+        dw = dy_rows.T @ rows if self.needs_input_grad[1] else None
         db = dy_rows.sum(axis=0) if self.needs_input_grad[2] else None
         return dx, dw, db
 

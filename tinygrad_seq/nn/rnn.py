@@ -58,14 +58,25 @@ class _Sequence(Function):
     """What the three time-loop ops share: flipping time, the input projection and the GEMMs
     that turn per-step gradients into weight gradients."""
 
-    def _prepare(self, x, w_ih, reverse):
+    def _prepare(self, x, w_ih, bias, reverse):
+        """(inputs, xw): the inputs in the op's time order, with a column of ones after them when
+        there is a bias, and xw = x_t W_ih^T + bias for every step as one GEMM.  The bias is the
+        weight of that constant input (the notes' x_0 = 1), so no pass over xw adds it, and in
+        backward the GEMM that gives dW_ih gives db too."""
         self.reverse = reverse
         x = x[::-1] if reverse else x  # the reverse direction is the forward one on flipped time
-        x = _contiguous(x)
-        T, B, _ = x.shape
-        xw = (x.reshape(T * B, -1) @ w_ih.T).reshape(T, B, -1)
+        T, B, I = x.shape
+        if bias is None:
+            inputs, weight = _contiguous(x), w_ih
+        else:
+            xp = xp_of(x)
+            inputs = xp.empty((T, B, I + 1), dtype=x.dtype)
+            inputs[..., :I] = x
+            inputs[..., I] = 1
+            weight = xp.concatenate([w_ih, bias[:, None]], axis=1)
+        xw = (inputs.reshape(T * B, -1) @ weight.T).reshape(T, B, -1)
         self.kernels = kernels("recurrence", device_of(x))
-        return x, xw
+        return inputs, xw
 
     def _time_order(self, hs):
         return hs[::-1] if self.reverse else hs
@@ -77,28 +88,33 @@ class _Sequence(Function):
         dhs[-1] += d_last
         return dhs
 
-    def _input_grads(self, d_proj, x, w_ih, d_hidden, h0, hs):
-        """dx = d_proj W_ih;  dW_ih = d_proj^T x;  dW_hh = d_hidden^T h_prev, all steps at once.
+    def _input_grads(self, d_proj, inputs, w_ih, d_hidden, h0, hs):
+        """(dx, dW_ih, db, dW_hh), all steps at once: dx = d_proj W_ih;
+        [dW_ih | db] = d_proj^T [x | 1] (db None without a bias column);  dW_hh = d_hidden^T h_prev.
 
-        When d_hidden is d_proj (RNN, LSTM) the two weight gradients are one GEMM,
-        d_proj^T [x | h_prev]: with a character vocabulary x has ~65 columns, and a product that
-        narrow runs at two thirds of BLAS's speed on its own (lstm_lm: 9.8 -> 8.5 ms)."""
+        When d_hidden is d_proj (RNN, LSTM) the weight gradients are one GEMM,
+        d_proj^T [x | 1 | h_prev]: with a character vocabulary x has ~65 columns, and a product
+        that narrow runs at two thirds of BLAS's speed on its own (lstm_lm: 9.8 -> 8.5 ms)."""
         T, B, G = d_proj.shape
         flat = d_proj.reshape(T * B, G)
-        I = x.shape[-1]
-        dx = dw_ih = dw_hh = None
+        I = w_ih.shape[1]
+        wide = inputs.shape[-1]          # I, or I + 1 with the bias column
+        dx = dw_ih = db = dw_hh = None
         if self.needs_input_grad[0]:
-            dx = (flat @ w_ih).reshape(x.shape)
+            dx = (flat @ w_ih).reshape(T, B, I)
             dx = dx[::-1] if self.reverse else dx
-        want_ih, want_hh = self.needs_input_grad[self.W_IH], self.needs_input_grad[self.W_IH + 1]
-        if want_ih and want_hh and d_hidden is d_proj:
-            both = flat.T @ self._previous(h0, hs, beside=x).reshape(T * B, -1)
-            return dx, both[:, :I], both[:, I:]
-        if want_ih:
-            dw_ih = flat.T @ x.reshape(T * B, -1)
-        if want_hh:
-            dw_hh = d_hidden.reshape(T * B, -1).T @ self._previous(h0, hs).reshape(T * B, -1)
-        return dx, dw_ih, dw_hh
+        want_hh = self.needs_input_grad[self.W_IH + 1]
+        if d_hidden is d_proj and want_hh:
+            both = flat.T @ self._previous(h0, hs, beside=inputs).reshape(T * B, -1)
+            dw_hh = both[:, wide:]
+        else:
+            both = flat.T @ inputs.reshape(T * B, -1) if self.needs_input_grad[self.W_IH] or wide > I else None
+            if want_hh:
+                dw_hh = d_hidden.reshape(T * B, -1).T @ self._previous(h0, hs).reshape(T * B, -1)
+        if both is not None:
+            dw_ih = both[:, :I]
+            db = both[:, I] if wide > I else None
+        return dx, dw_ih, db, dw_hh
 
     @staticmethod
     def _previous(h0, hs, beside=None):
@@ -126,20 +142,17 @@ class RNNSequence(_Sequence):
 
     def forward(self, x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", reverse=False):
         _check_dtypes("RNN", x, h0, w_ih, w_hh, b_ih, b_hh)
-        x, xw = self._prepare(x, w_ih, reverse)
-        if b_ih is not None:
-            xw += b_ih + b_hh
+        inputs, xw = self._prepare(x, w_ih, None if b_ih is None else b_ih + b_hh, reverse)
         hs = self.kernels.rnn_forward(xw, _contiguous(w_hh), _contiguous(h0), nonlinearity)
         self.nonlinearity = nonlinearity
-        self.save_for_backward(x, h0, w_ih, w_hh, hs)
+        self.save_for_backward(inputs, h0, w_ih, w_hh, hs)
         return self._time_order(hs), hs[-1]
 
     def backward(self, d_out, d_hn):
-        x, h0, w_ih, w_hh, hs = self.saved
+        inputs, h0, w_ih, w_hh, hs = self.saved
         dhs = self._incoming(d_out, d_hn)
         dpre, dh0 = self.kernels.rnn_backward(dhs, _contiguous(w_hh), _contiguous(h0), hs, self.nonlinearity)
-        dx, dw_ih, dw_hh = self._input_grads(dpre, x, w_ih, dpre, h0, hs)
-        db = dpre.sum(axis=(0, 1))
+        dx, dw_ih, db, dw_hh = self._input_grads(dpre, inputs, w_ih, dpre, h0, hs)
         return dx, dh0, dw_ih, dw_hh, db, db
 
 
@@ -154,20 +167,17 @@ class LSTMSequence(_Sequence):
 
     def forward(self, x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
         _check_dtypes("LSTM", x, h0, c0, w_ih, w_hh, b_ih, b_hh)
-        x, xw = self._prepare(x, w_ih, reverse)
-        if b_ih is not None:
-            xw += b_ih + b_hh
+        inputs, xw = self._prepare(x, w_ih, None if b_ih is None else b_ih + b_hh, reverse)
         h0, c0 = _contiguous(h0), _contiguous(c0)
         hs, cs, gates = self.kernels.lstm_forward(xw, _contiguous(w_hh), h0, c0)
-        self.save_for_backward(x, h0, c0, w_ih, w_hh, hs, cs, gates)
+        self.save_for_backward(inputs, h0, c0, w_ih, w_hh, hs, cs, gates)
         return self._time_order(hs), hs[-1], cs[-1]
 
     def backward(self, d_out, d_hn, d_cn):
-        x, h0, c0, w_ih, w_hh, hs, cs, gates = self.saved
+        inputs, h0, c0, w_ih, w_hh, hs, cs, gates = self.saved
         dhs = self._incoming(d_out, d_hn)
         dpre, dh0, dc0 = self.kernels.lstm_backward(dhs, _contiguous(d_cn), _contiguous(w_hh), h0, c0, hs, cs, gates)
-        dx, dw_ih, dw_hh = self._input_grads(dpre, x, w_ih, dpre, h0, hs)
-        db = dpre.sum(axis=(0, 1))
+        dx, dw_ih, db, dw_hh = self._input_grads(dpre, inputs, w_ih, dpre, h0, hs)
         return dx, dh0, dc0, dw_ih, dw_hh, db, db
 
 
@@ -183,22 +193,19 @@ class GRUSequence(_Sequence):
 
     def forward(self, x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
         _check_dtypes("GRU", x, h0, w_ih, w_hh, b_ih, b_hh)
-        x, xw = self._prepare(x, w_ih, reverse)
-        if b_ih is not None:
-            xw += b_ih
-        xp = xp_of(x)
-        b_hh = xp.zeros(w_hh.shape[0], dtype=x.dtype) if b_hh is None else _contiguous(b_hh)
+        inputs, xw = self._prepare(x, w_ih, b_ih, reverse)
+        b_hh = xp_of(x).zeros(w_hh.shape[0], dtype=x.dtype) if b_hh is None else _contiguous(b_hh)
         h0 = _contiguous(h0)
         hs, gates, hn = self.kernels.gru_forward(xw, _contiguous(w_hh), b_hh, h0)
-        self.save_for_backward(x, h0, w_ih, w_hh, hs, gates, hn)
+        self.save_for_backward(inputs, h0, w_ih, w_hh, hs, gates, hn)
         return self._time_order(hs), hs[-1]
 
     def backward(self, d_out, d_hn):
-        x, h0, w_ih, w_hh, hs, gates, hn = self.saved
+        inputs, h0, w_ih, w_hh, hs, gates, hn = self.saved
         dhs = self._incoming(d_out, d_hn)
         dxw, dhh, dh0 = self.kernels.gru_backward(dhs, _contiguous(w_hh), h0, hs, gates, hn)
-        dx, dw_ih, dw_hh = self._input_grads(dxw, x, w_ih, dhh, h0, hs)
-        return dx, dh0, dw_ih, dw_hh, dxw.sum(axis=(0, 1)), dhh.sum(axis=(0, 1))
+        dx, dw_ih, db_ih, dw_hh = self._input_grads(dxw, inputs, w_ih, dhh, h0, hs)
+        return dx, dh0, dw_ih, dw_hh, db_ih, dhh.sum(axis=(0, 1))
 
 
 # ---------------------------------------------------------------------------- initialisation
