@@ -9,7 +9,8 @@ core, see _common.pxi) that stays together for the whole sequence:
     units (dL/dh_{t-1}[:, j] = dL/da_t @ W_hh[:, j]).  BLAS would repack the whole matrix at
     every step, which at B ~ 32 rows costs as much as the product itself;
   * per step it multiplies the full h_{t-1} (or dL/da_t) by its packed share, then does the
-    gate arithmetic of its own units (vectorised by GCC; tanh through glibc's libmvec);
+    gate arithmetic of its own units (vectorised by GCC; float32 tanh and sigmoid written
+    inline, _fastmath.h, so no call breaks the vector loop);
   * the threads meet at one barrier per step, once the step's h_t (or dL/da_t) is complete.
 
 Each thread's share of W_hh (0.5 MB for an LSTM with H=256 on 2 cores) stays in its core's

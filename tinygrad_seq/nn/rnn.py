@@ -108,7 +108,9 @@ class _Sequence(Function):
             both = flat.T @ self._previous(h0, hs, beside=inputs).reshape(T * B, -1)
             dw_hh = both[:, wide:]
         else:
-            both = flat.T @ inputs.reshape(T * B, -1) if self.needs_input_grad[self.W_IH] or wide > I else None
+            both = None
+            if self.needs_input_grad[self.W_IH] or wide > I:
+                both = flat.T @ inputs.reshape(T * B, -1)
             if want_hh:
                 dw_hh = d_hidden.reshape(T * B, -1).T @ self._previous(h0, hs).reshape(T * B, -1)
         if both is not None:
