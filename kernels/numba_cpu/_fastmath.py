@@ -129,18 +129,23 @@ def _tanh_overload(x):
     if _is_float32(x):
         def tanh32(x):
             ax = abs(x)
-            # |x| < 0.625: odd polynomial (Cephes tanhf)
-            z = x * x
+            # |x| < 0.625: odd polynomial (Cephes tanhf), on x clamped to [-1, 1] so that it
+            # stays finite where it is not used
+            s = min(max(x, -_ONE), _ONE)
+            z = s * s
             q = _TANH_P[0]
             q = q * z + _TANH_P[1]
             q = q * z + _TANH_P[2]
             q = q * z + _TANH_P[3]
             q = q * z + _TANH_P[4]
-            small = x + x * z * q
+            small = s + s * z * q
             # otherwise 1 - 2 / (e^{2|x|} + 1), which has no cancellation there
-            large = _ONE - _TWO / (exp(_TWO * ax) + _ONE)
-            large = large if x >= _ZERO else -large
-            return small if ax < _TANH_SMALL else large
+            large = math.copysign(_ONE - _TWO / (exp(_TWO * ax) + _ONE), x)
+            # w * small + (1 - w) * large with w = 0 or 1 is an exact choice between two finite
+            # values; a conditional expression here made Numba's inliner print a
+            # NumbaIRAssumptionWarning (an internal pedantic check) at every kernel compile
+            w = np.float32(ax < _TANH_SMALL)
+            return w * small + (_ONE - w) * large
         return tanh32
     if isinstance(x, types.Float):
         return lambda x: math.tanh(x)
