@@ -20,7 +20,8 @@ and tanh are already exactly 0, 1 or -1 there to within float32 absolute precisi
 NaN goes through as NaN.
 
 float64 uses libm's exact `math.exp` / `math.tanh` (scalar; float64 is the checking precision,
-not the fast one).
+not the fast one).  kernels/cython/_fastmath.h is the same algorithm in C, for the Cython
+recurrences.
 
 `zero_of(a)` / `one_of(a)` are 0 and 1 in the dtype of array `a`: in Numba a bare literal
 promotes float32 to float64 (`1 - x` is float64 for a float32 x), which would halve the SIMD
