@@ -539,6 +539,20 @@ def test_backward_on_a_leaf_and_retain_grad():
     close(a.grad, [24.0])
 
 
+def test_tensors_given_one_gradient_array_keep_their_own_grads():
+    """Add hands dy to both operands: leaves and retained non-leaves alike must each get their
+    own .grad array, so that scaling one in place leaves the other alone."""
+    a, b = Tensor([1.0, 2.0], requires_grad=True), Tensor([3.0, 4.0], requires_grad=True)
+    x, y = (a * 2).retain_grad(), (b * 3).retain_grad()
+    (a + b + x + y).sum().backward()
+    x.grad.data *= 10
+    a.grad.data *= 10
+    close(y.grad, [1.0, 1.0])
+    close(b.grad, [4.0, 4.0])
+    close(x.grad, [10.0, 10.0])
+    close(a.grad, [30.0, 30.0])
+
+
 def test_retain_graph_allows_a_second_backward():
     x = Tensor([2.0], requires_grad=True, dtype=np.float64)
     y = (x * x).sum()

@@ -533,9 +533,16 @@ def _run_backward(root, grad, retain_graph):
     pending[id(root._ctx)][root._out_index] = grad
     retained = {}
     # A backward may hand one array to two inputs (Add: dy, dy; an LSTM's two biases: db, db).
-    # Two leaves must not share it: their .grad would be one array, and an in-place update of
-    # one (clip_grad_norm_'s g *= coef) would change, here scale twice, the other.
-    given_to_leaves = set()
+    # Two tensors must not keep it as their .grad: an in-place update of one (clip_grad_norm_'s
+    # g *= coef) would change, here scale twice, the other.
+    stored_ids = set()
+
+    def own(g):
+        if id(g) in stored_ids:
+            g = g.copy()
+        stored_ids.add(id(g))
+        return g
+
     for fn in reversed(order):
         out_grads = pending.pop(id(fn), None)
         if out_grads is None:
@@ -552,10 +559,7 @@ def _run_backward(root, grad, retain_graph):
             if parent is None or g is None or not parent.requires_grad:
                 continue
             if parent._ctx is None:
-                if id(g) in given_to_leaves:
-                    g = g.copy()
-                given_to_leaves.add(id(g))
-                parent._accumulate(g)
+                parent._accumulate(own(g))
                 continue
             if parent._retains_grad:
                 retained.setdefault(id(parent), [parent, None])
@@ -568,7 +572,7 @@ def _run_backward(root, grad, retain_graph):
             fn.freed = True
             fn.saved = None
     for tensor, g in retained.values():
-        tensor._accumulate(g)
+        tensor._accumulate(own(g))
 
 
 def _zeros_like_meta(fn, index, like):
