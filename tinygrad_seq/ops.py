@@ -108,27 +108,33 @@ class Pow(Function):
     def backward(self, dy):
         (x,) = self.saved
         p = self.exponent
-        return dy * p * x ** (p - 1) if p != 0 else dy * 0
+        if p == 0:
+            return dy * 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return dy * p * x ** (p - 1)
 
 
 class PowTensor(Function):
-    """y = a^b for tensors;  da = dy * b * a^(b-1), db = dy * a^b * log(a)."""
+    """y = a^b for tensors;  da = dy * b * a^(b-1) (0 where b = 0),
+    db = dy * a^b * ln a (0 where a = 0 and b >= 0, where a^b is constant 0 or 1), as PyTorch."""
 
     def forward(self, a, b):
         _broadcast_shape("pow", a, b)
-        y = a ** b
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y = a ** b
         self.save_for_backward(a, b, y)
         return y
 
     def backward(self, dy):
         a, b, y = self.saved
         xp = xp_of(y)
-        da = unbroadcast(dy * b * a ** (b - 1), a.shape) if self.needs_input_grad[0] else None
-        db = None
-        if self.needs_input_grad[1]:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                log_a = xp.where(a > 0, xp.log(xp.where(a > 0, a, 1)), 0)
-            db = unbroadcast(dy * y * log_a, b.shape)
+        da = db = None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.needs_input_grad[0]:
+                da = unbroadcast(xp.where(b == 0, 0, dy * b * a ** (b - 1)), a.shape).astype(dy.dtype, copy=False)
+            if self.needs_input_grad[1]:
+                db = xp.where((a == 0) & (b >= 0), 0, dy * y * xp.log(a))
+                db = unbroadcast(db, b.shape).astype(dy.dtype, copy=False)
         return da, db
 
 
@@ -390,7 +396,9 @@ def _normalize_axis(axis, ndim):
     for a in axes:
         if not -ndim <= a < max(ndim, 1):
             raise IndexError(f"dimension {a} is out of range for a tensor of {ndim} dimensions")
-    return tuple(sorted(a % max(ndim, 1) for a in axes))
+    if ndim == 0:  # PyTorch lets dim 0 / -1 name the one "dimension" of a 0-d tensor
+        return ()
+    return tuple(sorted(a % ndim for a in axes))
 
 
 def _expand_reduced(dy, shape, axis, keepdims):
@@ -418,7 +426,8 @@ class Sum(Function):
 
 
 class Max(Function):
-    """y = max of x over `axis`;  dx = dy at the maximal entries (shared equally among ties)."""
+    """y = max of x over `axis` (torch.amax);  dx = dy at the maximal entries (shared equally
+    among ties).  `max(dim)` with indices is a Gather at the argmax instead."""
 
     def forward(self, x, axis=None, keepdims=False):
         self.axis = _normalize_axis(axis, x.ndim)
@@ -612,3 +621,314 @@ class NLLLoss(Function):
             scale = scale / self.total
         dlogp[xp.arange(self.shape[0]), self.safe] = scale
         return dlogp, None
+
+
+# ---------------------------------------------------------------------------- more elementwise functions
+class Sin(Function):
+    """y = sin x;  dx = dy * cos x."""
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        return xp_of(x).sin(x)
+
+    def backward(self, dy):
+        return dy * xp_of(dy).cos(self.saved[0])
+
+
+class Cos(Function):
+    """y = cos x;  dx = -dy * sin x."""
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        return xp_of(x).cos(x)
+
+    def backward(self, dy):
+        return -dy * xp_of(dy).sin(self.saved[0])
+
+
+class Tan(Function):
+    """y = tan x;  dx = dy * (1 + y^2)."""
+
+    def forward(self, x):
+        y = xp_of(x).tan(x)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, dy):
+        (y,) = self.saved
+        return dy * (1 + y * y)
+
+
+class Asin(Function):
+    """y = arcsin x;  dx = dy / sqrt(1 - x^2)."""
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        with np.errstate(invalid="ignore"):
+            return xp_of(x).arcsin(x)
+
+    def backward(self, dy):
+        (x,) = self.saved
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return dy / xp_of(x).sqrt(1 - x * x)
+
+
+class Acos(Function):
+    """y = arccos x;  dx = -dy / sqrt(1 - x^2)."""
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        with np.errstate(invalid="ignore"):
+            return xp_of(x).arccos(x)
+
+    def backward(self, dy):
+        (x,) = self.saved
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return -dy / xp_of(x).sqrt(1 - x * x)
+
+
+class Atan(Function):
+    """y = arctan x;  dx = dy / (1 + x^2)."""
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        return xp_of(x).arctan(x)
+
+    def backward(self, dy):
+        (x,) = self.saved
+        return dy / (1 + x * x)
+
+
+class Sinh(Function):
+    """y = sinh x;  dx = dy * cosh x."""
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        return xp_of(x).sinh(x)
+
+    def backward(self, dy):
+        return dy * xp_of(dy).cosh(self.saved[0])
+
+
+class Cosh(Function):
+    """y = cosh x;  dx = dy * sinh x."""
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        return xp_of(x).cosh(x)
+
+    def backward(self, dy):
+        return dy * xp_of(dy).sinh(self.saved[0])
+
+
+class Asinh(Function):
+    """y = arsinh x;  dx = dy / sqrt(x^2 + 1)."""
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        return xp_of(x).arcsinh(x)
+
+    def backward(self, dy):
+        (x,) = self.saved
+        return dy / xp_of(x).sqrt(x * x + 1)
+
+
+class Acosh(Function):
+    """y = arcosh x (x >= 1);  dx = dy / sqrt(x^2 - 1)."""
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        with np.errstate(invalid="ignore"):
+            return xp_of(x).arccosh(x)
+
+    def backward(self, dy):
+        (x,) = self.saved
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return dy / xp_of(x).sqrt(x * x - 1)
+
+
+class Atanh(Function):
+    """y = artanh x (|x| < 1);  dx = dy / (1 - x^2)."""
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return xp_of(x).arctanh(x)
+
+    def backward(self, dy):
+        (x,) = self.saved
+        with np.errstate(divide="ignore"):
+            return dy / (1 - x * x)
+
+
+class Rsqrt(Function):
+    """y = 1 / sqrt x;  dx = -dy * y^3 / 2."""
+
+    def forward(self, x):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y = 1 / xp_of(x).sqrt(x)
+        self.save_for_backward(y)
+        return y.astype(x.dtype, copy=False)
+
+    def backward(self, dy):
+        (y,) = self.saved
+        return -0.5 * dy * y * y * y
+
+
+class Log1p(Function):
+    """y = ln(1 + x);  dx = dy / (1 + x)."""
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return xp_of(x).log1p(x)
+
+    def backward(self, dy):
+        return dy / (1 + self.saved[0])
+
+
+class Expm1(Function):
+    """y = e^x - 1;  dx = dy * (y + 1)."""
+
+    def forward(self, x):
+        y = xp_of(x).expm1(x)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, dy):
+        return dy * (self.saved[0] + 1)
+
+
+class Erf(Function):
+    """y = erf x;  dx = dy * 2 / sqrt(pi) * e^(-x^2)."""
+
+    def forward(self, x):
+        from scipy.special import erf
+        self.save_for_backward(x)
+        return erf(to_device(x, "cpu")).astype(x.dtype) if xp_of(x) is np else xp_of(x).asarray(erf(x.get()))
+
+    def backward(self, dy):
+        (x,) = self.saved
+        return dy * (2 / math.sqrt(math.pi)) * xp_of(x).exp(-x * x)
+
+
+class StepFunction(Function):
+    """y = floor / ceil / round (half to even) / trunc / sign of x;  dx = 0 (a step function's
+    derivative, taken as zero at the jumps as PyTorch does)."""
+
+    def forward(self, x, kind):
+        xp = xp_of(x)
+        fn = {"floor": xp.floor, "ceil": xp.ceil, "round": xp.round, "trunc": xp.trunc, "sign": xp.sign}[kind]
+        return fn(x)
+
+    def backward(self, dy):
+        return xp_of(dy).zeros_like(dy)
+
+
+class Maximum(Function):
+    """y = max(a, b) elementwise;  the gradient goes to the larger input, split in half on ties
+    (PyTorch's rule)."""
+
+    def forward(self, a, b):
+        _broadcast_shape("maximum", a, b)
+        self.save_for_backward(a, b)
+        return xp_of(a).maximum(a, b)
+
+    def backward(self, dy):
+        a, b = self.saved
+        share = (a > b) + 0.5 * (a == b)
+        da = unbroadcast(dy * share, a.shape).astype(dy.dtype) if self.needs_input_grad[0] else None
+        db = unbroadcast(dy * (1 - share), b.shape).astype(dy.dtype) if self.needs_input_grad[1] else None
+        return da, db
+
+
+# ---------------------------------------------------------------------------- more reductions
+class Prod(Function):
+    """y = prod of x along one `axis`;  dx_i = dy * prod_{j != i} x_j, from prefix and suffix
+    products so that zeros in x are handled exactly (no division by x)."""
+
+    def forward(self, x, axis, keepdims=False):
+        self.axis, self.keepdims = axis, keepdims
+        self.save_for_backward(x)
+        return x.prod(axis=axis, keepdims=keepdims)
+
+    def backward(self, dy):
+        (x,) = self.saved
+        xp = xp_of(x)
+        rows = xp.moveaxis(x, self.axis, -1)
+        ones = xp.ones(rows.shape[:-1] + (1,), dtype=x.dtype)
+        before = xp.cumprod(xp.concatenate([ones, rows[..., :-1]], axis=-1), axis=-1)
+        after = xp.flip(xp.cumprod(xp.concatenate([ones, xp.flip(rows, -1)[..., :-1]], axis=-1), axis=-1), -1)
+        g = dy if self.keepdims else xp.expand_dims(dy, self.axis)
+        return xp.moveaxis(before * after * xp.moveaxis(g, self.axis, -1), -1, self.axis)
+
+
+class CumSum(Function):
+    """y_i = sum_{j <= i} x_j along `axis`;  dx_j = sum_{i >= j} dy_i (a reversed cumsum)."""
+
+    def forward(self, x, axis):
+        self.axis = axis
+        return xp_of(x).cumsum(x, axis=axis, dtype=x.dtype if x.dtype.kind == "f" else np.int64)
+
+    def backward(self, dy):
+        xp = xp_of(dy)
+        return xp.flip(xp.cumsum(xp.flip(dy, self.axis), axis=self.axis), self.axis)
+
+
+def along_axis_index(index, axis):
+    """The full advanced index that picks `index` (an integer array) along `axis`, as
+    take_along_axis does: a tuple usable with x[...] and xp.add.at."""
+    xp = xp_of(index)
+    parts = []
+    for d in range(index.ndim):
+        if d == axis:
+            parts.append(index)
+        else:
+            shape = [1] * index.ndim
+            shape[d] = index.shape[d]
+            parts.append(xp.arange(index.shape[d]).reshape(shape))
+    return tuple(parts)
+
+
+class Gather(Function):
+    """y = x picked at `index` along `axis` (torch.gather; take_along_axis);
+    dx = zeros with dy added back at the picked positions (repeated picks accumulate)."""
+
+    def forward(self, x, index, axis):
+        xp = xp_of(x)
+        if index.ndim != x.ndim:
+            raise ValueError(f"gather: index has {index.ndim} dimensions but the input has {x.ndim}; they must match")
+        if index.size and (int(index.min()) < -x.shape[axis] or int(index.max()) >= x.shape[axis]):
+            raise IndexError(f"gather: index out of range for dimension {axis} of size {x.shape[axis]}")
+        self.shape, self.where = x.shape, along_axis_index(xp.asarray(index, dtype=np.int64), axis)
+        return x[self.where]
+
+    def backward(self, dy):
+        xp = xp_of(dy)
+        dx = xp.zeros(self.shape, dtype=dy.dtype)
+        xp.add.at(dx, self.where, dy)
+        return dx, None
+
+
+class SetItem(Function):
+    """y = a copy of x with y[index] = v;  dx = dy with zeros at index, dv = dy[index] summed back
+    to v's shape (where an advanced index repeats a position, the last write wins in y)."""
+
+    def forward(self, x, value, index):
+        xp = xp_of(x)
+        y = x.copy()
+        try:
+            y[index] = value
+        except (IndexError, ValueError) as exc:
+            raise type(exc)(f"setitem: cannot assign a value of shape {tuple(xp.shape(value))} to index "
+                            f"{index!r} of a tensor of shape {tuple(x.shape)}: {exc}") from None
+        self.index, self.value_shape = index, xp.shape(value)
+        return y
+
+    def backward(self, dy):
+        dx = None
+        if self.needs_input_grad[0]:
+            dx = dy.copy()
+            dx[self.index] = 0
+        dv = unbroadcast(dy[self.index], self.value_shape) if self.needs_input_grad[1] else None
+        return dx, dv

@@ -9,6 +9,7 @@ the gradients of its tensor inputs.  Both sit side by side in one small class (s
 so a graph of any depth works.
 """
 import contextlib
+from collections import namedtuple
 
 import numpy as np
 
@@ -37,6 +38,31 @@ class enable_grad(no_grad):
     def __enter__(self):
         self._prev = _grad_enabled[0]
         _grad_enabled[0] = True
+
+
+class set_grad_enabled(no_grad):
+    """`with set_grad_enabled(False):` as no_grad, `(True)` as enable_grad; calling it without
+    `with` switches recording on or off from here on, as in PyTorch."""
+
+    def __init__(self, mode):
+        self._prev = _grad_enabled[0]
+        self.mode = bool(mode)
+        _grad_enabled[0] = self.mode
+
+    def __enter__(self):
+        _grad_enabled[0] = self.mode
+
+
+class return_types:
+    """The (values, indices) named tuples of max/min/sort/topk/kthvalue/median(dim), named as
+    PyTorch's torch.return_types: `values, indices = x.max(1)` and `x.max(1).indices` both work."""
+
+    max = namedtuple("max", ("values", "indices"))
+    min = namedtuple("min", ("values", "indices"))
+    sort = namedtuple("sort", ("values", "indices"))
+    topk = namedtuple("topk", ("values", "indices"))
+    kthvalue = namedtuple("kthvalue", ("values", "indices"))
+    median = namedtuple("median", ("values", "indices"))
 
 
 class Function:
@@ -231,41 +257,78 @@ class Tensor:
             self.grad = Tensor._wrap(self.grad.data + grad)
 
     # ------------------------------------------------------------------ devices and dtypes
-    def to(self, device=None, dtype=None):
-        """Move to 'cpu' / 'cuda' and/or cast; differentiable (the gradient moves back)."""
+    def to(self, *args, device=None, dtype=None, non_blocking=False, copy=False):
+        """Move to 'cpu' / 'cuda' and/or cast; differentiable (the gradient moves back).
+        As PyTorch: `x.to("cuda")`, `x.to(tgs.float64)`, `x.to("cpu", tgs.float64)`, `x.to(other)`."""
+        for arg in args:
+            if isinstance(arg, Tensor):
+                device, dtype = arg.device, arg.dtype
+            elif _is_device(arg):
+                device = arg
+            else:
+                dtype = arg
         out = self
         if dtype is not None and np.dtype(dtype) != self.dtype:
             out = out.astype(dtype)
         if device is not None and normalize_device(device) != self.device:
             out = _ops().ToDevice.apply(out, device=normalize_device(device))
-        return out
+        return out.clone() if copy and out is self else out
 
     def cpu(self):
         return self.to("cpu")
 
-    def cuda(self):
+    def cuda(self, device=None):
         return self.to("cuda")
 
     def astype(self, dtype):
         return _ops().Cast.apply(self, dtype=np.dtype(dtype))
 
-    def float(self):
-        return self.astype(np.float32)
+    def type(self, dtype=None):
+        """The dtype's name without an argument, else a cast (`x.type(tgs.float64)`)."""
+        return str(self.dtype) if dtype is None else self.to(dtype=dtype)
 
-    def double(self):
-        return self.astype(np.float64)
+    def type_as(self, other):
+        return self.to(dtype=other.dtype)
 
-    def long(self):
-        return self.astype(np.int64)
+    def float(self): return self.astype(np.float32)
+    def double(self): return self.astype(np.float64)
+    def half(self): return self.astype(np.float16)
+    def long(self): return self.astype(np.int64)
+    def int(self): return self.astype(np.int32)
+    def short(self): return self.astype(np.int16)
+    def char(self): return self.astype(np.int8)
+    def byte(self): return self.astype(np.uint8)
+    def bool(self): return self.astype(np.bool_)
 
-    def bool(self):
-        return self.astype(np.bool_)
+    def is_floating_point(self):
+        return self.dtype.kind == "f"
+
+    def element_size(self):
+        return self.dtype.itemsize
+
+    nelement = numel
 
     def contiguous(self):
         return self
 
     def clone(self):
         return _ops().Clone.apply(self)
+
+    def new_tensor(self, data, dtype=None, requires_grad=False):
+        return Tensor(data, dtype=dtype or self.dtype, device=self.device, requires_grad=requires_grad)
+
+    def new_full(self, size, fill_value, dtype=None, requires_grad=False):
+        xp = xp_of(self.data)
+        return Tensor(xp.full(_shape_args((size,)), fill_value, dtype=np.dtype(dtype or self.dtype)),
+                      requires_grad=requires_grad)
+
+    def new_zeros(self, *size, dtype=None, requires_grad=False):
+        return self.new_full(_shape_args(size), 0, dtype, requires_grad)
+
+    def new_ones(self, *size, dtype=None, requires_grad=False):
+        return self.new_full(_shape_args(size), 1, dtype, requires_grad)
+
+    new_empty = new_zeros
 
     # ------------------------------------------------------------------ arithmetic
     def _operand(self, other):
@@ -287,7 +350,12 @@ class Tensor:
     def __rmul__(self, other): return _ops().Mul.apply(self._operand(other), self)
     def __truediv__(self, other): return _ops().Div.apply(self, self._operand(other))
     def __rtruediv__(self, other): return _ops().Div.apply(self._operand(other), self)
+    def __floordiv__(self, other): return self.div(other, rounding_mode="floor")
+    def __rfloordiv__(self, other): return self._operand(other).div(self, rounding_mode="floor")
+    def __mod__(self, other): return self.remainder(other)
+    def __rmod__(self, other): return self._operand(other).remainder(self)
     def __neg__(self): return _ops().Neg.apply(self)
+    def __abs__(self): return self.abs()
     def __matmul__(self, other): return _ops().MatMul.apply(self, self._operand(other))
     def __rmatmul__(self, other): return _ops().MatMul.apply(self._operand(other), self)
 
@@ -299,8 +367,69 @@ class Tensor:
     def __rpow__(self, base):
         return _ops().PowTensor.apply(self._operand(base), self)
 
+    def add(self, other, *, alpha=1):
+        return self + (other if alpha == 1 else self._operand(other) * alpha)
+
+    def sub(self, other, *, alpha=1):
+        return self - (other if alpha == 1 else self._operand(other) * alpha)
+
+    def mul(self, other): return self * other
+    def div(self, other, *, rounding_mode=None):
+        """a / b; rounding_mode 'floor' or 'trunc' rounds the quotient (its gradient is zero)."""
+        if rounding_mode is None:
+            return self / other
+        if self.dtype.kind in "iu" and (not isinstance(other, Tensor) or other.dtype.kind in "iu") \
+                and not isinstance(other, float):
+            other = other.data if isinstance(other, Tensor) else other
+            q = xp_of(self.data).floor_divide(self.data, other) if rounding_mode == "floor" else \
+                xp_of(self.data).trunc(self.data / other).astype(self.dtype)
+            return Tensor._wrap(q)
+        if rounding_mode not in ("floor", "trunc"):
+            raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', not {rounding_mode!r}")
+        return _ops().StepFunction.apply(self / other, kind=rounding_mode)
+
+    def remainder(self, other):
+        """a - b * floor(a / b) (the sign of b, as Python's % and PyTorch's remainder)."""
+        if self.dtype.kind in "iu" and not isinstance(other, (float, Tensor)):
+            return Tensor._wrap(self.data % other)
+        return self - self.div(other, rounding_mode="floor") * other
+
+    multiply, divide, true_divide, subtract = mul, div, div, sub
+    floor_divide = __floordiv__
+
+    def pow(self, exponent): return self ** exponent
+    def neg(self): return -self
+    negative = neg
+    def reciprocal(self): return 1.0 / self
+    def matmul(self, other): return self @ other
+    mm = bmm = mv = matmul
+
+    def dot(self, other):
+        if self.ndim != 1 or other.ndim != 1:
+            raise ValueError(f"dot: needs two 1-D tensors, got shapes {self.shape} and {tuple(other.shape)}")
+        return self @ other
+
+    def outer(self, other):
+        return self.reshape(-1, 1) * other.reshape(1, -1)
+
+    def maximum(self, other): return _ops().Maximum.apply(self, self._operand(other))
+    def minimum(self, other): return -_ops().Maximum.apply(-self, -self._operand(other))
+
+    def lerp(self, end, weight):
+        """self + weight * (end - self)."""
+        return self + (self._operand(end) - self) * weight
+
     def __getitem__(self, index):
         return _ops().GetItem.apply(self, index=_unwrap_index(index))
+
+    def __setitem__(self, index, value):
+        """x[index] = value, as PyTorch: in place, recorded in the graph when x or value takes
+        part in one (refused for a leaf that requires grad, whose .grad would be ill-defined)."""
+        index = _unwrap_index(index)
+        value = value if isinstance(value, Tensor) else self._operand(value)
+        self._assign(lambda old: _ops().SetItem.apply(old, value, index=index),
+                     lambda: self.data.__setitem__(index, value.data.astype(self.dtype, copy=False)),
+                     "an index assignment", value)
 
     # comparisons make boolean tensors with no graph (masks, accuracy)
     def _compare(self, other, op):
@@ -318,15 +447,66 @@ class Tensor:
     def __invert__(self): return Tensor._wrap(~self.data)
     def __and__(self, other): return self._compare(other, lambda a, b: a & b)
     def __or__(self, other): return self._compare(other, lambda a, b: a | b)
+    def __xor__(self, other): return self._compare(other, lambda a, b: a ^ b)
+    eq, ne, lt, le, gt, ge = __eq__, __ne__, __lt__, __le__, __gt__, __ge__
+    greater, less, greater_equal, less_equal, not_equal = gt, lt, ge, le, ne
 
-    def any(self): return Tensor._wrap(xp_of(self.data).asarray(self.data.any()))
-    def all(self): return Tensor._wrap(xp_of(self.data).asarray(self.data.all()))
+    def logical_not(self): return Tensor._wrap(xp_of(self.data).logical_not(self.data))
+    def logical_and(self, other): return self._compare(other, lambda a, b: xp_of(a).logical_and(a, b))
+    def logical_or(self, other): return self._compare(other, lambda a, b: xp_of(a).logical_or(a, b))
+    def isnan(self): return Tensor._wrap(xp_of(self.data).isnan(self.data))
+    def isinf(self): return Tensor._wrap(xp_of(self.data).isinf(self.data))
+    def isfinite(self): return Tensor._wrap(xp_of(self.data).isfinite(self.data))
+
+    def isclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+        return self._compare(other, lambda a, b: xp_of(a).isclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan))
+
+    def allclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+        return bool(self.isclose(other, rtol, atol, equal_nan).all())
+
+    def equal(self, other):
+        return self.shape == other.shape and bool((self == other).all())
+
+    def any(self, dim=None, keepdim=False):
+        return Tensor._wrap(xp_of(self.data).asarray(self.data.any(axis=_axis(dim, self.ndim), keepdims=keepdim)))
+
+    def all(self, dim=None, keepdim=False):
+        return Tensor._wrap(xp_of(self.data).asarray(self.data.all(axis=_axis(dim, self.ndim), keepdims=keepdim)))
+
+    def nonzero(self, *, as_tuple=False):
+        found = xp_of(self.data).nonzero(self.data)
+        if as_tuple:
+            return tuple(Tensor._wrap(i) for i in found)
+        return Tensor._wrap(xp_of(self.data).stack(found, axis=-1) if found else xp_of(self.data).zeros((1, 0), np.int64))
+
+    def count_nonzero(self, dim=None):
+        return Tensor._wrap(xp_of(self.data).asarray(xp_of(self.data).count_nonzero(self.data, axis=_axis(dim, self.ndim))))
 
     # ------------------------------------------------------------------ elementwise
     def exp(self): return _ops().Exp.apply(self)
     def log(self): return _ops().Log.apply(self)
+    def log2(self): return self.log() * (1 / np.log(2))
+    def log10(self): return self.log() * (1 / np.log(10))
+    def log1p(self): return _ops().Log1p.apply(self)
+    def expm1(self): return _ops().Expm1.apply(self)
+    def exp2(self): return _ops().PowTensor.apply(self._operand(2.0), self)
     def sqrt(self): return _ops().Sqrt.apply(self)
+    def rsqrt(self): return _ops().Rsqrt.apply(self)
     def abs(self): return _ops().Abs.apply(self)
+    absolute = abs
+    def sin(self): return _ops().Sin.apply(self)
+    def cos(self): return _ops().Cos.apply(self)
+    def tan(self): return _ops().Tan.apply(self)
+    def asin(self): return _ops().Asin.apply(self)
+    def acos(self): return _ops().Acos.apply(self)
+    def atan(self): return _ops().Atan.apply(self)
+    def sinh(self): return _ops().Sinh.apply(self)
+    def cosh(self): return _ops().Cosh.apply(self)
+    def asinh(self): return _ops().Asinh.apply(self)
+    def acosh(self): return _ops().Acosh.apply(self)
+    def atanh(self): return _ops().Atanh.apply(self)
+    arcsin, arccos, arctan, arcsinh, arccosh, arctanh = asin, acos, atan, asinh, acosh, atanh
+    def erf(self): return _ops().Erf.apply(self)
     def tanh(self): return _ops().Tanh.apply(self)
     def sigmoid(self): return _ops().Sigmoid.apply(self)
     def relu(self): return _ops().ReLU.apply(self)
@@ -334,14 +514,59 @@ class Tensor:
     def gelu(self, approximate="none"): return _ops().GELU.apply(self, approximate=approximate)
     def square(self): return self * self
 
+    def _step(self, kind):
+        if self.dtype.kind != "f":
+            return Tensor._wrap(xp_of(self.data).sign(self.data)) if kind == "sign" else self.clone()
+        return _ops().StepFunction.apply(self, kind=kind)
+
+    def floor(self): return self._step("floor")
+    def ceil(self): return self._step("ceil")
+    def trunc(self): return self._step("trunc")
+    fix = trunc
+    def sign(self): return self._step("sign")
+
+    def round(self, decimals=0):
+        """Round half to even (as PyTorch); `decimals` places after the point."""
+        if decimals == 0:
+            return self._step("round")
+        scale = 10.0 ** decimals
+        return (self * scale)._step("round") / scale
+
     def clip(self, min=None, max=None):
+        if isinstance(min, Tensor) or isinstance(max, Tensor):
+            out = self if min is None else self.maximum(min)
+            return out if max is None else out.minimum(max)
         return _ops().Clip.apply(self, low=min, high=max)
 
     clamp = clip
+    def clamp_min(self, min): return self.clip(min=min)
+    def clamp_max(self, max): return self.clip(max=max)
 
     def masked_fill(self, mask, value):
         """Positions where `mask` is True take `value`; the gradient there is zero."""
+        mask = mask.data if isinstance(mask, Tensor) else mask
         return _ops().Where.apply(mask, self._operand(value), self)
+
+    def where(self, condition, other):
+        """self where condition holds, else other (Tensor.where as PyTorch)."""
+        condition = condition.data if isinstance(condition, Tensor) else condition
+        return _ops().Where.apply(condition, self, self._operand(other))
+
+    def tril(self, diagonal=0):
+        """The lower triangle (entries j <= i + diagonal of the last two axes), the rest 0."""
+        return self._triangle(diagonal, lower=True)
+
+    def triu(self, diagonal=0):
+        """The upper triangle (entries j >= i + diagonal of the last two axes), the rest 0."""
+        return self._triangle(diagonal, lower=False)
+
+    def _triangle(self, diagonal, lower):
+        if self.ndim < 2:
+            raise ValueError(f"tril/triu: need a tensor of at least 2 dimensions, got shape {self.shape}")
+        n, m = self.shape[-2:]
+        keep = np.tri(n, m, diagonal, dtype=bool) if lower else ~np.tri(n, m, diagonal - 1, dtype=bool)
+        keep = to_device(keep, self.device)
+        return _ops().Where.apply(keep, self, self._operand(0))
 
     def softmax(self, dim=-1):
         from .nn import functional as F
@@ -352,45 +577,184 @@ class Tensor:
         return F.log_softmax(self, dim)
 
     # ------------------------------------------------------------------ reductions
-    def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):
         dim, keepdim = _dims(dim, axis, keepdim, keepdims)
-        return _ops().Sum.apply(self, axis=dim, keepdims=keepdim)
+        x = self if dtype is None else self.to(dtype=dtype)
+        if x.dtype.kind == "b":
+            x = x.long()
+        return _ops().Sum.apply(x, axis=dim, keepdims=keepdim)
 
     def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """The mean over `dim`; NaN over zero elements, as PyTorch."""
         dim, keepdim = _dims(dim, axis, keepdim, keepdims)
-        count = self.numel() // max(1, _reduced_size(self.shape, dim, keep=True))
-        return self.sum(dim, keepdim) * (1.0 / count)
+        count = _count(self.shape, dim)
+        return self.sum(dim, keepdim) * (1.0 / count if count else float("nan"))
 
     def var(self, dim=None, keepdim=False, *, unbiased=None, correction=None, axis=None, keepdims=None):
-        """Variance; like PyTorch the default is unbiased (correction=1)."""
+        """Variance; like PyTorch the default is unbiased (correction=1), and NaN where the
+        reduced axis has no more than `correction` elements."""
         dim, keepdim = _dims(dim, axis, keepdim, keepdims)
+        if isinstance(dim, bool):  # var(False): PyTorch's old positional `unbiased`
+            dim, unbiased = None, dim
         if correction is None:
             correction = 1 if unbiased is None or unbiased else 0
-        n = self.numel() // max(1, _reduced_size(self.shape, dim, keep=True))
+        dof = _count(self.shape, dim) - correction
         centred = self - self.mean(dim, keepdim=True)
-        return (centred * centred).sum(dim, keepdim) * (1.0 / max(n - correction, 1))
+        return (centred * centred).sum(dim, keepdim) * (1.0 / dof if dof > 0 else float("nan"))
 
     def std(self, dim=None, keepdim=False, **kw):
         return self.var(dim, keepdim, **kw).sqrt()
 
-    def max(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
-        """Largest values (a Tensor, not PyTorch's (values, indices) tuple: use argmax)."""
+    def prod(self, dim=None, keepdim=False, *, dtype=None):
+        x = self if dtype is None else self.to(dtype=dtype)
+        if dim is None:
+            return _ops().Prod.apply(x.reshape(-1), axis=0)
+        if x.ndim == 0:
+            return x.clone()
+        return _ops().Prod.apply(x, axis=dim % x.ndim, keepdims=bool(keepdim))
+
+    def cumsum(self, dim, *, dtype=None):
+        x = self if dtype is None else self.to(dtype=dtype)
+        if x.ndim == 0:
+            return x.clone()
+        return _ops().CumSum.apply(x, axis=dim % x.ndim)
+
+    def logsumexp(self, dim, keepdim=False):
+        """log sum exp x over `dim`, computed as m + log sum exp(x - m) with m the (constant) max."""
+        shift = Tensor._wrap(self.data.max(axis=_axis(dim, self.ndim), keepdims=True))
+        shift = Tensor._wrap(xp_of(shift.data).where(xp_of(shift.data).isfinite(shift.data), shift.data, 0))
+        out = (self - shift).exp().sum(dim, keepdim=True).log() + shift
+        return out if keepdim else out.squeeze(dim)
+
+    def norm(self, p="fro", dim=None, keepdim=False):
+        """The p-norm over `dim` (all elements by default): (sum |x|^p)^(1/p)."""
+        if p in ("fro", 2, 2.0):
+            return (self * self).sum(dim, keepdim).sqrt()
+        if p in (float("inf"), "inf"):
+            return self.abs().amax(dim, keepdim)
+        if p == 1:
+            return self.abs().sum(dim, keepdim)
+        return (self.abs() ** p).sum(dim, keepdim) ** (1.0 / p)
+
+    def amax(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """The largest values over `dim` (one or several); the gradient is split among ties."""
         dim, keepdim = _dims(dim, axis, keepdim, keepdims)
+        if dim == ():
+            dim = None
         return _ops().Max.apply(self, axis=dim, keepdims=keepdim)
 
+    def amin(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        return -(-self).amax(dim, keepdim, axis=axis, keepdims=keepdims)
+
+    def max(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """As PyTorch: max() is the largest value (gradient split among ties); max(dim) the
+        named tuple (values, indices), the gradient going to the index returned (the first
+        maximum); max(other_tensor) the elementwise maximum.  NumPy's axis= gives the values."""
+        if isinstance(dim, Tensor):
+            return self.maximum(dim)
+        if dim is None or axis is not None or isinstance(dim, (tuple, list)):
+            return self.amax(dim, keepdim, axis=axis, keepdims=keepdims)
+        return self._pick(return_types.max, self.argmax(dim, keepdim=True), dim, keepdim)
+
     def min(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
-        dim, keepdim = _dims(dim, axis, keepdim, keepdims)
-        return -_ops().Max.apply(-self, axis=dim, keepdims=keepdim)
+        if isinstance(dim, Tensor):
+            return self.minimum(dim)
+        if dim is None or axis is not None or isinstance(dim, (tuple, list)):
+            return self.amin(dim, keepdim, axis=axis, keepdims=keepdims)
+        return self._pick(return_types.min, self.argmin(dim, keepdim=True), dim, keepdim)
+
+    def _pick(self, kind, index, dim, keepdim):
+        """kind(values, indices): self gathered at `index` (keepdim-shaped) along `dim`."""
+        if self.ndim == 0:
+            return kind(self.clone(), Tensor._wrap(xp_of(self.data).zeros((), np.int64)))
+        dim = dim % self.ndim
+        values = self.gather(dim, index)
+        if not keepdim:
+            values, index = values.squeeze(dim), index.squeeze(dim)
+        return kind(values, index)
 
     def argmax(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
         dim, keepdim = _dims(dim, axis, keepdim, keepdims)
+        xp = xp_of(self.data)
+        if dim is None:
+            idx = xp.asarray(self.data.argmax())
+            return Tensor._wrap(idx.reshape((1,) * self.ndim) if keepdim else idx)
+        if self.ndim == 0:
+            return Tensor._wrap(xp.zeros((), np.int64))
         idx = self.data.argmax(axis=dim)
-        if keepdim and dim is not None:
-            idx = xp_of(idx).expand_dims(idx, dim)
-        return Tensor._wrap(idx)
+        if keepdim:
+            idx = xp.expand_dims(idx, dim)
+        return Tensor._wrap(idx.astype(np.int64, copy=False))
 
     def argmin(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
-        return (-self).argmax(dim, keepdim, axis=axis, keepdims=keepdims)
+        data = self.data if self.dtype.kind != "b" else self.data.astype(np.int8)
+        return Tensor._wrap(-data).argmax(dim, keepdim, axis=axis, keepdims=keepdims)
+
+    def argsort(self, dim=-1, descending=False, stable=False):
+        """Indices that sort `dim` (ties keep their order, as PyTorch's stable sort)."""
+        data = self.data if self.ndim else self.data.reshape(1)
+        xp = xp_of(data)
+        if descending:
+            # sorting the reversed axis stably and mapping back keeps ties in their order
+            n = data.shape[dim]
+            flipped = xp.flip(data, axis=dim)
+            order = xp.flip(xp.argsort(flipped, axis=dim, kind="stable"), axis=dim)
+            idx = n - 1 - order
+        else:
+            idx = xp.argsort(data, axis=dim, kind="stable")
+        return Tensor._wrap(idx.astype(np.int64, copy=False).reshape(self.shape))
+
+    def sort(self, dim=-1, descending=False, stable=False):
+        """Named tuple (values, indices) of `dim` sorted; the gradient follows the indices."""
+        index = self.argsort(dim, descending)
+        return return_types.sort(self.gather(dim, index) if self.ndim else self.clone(), index)
+
+    def topk(self, k, dim=-1, largest=True, sorted=True):
+        """Named tuple (values, indices) of the k largest (largest=False: smallest) along `dim`."""
+        if self.ndim == 0:
+            dim_size = 1
+        else:
+            dim_size = self.shape[dim]
+        if not 0 <= k <= dim_size:
+            raise ValueError(f"topk: k={k} is out of range for dimension {dim} of size {dim_size}")
+        index = self.argsort(dim, descending=largest)
+        if self.ndim:
+            index = index[(slice(None),) * (dim % self.ndim) + (slice(0, k),)]
+        return return_types.topk(self.gather(dim, index) if self.ndim else self.clone(), index)
+
+    def kthvalue(self, k, dim=-1, keepdim=False):
+        """Named tuple (values, indices) of the k-th smallest entry (k from 1) along `dim`."""
+        size = self.shape[dim] if self.ndim else 1
+        if not 1 <= k <= size:
+            raise ValueError(f"kthvalue: k={k} is out of range for dimension {dim} of size {size}")
+        return self._order_statistic(return_types.kthvalue, k - 1, dim, keepdim)
+
+    def median(self, dim=None, keepdim=False):
+        """median() is the lower median of all elements; median(dim) the named tuple
+        (values, indices) of the lower median along `dim` (PyTorch's rule for even counts)."""
+        if dim is None:
+            flat = self.reshape(-1)
+            return flat._order_statistic(return_types.median, (flat.numel() - 1) // 2, 0, False).values
+        size = self.shape[dim] if self.ndim else 1
+        return self._order_statistic(return_types.median, (size - 1) // 2, dim, keepdim)
+
+    def _order_statistic(self, kind, position, dim, keepdim):
+        if self.ndim == 0:
+            return kind(self.clone(), Tensor._wrap(xp_of(self.data).zeros((), np.int64)))
+        dim = dim % self.ndim
+        index = self.argsort(dim)[(slice(None),) * dim + (slice(position, position + 1),)]
+        return self._pick(kind, index, dim, keepdim)
+
+    def gather(self, dim, index):
+        """out[i][j] = self[index[i][j]][j] for dim 0 (torch.gather); differentiable in self."""
+        index = index.data if isinstance(index, Tensor) else xp_of(self.data).asarray(index)
+        return _ops().Gather.apply(self, index, axis=dim % max(self.ndim, 1))
+
+    take_along_dim = gather
+
+    def index_select(self, dim, index):
+        index = index.data if isinstance(index, Tensor) else np.asarray(index)
+        return self[(slice(None),) * (dim % self.ndim) + (index.reshape(-1),)]
 
     # ------------------------------------------------------------------ shapes
     def reshape(self, *shape):
@@ -399,11 +763,25 @@ class Tensor:
 
     view = reshape
 
+    def view_as(self, other): return self.reshape(other.shape)
+    reshape_as = view_as
+
     def flatten(self, start_dim=0, end_dim=-1):
         nd = self.ndim
-        s, e = start_dim % nd if nd else 0, end_dim % nd if nd else 0
+        if nd == 0:
+            return self.reshape(1)
+        s, e = start_dim % nd, end_dim % nd
         new = self.shape[:s] + (int(np.prod(self.shape[s:e + 1])),) + self.shape[e + 1:]
         return self.reshape(new)
+
+    def unflatten(self, dim, sizes):
+        """Split dimension `dim` into `sizes` (one of them may be -1)."""
+        dim %= self.ndim
+        sizes = tuple(sizes)
+        if -1 in sizes:
+            known = int(np.prod([s for s in sizes if s != -1]))
+            sizes = tuple(self.shape[dim] // known if s == -1 else s for s in sizes)
+        return self.reshape(self.shape[:dim] + sizes + self.shape[dim + 1:])
 
     def permute(self, *dims):
         dims = _shape_args(dims)
@@ -411,9 +789,25 @@ class Tensor:
 
     def transpose(self, dim0=0, dim1=1):
         """Swap two dimensions (PyTorch's semantics, not NumPy's full reversal)."""
+        if self.ndim == 0:
+            return self.reshape(())
         dims = list(range(self.ndim))
         dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
         return self.permute(*dims)
+
+    swapaxes = swapdims = transpose
+
+    def movedim(self, source, destination):
+        source = (source,) if isinstance(source, int) else tuple(source)
+        destination = (destination,) if isinstance(destination, int) else tuple(destination)
+        source = [s % self.ndim for s in source]
+        destination = [d % self.ndim for d in destination]
+        order = [d for d in range(self.ndim) if d not in source]
+        for dst, src in sorted(zip(destination, source)):
+            order.insert(dst, src)
+        return self.permute(*order)
+
+    moveaxis = movedim
 
     def t(self):
         if self.ndim > 2:
@@ -428,17 +822,109 @@ class Tensor:
     def expand_as(self, other):
         return self.expand(other.shape)
 
+    def broadcast_to(self, *shape):
+        return self.expand(*shape)
+
+    def repeat(self, *sizes):
+        """Tile the tensor `sizes` times along each dimension (torch's repeat, NumPy's tile)."""
+        sizes = _shape_args(sizes)
+        if len(sizes) < self.ndim:
+            raise ValueError(f"repeat: give at least {self.ndim} sizes for a tensor of shape {self.shape}, got {sizes}")
+        shape = (1,) * (len(sizes) - self.ndim) + self.shape
+        spread = self.reshape(tuple(v for s in shape for v in (1, s)))
+        tiled = spread.expand(tuple(v for r, s in zip(sizes, shape) for v in (r, s)))
+        return tiled.reshape(tuple(r * s for r, s in zip(sizes, shape)))
+
+    def tile(self, *dims):
+        dims = _shape_args(dims)
+        return self.repeat((1,) * (self.ndim - len(dims)) + dims)
+
+    def repeat_interleave(self, repeats, dim=None):
+        """Each element repeated `repeats` times (an int, or one count per element) along `dim`."""
+        x = self.reshape(-1) if dim is None else self
+        dim = 0 if dim is None else dim % self.ndim
+        repeats = repeats.numpy() if isinstance(repeats, Tensor) else repeats
+        index = np.repeat(np.arange(x.shape[dim]), repeats)
+        return x[(slice(None),) * dim + (to_device(index, x.device),)]
+
+    def flip(self, *dims):
+        dims = _shape_args(dims)
+        index = [slice(None)] * self.ndim
+        for d in dims:
+            index[d % self.ndim] = slice(None, None, -1)
+        return self[tuple(index)]
+
+    def fliplr(self): return self.flip(1)
+    def flipud(self): return self.flip(0)
+
+    def roll(self, shifts, dims=None):
+        """Shift entries `shifts` places along `dims`, the last ones coming back at the front."""
+        if dims is None:
+            return self.reshape(-1).roll(shifts, 0).reshape(self.shape)
+        shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
+        dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        out = self
+        for shift, d in zip(shifts, dims):
+            d %= self.ndim
+            n = self.shape[d]
+            index = to_device((np.arange(n) - shift) % max(n, 1), self.device)
+            out = out[(slice(None),) * d + (index,)]
+        return out
+
+    def diagonal(self, offset=0, dim1=0, dim2=1):
+        """The diagonal of dims (dim1, dim2), `offset` above (> 0) or below (< 0) the main one,
+        as the last dimension."""
+        d1, d2 = dim1 % self.ndim, dim2 % self.ndim
+        rest = [d for d in range(self.ndim) if d not in (d1, d2)]
+        moved = self.permute(*rest, d1, d2)
+        n, m = self.shape[d1], self.shape[d2]
+        rows = np.arange(max(0, -offset), min(n, m - offset)) if min(n, m - offset) > max(0, -offset) else np.arange(0)
+        cols = rows + offset
+        return moved[(Ellipsis, to_device(rows, self.device), to_device(cols, self.device))]
+
+    def diag(self, diagonal=0):
+        """1-D: the square matrix with this on its `diagonal`; 2-D: that diagonal as 1-D."""
+        if self.ndim == 2:
+            return self.diagonal(diagonal)
+        if self.ndim != 1:
+            raise ValueError(f"diag: expects a 1-D or 2-D tensor, got shape {self.shape}")
+        n = self.shape[0] + abs(diagonal)
+        rows = np.arange(self.shape[0]) + max(0, -diagonal)
+        index = (to_device(rows, self.device), to_device(rows + diagonal, self.device))
+        return _ops().SetItem.apply(Tensor._wrap(xp_of(self.data).zeros((n, n), self.dtype)), self, index=index)
+
+    def diag_embed(self):
+        n = self.shape[-1]
+        eye = Tensor._wrap(to_device(np.eye(n, dtype=self.dtype), self.device))
+        return self.unsqueeze(-1) * eye
+
+    def unfold(self, dimension, size, step):
+        """All windows of `size` entries, `step` apart, along `dimension`, as a new last
+        dimension: shape (..., (n - size) // step + 1, ..., size)."""
+        d = dimension % max(self.ndim, 1)
+        n = self.shape[d] if self.ndim else 1
+        if size > n:
+            raise ValueError(f"unfold: size {size} is larger than dimension {dimension} of size {n}")
+        starts = np.arange(0, n - size + 1, step)
+        index = to_device(starts[:, None] + np.arange(size), self.device)
+        windows = self[(slice(None),) * d + (index,)]
+        return windows.movedim(d + 1, -1)
+
+    def narrow(self, dim, start, length):
+        return self[(slice(None),) * (dim % self.ndim) + (slice(start, start + length),)]
+
     def unsqueeze(self, dim):
         dim = dim if dim >= 0 else dim + self.ndim + 1
         return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
 
     def squeeze(self, dim=None):
+        """Drop dimensions of size 1 (all, or those of `dim`, an int or a tuple; others stay)."""
         if dim is None:
-            return self.reshape(tuple(s for s in self.shape if s != 1))
-        dim %= self.ndim
-        if self.shape[dim] != 1:
-            return self
-        return self.reshape(self.shape[:dim] + self.shape[dim + 1:])
+            dims = {d for d, s in enumerate(self.shape) if s == 1}
+        else:
+            dims = {d % max(self.ndim, 1) for d in ((dim,) if isinstance(dim, int) else dim)}
+            dims = {d for d in dims if self.ndim and self.shape[d] == 1}
+        return self.reshape(tuple(s for d, s in enumerate(self.shape) if d not in dims))
 
     def split(self, split_size_or_sections, dim=0):
         """Pieces of `split_size` along `dim` (the last may be smaller), or of the given sizes."""
@@ -456,19 +942,98 @@ class Tensor:
             index = (slice(None),) * (dim % self.ndim) + (slice(start, start + size),)
             pieces.append(self[index])
             start += size
-        return pieces
+        return tuple(pieces)
 
     def chunk(self, chunks, dim=0):
         size = -(-self.shape[dim] // chunks)
         return self.split(size, dim)
 
-    # ------------------------------------------------------------------ in-place helpers for optimisers
+    def unbind(self, dim=0):
+        return tuple(self[(slice(None),) * (dim % self.ndim) + (i,)] for i in range(self.shape[dim]))
+
+    # ------------------------------------------------------------------ in place
+    # PyTorch's rule: an in-place change is recorded in the graph when the tensor or the new
+    # values take part in one, and refused on a leaf that requires grad (its .grad would have
+    # no meaning); under no_grad() (optimiser updates, initialisation) it just writes the data.
+    def _assign(self, recorded, direct, what, *operands):
+        tracked = _grad_enabled[0] and (self.requires_grad or any(
+            isinstance(o, Tensor) and o.requires_grad for o in operands))
+        if not tracked:
+            direct()
+            return self
+        if self.requires_grad and self._ctx is None:
+            raise RuntimeError(f"{what} on a leaf tensor that requires grad: do it under `with tgs.no_grad():` "
+                               "(e.g. an update or initialisation), or on a copy made with .clone()")
+        previous = Tensor._wrap(self.data, self._ctx, self._out_index)
+        previous.requires_grad = self.requires_grad
+        out = recorded(previous)
+        if out.dtype != self.dtype:
+            out = out.astype(self.dtype)
+        self.data, self._ctx, self._out_index, self.requires_grad = out.data, out._ctx, out._out_index, out.requires_grad
+        return self
+
+    def _inplace(self, fn, what, *operands):
+        """self <- fn(self), in place (see _assign)."""
+        def direct():
+            result = fn(Tensor._wrap(self.data)).data
+            self.data[...] = result.astype(self.dtype, copy=False) if result.dtype != self.dtype else result
+        return self._assign(fn, direct, what, *operands)
+
+    def copy_(self, src):
+        src = src if isinstance(src, Tensor) else Tensor._wrap(xp_of(self.data).asarray(src))
+        src = src.to(device=self.device)
+        return self._inplace(lambda t: src.expand(self.shape) * 1 if src.shape != self.shape else src * 1,
+                             "copy_", src)
+
+    def fill_(self, value):
+        if isinstance(value, Tensor):
+            return self.copy_(value.reshape(()).expand(self.shape))
+        everywhere = xp_of(self.data).ones((), dtype=bool)
+        return self._inplace(lambda t: t.masked_fill(everywhere, value), "fill_")
+
     def zero_(self):
-        self.data[...] = 0
+        return self.fill_(0)
+
+    def add_(self, other, *, alpha=1): return self._inplace(lambda t: t.add(other, alpha=alpha), "add_", other)
+    def sub_(self, other, *, alpha=1): return self._inplace(lambda t: t.sub(other, alpha=alpha), "sub_", other)
+    def mul_(self, other): return self._inplace(lambda t: t * other, "mul_", other)
+    def div_(self, other): return self._inplace(lambda t: t / other, "div_", other)
+    def pow_(self, exponent): return self._inplace(lambda t: t ** exponent, "pow_", exponent)
+    def clamp_(self, min=None, max=None): return self._inplace(lambda t: t.clamp(min, max), "clamp_", min, max)
+    clip_ = clamp_
+    def neg_(self): return self._inplace(lambda t: -t, "neg_")
+    def exp_(self): return self._inplace(lambda t: t.exp(), "exp_")
+    def sqrt_(self): return self._inplace(lambda t: t.sqrt(), "sqrt_")
+    def abs_(self): return self._inplace(lambda t: t.abs(), "abs_")
+    def relu_(self): return self._inplace(lambda t: t.relu(), "relu_")
+    def tanh_(self): return self._inplace(lambda t: t.tanh(), "tanh_")
+    def sigmoid_(self): return self._inplace(lambda t: t.sigmoid(), "sigmoid_")
+
+    def masked_fill_(self, mask, value):
+        return self._inplace(lambda t: t.masked_fill(mask, value), "masked_fill_", value)
+
+    def uniform_(self, a=0.0, b=1.0):
+        from .random import generator
+        with no_grad():
+            return self.copy_(Tensor._wrap(to_device(generator().uniform(a, b, self.shape), self.device)))
+
+    def normal_(self, mean=0.0, std=1.0):
+        from .random import generator
+        with no_grad():
+            return self.copy_(Tensor._wrap(to_device(generator().normal(mean, std, self.shape), self.device)))
+
+    def __iadd__(self, other): return self.add_(other)
+    def __isub__(self, other): return self.sub_(other)
+    def __imul__(self, other): return self.mul_(other)
+    def __itruediv__(self, other): return self.div_(other)
+
+    def detach_(self):
+        self._ctx, self.requires_grad = None, False
         return self
 
 
 def _ops():
+
     from . import ops
     return ops
 
@@ -500,13 +1065,27 @@ def _dims(dim, axis, keepdim, keepdims):
     return dim, bool(keepdim)
 
 
-def _reduced_size(shape, dim, keep=False):
-    """How many elements survive a reduction over `dim` (keep=True: per output element)."""
+def _axis(dim, ndim):
+    """dim (None, an int or a sequence) as a NumPy axis; a 0-d tensor's dim 0 / -1 is no axis."""
     if dim is None:
-        return 1
-    dims = (dim,) if isinstance(dim, int) else dim
-    dims = {d % len(shape) for d in dims}
-    return int(np.prod([s for i, s in enumerate(shape) if i not in dims]))
+        return None
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    return tuple(d % ndim for d in dims) if ndim else ()
+
+
+def _count(shape, dim):
+    """How many elements a reduction over `dim` combines into each result."""
+    axis = _axis(dim, len(shape))
+    if axis is None:
+        return int(np.prod(shape))
+    return int(np.prod([shape[d] for d in set(axis)]))
+
+
+def _is_device(arg):
+    """Whether a positional argument of Tensor.to names a device (else it names a dtype)."""
+    if isinstance(arg, str):
+        return arg.split(":")[0].lower() in ("cpu", "cuda")
+    return type(arg).__name__ == "device"
 
 
 def _run_backward(root, grad, retain_graph):

@@ -233,13 +233,12 @@ class Value:
         ws, xs = tuple(ws), tuple(xs)
         if len(ws) != len(xs):
             raise ValueError(f"dot needs two sequences of equal length, got {len(ws)} and {len(xs)}")
-        try:
-            w_data = [w.data for w in ws]
-            x_data = [x.data for x in xs]
-        except AttributeError:  # some plain numbers among them: make them constant leaves
+        # plain numbers become constant leaves; tested by type, not by a `.data` attribute,
+        # which NumPy scalars have too (a memoryview of their bytes)
+        if not (all(isinstance(w, Value) for w in ws) and all(isinstance(x, Value) for x in xs)):
             ws, xs = tuple(map(_as_value, ws)), tuple(map(_as_value, xs))
-            w_data = [w.data for w in ws]
-            x_data = [x.data for x in xs]
+        w_data = [w.data for w in ws]
+        x_data = [x.data for x in xs]
         # summed left to right from `start`, the order of micrograd's sum(w*x for ..., b)
         if isinstance(start, Value):
             data = sum(map(mul, w_data, x_data), start.data)
