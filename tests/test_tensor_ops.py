@@ -150,8 +150,8 @@ def test_sigmoid_is_stable_for_large_inputs():
 REDUCTIONS = {
     "sum": (lambda x, **k: x.sum(**k), lambda x, **k: x.sum(**k)),
     "mean": (lambda x, **k: x.mean(**k), lambda x, **k: x.mean(**k)),
-    "max": (lambda x, **k: x.max(**k), lambda x, **k: x.amax(**k)),
-    "min": (lambda x, **k: x.min(**k), lambda x, **k: x.amin(**k)),
+    "amax": (lambda x, **k: x.amax(**k), lambda x, **k: x.amax(**k)),
+    "amin": (lambda x, **k: x.amin(**k), lambda x, **k: x.amin(**k)),
     "var": (lambda x, **k: x.var(**k), lambda x, **k: x.var(**k)),
     "std": (lambda x, **k: x.std(**k), lambda x, **k: x.std(**k)),
 }
@@ -165,7 +165,7 @@ def test_reductions_with_dim_and_keepdim(name, dim, keepdim):
     ours, theirs = REDUCTIONS[name]
     x = data(2, 3, 4)
     if dim is None and not keepdim:
-        check(lambda t: ours(t), lambda t: theirs(t) if name not in ("max", "min") else getattr(t, name)(), x)
+        check(lambda t: ours(t), lambda t: theirs(t) if name not in ("amax", "amin") else getattr(t, name[1:])(), x)
         return
     torch_dim = (0, 1, 2) if dim is None else dim  # PyTorch's full reductions take no keepdim
     check(lambda t: ours(t, dim=dim, keepdim=keepdim), lambda t: theirs(t, dim=torch_dim, keepdim=keepdim), x)
@@ -187,11 +187,25 @@ def test_var_corrections():
     check(lambda t: t.std(), lambda t: t.std(), x)
 
 
-def test_max_splits_the_gradient_among_ties_like_amax():
+def test_amax_and_full_max_split_the_gradient_among_ties():
     x = np.array([[1.0, 3.0, 3.0], [2.0, 0.0, 2.0]])
-    check(lambda t: t.max(dim=1), lambda t: t.amax(dim=1), x, check_grad=True)
-    check(lambda t: t.max(), lambda t: t.amax(), x)
-    check(lambda t: t.min(dim=0), lambda t: t.amin(dim=0), np.array([[1.0, 0.0], [1.0, 2.0]]))
+    check(lambda t: t.amax(dim=1), lambda t: t.amax(dim=1), x, check_grad=True)
+    check(lambda t: t.max(), lambda t: t.max(), x)
+    check(lambda t: t.amin(dim=0), lambda t: t.amin(dim=0), np.array([[1.0, 0.0], [1.0, 2.0]]))
+
+
+def test_max_with_dim_gives_values_and_indices_and_the_gradient_to_the_index():
+    # issue 20: `values, indices = x.max(dim=1)` unpacked two values on a batch of 2
+    x = np.array([[1.0, 3.0, 3.0], [2.0, 0.0, 2.0]])
+    values, indices = Tensor(x).max(dim=1)
+    assert values.tolist() == [3.0, 2.0] and indices.tolist() == [1, 0]
+    check(lambda t: tuple(t.max(1)), lambda t: tuple(t.max(1)), x, check_grad=False)
+    for ours, theirs in [(lambda t: t.max(1).values, lambda t: t.max(1).values),
+                         (lambda t: t.min(0, keepdim=True).values, lambda t: t.min(0, keepdim=True).values)]:
+        t, tt = Tensor(x, requires_grad=True, dtype=np.float64), torch.tensor(x, requires_grad=True)
+        ours(t).sum().backward()
+        theirs(tt).sum().backward()
+        close(t.grad, tt.grad)   # all to the first maximum, as PyTorch, not split
 
 
 def test_argmax_argmin():

@@ -72,3 +72,12 @@ float32 = "float32"
 float64 = "float64"
 int64 = "int64"
 __version__ = "0.1.0"
+
+# PyTorch's module-level spellings (issue 20): torch.* functions, dtype aliases, device, cuda,
+# save/load, utils.data.
+from .creation import (empty, empty_like, from_numpy, full_like, is_tensor, linspace, logspace,  # noqa: F401,E402
+                       multinomial, rand_like, randn_like, randperm)
+from .tensor import set_grad_enabled  # noqa: F401,E402
+from .torch_compat import *  # noqa: F401,F403,E402
+from .serialization import load, save  # noqa: F401,E402
+from . import utils  # noqa: F401,E402

@@ -394,8 +394,8 @@ def adaptive_pool(x, output_size, kind, dims):
 
 # ---------------------------------------------------------------------------- layers
 def _uniform(shape, bound, dtype, device):
-    values = generator().uniform(-bound, bound, size=shape)
-    return Parameter(to_device(values.astype(dtype or np.float32), device or "cpu"))
+    values = generator().uniform(-bound, bound, size=shape).astype(np.dtype(dtype or np.float32))
+    return Parameter(to_device(values, device or "cpu"), dtype=values.dtype)
 
 
 class _ConvNd(Module):

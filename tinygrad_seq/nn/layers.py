@@ -28,7 +28,7 @@ __all__ = ["Linear", "Embedding", "Dropout", "BatchNorm1d", "BatchNorm2d", "Laye
 def _empty(shape, device=None, dtype=None):
     """A Parameter of zeros of `shape` (the caller initialises it) on `device`."""
     array = np.zeros(shape, dtype=np.dtype(dtype) if dtype is not None else np.float32)
-    return Parameter(to_device(array, device or "cpu"))
+    return Parameter(to_device(array, device or "cpu"), dtype=array.dtype)
 
 
 def _buffer(array, device=None):
@@ -140,8 +140,8 @@ class _BatchNorm(Module):
         self.affine, self.track_running_stats = affine, track_running_stats
         dtype = np.dtype(dtype) if dtype is not None else np.dtype(np.float32)
         if affine:
-            self.weight = Parameter(to_device(np.ones(num_features, dtype=dtype), device or "cpu"))
-            self.bias = Parameter(to_device(np.zeros(num_features, dtype=dtype), device or "cpu"))
+            self.weight = Parameter(to_device(np.ones(num_features, dtype=dtype), device or "cpu"), dtype=dtype)
+            self.bias = Parameter(to_device(np.zeros(num_features, dtype=dtype), device or "cpu"), dtype=dtype)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -202,9 +202,9 @@ class LayerNorm(Module):
         self.normalized_shape, self.eps, self.elementwise_affine = tuple(int(s) for s in shape), eps, elementwise_affine
         dtype = np.dtype(dtype) if dtype is not None else np.dtype(np.float32)
         if elementwise_affine:
-            self.weight = Parameter(to_device(np.ones(self.normalized_shape, dtype=dtype), device or "cpu"))
+            self.weight = Parameter(to_device(np.ones(self.normalized_shape, dtype=dtype), device or "cpu"), dtype=dtype)
             if bias:
-                self.bias = Parameter(to_device(np.zeros(self.normalized_shape, dtype=dtype), device or "cpu"))
+                self.bias = Parameter(to_device(np.zeros(self.normalized_shape, dtype=dtype), device or "cpu"), dtype=dtype)
             else:
                 self.register_parameter("bias", None)
         else:

@@ -213,7 +213,8 @@ class GRUSequence(_Sequence):
 # ---------------------------------------------------------------------------- initialisation
 def _uniform_parameter(shape, bound, dtype):
     """U(-bound, bound), bound = 1/sqrt(hidden_size): PyTorch's initialisation of every RNN weight."""
-    return init.uniform_(Parameter(np.empty(shape, dtype=np.dtype(dtype or np.float32))), -bound, bound)
+    dtype = np.dtype(dtype or np.float32)
+    return init.uniform_(Parameter(np.zeros(shape, dtype=dtype), dtype=dtype), -bound, bound)
 
 
 def _check_sizes(name, input_size, hidden_size, num_layers=1, dropout=0.0):
@@ -520,7 +521,7 @@ class SimplifiedGRUCell(Module):
     bias (2H,) hold the update-gate rows first, then the candidate rows.  When Gamma_u is near 0
     the cell keeps c unchanged, which is how it carries information across many steps."""
 
-    def __init__(self, input_size, hidden_size, bias=True, dtype=None):
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
         super().__init__()
         _check_sizes("SimplifiedGRUCell", input_size, hidden_size)
         self.input_size, self.hidden_size = input_size, hidden_size
@@ -531,6 +532,8 @@ class SimplifiedGRUCell(Module):
             self.bias = _uniform_parameter((2 * hidden_size,), bound, dtype)
         else:
             self.register_parameter("bias", None)
+        if device is not None:
+            self.to(device)
 
     def extra_repr(self):
         return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias is not None else ", bias=False")

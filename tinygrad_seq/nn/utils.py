@@ -31,7 +31,7 @@ def _as_list(parameters):
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """Rescale the gradients in place so their joint norm is at most `max_norm`:
         total = ||(g_1, ..., g_n)||_p;   g_i <- g_i * min(1, max_norm / (total + 1e-6)).
-    Returns the total norm before clipping (a scalar Tensor, as PyTorch)."""
+    Returns the total norm before clipping (a scalar Tensor of the gradients' dtype, as PyTorch)."""
     grads = [p.grad.data for p in _as_list(parameters) if p.grad is not None]
     norm_type = float(norm_type)
     if not grads:
@@ -53,7 +53,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if coef < 1:
         for g in grads:
             g *= g.dtype.type(coef)
-    return Tensor(total)
+    return Tensor(total, dtype=grads[0].dtype)
 
 
 def clip_grad_value_(parameters, clip_value):

@@ -1,0 +1,2 @@
+"""tgs.utils: the torch.utils counterparts (data loading)."""
+from . import data  # noqa: F401
