@@ -394,7 +394,7 @@ def _normalize_axis(axis, ndim):
         return None
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     for a in axes:
-        if not -ndim <= a < max(ndim, 1):
+        if not -max(ndim, 1) <= a < max(ndim, 1):
             raise IndexError(f"dimension {a} is out of range for a tensor of {ndim} dimensions")
     if ndim == 0:  # PyTorch lets dim 0 / -1 name the one "dimension" of a 0-d tensor
         return ()
@@ -855,6 +855,8 @@ class Prod(Function):
     def backward(self, dy):
         (x,) = self.saved
         xp = xp_of(x)
+        if x.size == 0:
+            return xp.zeros_like(x)
         rows = xp.moveaxis(x, self.axis, -1)
         ones = xp.ones(rows.shape[:-1] + (1,), dtype=x.dtype)
         before = xp.cumprod(xp.concatenate([ones, rows[..., :-1]], axis=-1), axis=-1)

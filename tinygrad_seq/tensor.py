@@ -750,7 +750,11 @@ class Tensor:
         index = index.data if isinstance(index, Tensor) else xp_of(self.data).asarray(index)
         return _ops().Gather.apply(self, index, axis=dim % max(self.ndim, 1))
 
-    take_along_dim = gather
+    def take_along_dim(self, indices, dim=None):
+        """self picked at `indices` along `dim` (the flattened tensor when dim is None)."""
+        if dim is None:
+            return self.reshape(-1).gather(0, indices.reshape(-1) if isinstance(indices, Tensor) else np.ravel(indices))
+        return self.gather(dim, indices)
 
     def index_select(self, dim, index):
         index = index.data if isinstance(index, Tensor) else np.asarray(index)
