@@ -88,6 +88,10 @@ class Function:
         track = _grad_enabled[0] and any(fn.needs_input_grad)
         if track:
             fn.parents = tensors
+            # where each input came from, as of now: an in-place change (x[i] = v, x.add_(y))
+            # gives x a new producer later, and this Function must still send its gradient
+            # to the old one
+            fn.edges = [(t._ctx, t._out_index, t.requires_grad) if t is not None else None for t in tensors]
             fn.freed = False
         if isinstance(out, tuple):
             fn.n_outputs = len(out)
@@ -1108,9 +1112,9 @@ def _run_backward(root, grad, retain_graph):
                                "freed after the first backward); pass retain_graph=True to the first backward, "
                                "or rebuild the graph with a new forward pass")
         stack.append((fn, True))
-        for parent in fn.parents:
-            if parent is not None and parent._ctx is not None and id(parent._ctx) not in seen:
-                stack.append((parent._ctx, False))
+        for edge in fn.edges:
+            if edge is not None and edge[0] is not None and id(edge[0]) not in seen:
+                stack.append((edge[0], False))
 
     pending = {id(root._ctx): [None] * root._ctx.n_outputs}
     pending[id(root._ctx)][root._out_index] = grad
@@ -1138,18 +1142,18 @@ def _run_backward(root, grad, retain_graph):
         input_grads = fn.backward(*grads_in)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
-        for parent, g in zip(fn.parents, input_grads):
-            if parent is None or g is None or not parent.requires_grad:
+        for parent, edge, g in zip(fn.parents, fn.edges, input_grads):
+            if parent is None or g is None or not edge[2]:
                 continue
-            if parent._ctx is None:
+            producer, i = edge[0], edge[1]
+            if producer is None:
                 parent._accumulate(own(g))
                 continue
-            if parent._retains_grad:
+            if parent._retains_grad and parent._ctx is producer:
                 retained.setdefault(id(parent), [parent, None])
                 r = retained[id(parent)]
                 r[1] = g if r[1] is None else r[1] + g
-            slot = pending.setdefault(id(parent._ctx), [None] * parent._ctx.n_outputs)
-            i = parent._out_index
+            slot = pending.setdefault(id(producer), [None] * producer.n_outputs)
             slot[i] = g if slot[i] is None else slot[i] + g
         if not retain_graph:
             fn.freed = True
