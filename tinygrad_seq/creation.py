@@ -133,7 +133,8 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=Fa
     values = np.arange(start, end, step) if end is not None else np.arange(start)
     if dtype is None:
         dtype = DEFAULT_FLOAT if values.dtype.kind == "f" else np.int64
-    return Tensor(to_device(values.astype(dtype), device or "cpu"), requires_grad=requires_grad)
+    values = values.astype(dtype)
+    return Tensor(to_device(values, device or "cpu"), dtype=values.dtype, requires_grad=requires_grad)
 
 
 def zeros_like(t, dtype=None, requires_grad=False, device=None):

@@ -104,14 +104,20 @@ def load(f, map_location=None, weights_only=True, **kwargs):
     if not hasattr(f, "read") and not os.path.exists(os.fspath(f)):
         raise FileNotFoundError(f"tgs.load: no file {os.fspath(f)}")
     try:
-        with np.load(f, allow_pickle=False) as archive:
-            if "__header__" not in archive.files:
-                raise ValueError(f"tgs.load: {name} was not written by tgs.save (no header)")
-            header = json.loads(archive["__header__"].tobytes().decode())
-            arrays = {key: archive[key] for key in archive.files if key != "__header__"}
-    except (OSError, zipfile.BadZipFile, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        archive = np.load(f, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):   # a bare .npy array
+            raise ValueError("a single array")
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise ValueError(f"tgs.load: {name} is corrupt or not written by tgs.save ({type(exc).__name__}); "
                          "a file from torch.save (pickle) cannot be read: convert it with numpy first") from None
+    with archive:
+        if "__header__" not in archive.files:
+            raise ValueError(f"tgs.load: {name} was not written by tgs.save (no header)")
+        try:
+            header = json.loads(archive["__header__"].tobytes().decode())
+            arrays = {key: archive[key] for key in archive.files if key != "__header__"}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError, UnicodeDecodeError) as exc:
+            raise ValueError(f"tgs.load: {name} is corrupt ({type(exc).__name__}); save it again") from None
     if header.get("format") != FORMAT:
         raise ValueError(f"tgs.load: {name} is not a tgs.save file (format {header.get('format')!r}); "
                          "checkpoints of `tgs train` are read with tinygrad_seq.checkpoint.load_checkpoint")
