@@ -334,6 +334,8 @@ case("squeeze_0d", lambda l, x: x.squeeze(), A0)
 case("unsqueeze_0d", lambda l, x: x.unsqueeze(0), A0)
 
 
+@pytest.mark.filterwarnings("ignore:std\\(\\): degrees of freedom:UserWarning")
+@pytest.mark.filterwarnings("ignore:var\\(\\): degrees of freedom:UserWarning")
 @pytest.mark.parametrize("fn,specs,grad,tol", CASES)
 def test_matches_pytorch(fn, specs, grad, tol):
     with np.errstate(all="ignore"):
