@@ -81,13 +81,19 @@ def save(obj, f):
     np.savez(buffer, __header__=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
     if hasattr(f, "write"):
         f.write(buffer.getvalue())
-        return
-    path = os.fspath(f)
+    else:
+        write_atomically(f, buffer.getvalue())
+
+
+def write_atomically(path, payload):
+    """Write the bytes `payload` to `path` so that it is never seen half-written: into a
+    temporary file of the same folder, flushed to disk, then renamed over `path`."""
+    path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(buffer.getvalue())
+            out.write(payload)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
