@@ -232,6 +232,25 @@ case("median_even", lambda l, x: x.median(dim=1), ((3, 4), "any"))
 case("gather", lambda l, x, i: x.gather(1, i), A34, ((3, 5), "idx4"))
 case("gather_dim0", lambda l, x, i: l.gather(x, 0, i), A34, ((2, 4), "idx3"))
 case("index_select", lambda l, x, i: x.index_select(1, i), A34, ((5,), "idx4"))
+case("scatter", lambda l, x, i, s: x.scatter(1, i, s), A34, ((3, 2), "idx4"), ((3, 3), "any"), grad=False)
+case("scatter_unique", lambda l, x, s: x.scatter(1, l.tensor([[0, 2], [1, 3], [3, 0]]), s), A34, ((3, 2), "any"))
+case("scatter_value", lambda l, x: x.scatter(0, l.tensor([[1, 0, 2, 1]]), value=-1.0), A34)
+case("scatter_add", lambda l, x, i, s: x.scatter_add(1, i, s), A34, ((3, 5), "idx4"), ((3, 5), "any"))
+case("torch_scatter_add", lambda l, x, i, s: l.scatter_add(x, 0, i, s), A34, ((2, 4), "idx3"), ((2, 4), "any"))
+case("index_add", lambda l, x, s: x.index_add(0, l.tensor([0, 2, 0]), s), A34, ((3, 4), "any"))
+case("index_add_alpha", lambda l, x, s: x.index_add(1, l.tensor([3, 1]), s, alpha=2.0), A34, ((3, 2), "any"))
+case("masked_select", lambda l, x: x.masked_select(x > 0), A34)
+case("masked_select_bcast", lambda l, x: l.masked_select(x, l.tensor([True, False, True, False])), A34)
+case("argwhere", lambda l, x: (x > 0).argwhere(), A34, grad=False)
+case("unique", lambda l, x: l.unique((x * 2).round()), A34, grad=False)
+case("unique_inverse_counts", lambda l, x: (x * 2).round().unique(return_inverse=True, return_counts=True), A34,
+     grad=False)
+case("einsum_matmul", lambda l, a, b: l.einsum("ij,jk->ik", a, b), A34, ((4, 2), "any"))
+case("einsum_batched", lambda l, a, b: l.einsum("bij,bkj->bik", a, b), A234, ((2, 5, 4), "any"))
+case("einsum_sum_out", lambda l, a, b: l.einsum("ij,k->i", a, b), A34, A5)
+case("einsum_outer", lambda l, a, b: l.einsum("i,j->ij", a, b), A5, ((3,), "any"))
+case("einsum_transpose", lambda l, a: l.einsum("ijk->kji", a), A234)
+case("einsum_trace_free", lambda l, a, b, c: l.einsum("ij,jk,kl->il", a, b, c), A34, ((4, 2), "any"), ((2, 3), "any"))
 case("take_along_dim", lambda l, x: l.take_along_dim(x, x.argsort(1), 1), A34)
 
 # ---- shapes and movement
@@ -334,8 +353,7 @@ case("squeeze_0d", lambda l, x: x.squeeze(), A0)
 case("unsqueeze_0d", lambda l, x: x.unsqueeze(0), A0)
 
 
-@pytest.mark.filterwarnings("ignore:std\\(\\): degrees of freedom:UserWarning")
-@pytest.mark.filterwarnings("ignore:var\\(\\): degrees of freedom:UserWarning")
+@pytest.mark.filterwarnings("ignore:.*degrees of freedom is <= 0:UserWarning")
 @pytest.mark.parametrize("fn,specs,grad,tol", CASES)
 def test_matches_pytorch(fn, specs, grad, tol):
     with np.errstate(all="ignore"):

@@ -303,3 +303,12 @@ def test_sum_over_dim_0_of_a_0d_tensor():
     y.backward()
     assert x.grad.item() == 1.0
     assert x.mean(-1).item() == 3.0 and x.max(0).values.item() == 3.0 and x.max(0).indices.item() == 0
+
+
+def test_scatter_and_index_add_in_place_under_no_grad():
+    x = tgs.zeros(2, 3)
+    with tgs.no_grad():
+        x.scatter_(1, tgs.tensor([[2], [0]]), tgs.tensor([[5.0], [6.0]]))
+        x.index_add_(0, tgs.tensor([1, 1]), tgs.ones(2, 3))
+        x.scatter_add_(1, tgs.tensor([[0, 0]]), tgs.tensor([[1.0, 1.0]]))
+    assert x.tolist() == [[2.0, 0.0, 5.0], [8.0, 2.0, 2.0]]

@@ -934,3 +934,87 @@ class SetItem(Function):
             dx[self.index] = 0
         dv = unbroadcast(dy[self.index], self.value_shape) if self.needs_input_grad[1] else None
         return dx, dv
+
+
+class ScatterAdd(Function):
+    """y = x with src added at `index` along `axis` (torch.scatter_add; repeated positions add up);
+    dx = dy, dsrc = dy picked at the positions src went to."""
+
+    def forward(self, x, index, src, axis):
+        xp = xp_of(x)
+        self.where = along_axis_index(xp.asarray(index, dtype=np.int64), axis)
+        self.src_shape = src.shape
+        y = x.copy()
+        xp.add.at(y, self.where, src[tuple(slice(0, n) for n in index.shape)])
+        return y
+
+    def backward(self, dy):
+        return dy, None, _scattered_source_grad(dy, self.where, self.src_shape) if self.needs_input_grad[2] else None
+
+
+class Scatter(Function):
+    """y = x with y[index] = src along `axis` (torch.scatter; where a position repeats, the last
+    write wins);  dx = dy with zeros where written, dsrc = dy picked at the written positions."""
+
+    def forward(self, x, index, src, axis):
+        xp = xp_of(x)
+        self.where = along_axis_index(xp.asarray(index, dtype=np.int64), axis)
+        self.src_shape = xp.shape(src)
+        y = x.copy()
+        y[self.where] = src[tuple(slice(0, n) for n in index.shape)] if xp.ndim(src) else src
+        return y
+
+    def backward(self, dy):
+        dx = dy.copy()
+        dx[self.where] = 0
+        return dx, None, _scattered_source_grad(dy, self.where, self.src_shape) if self.needs_input_grad[2] else None
+
+
+def _scattered_source_grad(dy, where, src_shape):
+    """The gradient of a scatter's source: dy at the positions written, placed in the leading
+    block of src that the index covered (zeros elsewhere, and summed for a scalar source)."""
+    picked = dy[where]
+    if len(src_shape) == 0:
+        return picked.sum()
+    dsrc = xp_of(dy).zeros(src_shape, dtype=dy.dtype)
+    dsrc[tuple(slice(0, n) for n in picked.shape)] = picked
+    return dsrc
+
+
+class Einsum(Function):
+    """y = einsum(equation, *operands) (explicit '->' form, no '...');
+    d operand_k = einsum of dy with the other operands into operand_k's subscripts, broadcast
+    over any index that only operand_k has (it was summed out)."""
+
+    def forward(self, *operands, equation):
+        xp = xp_of(operands[0])
+        equation = equation.replace(" ", "")
+        if "->" not in equation or "." in equation:
+            raise ValueError(f"einsum: give the output explicitly ('ij,jk->ik') and no '...'; got {equation!r}")
+        inputs, self.output = equation.split("->")
+        self.inputs = inputs.split(",")
+        if len(self.inputs) != len(operands):
+            raise ValueError(f"einsum: {equation!r} names {len(self.inputs)} operands, {len(operands)} given")
+        if any(len(set(s)) != len(s) for s in self.inputs):
+            raise ValueError(f"einsum: a repeated index within one operand (a diagonal) is not supported: {equation!r}")
+        self.save_for_backward(*operands)
+        return xp.einsum(equation, *operands)
+
+    def backward(self, dy):
+        xp = xp_of(dy)
+        operands = self.saved
+        grads = []
+        for k, subs in enumerate(self.inputs):
+            if not self.needs_input_grad[k]:
+                grads.append(None)
+                continue
+            others = [(s, a) for j, (s, a) in enumerate(zip(self.inputs, operands)) if j != k]
+            present = set(self.output).union(*[set(s) for s, _ in others])
+            kept = "".join(c for c in subs if c in present)
+            spec = ",".join([self.output] + [s for s, _ in others]) + "->" + kept
+            g = xp.einsum(spec, dy, *[a for _, a in others])
+            # indices only this operand had were summed out: its gradient is constant along them
+            shape = [operands[k].shape[i] if c in present else 1 for i, c in enumerate(subs)]
+            g = g.reshape(shape)   # `kept` lists the indices in the operand's own order
+            grads.append(xp.broadcast_to(g, operands[k].shape).copy())
+        return tuple(grads)

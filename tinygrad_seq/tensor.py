@@ -760,6 +760,54 @@ class Tensor:
             return self.reshape(-1).gather(0, indices.reshape(-1) if isinstance(indices, Tensor) else np.ravel(indices))
         return self.gather(dim, indices)
 
+    def scatter(self, dim, index, src=None, *, value=None):
+        """A copy with src (a tensor, or `value`) written at `index` along `dim` (torch.scatter)."""
+        src = value if src is None else src
+        index = index.data if isinstance(index, Tensor) else np.asarray(index)
+        return _ops().Scatter.apply(self, index, self._operand(src), axis=dim % self.ndim)
+
+    def scatter_add(self, dim, index, src):
+        """A copy with src added at `index` along `dim`, repeated positions adding up."""
+        index = index.data if isinstance(index, Tensor) else np.asarray(index)
+        return _ops().ScatterAdd.apply(self, index, self._operand(src), axis=dim % self.ndim)
+
+    def index_add(self, dim, index, source, *, alpha=1):
+        """A copy with source's slices added at positions `index` along `dim`."""
+        index = index.data if isinstance(index, Tensor) else np.asarray(index)
+        shape = [1] * source.ndim
+        shape[dim % source.ndim] = -1
+        full = xp_of(index).broadcast_to(index.reshape(shape), source.shape)
+        return self.scatter_add(dim, full, source if alpha == 1 else source * alpha)
+
+    def scatter_(self, dim, index, src=None, *, value=None):
+        return self._inplace(lambda t: t.scatter(dim, index, src, value=value), "scatter_", src)
+
+    def scatter_add_(self, dim, index, src):
+        return self._inplace(lambda t: t.scatter_add(dim, index, src), "scatter_add_", src)
+
+    def index_add_(self, dim, index, source, *, alpha=1):
+        return self._inplace(lambda t: t.index_add(dim, index, source, alpha=alpha), "index_add_", source)
+
+    def masked_select(self, mask):
+        """The entries where `mask` (broadcast to this shape) holds, as a 1-D tensor."""
+        mask = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
+        return self[xp_of(self.data).broadcast_to(mask, self.shape)]
+
+    def argwhere(self):
+        return self.nonzero()
+
+    def unique(self, sorted=True, return_inverse=False, return_counts=False, dim=None):
+        """The distinct values, sorted (no gradient); optionally the inverse indices and counts."""
+        if dim is not None:
+            raise NotImplementedError("unique(dim=...) is not supported; flatten first")
+        values, inverse, counts = np.unique(self.numpy(), return_inverse=True, return_counts=True)
+        out = (Tensor._wrap(to_device(values, self.device)),)
+        if return_inverse:
+            out += (Tensor._wrap(to_device(inverse.reshape(self.shape).astype(np.int64), self.device)),)
+        if return_counts:
+            out += (Tensor._wrap(to_device(counts.astype(np.int64), self.device)),)
+        return out[0] if len(out) == 1 else out
+
     def index_select(self, dim, index):
         index = index.data if isinstance(index, Tensor) else np.asarray(index)
         return self[(slice(None),) * (dim % self.ndim) + (index.reshape(-1),)]

@@ -94,16 +94,24 @@ TENSOR_FUNCTIONS = (
     "diag", "diag_embed", "diagonal", "div", "dot", "equal", "erf", "exp", "exp2", "expm1", "flatten", "flip",
     "fliplr", "flipud", "floor", "floor_divide", "gather", "index_select", "isclose", "isfinite", "isinf",
     "isnan", "kthvalue", "lerp", "log", "log10", "log1p", "log2", "logical_and", "logical_not",
-    "logical_or", "logsumexp", "masked_fill", "matmul", "max", "maximum", "mean", "median", "min",
+    "logical_or", "logsumexp", "masked_fill", "masked_select", "matmul", "max", "maximum", "mean", "median", "min",
     "minimum", "mm", "bmm", "mv", "movedim", "moveaxis", "mul", "narrow", "neg", "nonzero", "norm", "numel",
     "outer", "permute", "pow", "prod", "reciprocal", "remainder", "repeat_interleave", "reshape", "relu",
-    "roll", "round", "rsqrt", "sigmoid", "sign", "sin", "sinh", "softmax", "log_softmax", "sort", "split",
+    "roll", "round", "scatter", "scatter_add", "index_add", "unique", "argwhere", "rsqrt", "sigmoid", "sign", "sin", "sinh", "softmax", "log_softmax", "sort", "split",
     "sqrt", "square", "squeeze", "std", "sub", "sum", "swapaxes", "t", "take_along_dim", "tan", "tanh",
     "tile", "topk", "transpose", "tril", "triu", "trunc", "unbind", "unflatten", "unsqueeze", "var",
 )
 for _name in TENSOR_FUNCTIONS:
     globals()[_name] = _method_as_function(_name)
 del _name
+
+
+def einsum(equation, *operands):
+    """Einstein summation with an explicit output ('bij,bjk->bik'); differentiable in every operand."""
+    from .ops import Einsum
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    return Einsum.apply(*operands, equation=equation)
 
 
 def add(input, other, *, alpha=1):
@@ -124,4 +132,4 @@ def broadcast_to(input, shape):
 
 __all__ = ["float16", "half", "float32", "float", "float64", "double", "uint8", "int8", "int16", "short",
            "int32", "int", "int64", "long", "bool", "device", "cuda", "Generator", "return_types",
-           "add", "numel", "clone", "broadcast_to", *TENSOR_FUNCTIONS]
+           "add", "einsum", "numel", "clone", "broadcast_to", *TENSOR_FUNCTIONS]
