@@ -66,7 +66,7 @@ def run_case(fn, specs, grad=True, tol=TOL, seed=0):
     assert len(t_arr) == len(o_arr), f"{len(o_arr)} outputs, PyTorch gives {len(t_arr)}"
     for o, t in zip(o_arr, t_arr):
         assert o.shape == t.shape, f"shape {o.shape} != PyTorch's {t.shape}"
-        assert o.dtype.kind == t.dtype.kind, f"dtype {o.dtype} vs PyTorch's {t.dtype}"
+        assert o.dtype == t.dtype, f"dtype {o.dtype} vs PyTorch's {t.dtype}"
         tolerance = tol if o.dtype != np.float32 else max(tol, 1e-6)
         np.testing.assert_allclose(o, t, rtol=tolerance, atol=tolerance, equal_nan=True)
     if not grad:
@@ -150,6 +150,7 @@ case("floordiv", lambda l, x: x // 0.3, A34, grad=False)
 case("floordiv_tensor", lambda l, a, b: a // b, A34, ((4,), "pos"), grad=False)
 case("floordiv_int", lambda l, a: a // 2, ((3, 4), "int"), grad=False)
 case("mod_int", lambda l, a: a % 3, ((3, 4), "int"), grad=False)
+case("truediv_int", lambda l, a: (a / 4, 3 / (a * 0 + 2), a.div(2.5)), ((3, 4), "int"), grad=False)
 for name, fn in {
     "eq": lambda l, a, b: a.eq(b), "ne": lambda l, a, b: a.ne(b), "gt": lambda l, a, b: a.gt(b),
     "lt": lambda l, a, b: a.lt(b), "ge": lambda l, a, b: a >= b, "le": lambda l, a, b: a <= b,

@@ -74,7 +74,8 @@ int64 = "int64"
 __version__ = "0.1.0"
 
 # PyTorch's module-level spellings (issue 20): torch.* functions, dtype aliases, device, cuda,
-# save/load, utils.data.
+# save/load, utils.data.  They include float, int, bool, max, sum, ... (as torch.float, torch.max):
+# from here on those names are tinygrad_seq's in this file, so this block stays last.
 from .creation import (empty, empty_like, from_numpy, full_like, is_tensor, linspace, logspace,  # noqa: F401,E402
                        multinomial, rand_like, randn_like, randperm)
 from .tensor import set_grad_enabled  # noqa: F401,E402

@@ -352,8 +352,15 @@ class Tensor:
     def __rsub__(self, other): return _ops().Sub.apply(self._operand(other), self)
     def __mul__(self, other): return _ops().Mul.apply(self, self._operand(other))
     def __rmul__(self, other): return _ops().Mul.apply(self._operand(other), self)
-    def __truediv__(self, other): return _ops().Div.apply(self, self._operand(other))
-    def __rtruediv__(self, other): return _ops().Div.apply(self._operand(other), self)
+    def __truediv__(self, other):
+        if self.dtype.kind in "iub":   # true division of integers is float32, as PyTorch's
+            return self.float() / other
+        return _ops().Div.apply(self, self._operand(other))
+
+    def __rtruediv__(self, other):
+        if self.dtype.kind in "iub":
+            return other / self.float()
+        return _ops().Div.apply(self._operand(other), self)
     def __floordiv__(self, other): return self.div(other, rounding_mode="floor")
     def __rfloordiv__(self, other): return self._operand(other).div(self, rounding_mode="floor")
     def __mod__(self, other): return self.remainder(other)
