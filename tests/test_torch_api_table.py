@@ -2,7 +2,6 @@
 run with lib = torch and lib = tinygrad_seq on the same float64 data; the outputs must agree,
 the gradients of every floating input must agree (for a random upstream gradient), and
 tinygrad_seq's gradient must pass gradcheck (finite differences, float64)."""
-import math
 
 import numpy as np
 import pytest

@@ -212,7 +212,7 @@ def adam_regression_loop(torch):
 
 
 @idiom
-def save_and_load_state_dict(torch, tmp_path=None):
+def save_and_load_state_dict(torch):
     import os
     import tempfile
     model = set_weights(torch, torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)))
