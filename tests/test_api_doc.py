@@ -26,6 +26,7 @@ def names(text):
 @pytest.mark.parametrize("title,owners", [
     ("`torch.Tensor` methods", [tgs.Tensor, tgs.tensor([1.0])]),
     ("`torch.*` functions", [tgs]),
+    ("`torch.autograd`", [tgs.autograd]),
     ("`torch.nn` modules", [nn]),
     ("`torch.nn.functional`", [F]),
     ("`torch.nn.init`", [init, nn.utils]),

@@ -496,6 +496,59 @@ def gradient_accumulation_and_zero_grad(torch):
     return {"accumulated": accumulated, "fresh": w.grad}
 
 
+@idiom
+def custom_autograd_function(torch):
+    class LegendrePolynomial3(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, input):
+            ctx.save_for_backward(input)
+            return 0.5 * (5 * input ** 3 - 3 * input)
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            input, = ctx.saved_tensors
+            return grad_output * 1.5 * (5 * input ** 2 - 1)
+
+    x = torch.linspace(-1, 1, 7)
+    a = torch.full((), 0.3, requires_grad=True)
+    b = torch.full((), -0.2, requires_grad=True)
+    P3 = LegendrePolynomial3.apply
+    y_pred = a + b * P3(x + b)
+    loss = (y_pred - x).pow(2).sum()
+    loss.backward()
+    return {"y": y_pred, "loss": loss, "ga": a.grad, "gb": b.grad}
+
+
+@idiom
+def autograd_grad_leaves_dot_grad_alone(torch):
+    x = data(torch, 4, seed=20).requires_grad_()
+    w = data(torch, 4, seed=21).requires_grad_()
+    h = (x * w).tanh()
+    y = (h * h).sum()
+    gx, gh = torch.autograd.grad(y, (x, h), retain_graph=True)
+    y.backward()
+    return {"gx": gx, "gh": gh, "x_grad_after_backward": x.grad, "w_grad": w.grad}
+
+
+@idiom
+def polynomial_fit_with_tensor_exponents(torch):
+    import math
+    x = torch.linspace(-math.pi, math.pi, 50)
+    y = torch.sin(x)
+    p = torch.tensor([1, 2, 3])
+    xx = x.unsqueeze(-1).pow(p)
+    model = set_weights(torch, torch.nn.Sequential(torch.nn.Linear(3, 1), torch.nn.Flatten(0, 1)))
+    loss_fn = torch.nn.MSELoss(reduction="sum")
+    for _ in range(20):
+        loss = loss_fn(model(xx), y)
+        model.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for param in model.parameters():
+                param -= 1e-4 * param.grad
+    return {"xx_dtype": xx.dtype, "loss": loss, "weights": list(model.parameters())}
+
+
 @pytest.mark.parametrize("fn", IDIOMS, ids=[f.__name__ for f in IDIOMS])
 def test_idiom_gives_pytorchs_results(fn):
     theirs = plain(fn(torch))

@@ -81,4 +81,4 @@ from .creation import (empty, empty_like, from_numpy, full_like, is_tensor, lins
 from .tensor import set_grad_enabled  # noqa: F401,E402
 from .torch_compat import *  # noqa: F401,F403,E402
 from .serialization import load, save  # noqa: F401,E402
-from . import utils  # noqa: F401,E402
+from . import autograd, utils  # noqa: F401,E402

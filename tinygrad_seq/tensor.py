@@ -372,6 +372,8 @@ class Tensor:
 
     def __pow__(self, exponent):
         if isinstance(exponent, Tensor):
+            if self.dtype.kind == "f" and exponent.dtype.kind in "iub":
+                exponent = exponent.to(dtype=self.dtype)   # float ** int keeps the float's dtype
             return _ops().PowTensor.apply(self, exponent)
         return _ops().Pow.apply(self, exponent=exponent)
 
@@ -1151,8 +1153,12 @@ def _is_device(arg):
     return type(arg).__name__ == "device"
 
 
-def _run_backward(root, grad, retain_graph):
-    """Reverse-mode sweep over the Functions reachable from `root`, without recursion."""
+def _run_backward(root, grad, retain_graph, capture=None):
+    """Reverse-mode sweep over the Functions reachable from `root`, without recursion.
+
+    Gradients accumulate into the leaves' (and retain_grad tensors') .grad; with `capture`, a
+    dict {id(tensor): [tensor, None]} (autograd.grad), they are summed into it instead and no
+    .grad changes."""
     order, seen, stack = [], set(), [(root._ctx, False)]
     while stack:
         fn, expanded = stack.pop()
@@ -1201,10 +1207,16 @@ def _run_backward(root, grad, retain_graph):
             if parent is None or g is None or not edge[2]:
                 continue
             producer, i = edge[0], edge[1]
-            if producer is None:
+            if capture is not None:
+                if id(parent) in capture and (producer is None or parent._ctx is producer):
+                    r = capture[id(parent)]
+                    r[1] = g if r[1] is None else r[1] + g
+                if producer is None:
+                    continue
+            elif producer is None:
                 parent._accumulate(own(g))
                 continue
-            if parent._retains_grad and parent._ctx is producer:
+            elif parent._retains_grad and parent._ctx is producer:
                 retained.setdefault(id(parent), [parent, None])
                 r = retained[id(parent)]
                 r[1] = g if r[1] is None else r[1] + g
