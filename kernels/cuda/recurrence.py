@@ -100,8 +100,9 @@ def rnn_forward(xw, w_hh, h0, nonlinearity):
     states[0] = h0
     step = step_launcher(_rnn_step, B * H, xw, work)
     relu = nonlinearity == "relu"
+    w_hh_t = w_hh.T
     for t in range(T):
-        xp.matmul(states[t], w_hh.T, out=rec)
+        xp.matmul(states[t], w_hh_t, out=rec)
         step(t, relu)
     return states[1:]
 
@@ -199,8 +200,9 @@ def lstm_forward(xw, w_hh, h0, c0):
     hs[0] = h0
     cs[0] = c0
     step = step_launcher(_lstm_step, B * H, xw, work)
+    w_hh_t = w_hh.T
     for t in range(T):
-        xp.matmul(hs[t], w_hh.T, out=rec)
+        xp.matmul(hs[t], w_hh_t, out=rec)
         step(t)
     return hs[1:], cs[1:], gates
 
@@ -303,8 +305,9 @@ def gru_forward(xw, w_hh, b_hh, h0):
     hs[0] = h0
     b_hh_copy[...] = b_hh
     step = step_launcher(_gru_step, B * H, xw, work)
+    w_hh_t = w_hh.T
     for t in range(T):
-        xp.matmul(hs[t], w_hh.T, out=rec)
+        xp.matmul(hs[t], w_hh_t, out=rec)
         step(t)
     return hs[1:], gates, hn
 
