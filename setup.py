@@ -171,7 +171,7 @@ setup(
         "test": TEST_EXTRAS,
         "bench": ["torch==2.13.0", "micrograd==0.1.0"],
         "plot": ["matplotlib>=3.5", "pillow>=9"],
-        "gpu": ["numba-cuda>=0.30", "cupy-cuda12x"],
+        "gpu": ["numba-cuda>=0.30", "cupy-cuda13x"],   # CUDA 13; another CUDA: README, "cuda" backend
         "dev": TEST_EXTRAS,
     },
     entry_points={"console_scripts": ["tgs=tinygrad_seq.cli.main:cli"]},

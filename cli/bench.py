@@ -39,7 +39,7 @@ def bench(workload, backends, device, repeats, warmup, no_torch, memory, write_c
             with_torch = False
     results = benchmark.run(workload or None, backends or None, device, warmup, repeats, with_torch,
                             echo=lambda line: click.echo(line, err=True))
-    click.echo(benchmark.format_table(results))
+    click.echo(benchmark.format_table(results, device))
     if write_choice:
         from tinygrad_seq.backend import save_auto_choices
 

@@ -410,7 +410,7 @@ _COMPILE_ALL = textwrap.dedent('''
     # device functions ask the current device for its compute capability: pretend an sm_90
     dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
 
-    from tinygrad_seq.kernels.cuda import conv as C, recurrence as R, softmax as S
+    from tinygrad_seq.kernels.cuda import conv as C, optim as O, recurrence as R, softmax as S
 
     def arr(dtype, ndim):
         return dtype + "[" + ", ".join([":"] * (ndim - 1) + ["::1"]) + "]"
@@ -426,14 +426,16 @@ _COMPILE_ALL = textwrap.dedent('''
             (C._maxpool_backward, f"void({a4}, {i4}, {a2})"),
             (C._avgpool_forward, f"void({a4}, {a4}, {ints6})"),
             (C._avgpool_backward, f"void({a4}, {a4}, {ints6})"),
-            (getattr(S, "_softmax_forward_f" + bits), f"void({a2}, boolean[:, ::1], boolean, {a2})"),
+            (getattr(S, "_softmax_forward_f" + bits), f"void({a2}, boolean[:, ::1], boolean, int64, {a2})"),
             (getattr(S, "_softmax_backward_f" + bits), f"void({a2}, {a2}, {a2})"),
-            (R._rnn_step, f"void({a3}, {a2}, {a3}, int64, boolean)"),
-            (R._rnn_grad_step, f"void({a3}, {a2}, {a3}, {a3}, int64, boolean)"),
-            (R._lstm_step, f"void({a3}, {a2}, {a2}, {a3}, {a3}, {a3}, int64)"),
-            (R._lstm_grad_step, f"void({a3}, {a2}, {a2}, {a2}, {a3}, {a3}, {a3}, int64)"),
-            (R._gru_step, f"void({a3}, {a2}, {a1}, {a2}, {a3}, {a3}, {a3}, int64)"),
-            (R._gru_grad_step, f"void({a3}, {a2}, {a2}, {a2}, {a3}, {a3}, {a3}, {a3}, {a3}, int64)"),
+            # the recurrences: the pass's inputs, its flat work array, t (kernels/cuda/recurrence.py)
+            (R._rnn_step, f"void({a3}, {a1}, int64, boolean)"),
+            (R._rnn_grad_step, f"void({a3}, {a3}, {a1}, int64, boolean)"),
+            (R._lstm_step, f"void({a3}, {a1}, int64)"),
+            (R._lstm_grad_step, f"void({a3}, {a3}, {a3}, {a1}, int64)"),
+            (R._gru_step, f"void({a3}, {a1}, int64)"),
+            (R._gru_grad_step, f"void({a3}, {a3}, {a3}, {a3}, {a1}, int64)"),
+            (O._adam_step, f"void({a1}, {a1}, {a1}, {a1}, {a1}, {', '.join([dt] * 7)}, boolean)"),
         ]
         for kernel, signature in kernels:
             ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=(9, 0))
@@ -452,4 +454,4 @@ def test_every_kernel_compiles_for_the_real_cuda_target():
         pytest.skip("needs the CUDA compiler libraries NVVM and NVRTC (pip install nvidia-cuda-nvcc-cu12 "
                     f"nvidia-cuda-nvrtc-cu12): {run.stdout.strip()}")
     assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.count("compiled") == 28, run.stdout
+    assert run.stdout.count("compiled") == 30, run.stdout

@@ -6,7 +6,14 @@ same sizes.  Both run in the same process, so the ratio compares like with like:
 median of `repeats` timed steps after `warmup` untimed ones, the implementations' steps
 taken in turn (one of each per round).  PyTorch is optional here
 (the bench extra); without it the table has no ratio column.
+
+On a GPU every step, tgs's and PyTorch's alike, ends by waiting for the device
+(device_synchronize): kernel launches return before the work is done, and a step timed
+without waiting would leave its backward and optimiser work to be billed to whichever step
+synchronises next.  float32 math is like for like: PyTorch runs with TF32 off, tgs's cuBLAS
+calls strict FP32, plus one tgs row with CuPy's TF32 compute type where CuPy exposes it.
 """
+import contextlib
 import dataclasses
 import statistics
 import time
@@ -39,6 +46,7 @@ class Result:
     impl: str
     ms: float
     gflops: float = None
+    tf32: bool = False    # a GPU row whose float32 matmuls ran in TF32 (CuPy's compute type)
 
 
 def rnn_step_flops(mode, V, H, B, T):
@@ -172,8 +180,6 @@ def torch_step(workload, sizes, device="cpu", seed=0):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
             opt.step()
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
         return step
     if workload == "cnn":
         B = sizes["B"]
@@ -191,8 +197,6 @@ def torch_step(workload, sizes, device="cpu", seed=0):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
         return step
     if workload == "transformer":
         V, d, heads, layers, B, T = (sizes[k] for k in ("V", "d", "heads", "layers", "B", "T"))
@@ -223,8 +227,6 @@ def torch_step(workload, sizes, device="cpu", seed=0):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
         return step
     if workload == "scalar_mlp":
         return None  # PyTorch has no scalar engine; micrograd is the peer (bench/bench_scalar_mlp.py)
@@ -233,7 +235,9 @@ def torch_step(workload, sizes, device="cpu", seed=0):
 
 def run(workloads=None, backends=None, device="cpu", warmup=3, repeats=15, with_torch=True, echo=print):
     """Time every workload on every requested backend and PyTorch, their steps interleaved
-    (interleaved_median_ms); returns a list of Result."""
+    (interleaved_median_ms); returns a list of Result.  On a GPU each step waits for the
+    device before its clock stops, PyTorch runs with TF32 off, and where CuPy has a TF32
+    switch each tgs backend gets a second row with it on."""
     from tinygrad_seq.backend import BACKENDS, unavailable_reason
 
     sizes_table = CPU_SIZES if device == "cpu" else GPU_SIZES
@@ -241,29 +245,99 @@ def run(workloads=None, backends=None, device="cpu", warmup=3, repeats=15, with_
     if backends is None:
         backends = [name for name, (_, devices) in BACKENDS.items()
                     if device in devices and unavailable_reason(name) is None]
+    on_gpu = device != "cpu"
+    tf32_switch = cupy_tf32_switch() if on_gpu else None
     results = []
-    for workload in workloads:
-        sizes = sizes_table[workload]
-        flops = rnn_step_flops(RNN_MODES[workload], **sizes) if workload in RNN_MODES else None
-        steps = {}
-        torch_workload = torch_step(workload, sizes, device) if with_torch else None
-        if torch_workload is not None:
-            steps["pytorch"] = torch_workload
-        for name in (["-"] if workload == "scalar_mlp" else backends):
-            impl = "tgs" if name == "-" else f"tgs[{name}]"
-            steps[impl] = _on_backend("auto" if name == "-" else name, tgs_step(workload, sizes, device))
-        for impl, ms in interleaved_median_ms(steps, warmup, repeats).items():
-            results.append(Result(workload, impl, ms, flops / ms / 1e6 if flops else None))
-            echo(f"  {workload:12s} {impl:8s} {ms:9.1f} ms")
+    with (torch_tf32(False) if on_gpu and with_torch else contextlib.nullcontext()):
+        for workload in workloads:
+            sizes = sizes_table[workload]
+            flops = rnn_step_flops(RNN_MODES[workload], **sizes) if workload in RNN_MODES else None
+            steps, tf32_rows = {}, set()
+            torch_workload = torch_step(workload, sizes, device) if with_torch else None
+            if torch_workload is not None:
+                steps["pytorch"] = torch_workload
+            for name in (["-"] if workload == "scalar_mlp" else backends):
+                impl = "tgs" if name == "-" else f"tgs[{name}]"
+                backend_name = "auto" if name == "-" else name
+                steps[impl] = _on_backend(backend_name, tgs_step(workload, sizes, device), tf32_switch, False)
+                if tf32_switch is not None:
+                    steps[impl + " TF32"] = _on_backend(backend_name, tgs_step(workload, sizes, device),
+                                                        tf32_switch, True)
+                    tf32_rows.add(impl + " TF32")
+            if on_gpu:
+                steps = {impl: _synchronized(step, device) for impl, step in steps.items()}
+            for impl, ms in interleaved_median_ms(steps, warmup, repeats).items():
+                tf32 = impl in tf32_rows
+                results.append(Result(workload, impl[:-len(" TF32")] if tf32 else impl, ms,
+                                      flops / ms / 1e6 if flops else None, tf32=tf32))
+                echo(f"  {workload:12s} {impl:8s} {ms:9.1f} ms")
     return results
 
 
-def _on_backend(name, step):
-    """`step` run with the kernel backend `name`, whatever the process default is."""
+def device_synchronize(device):
+    """Wait until every kernel queued on `device` has finished (nothing to wait for on the CPU).
+    One device-wide wait covers both frameworks: CuPy and PyTorch share the device's context."""
+    if device == "cpu":
+        return
+    from tinygrad_seq.device import cupy_or_none
+    cupy = cupy_or_none()
+    if cupy is not None:
+        cupy.cuda.runtime.deviceSynchronize()
+    else:
+        import torch
+        torch.cuda.synchronize()
+
+
+def _synchronized(step, device):
+    """`step`, then a wait for the device: the step's queued work is billed to the step."""
+    def run_step():
+        step()
+        device_synchronize(device)
+    return run_step
+
+
+@contextlib.contextmanager
+def torch_tf32(enabled):
+    """PyTorch's TF32 switches for cuBLAS matmuls and cuDNN (RNN, conv) set to `enabled`, and
+    restored afterwards: cuDNN uses TF32 by default, CuPy's matmuls are strict FP32."""
+    import torch
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def cupy_tf32_switch():
+    """A context-manager factory switching CuPy's float32 matmuls to TF32 (True) or strict FP32
+    (False), or None when CuPy is missing or keeps the switch elsewhere.  CuPy reads CUPY_TF32=1
+    once, at its first matmul, into a per-dtype compute type that set_compute_type changes."""
+    try:
+        from cupy._core import _routines_linalg as linalg
+        get, put = linalg.get_compute_type, linalg.set_compute_type
+        modes = {True: linalg.COMPUTE_TYPE_TF32, False: linalg.COMPUTE_TYPE_DEFAULT}
+    except (ImportError, AttributeError):
+        return None
+
+    @contextlib.contextmanager
+    def switch(enabled):
+        saved = get(np.float32)
+        put(np.float32, modes[enabled])
+        try:
+            yield
+        finally:
+            put(np.float32, saved)
+    return switch
+
+
+def _on_backend(name, step, tf32_switch=None, tf32=False):
+    """`step` run with the kernel backend `name`, whatever the process default is (and with
+    CuPy's float32 matmuls in TF32 or strict FP32 when there is a `tf32_switch`)."""
     import tinygrad_seq as tgs
 
     def run_step():
-        with tgs.backend(name):
+        with tgs.backend(name), (tf32_switch(tf32) if tf32_switch else contextlib.nullcontext()):
             step()
     return run_step
 
@@ -278,7 +352,7 @@ def fastest_per_family(results):
     backends timed on all of them compete): what `tgs bench --write-choice` stores for auto."""
     times = {}
     for r in results:
-        if r.workload in WORKLOAD_FAMILIES and r.impl.startswith("tgs["):
+        if r.workload in WORKLOAD_FAMILIES and r.impl.startswith("tgs[") and not r.tf32:
             for family in WORKLOAD_FAMILIES[r.workload]:
                 times.setdefault(family, {}).setdefault(r.impl[4:-1], {})[r.workload] = r.ms
     winners = {}
@@ -289,15 +363,21 @@ def fastest_per_family(results):
     return winners
 
 
-def format_table(results):
-    """Markdown table: ms/step, ratio to PyTorch of the same workload, GFLOP/s where known."""
+def format_table(results, device="cpu"):
+    """Markdown table: ms/step, ratio to PyTorch of the same workload, GFLOP/s where known;
+    on a GPU, a last line says which float32 math each row used."""
     torch_ms = {r.workload: r.ms for r in results if r.impl == "pytorch"}
     lines = ["| workload | implementation | ms/step | ratio vs PyTorch | GFLOP/s |",
              "| --- | --- | ---: | ---: | ---: |"]
     for r in results:
         ratio = f"{r.ms / torch_ms[r.workload]:.2f}" if r.workload in torch_ms else "-"
         gflops = f"{r.gflops:.1f}" if r.gflops else "-"
-        lines.append(f"| {r.workload} | {r.impl} | {r.ms:.1f} | {ratio} | {gflops} |")
+        impl = f"{r.impl} TF32" if r.tf32 else r.impl
+        lines.append(f"| {r.workload} | {impl} | {r.ms:.1f} | {ratio} | {gflops} |")
+    if device != "cpu":
+        lines.append("\nfloat32 math: pytorch with TF32 off (torch.backends.cuda.matmul.allow_tf32 = "
+                     "torch.backends.cudnn.allow_tf32 = False); tgs rows strict FP32 cuBLAS, "
+                     "except rows marked TF32 (CuPy's TF32 compute type, as CUPY_TF32=1 sets).")
     return "\n".join(lines)
 
 

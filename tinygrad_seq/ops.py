@@ -563,7 +563,10 @@ class Softmax(Function):
         rows = None
         if mask is not None:
             xp = xp_of(x)
-            rows = _rows(xp.broadcast_to(xp.asarray(mask, dtype=bool), x.shape))
+            mask = xp.broadcast_to(xp.asarray(mask, dtype=bool), x.shape)
+            # a backend that reads a broadcast mask where it is (cuda) is spared the full-size copy
+            compact = getattr(self.kernels, "broadcast_mask_rows", None)
+            rows = (compact(mask) if compact else None) or _rows(mask)
         y = self.kernels.softmax_forward(_rows(x), rows)
         self.save_for_backward(y)
         return y.reshape(x.shape)

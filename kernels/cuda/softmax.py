@@ -6,8 +6,14 @@
 Each block walks its row in strides of the block size, each thread keeping a partial
 max or sum, and the block combines the partials by a tree reduction in shared memory.
 Argument checks and messages come from the reference (`check_softmax_args`).
+
+A mask broadcast over x's leading axes (attention's causal (L, S) mask against scores
+(N, heads, L, S), a key-padding mask (N, 1, 1, S)) need not be expanded to x's size (33 MB
+of bools per layer at the GPU benchmark's sizes): `broadcast_mask_rows` keeps its own rows,
+and row r of x reads mask row (r // inner) % M.
 """
 import math
+from typing import Any, NamedTuple
 
 from numba import cuda, float32, float64
 
@@ -57,28 +63,31 @@ def _block_sum(scratch, value):
 
 
 @cuda.jit(device=True, cache=True)
-def _softmax_rows(x, excluded, has_mask, y, scratch):
-    """y = masked softmax of x, block b doing rows b, b + gridDim, ..."""
+def _softmax_rows(x, excluded, has_mask, inner, y, scratch):
+    """y = masked softmax of x, block b doing rows b, b + gridDim, ...; row r's mask is
+    excluded[(r // inner) % len(excluded)]."""
     n_rows, length = x.shape
+    mask_rows = excluded.shape[0]
     zero = y.dtype.type(0)
     minus_inf = y.dtype.type(-math.inf)
     for row in range(cuda.blockIdx.x, n_rows, cuda.gridDim.x):
+        m = (row // inner) % mask_rows
         partial = minus_inf
         for j in range(cuda.threadIdx.x, length, cuda.blockDim.x):
-            if not (has_mask and excluded[row, j]) and x[row, j] > partial:
+            if not (has_mask and excluded[m, j]) and x[row, j] > partial:
                 partial = x[row, j]
         row_max = _block_max(scratch, partial)
         if row_max == minus_inf:
             row_max = zero  # every entry masked: any finite shift keeps the exps at 0
         partial = zero
         for j in range(cuda.threadIdx.x, length, cuda.blockDim.x):
-            if not (has_mask and excluded[row, j]):
+            if not (has_mask and excluded[m, j]):
                 partial += math.exp(x[row, j] - row_max)
         total = _block_sum(scratch, partial)
         if total == zero:
             total = y.dtype.type(1)  # nothing to normalise: the row stays all zeros
         for j in range(cuda.threadIdx.x, length, cuda.blockDim.x):
-            if has_mask and excluded[row, j]:
+            if has_mask and excluded[m, j]:
                 y[row, j] = zero
             else:
                 y[row, j] = math.exp(x[row, j] - row_max) / total
@@ -100,13 +109,13 @@ def _softmax_grad_rows(dy, y, dx, scratch):
 # Shared memory needs its element type at compile time, so each float type gets a
 # two-line kernel around the generic device function above.
 @cuda.jit(cache=True)
-def _softmax_forward_f32(x, excluded, has_mask, y):
-    _softmax_rows(x, excluded, has_mask, y, cuda.shared.array(ROW_THREADS, float32))
+def _softmax_forward_f32(x, excluded, has_mask, inner, y):
+    _softmax_rows(x, excluded, has_mask, inner, y, cuda.shared.array(ROW_THREADS, float32))
 
 
 @cuda.jit(cache=True)
-def _softmax_forward_f64(x, excluded, has_mask, y):
-    _softmax_rows(x, excluded, has_mask, y, cuda.shared.array(ROW_THREADS, float64))
+def _softmax_forward_f64(x, excluded, has_mask, inner, y):
+    _softmax_rows(x, excluded, has_mask, inner, y, cuda.shared.array(ROW_THREADS, float64))
 
 
 @cuda.jit(cache=True)
@@ -131,18 +140,49 @@ def _for_dtype(dtype, f32_kernel, f64_kernel):
     raise ValueError(f"softmax: arrays must be float32 or float64, got {dtype}")
 
 
+class RowBroadcastMask(NamedTuple):
+    """A mask for the rows of x kept at its own size: x's row r uses rows[(r // inner) % len(rows)]."""
+    rows: Any      # (M, L) bool, contiguous
+    inner: int
+
+
+def broadcast_mask_rows(mask):
+    """The RowBroadcastMask of `mask`, a bool array broadcast to x's N-D shape (a view with stride 0
+    along broadcast axes), or None when its own axes do not form one block ([1..., own..., 1...]
+    over x's leading axes) and it has to be expanded after all.  Ops call this when the backend
+    module has it."""
+    lead, strides = mask.shape[:-1], mask.strides[:-1]
+    own = [axis for axis, (n, stride) in enumerate(zip(lead, strides)) if n > 1 and stride != 0]
+    block = range(own[0], own[-1] + 1) if own else range(0)
+    if any(lead[axis] > 1 and axis not in own for axis in block):
+        return None
+    inner = math.prod(lead[block.stop:]) if own else 1
+    index = tuple(slice(None) if axis in block else 0 for axis in range(len(lead)))
+    rows = xp_of(mask).array(mask[index], dtype=bool, order="C").reshape(-1, mask.shape[-1])   # a small copy
+    return RowBroadcastMask(rows, inner)
+
+
 def softmax_forward(x, mask):
-    """y = softmax(x) over the last axis; mask True = excluded (probability 0)."""
+    """y = softmax(x) over the last axis; mask True = excluded (probability 0): an (R, L) array
+    like x, or a RowBroadcastMask."""
     xp = xp_of(x)
-    check_softmax_args(x, mask)
+    if isinstance(mask, RowBroadcastMask):
+        excluded, inner = mask
+        check_softmax_args(x, None)
+        if excluded.ndim != 2 or excluded.shape[1] != x.shape[1] or x.shape[0] % (excluded.shape[0] * inner):
+            raise ValueError(f"softmax: a mask of {tuple(excluded.shape)} rows repeated every {inner} rows "
+                             f"does not tile x of shape {tuple(x.shape)}")
+    else:
+        check_softmax_args(x, mask)
+        excluded, inner = mask, 1
     kernel = _for_dtype(x.dtype, _softmax_forward_f32, _softmax_forward_f64)
     y = xp.empty_like(x)
     if x.size == 0:
         return y
-    has_mask = mask is not None
+    has_mask = excluded is not None
     # without a mask the kernel never reads `excluded`; it still needs an array to bind
-    excluded = xp.ascontiguousarray(mask, dtype=bool) if has_mask else xp.zeros((1, 1), dtype=bool)
-    kernel[_row_grid(x.shape[0])](kernel_arg(x), kernel_arg(excluded), has_mask, kernel_arg(y))
+    excluded = xp.ascontiguousarray(excluded, dtype=bool) if has_mask else xp.zeros((1, 1), dtype=bool)
+    kernel[_row_grid(x.shape[0])](kernel_arg(x), kernel_arg(excluded), has_mask, inner, kernel_arg(y))
     return y
 
 

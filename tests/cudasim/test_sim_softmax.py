@@ -78,3 +78,51 @@ def test_bad_arguments_raise_the_reference_message():
     with pytest.raises(ValueError) as got:
         cuda_softmax.softmax_backward(np.zeros((2, 4)), x)
     assert str(got.value) == str(expected.value)
+
+
+# x's shape, and the mask's shape before broadcasting to it: causal (L, S), key padding
+# (N, 1, 1, S), per head (h, L, S), one row for all, and full size
+BROADCASTS = [((2, 3, 4, 5), (4, 5)), ((2, 3, 4, 5), (2, 1, 1, 5)), ((2, 3, 4, 5), (3, 4, 5)),
+              ((2, 3, 4, 5), (5,)), ((2, 1, 4, 5), (2, 1, 4, 5))]
+
+
+@pytest.mark.parametrize("x_shape, mask_shape", BROADCASTS)
+def test_a_broadcast_mask_is_read_where_it_is(rng, x_shape, mask_shape):
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    mask = rng.random(mask_shape) < 0.4
+    view = np.broadcast_to(mask, x_shape)
+    compact = cuda_softmax.broadcast_mask_rows(view)
+    assert compact.rows.size == mask.size                 # never more than the mask itself
+    y = cuda_softmax.softmax_forward(x.reshape(-1, x_shape[-1]), compact)
+    expected = ref.softmax_forward(x.reshape(-1, x_shape[-1]), np.ascontiguousarray(view).reshape(-1, x_shape[-1]))
+    assert_close(y, expected, np.float32)
+
+
+def test_a_mask_whose_axes_are_not_one_block_is_expanded():
+    view = np.broadcast_to(np.zeros((2, 1, 4, 5), dtype=bool), (2, 3, 4, 5))   # batch and query axes, not heads
+    assert cuda_softmax.broadcast_mask_rows(view) is None
+
+
+def test_attention_hands_the_cuda_softmax_the_causal_mask_at_its_own_size(rng, monkeypatch):
+    import importlib
+
+    import tinygrad_seq as tgs
+    from tinygrad_seq.nn import attention
+    backend = importlib.import_module("tinygrad_seq.backend")   # the module, not tinygrad_seq.backend()
+
+    q, k, v = (tgs.Tensor(rng.standard_normal((2, 3, 4, 6)).astype(np.float32), requires_grad=True) for _ in range(3))
+    expected = attention.scaled_dot_product_attention(q, k, v, is_causal=True)      # NumPy kernels
+    expected.sum().backward()
+    expected_grads = [t.grad.numpy().copy() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    masks = []
+    real_forward = cuda_softmax.softmax_forward
+    monkeypatch.setattr(cuda_softmax, "softmax_forward", lambda x, mask: masks.append(mask) or real_forward(x, mask))
+    monkeypatch.setattr(backend, "kernels", lambda family, device="cpu": cuda_softmax)
+    out = attention.scaled_dot_product_attention(q, k, v, is_causal=True)
+    out.sum().backward()
+    assert [m.rows.shape for m in masks] == [(4, 4)] and masks[0].inner == 1
+    assert_close(out.numpy(), expected.numpy(), np.float32)
+    for t, g in zip((q, k, v), expected_grads):
+        np.testing.assert_allclose(t.grad.numpy(), g, rtol=1e-4, atol=1e-6)

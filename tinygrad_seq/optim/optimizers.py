@@ -241,6 +241,12 @@ class Adam(Optimizer):
         t = state["step"]
         beta1, beta2 = group["betas"]
         lr, wd = group["lr"], group["weight_decay"]
+        fused = _fused_adam(xp)
+        if fused is not None and fused(p.data, grad, state["exp_avg"], state["exp_avg_sq"],
+                                       state.get("max_exp_avg_sq"), lr=lr, beta1=beta1, beta2=beta2,
+                                       eps=group["eps"], weight_decay=wd,
+                                       decoupled=self.decoupled_weight_decay, step=t):
+            return
         if wd and self.decoupled_weight_decay:
             p.data *= 1 - lr * wd
         elif wd:
@@ -259,6 +265,18 @@ class Adam(Optimizer):
             second = exp_avg_sq
         denom = xp.sqrt(second) / bias_correction2_sqrt + group["eps"]
         p.data -= (lr / bias_correction1) * exp_avg / denom
+
+
+def _fused_adam(xp):
+    """The one-kernel update for arrays of module `xp` (kernels/cuda/optim.py) on a GPU, where each
+    of the array code's eight passes is a launch and a trip through memory; None on the CPU."""
+    if xp is np:
+        return None
+    try:
+        from ..kernels.cuda.optim import adam_update
+    except ImportError:        # CuPy without numba.cuda: the array code below still runs
+        return None
+    return adam_update
 
 
 class AdamW(Adam):
