@@ -150,3 +150,13 @@ def evaluate_classifier(model, X, y, batch_size=512, device=None):
     finally:
         model.train(was_training)
     return total_loss / max(n, 1), correct / max(n, 1)
+
+
+def score_splits(model, splits, verbose=False):
+    """{split: (mean loss, accuracy)} of `model` on every part of a `Splits`, printed one line
+    a split when `verbose`: the end of an early-stopped run, after `EarlyStopping.restore`."""
+    results = {name: evaluate_classifier(model, *part) for name, part in splits._asdict().items()}
+    if verbose:
+        for name, (loss, acc) in results.items():
+            print(f"{name:5s}  loss {loss:.4f}  accuracy {acc:.3f}  ({len(getattr(splits, name)[1])} examples)")
+    return results
