@@ -18,7 +18,8 @@ import tinygrad_seq as tgs  # before numpy: it sets the OpenBLAS threads' spin t
 import numpy as np
 
 from tinygrad_seq import nn, optim
-from tinygrad_seq.data_utils import EarlyStopping, evaluate_classifier, load_digits, minibatches, train_dev_test_split
+from tinygrad_seq.data_utils import (EarlyStopping, early_stopped_scores, evaluate_classifier, load_digits,
+                                     minibatches, train_dev_test_split)
 from tinygrad_seq.models.mlp import LogisticRegression
 from tinygrad_seq.nn import functional as F
 
@@ -57,13 +58,7 @@ def main(epochs=100, lr=0.5, decay_rate=0.05, l2=1e-3, batch_size=32, patience=P
             if verbose:
                 print(f"dev loss has not improved for {patience} epochs: stopping, best epoch {stopper.best_epoch + 1}")
             break
-    stopper.restore(model)
-    results = {name: evaluate_classifier(model, *part) for name, part in splits._asdict().items()}
-    if verbose:
-        for name, (loss, acc) in results.items():
-            print(f"{name:5s}  loss {loss:.4f}  accuracy {acc:.3f}  ({len(getattr(splits, name)[1])} examples)")
-    return {"test_loss": results["test"][0], "test_accuracy": results["test"][1],
-            "dev_accuracy": results["dev"][1], "epochs": stopper.epoch + 1}
+    return early_stopped_scores(model, splits, stopper, verbose)
 
 
 if __name__ == "__main__":

@@ -26,11 +26,43 @@ Nothing here imports numba, Cython modules or CuPy until a kernel is first asked
 """
 import contextlib
 import importlib
+import inspect
 import json
 import os
 import threading
 
 FAMILIES = ("recurrence", "conv", "softmax", "activation")
+
+# The kernel contract: every backend's module of a family exports these functions with these
+# parameters, in this order (their shapes, dtypes and equations: kernels/API.md and the
+# reference implementation).  A backend module is checked against it when first loaded, so a
+# missing or misnamed function is reported by `tgs backends`, not deep in a training run.
+CONTRACT = {
+    "recurrence": {
+        "rnn_forward": ("xw", "w_hh", "h0", "nonlinearity"),
+        "rnn_backward": ("dhs", "w_hh", "h0", "hs", "nonlinearity"),
+        "lstm_forward": ("xw", "w_hh", "h0", "c0"),
+        "lstm_backward": ("dhs", "dcT", "w_hh", "h0", "c0", "hs", "cs", "gates"),
+        "gru_forward": ("xw", "w_hh", "b_hh", "h0"),
+        "gru_backward": ("dhs", "w_hh", "h0", "hs", "gates", "hn"),
+    },
+    "conv": {
+        "conv2d_forward": ("x", "w", "b", "stride", "padding", "dilation"),
+        "conv2d_backward": ("dy", "x", "w", "stride", "padding", "dilation", "need_bias"),
+        "maxpool2d_forward": ("x", "kernel_size", "stride", "padding"),
+        "maxpool2d_backward": ("dy", "argmax", "x_shape"),
+        "avgpool2d_forward": ("x", "kernel_size", "stride", "padding"),
+        "avgpool2d_backward": ("dy", "x_shape", "kernel_size", "stride", "padding"),
+    },
+    "softmax": {
+        "softmax_forward": ("x", "mask"),
+        "softmax_backward": ("dy", "y"),
+    },
+    "activation": {
+        "gelu_forward": ("x",),
+        "gelu_backward": ("dy", "x", "cdf"),
+    },
+}
 
 # name -> (package, devices it serves)
 BACKENDS = {
@@ -83,22 +115,55 @@ def backend(name):
         stack.pop()
 
 
+def contract_violations(module, family):
+    """What `module` lacks of `family`'s CONTRACT: ["lstm_backward (missing)",
+    "gru_forward(xw, h0) (expected xw, w_hh, b_hh, h0)", ...]; empty when it conforms."""
+    problems = []
+    for function, params in CONTRACT[family].items():
+        found = getattr(module, function, None)
+        if not callable(found):
+            problems.append(f"{function} (missing)")
+            continue
+        try:
+            actual = tuple(inspect.signature(found).parameters)
+        except (TypeError, ValueError):   # a compiled callable without a signature: trust its name
+            continue
+        if actual != params:
+            problems.append(f"{function}({', '.join(actual)}) (expected {', '.join(params)})")
+    return problems
+
+
 def unavailable_reason(name):
     """None when backend `name` can run here, else a sentence saying why not."""
     if name not in _reasons:
         package = BACKENDS[name][0]
         try:
             pkg = importlib.import_module(package)
-            _reasons[name] = pkg.unavailable_reason()
+            _reasons[name] = pkg.unavailable_reason() or _nonconforming_reason(name)
         except Exception as exc:
             _reasons[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
     return _reasons[name]
 
 
+def _nonconforming_reason(name):
+    """None when every family module of backend `name` keeps the CONTRACT, else what it lacks."""
+    problems = []
+    for family in FAMILIES:
+        try:
+            _family_module(name, family)
+        except BackendError as exc:
+            problems.append(str(exc))
+    return "; ".join(problems) or None
+
+
 def _family_module(name, family):
     key = (name, family)
     if key not in _modules:
-        _modules[key] = importlib.import_module(f"{BACKENDS[name][0]}.{family}")
+        module = importlib.import_module(f"{BACKENDS[name][0]}.{family}")
+        problems = contract_violations(module, family)
+        if problems:
+            raise BackendError(f"{family} kernels of {name!r} break the kernel contract: {', '.join(problems)}")
+        _modules[key] = module
     return _modules[key]
 
 
@@ -153,7 +218,7 @@ def resolve(family, device="cpu"):
         if candidate in BACKENDS and unavailable_reason(candidate) is None:
             try:
                 _family_module(candidate, family)
-            except ImportError:
+            except (ImportError, BackendError):
                 continue
             return candidate
     return "numpy"

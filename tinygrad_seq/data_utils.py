@@ -150,3 +150,16 @@ def evaluate_classifier(model, X, y, batch_size=512, device=None):
     finally:
         model.train(was_training)
     return total_loss / max(n, 1), correct / max(n, 1)
+
+
+def early_stopped_scores(model, splits, stopper, verbose=False):
+    """The end of an early-stopped run: load the best weights `stopper` kept into `model`,
+    score every part of `splits` (one line a split when `verbose`) and return
+    {"test_loss", "test_accuracy", "dev_accuracy", "epochs"}."""
+    stopper.restore(model)
+    results = {name: evaluate_classifier(model, *part) for name, part in splits._asdict().items()}
+    if verbose:
+        for name, (loss, acc) in results.items():
+            print(f"{name:5s}  loss {loss:.4f}  accuracy {acc:.3f}  ({len(getattr(splits, name)[1])} examples)")
+    return {"test_loss": results["test"][0], "test_accuracy": results["test"][1],
+            "dev_accuracy": results["dev"][1], "epochs": stopper.epoch + 1}
