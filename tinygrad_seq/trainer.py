@@ -421,7 +421,7 @@ class Trainer:
                 raise FloatingPointError(f"the gradient norm became {norm}")
             self.optimizer.step()
             if not self.weights_finite():
-                raise FloatingPointError("the weights became non-finite after the update (an overflow)")
+                raise FloatingPointError("the weights became nan or inf after the update (an overflow)")
         self.after_step(batch)
         self.step += 1
         return value

@@ -141,12 +141,12 @@ class LMTrainer(Trainer):
         self.vocab = vocab
         self.train_ids = np.asarray(train_ids, dtype=np.int64)
         self.val_ids = np.asarray(val_ids, dtype=np.int64)
-        if self.val_ids.size < 2:
-            raise ValueError(f"the validation text has {self.val_ids.size} token{'s' if self.val_ids.size != 1 else ''}"
-                             f" ({config.unit}); at least 2 are needed to measure a validation loss: use a longer "
-                             "corpus, a larger --val-fraction, or give a --val FILE")
         self.data_info = data_info or {}
         batches = StreamBatches(self.train_ids, config.batch_size, config.seq_len)
+        if self.val_ids.size < 2:
+            raise ValueError(f"the validation text has {self.val_ids.size} token{'s' if self.val_ids.size != 1 else ''}"
+                             f" ({config.unit}), too short for one validation window: at least 2 are needed to "
+                             "measure a loss; use a longer corpus or give a --val FILE")
         tgs_random.manual_seed(config.seed)
         self.model_config = LMConfig(model=config.model, vocab_size=len(vocab), embed=config.embed,
                                      hidden=config.hidden, layers=config.layers, dropout=config.dropout,
