@@ -60,6 +60,8 @@ def training_options(default_out, defaults):
                          help="Random seed (weights, shuffles, dropout, shifts)."),
             click.option("--out", type=click.Path(), default=default_out, show_default=True, help="Run directory."),
             click.option("--overwrite", is_flag=True, help="Replace a checkpoint already in --out."),
+            click.option("--resume", is_flag=True,
+                         help="Continue the run in --out (--epochs, the new total, --lr and --dropout may change)."),
         ]
         for decorator in reversed(opts):
             f = decorator(f)
@@ -79,25 +81,6 @@ def _check_options(options):
         fail(f"--momentum must be in [0, 1), got {options['momentum']}")
     if not (options["weight_decay"] >= 0 and math.isfinite(options["weight_decay"])):
         fail(f"--weight-decay must be a number >= 0, got {options['weight_decay']}")
-
-
-def _checkpoint_path(out, kind, overwrite):
-    """Where the run writes; an existing checkpoint is replaced only with --overwrite."""
-    from tinygrad_seq.checkpoint import CheckpointError, load_checkpoint
-
-    if os.path.exists(out) and not os.path.isdir(out):
-        fail(f"--out {out} is a file; give a directory for the run")
-    path = os.path.join(out, "checkpoint.npz")
-    if os.path.exists(path):
-        try:
-            held = load_checkpoint(path).get("kind")
-        except CheckpointError:
-            held = None
-        if held not in (None, kind):
-            fail(f"{out} holds a {held!r} checkpoint, not a {kind!r} one; choose another --out")
-        if not overwrite:
-            fail(f"{out} already holds a checkpoint; pass --overwrite to replace it, or choose another --out")
-    return path
 
 
 def _build_model(kind, config):
@@ -122,73 +105,195 @@ def _as_images(X, kind):
     return X.reshape(-1, 1, 8, 8) if kind == "mlp" else X
 
 
+def _classifier_trainer_class():
+    """ClassifierTrainer, defined on first use so that importing this module stays light."""
+    global ClassifierTrainer
+    if "ClassifierTrainer" in globals():
+        return ClassifierTrainer
+    from dataclasses import dataclass, field
+
+    import numpy as np
+
+    from tinygrad_seq import optim, vision
+    from tinygrad_seq.config import Config
+    from tinygrad_seq.data_utils import evaluate_classifier
+    from tinygrad_seq.nn import functional as F
+    from tinygrad_seq.tensor import Tensor
+    from tinygrad_seq.trainer import Trainer
+
+    @dataclass
+    class ClassifierConfig(Config):
+        """Everything that defines a digit-classifier run (the options of `tgs train cnn|mlp`)."""
+        kind: str = "cnn"
+        model: dict = field(default_factory=dict)
+        epochs: int = 20
+        batch_size: int = 32
+        lr: float = 2e-3
+        optimizer: str = "adam"
+        momentum: float = 0.9
+        weight_decay: float = 0.0
+        dropout: float = 0.0
+        batchnorm: bool = True
+        augment: bool = False
+        shift: int = 1
+        seed: int = 0
+        out: str = None
+        steps: int = 0              # epochs x batches per epoch (set by the trainer)
+        eval_every: int = 0         # one epoch
+        clip: float = 0.0
+        backend: str = "auto"
+        device: str = "cpu"
+
+    class EpochBatches:
+        """Minibatch `step` of a shuffled pass (each epoch's order and shifts drawn from its own
+        generator seeded by (seed, epoch)), so a step's batch depends on the step alone."""
+
+        def __init__(self, X, y, batch_size, seed, augment, shift, kind):
+            self.X, self.y, self.batch_size, self.seed = X, y, batch_size, seed
+            self.augment, self.shift, self.kind = augment, shift, kind
+            self.per_epoch = -(-len(y) // batch_size)
+            self._epoch = None
+
+        def __call__(self, step):
+            epoch, i = divmod(step, self.per_epoch)
+            if self._epoch != epoch:
+                rng = np.random.default_rng([self.seed, epoch])
+                self._order = rng.permutation(len(self.y))
+                images = self.X
+                if self.augment:  # shift the 8x8 pictures, then flatten them again for the MLP
+                    images = vision.random_shift(_as_images(self.X, self.kind), self.shift, rng=rng)
+                    images = images.reshape(self.X.shape)
+                self._images, self._epoch = images, epoch
+            idx = self._order[i * self.batch_size:(i + 1) * self.batch_size]
+            return epoch, self._images[idx], self.y[idx]
+
+    class _ClassifierTrainer(Trainer):
+        metric = "dev_accuracy"
+        higher_is_better = True
+        keep_best = True       # the best dev epoch's weights are the model that is kept and evaluated
+        unit = "images"
+
+        def __init__(self, config, splits, **trainer_options):
+            from tinygrad_seq import random as tgs_random
+
+            tgs_random.manual_seed(config.seed)
+            self.kind = config.kind
+            self.splits = splits
+            model = _build_model(config.kind, config.model)
+            params = list(model.parameters())
+            if config.optimizer == "sgd":
+                optimizer = optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                      weight_decay=config.weight_decay)
+            else:
+                optimizer = optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+            batches = EpochBatches(*splits.train, config.batch_size, config.seed, config.augment, config.shift,
+                                   config.kind)
+            config.steps, config.eval_every = config.epochs * batches.per_epoch, batches.per_epoch
+            super().__init__(config, model, optimizer, batches, **trainer_options)
+            self.units_per_step = config.batch_size
+            self.epoch_loss = [0.0, 0]
+            self.started = None
+
+        def change_settings(self, **changes):
+            if "epochs" in changes:
+                changes["steps"] = changes["epochs"] * self.batches.per_epoch
+            super().change_settings(**{k: v for k, v in changes.items() if k != "epochs"})
+            if "epochs" in changes:
+                self.config.epochs = changes["epochs"]
+
+        def compute_loss(self, batch):
+            epoch, xb, yb = batch
+            # cosine annealing over the epochs: the last ones settle into a minimum instead of bouncing around it
+            lr = self.config.lr * (1 + np.cos(np.pi * epoch / self.config.epochs)) / 2
+            for group in self.optimizer.param_groups:
+                group["lr"] = float(lr)
+            self._batch_size = len(yb)
+            return F.cross_entropy(self.model(Tensor(xb, dtype=xb.dtype)), Tensor(yb, dtype=yb.dtype))
+
+        def train_step(self):
+            value = super().train_step()
+            self.epoch_loss = [self.epoch_loss[0] + value * self._batch_size, self.epoch_loss[1] + self._batch_size]
+            return value
+
+        def validate(self):
+            dev_loss, dev_acc = evaluate_classifier(self.model, *self.splits.dev)
+            train_loss = self.epoch_loss[0] / max(self.epoch_loss[1], 1)
+            self.epoch_loss = [0.0, 0]
+            return {"epoch": self.step // self.batches.per_epoch, "train_loss": train_loss, "dev_loss": dev_loss,
+                    "dev_accuracy": dev_acc}
+
+        def report(self, metrics):
+            import time
+
+            saved = self.best is not None and self.best["step"] == self.step
+            return (f"epoch {metrics['epoch']:3d}/{self.config.epochs}  train loss {metrics['train_loss']:.4f}  "
+                    f"dev loss {metrics['dev_loss']:.4f}  dev acc {metrics['dev_accuracy']:6.2%}"
+                    f"{'  saved' if saved else ''}  {time.perf_counter() - self.started:6.1f}s")
+
+        def checkpoint_extra(self):
+            return {"config": dict(self.config.model), "train": {"split_seed": SPLIT_SEED,
+                                                                 "epoch_loss": list(self.epoch_loss)}}
+
+        def restore_extra(self, state):
+            self.epoch_loss = [float(x) for x in state["train"].get("epoch_loss", [0.0, 0])]
+
+    _ClassifierTrainer.Config = ClassifierConfig
+    ClassifierTrainer = _ClassifierTrainer
+    return ClassifierTrainer
+
+
 def train_classifier(kind, model_config, options):
     """The body of `tgs train cnn` / `tgs train mlp`: train, keep the best dev epoch, checkpoint, test."""
-    import tinygrad_seq as tgs
-    from tinygrad_seq import optim, vision
-    from tinygrad_seq.checkpoint import load_checkpoint, save_checkpoint
-    from tinygrad_seq.data_utils import evaluate_classifier, minibatches
-    from tinygrad_seq.nn import functional as F
+    import time
 
-    _check_options(options)
-    path = _checkpoint_path(options["out"], kind, options["overwrite"])
-    tgs.manual_seed(options["seed"])
-    try:
-        model = _build_model(kind, model_config)
-    except ValueError as exc:
-        fail(exc)
+    from tinygrad_seq.checkpoint import CheckpointError, load_checkpoint
+
+    from . import runs
+
+    resume, overwrite = options.pop("resume"), options.pop("overwrite")
+    state = runs.open_run(options["out"], (kind,), resume, overwrite)
+    trainer_class = _classifier_trainer_class()
     splits = _digits(kind)
-    params = list(model.parameters())
-    if options["optimizer"] == "sgd":
-        optimizer = optim.SGD(params, lr=options["lr"], momentum=options["momentum"],
-                              weight_decay=options["weight_decay"])
+    if state is None:
+        _check_options(options)
+        try:
+            _build_model(kind, model_config)
+        except ValueError as exc:
+            fail(exc)
+        trainer = trainer_class(trainer_class.Config(kind=kind, model=model_config, **options), splits,
+                                overwrite=overwrite)
     else:
-        optimizer = optim.Adam(params, lr=options["lr"], weight_decay=options["weight_decay"])
-    # a decaying step size lets the last epochs settle into a minimum instead of bouncing around it
-    schedule = optim.lr_scheduler.CosineAnnealingLR(optimizer, options["epochs"])
-    n_params = sum(p.numel() for p in params)
-    click.echo(f"{CLASSIFIER_KINDS[kind]} ({n_params:,} parameters) on scikit-learn's 8x8 digits: "
+        saved = state["train"]["config"]
+        if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+            fail(f"cannot resume: {runs.checkpoint_of(options['out'])} is a malformed checkpoint (no run config)")
+        # the model's own options (--channels, --hidden, ...) are compared with the saved model config
+        changes = runs.resume_changes(dict(saved["model"], **saved), dict(model_config, **options),
+                                      changeable=("epochs", "lr", "dropout"))
+        _check_options(dict(saved, **changes))
+        try:
+            config = trainer_class.Config.from_dict(dict(saved, out=options["out"]))
+            trainer = trainer_class(config, splits).restore(state, runs.checkpoint_of(options["out"]))
+        except CheckpointError as exc:
+            fail(f"cannot resume: {exc}")
+        except (ValueError, TypeError, KeyError) as exc:
+            fail(f"cannot resume: {runs.checkpoint_of(options['out'])} is a malformed checkpoint ({exc})")
+        trainer.change_settings(**changes)
+    cfg = trainer.config
+    n_params = sum(p.numel() for p in trainer.params)
+    click.echo(f"{'Resuming at epoch ' + str(trainer.step // trainer.batches.per_epoch) + ': ' if state else ''}"
+               f"{CLASSIFIER_KINDS[kind]} ({n_params:,} parameters) on scikit-learn's 8x8 digits: "
                f"{len(splits.train[1])} training, {len(splits.dev[1])} dev, {len(splits.test[1])} test images; "
-               f"{options['optimizer']} lr {options['lr']:g}; run directory {options['out']}", err=True)
-
-    X_train, y_train = splits.train
-    settings = {k: v for k, v in options.items() if k != "overwrite"}
-    best_dev, best_epoch, start = -1.0, 0, time.perf_counter()
-    for epoch in range(1, options["epochs"] + 1):
-        model.train()
-        images = X_train
-        if options["augment"]:
-            # shift the 8x8 pictures, then flatten them again for the MLP
-            images = vision.random_shift(_as_images(X_train, kind), options["shift"]).reshape(X_train.shape)
-        total, count = 0.0, 0
-        for xb, yb in minibatches(images, y_train, batch_size=options["batch_size"]):
-            loss = F.cross_entropy(model(xb), yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total, count = total + loss.item() * len(yb), count + len(yb)
-        schedule.step()
-        train_loss = total / count
-        if not math.isfinite(train_loss):
-            fail(f"the training loss became {train_loss} in epoch {epoch}; lower --lr "
-                  f"(the last good checkpoint is kept in {options['out']})")
-        dev_loss, dev_acc = evaluate_classifier(model, *splits.dev)
-        # keep the weights of the best dev epoch (early stopping's choice, without stopping); a tie goes
-        # to the later epoch, whose smaller step size has settled the weights further
-        improved = dev_acc >= best_dev
-        if improved:
-            best_dev, best_epoch = dev_acc, epoch
-            save_checkpoint(path, {"kind": kind, "config": model.config.to_dict(), "model": model.state_dict(),
-                                   "train": {"options": settings, "epoch": epoch, "dev_accuracy": dev_acc,
-                                             "split_seed": SPLIT_SEED}})
-        click.echo(f"epoch {epoch:3d}/{options['epochs']}  train loss {train_loss:.4f}  dev loss {dev_loss:.4f}  "
-                   f"dev acc {dev_acc:6.2%}{'  saved' if improved else ''}  {time.perf_counter() - start:6.1f}s",
-                   err=True)
-
-    result = _evaluate_state(load_checkpoint(path))
-    click.echo(f"best dev accuracy {best_dev:.2%} at epoch {best_epoch}; checkpoint {path}", err=True)
-    click.echo(f"test accuracy {result['accuracy']:.2%} ({result['correct']}/{result['examples']}) "
-               f"after {time.perf_counter() - start:.1f}s")
+               f"{cfg.optimizer} lr {cfg.lr:g}; run directory {cfg.out}", err=True)
+    trainer.started = time.perf_counter()
+    result = runs.run(trainer)
+    path = trainer.checkpoint_path
+    best = trainer.best
+    test = _evaluate_state(load_checkpoint(path), path)
+    click.echo(f"best dev accuracy {best['value']:.2%} at epoch {best['step'] // trainer.batches.per_epoch}; "
+               f"checkpoint {path}", err=True)
+    click.echo(f"test accuracy {test['accuracy']:.2%} ({test['correct']}/{test['examples']}) "
+               f"after {time.perf_counter() - trainer.started:.1f}s")
+    return result
 
 
 # ---------------------------------------------------------------------------- commands
@@ -229,16 +334,19 @@ def mlp(hidden, activation, **options):
 
 
 # ---------------------------------------------------------------------------- checkpoint kinds
-def _evaluate_state(state):
+def _evaluate_state(state, path="checkpoint"):
     """Accuracy, loss and confusion matrix (rows: true digit, columns: predicted) on the test split."""
     import numpy as np
 
+    from tinygrad_seq.checkpoint import check_module_state, malformed_as_checkpoint_error
     from tinygrad_seq.nn import functional as F
     from tinygrad_seq.tensor import Tensor, no_grad
 
     kind = state["kind"]
-    model = _build_model(kind, state["config"])
-    model.load_state_dict(state["model"])
+    with malformed_as_checkpoint_error(path):
+        model = _build_model(kind, state["config"])
+        check_module_state(model, state["model"], path)
+        model.load_state_dict(state["model"])
     model.eval()
     X, y = _digits(kind).test
     with no_grad():
@@ -255,7 +363,7 @@ def _evaluate_state(state):
 def _evaluate_classifier(state, file, path):
     if file is not None:
         raise ValueError("a digit classifier is evaluated on the digits test split; give no FILE: tgs eval CKPT")
-    return _evaluate_state(state)
+    return _evaluate_state(state, path)
 
 
 def _format_classifier(result):
