@@ -28,7 +28,8 @@ A kind implements (see LMTrainer in training.py, and the trainers of the CLI's t
                               (a distributed run gives each rank its own source)
     compute_loss(batch)       -> scalar loss Tensor (the model is in training mode)
     after_step(batch)         optional: e.g. carry a recurrent state to the next step
-    validate()                -> dict of numbers holding `metric` (the model is in eval mode)
+    validate()                -> dict of numbers holding `metric` (the model is in eval mode),
+                              or None when there is no validation data
     report(metrics)           -> the line printed after an evaluation
     checkpoint_extra()        -> what else the checkpoint holds (model config, vocabulary, ...)
     restore_extra(state)      optional: read it back on resume
@@ -568,9 +569,11 @@ class Trainer:
         self.model.eval()
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                metrics = dict(self.validate())
+                metrics = self.validate()
         finally:
             self.model.train()
+        if not metrics:  # a trainer without validation data: nothing to report
+            return None
         value = float(metrics[self.metric])
         if not math.isfinite(value):
             raise FloatingPointError(f"the validation {self.metric.replace('_', ' ')} became {value}")
@@ -585,6 +588,8 @@ class Trainer:
         return metrics
 
     def _ask_callbacks(self, metrics):
+        if metrics is None:
+            return
         for callback in self.callbacks:
             hook = getattr(callback, "on_evaluate", callback)
             if hook(self, self.step, metrics):
