@@ -255,23 +255,43 @@ def _require_file(file):
 def _evaluate_lm(state, file, path):
     from tinygrad_seq.training import evaluate_text
 
-    return evaluate_text(state, _require_file(file))
+    return evaluate_text(state, _require_file(file), path=path)
 
 
 def _sample_lm(state, options):
+    """The prime and a continuation: a string for beam search, else pieces streamed as sampled."""
     import numpy as np
 
     from tinygrad_seq.models.charlm import generate
     from tinygrad_seq.training import load_lm
 
-    model, vocab = load_lm(state)
+    model, vocab = load_lm(state, options.path)
     model.to(options.device)
     rng = np.random.default_rng(options.seed)
-    text = generate(model, vocab, options.prime, options.length, temperature=options.temperature,
-                    top_k=options.top_k, beam=options.beam, rng=rng)
-    joiner = " " if vocab.type == "word" and options.prime and not options.prime.endswith((" ", "\n")) and \
-        not text.startswith(("\n", ".", ",", ";", ":", "?", "!")) else ""
-    return options.prime + joiner + text
+    if vocab.type == "word":
+        def joiner(text):
+            return " " if options.prime and not options.prime.endswith((" ", "\n")) and \
+                not text.startswith(("\n", ".", ",", ";", ":", "?", "!")) else ""
+    else:
+        def joiner(text):
+            return ""
+    if options.beam:
+        text = generate(model, vocab, options.prime, options.length, beam=options.beam, rng=rng)
+        return options.prime + joiner(text) + text
+    from tinygrad_seq.models.charlm import stream_generate
+
+    pieces = stream_generate(model, vocab, options.prime, options.length, temperature=options.temperature,
+                             top_k=options.top_k, rng=rng)  # checks the prime before the first piece
+
+    def stream():
+        first = True
+        yield options.prime
+        for piece in pieces:
+            if first:
+                yield joiner(piece)
+                first = False
+            yield piece
+    return stream()
 
 
 def _load_ngram(state, path="checkpoint"):

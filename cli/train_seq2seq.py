@@ -240,13 +240,15 @@ def translate(ckpt, texts, beam, top_k, temperature, seed):
     for name, value in (("--beam", beam), ("--top-k", top_k)):
         if value is not None and value < 1:
             fail(f"{name} must be at least 1, got {value}")
+    kinds.check_decoding_options(beam, top_k, temperature, seed, temperature_given=click.get_current_context(
+    ).get_parameter_source("temperature") == click.core.ParameterSource.COMMANDLINE)
     state, _ = load_for_command(ckpt)
     if state["kind"] != "seq2seq":
         fail(f"{ckpt} holds a {state['kind']!r} model; `tgs translate` needs a seq2seq checkpoint "
               "from `tgs train seq2seq`")
     method, options = _decoding_options(beam, temperature, top_k, seed)
     try:
-        for text in _translate_all(load_seq2seq(state), texts, method, options):
+        for text in _translate_all(load_seq2seq(state, ckpt), texts, method, options):
             click.echo(text)
     except ValueError as exc:
         fail(exc)
@@ -256,7 +258,7 @@ def _sample_seq2seq(state, options):
     if not options.prime:
         raise ValueError("give the date to translate with --prime, e.g. --prime '3rd of March 2021'")
     method, decoding = _decoding_options(options.beam, options.temperature, options.top_k, options.seed)
-    return _translate_all(load_seq2seq(state), [options.prime], method, decoding)[0]
+    return _translate_all(load_seq2seq(state, options.path), [options.prime], method, decoding)[0]
 
 
 def _read_pairs(file):
@@ -284,7 +286,7 @@ def _evaluate_seq2seq(state, file, path):
 
     pairs = _read_pairs(file) if file else date_pairs(1000, "test", seed=state["train"].get("seed", 0) + 1)
     try:
-        accuracy, _ = exact_match(load_seq2seq(state), pairs)
+        accuracy, _ = exact_match(load_seq2seq(state, path), pairs)
     except ValueError as exc:
         raise ValueError(f"cannot translate: {exc}")
     return {"exact_match": accuracy, "examples": len(pairs), "data": file or "held-out generated dates"}
@@ -373,7 +375,7 @@ def load_tagger(state, path="checkpoint"):
 def _sample_tagger(state, options):
     if not options.prime:
         raise ValueError("give the text to tag with --prime, e.g. --prime 'and moses went up unto the lord'")
-    return " ".join(f"[{token}]" if tag == "NAME" else token for token, tag in load_tagger(state).tag_text(options.prime))
+    return " ".join(f"[{token}]" if tag == "NAME" else token for token, tag in load_tagger(state, options.path).tag_text(options.prime))
 
 
 def _evaluate_tagger(state, file, path):
@@ -384,7 +386,7 @@ def _evaluate_tagger(state, file, path):
     info = state["train"]
     data = load_kjv_tagging(train_verses=info.get("train_verses"), test_verses=info.get("test_verses"),
                             seed=info.get("seed", 0))
-    return tagging_scores(load_tagger(state).predict(data.test_tokens), data.test_tags)
+    return tagging_scores(load_tagger(state, path).predict(data.test_tokens), data.test_tags)
 
 
 kinds.register("seq2seq", evaluate=_evaluate_seq2seq, sample=_sample_seq2seq,

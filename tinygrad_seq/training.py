@@ -289,10 +289,11 @@ def load_lm(state, path="checkpoint"):
     return model.eval(), vocab
 
 
-def evaluate_text(state, text, batch_size=16, seq_len=128):
+def evaluate_text(state, text, batch_size=16, seq_len=128, path="checkpoint"):
     """Loss of a language-model checkpoint on `text`: a dict with nats_per_char, bits_per_char,
-    chars (and for word models nats_per_word, perplexity, words)."""
-    model, vocab = load_lm(state)
+    chars, perplexity (inf past e^709, never an OverflowError) (and for word models nats_per_word,
+    words)."""
+    model, vocab = load_lm(state, path)
     ids = vocab.encode(text)
     nats, count = evaluate_stream(model, ids, batch_size=batch_size, seq_len=seq_len)
     if vocab.type == "word":

@@ -262,6 +262,53 @@ def generate(model, vocab, prime="", length=200, temperature=1.0, top_k=None, be
     return vocab.decode(out.reshape(-1))
 
 
+def stream_generate(model, vocab, prime="", length=200, temperature=1.0, top_k=None, rng=None, start_token=None,
+                    chunk=1):
+    """generate()'s sampled continuation as an iterator of decoded pieces of `chunk` tokens, for
+    printing as it is written; joined, the pieces equal generate()'s text for the same rng.
+    The prime is encoded (and any unknown symbol reported) before this returns."""
+    rng = rng if rng is not None else np.random.default_rng()
+    ids = vocab.encode(prime) if prime else np.zeros(0, dtype=np.int64)
+    if ids.size == 0:
+        ids = np.array([_default_start(vocab) if start_token is None else start_token], dtype=np.int64)
+    device = next(iter(model.parameters())).device
+
+    def step(tokens, state):
+        logits, state = model(Tensor(np.asarray(tokens, dtype=np.int64)[:, None], device=device), state)
+        return logits[:, -1].numpy(), state
+
+    def pieces():
+        was_training = model.training
+        model.eval()
+        try:
+            with no_grad():
+                state = None
+                if ids.size > 1:
+                    context = ids[:-1][-getattr(model, "max_context", ids.size):]
+                    _, state = model(Tensor(context[None], device=device), None)
+                last, written = ids[-1:], 0
+                while written < length:
+                    # the state returned has read every token but the last one drawn: continue from it
+                    out, state = decoding.sample(step, state, last, min(chunk, length - written), temperature, top_k,
+                                                 rng=rng)
+                    new = out.reshape(-1)
+                    yield _decode_after(vocab, int(last[0]) if written else None, new)
+                    last, written = new[-1:], written + new.size
+        finally:
+            model.train(was_training)
+
+    return pieces()
+
+
+def _decode_after(vocab, previous, ids):
+    """The text `ids` add after token `previous` (word vocabularies space words by their neighbour)."""
+    if previous is None or vocab.type != "word":
+        return vocab.decode(ids)
+    before = vocab.decode(np.array([previous]))
+    both = vocab.decode(np.concatenate([[previous], ids]))
+    return both[len(before):] if both.startswith(before) else both
+
+
 def _default_start(vocab):
     """With no prime, start as after a line break (the <EOS> token for words)."""
     index = getattr(vocab, "index", None)
