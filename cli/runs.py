@@ -26,7 +26,13 @@ def open_run(out, kinds, resume, overwrite=False):
     `kinds` that holds a training state."""
     from tinygrad_seq.checkpoint import CheckpointError, load_checkpoint
 
+    from tinygrad_seq.trainer import RunDirectoryError, RunLock
+
     path = checkpoint_of(out)
+    try:
+        RunLock(out).check_free()
+    except RunDirectoryError as exc:
+        fail(exc)
     if resume and overwrite:
         fail("--resume continues the run in --out and --overwrite replaces it; give only one")
     if not resume:

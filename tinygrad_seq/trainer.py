@@ -133,6 +133,16 @@ class RunLock:
             return self
         raise RunDirectoryError(f"cannot take the lock {self.path}; delete it if no run uses {self.folder}")
 
+    def check_free(self):
+        """Raise RunDirectoryError now if a live run holds the lock (without taking it): lets a
+        command refuse before it prints or loads anything."""
+        if os.path.exists(self.path):
+            owner = self._owner()
+            if owner is not None and not self._stale(owner) and owner.get("pid") != os.getpid():
+                raise RunDirectoryError(
+                    f"{self.folder} is in use by another run (pid {owner.get('pid')} on host {owner.get('host')}); "
+                    f"wait for it, choose another --out, or delete {self.path} if that run is gone")
+
     def _owner(self):
         try:
             with open(self.path) as f:
