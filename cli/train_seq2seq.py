@@ -9,7 +9,6 @@
 
 Heavy imports stay inside the functions so that `tgs --help` stays instant.
 """
-import math
 import os
 import string
 import time
@@ -30,12 +29,12 @@ def _positive(**values):
 
 
 def _check_rates(lr, clip, dropout):
-    if not (lr > 0 and math.isfinite(lr)):
-        fail(f"--lr must be a positive number, got {lr}")
-    if not (clip >= 0 and math.isfinite(clip)):
-        fail(f"--clip must be >= 0 (0 turns clipping off), got {clip}")
-    if not 0 <= dropout < 1:
-        fail(f"--dropout must be in [0, 1), got {dropout}")
+    from tinygrad_seq.trainer import check_rates
+
+    try:
+        check_rates(lr, clip, dropout)
+    except ValueError as exc:
+        fail(f"--{exc}")
 
 
 def _run_options(f):

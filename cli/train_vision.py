@@ -13,7 +13,6 @@ Every bad input ends in one "Error: ..." line and a non-zero exit.  Heavy import
 inside the functions so that `tgs --help` stays instant.
 """
 import math
-import os
 import time
 
 import click

@@ -65,12 +65,22 @@ import numpy as np
 
 from . import random as tgs_random
 from .backend import backend as use_backend
-from .checkpoint import (DEFAULT_NAME, CheckpointError, check_module_state, check_optimizer_state, check_step,
+from .checkpoint import (DEFAULT_NAME, check_module_state, check_optimizer_state, check_step,
                          malformed_as_checkpoint_error, remove_stale_temporaries, save_checkpoint)
 
 EXIT_CODES = {"done": 0, "pruned": 0, "diverged": 1, "interrupted": 130, "terminated": 143}
 CHANGEABLE = ("steps", "eval_every", "lr", "clip", "dropout", "backend", "device", "out")
 LOCK_NAME = ".lock"
+
+
+def check_rates(lr, clip, dropout):
+    """ValueError (one line naming the option) unless lr > 0, clip >= 0 and 0 <= dropout < 1, all finite."""
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive number, got {lr}")
+    if not (clip >= 0 and math.isfinite(clip)):
+        raise ValueError(f"clip must be >= 0 (0 turns clipping off), got {clip}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
 
 def exit_code(status):
@@ -611,7 +621,8 @@ class Trainer:
         (RunDirectoryError when the run directory is taken)."""
         if not self.writes_files:
             return self._loop(echo, progress)
-        with run_directory(self.out, may_replace_checkpoint=self.step > 0 or self.overwrite) as lock:
+        # a restored run continues its own checkpoint; a fresh one replaces one only when told to
+        with run_directory(self.out, may_replace_checkpoint=self.overwrite or self.saved_step is not None) as lock:
             if lock.replaced_stale is not None and self.is_main_process:
                 echo(f"note: removed a stale lock of pid {lock.replaced_stale.get('pid')} "
                      f"(that run is gone) from {self.out}")

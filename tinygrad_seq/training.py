@@ -31,7 +31,7 @@ from .models.charlm import (LMConfig, build_lm, detach_state, evaluate_stream, g
                             state_to_arrays)
 from .tensor import Tensor
 from .text.vocab import CharVocab, WordVocab, vocab_from_dict
-from .trainer import Progress, Trainer, TrainResult, deferred_signals, safe_exp  # noqa: F401  (re-exported)
+from .trainer import Progress, Trainer, TrainResult, check_rates, deferred_signals, safe_exp  # noqa: F401  (re-exported)
 
 LN2 = math.log(2)
 KINDS = {"char": "charlm", "word": "wordlm"}
@@ -73,12 +73,7 @@ class TrainConfig(Config):
                 raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
         if self.embed < 0:
             raise ValueError(f"embed must be a positive integer (or 0 for one-hot inputs), got {self.embed}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
-        if not (self.clip >= 0 and math.isfinite(self.clip)):
-            raise ValueError(f"clip must be >= 0 (0 turns clipping off), got {self.clip}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_rates(self.lr, self.clip, self.dropout)
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val-fraction must be in (0, 1), got {self.val_fraction}")
         if self.level not in KINDS:

@@ -23,7 +23,6 @@ are therefore separate nn.GRU / nn.LSTM modules rather than one bidirectional on
 Token ids: 0 = <pad>, 1 = <s> (start of the target), 2 = </s> (end), then the characters; the
 three specials are the control characters NUL, STX and ETX, which no date ever contains.
 """
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +37,7 @@ from ..nn.module import Module, ModuleList
 from ..tensor import Tensor, no_grad
 from ..text import decoding
 from ..text.vocab import CharVocab
-from ..trainer import Trainer
+from ..trainer import Trainer, check_rates
 
 __all__ = ["PAD", "BOS", "EOS", "PAD_ID", "BOS_ID", "EOS_ID", "special_vocab", "pad_batch", "reverse_padded",
            "RecurrentEncoder", "Seq2SeqConfig", "Seq2Seq", "Seq2SeqTrainConfig", "RandomPairs", "Seq2SeqTrainer", "make_batch",
@@ -369,12 +368,7 @@ class Seq2SeqTrainConfig(Config):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
-        if not (self.clip >= 0 and math.isfinite(self.clip)):
-            raise ValueError(f"clip must be >= 0 (0 turns clipping off), got {self.clip}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_rates(self.lr, self.clip, self.dropout)
 
 
 class RandomPairs:
