@@ -72,10 +72,12 @@ def _check_options(options):
     for name in ("epochs", "batch_size", "shift"):
         if options[name] < 1:
             fail(f"--{name.replace('_', '-')} must be a positive integer, got {options[name]}")
-    if not (options["lr"] > 0 and math.isfinite(options["lr"])):
-        fail(f"--lr must be a positive number, got {options['lr']}")
-    if not 0 <= options["dropout"] < 1:
-        fail(f"--dropout must be in [0, 1), got {options['dropout']}")
+    from tinygrad_seq.trainer import check_rates
+
+    try:
+        check_rates(options["lr"], 0.0, options["dropout"])
+    except ValueError as exc:
+        fail(f"--{exc}")
     if not 0 <= options["momentum"] < 1:
         fail(f"--momentum must be in [0, 1), got {options['momentum']}")
     if not (options["weight_decay"] >= 0 and math.isfinite(options["weight_decay"])):

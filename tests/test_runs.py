@@ -57,6 +57,20 @@ def _wait_for(condition, proc, timeout=120):
         time.sleep(0.05)
 
 
+def _signal_while_training(args, out, signum):
+    """Start `tgs ARGS --out OUT`, send `signum` a few steps after it took the run's lock; (process, stderr)."""
+    proc = _start([*args, "--out", out])
+    try:
+        _wait_for(lambda: (out / ".lock").exists(), proc)
+        time.sleep(1.5)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc, err
+
+
 def _metrics(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
@@ -165,15 +179,8 @@ def test_eval_reports_overflowing_perplexity_as_inf_and_nan_as_null(tmp_path, co
 @POSIX
 def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, corpus):
     out = tmp_path / "run"
-    proc = _start(["train", "charlm", corpus, *TINY, "--steps", 100000, "--eval-every", 50000, "--out", out])
-    try:
-        _wait_for(lambda: (out / ".lock").exists(), proc)
-        time.sleep(1.5)  # a few steps in
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc, err = _signal_while_training(["train", "charlm", corpus, *TINY, "--steps", 100000, "--eval-every", 50000],
+                                       out, signal.SIGTERM)
     assert proc.returncode == 143, err
     assert "Terminated: terminated at step" in err and "Traceback" not in err
     assert load_checkpoint(out)["train"]["step"] > 0
@@ -183,16 +190,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, corpus):
 @POSIX
 def test_ctrl_c_stops_seq2seq_with_exit_130_and_a_resumable_checkpoint(tmp_path):
     out = tmp_path / "dates"
-    proc = _start(["train", "seq2seq", "--steps", 100000, "--eval-every", 50000, "--train-size", 200, "--test-size",
-                   10, "--embed", 4, "--hidden", 4, "--out", out])
-    try:
-        _wait_for(lambda: (out / ".lock").exists(), proc)
-        time.sleep(1.5)  # a few steps in
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc, err = _signal_while_training(["train", "seq2seq", "--steps", 100000, "--eval-every", 50000, "--train-size",
+                                        200, "--test-size", 10, "--embed", 4, "--hidden", 4], out, signal.SIGINT)
     assert proc.returncode == 130, err
     assert "Interrupted: interrupted at step" in err
     step = load_checkpoint(out)["train"]["step"]
