@@ -25,7 +25,6 @@ def open_run(out, kinds, resume, overwrite=False):
     file; a fresh run does not replace a checkpoint without --overwrite; --resume needs one of
     `kinds` that holds a training state."""
     from tinygrad_seq.checkpoint import CheckpointError, load_checkpoint
-
     from tinygrad_seq.trainer import RunDirectoryError, RunLock
 
     path = checkpoint_of(out)
