@@ -12,7 +12,6 @@ and the test split is scored once at the end (and again by `tgs eval`).
 Every bad input ends in one "Error: ..." line and a non-zero exit.  Heavy imports stay
 inside the functions so that `tgs --help` stays instant.
 """
-import math
 import time
 
 import click
@@ -68,22 +67,6 @@ def training_options(default_out, defaults):
     return decorate
 
 
-def _check_options(options):
-    for name in ("epochs", "batch_size", "shift"):
-        if options[name] < 1:
-            fail(f"--{name.replace('_', '-')} must be a positive integer, got {options[name]}")
-    from tinygrad_seq.trainer import check_rates
-
-    try:
-        check_rates(options["lr"], 0.0, options["dropout"])
-    except ValueError as exc:
-        fail(f"--{exc}")
-    if not 0 <= options["momentum"] < 1:
-        fail(f"--momentum must be in [0, 1), got {options['momentum']}")
-    if not (options["weight_decay"] >= 0 and math.isfinite(options["weight_decay"])):
-        fail(f"--weight-decay must be a number >= 0, got {options['weight_decay']}")
-
-
 def _build_model(kind, config):
     if kind == "cnn":
         from tinygrad_seq.models.cnn import LeNet, LeNetConfig
@@ -102,167 +85,27 @@ def _digits(kind):
         fail(exc)
 
 
-def _as_images(X, kind):
-    return X.reshape(-1, 1, 8, 8) if kind == "mlp" else X
-
-
-def _classifier_trainer_class():
-    """ClassifierTrainer, defined on first use so that importing this module stays light."""
-    global ClassifierTrainer
-    if "ClassifierTrainer" in globals():
-        return ClassifierTrainer
-    from dataclasses import dataclass, field
-
-    import numpy as np
-
-    from tinygrad_seq import optim, vision
-    from tinygrad_seq.config import Config
-    from tinygrad_seq.data_utils import evaluate_classifier
-    from tinygrad_seq.nn import functional as F
-    from tinygrad_seq.tensor import Tensor
-    from tinygrad_seq.trainer import Trainer
-
-    @dataclass
-    class ClassifierConfig(Config):
-        """Everything that defines a digit-classifier run (the options of `tgs train cnn|mlp`)."""
-        kind: str = "cnn"
-        model: dict = field(default_factory=dict)
-        epochs: int = 20
-        batch_size: int = 32
-        lr: float = 2e-3
-        optimizer: str = "adam"
-        momentum: float = 0.9
-        weight_decay: float = 0.0
-        dropout: float = 0.0
-        batchnorm: bool = True
-        augment: bool = False
-        shift: int = 1
-        seed: int = 0
-        out: str = None
-        steps: int = 0              # epochs x batches per epoch (set by the trainer)
-        eval_every: int = 0         # one epoch
-        clip: float = 0.0
-        backend: str = "auto"
-        device: str = "cpu"
-
-    class EpochBatches:
-        """Minibatch `step` of a shuffled pass (each epoch's order and shifts drawn from its own
-        generator seeded by (seed, epoch)), so a step's batch depends on the step alone."""
-
-        def __init__(self, X, y, batch_size, seed, augment, shift, kind):
-            self.X, self.y, self.batch_size, self.seed = X, y, batch_size, seed
-            self.augment, self.shift, self.kind = augment, shift, kind
-            self.per_epoch = -(-len(y) // batch_size)
-            self._epoch = None
-
-        def __call__(self, step):
-            epoch, i = divmod(step, self.per_epoch)
-            if self._epoch != epoch:
-                rng = np.random.default_rng([self.seed, epoch])
-                self._order = rng.permutation(len(self.y))
-                images = self.X
-                if self.augment:  # shift the 8x8 pictures, then flatten them again for the MLP
-                    images = vision.random_shift(_as_images(self.X, self.kind), self.shift, rng=rng)
-                    images = images.reshape(self.X.shape)
-                self._images, self._epoch = images, epoch
-            idx = self._order[i * self.batch_size:(i + 1) * self.batch_size]
-            return epoch, self._images[idx], self.y[idx]
-
-    class _ClassifierTrainer(Trainer):
-        metric = "dev_accuracy"
-        higher_is_better = True
-        keep_best = True       # the best dev epoch's weights are the model that is kept and evaluated
-        unit = "images"
-
-        def __init__(self, config, splits, **trainer_options):
-            from tinygrad_seq import random as tgs_random
-
-            tgs_random.manual_seed(config.seed)
-            self.kind = config.kind
-            self.splits = splits
-            model = _build_model(config.kind, config.model)
-            params = list(model.parameters())
-            if config.optimizer == "sgd":
-                optimizer = optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                                      weight_decay=config.weight_decay)
-            else:
-                optimizer = optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-            batches = EpochBatches(*splits.train, config.batch_size, config.seed, config.augment, config.shift,
-                                   config.kind)
-            config.steps, config.eval_every = config.epochs * batches.per_epoch, batches.per_epoch
-            super().__init__(config, model, optimizer, batches, **trainer_options)
-            self.units_per_step = config.batch_size
-            self.epoch_loss = [0.0, 0]
-            self.started = None
-
-        def change_settings(self, **changes):
-            if "epochs" in changes:
-                changes["steps"] = changes["epochs"] * self.batches.per_epoch
-            super().change_settings(**{k: v for k, v in changes.items() if k != "epochs"})
-            if "epochs" in changes:
-                self.config.epochs = changes["epochs"]
-
-        def compute_loss(self, batch):
-            epoch, xb, yb = batch
-            # cosine annealing over the epochs: the last ones settle into a minimum instead of bouncing around it
-            lr = self.config.lr * (1 + np.cos(np.pi * epoch / self.config.epochs)) / 2
-            for group in self.optimizer.param_groups:
-                group["lr"] = float(lr)
-            self._batch_size = len(yb)
-            return F.cross_entropy(self.model(Tensor(xb, dtype=xb.dtype)), Tensor(yb, dtype=yb.dtype))
-
-        def train_step(self):
-            value = super().train_step()
-            self.epoch_loss = [self.epoch_loss[0] + value * self._batch_size, self.epoch_loss[1] + self._batch_size]
-            return value
-
-        def validate(self):
-            dev_loss, dev_acc = evaluate_classifier(self.model, *self.splits.dev)
-            train_loss = self.epoch_loss[0] / max(self.epoch_loss[1], 1)
-            self.epoch_loss = [0.0, 0]
-            return {"epoch": self.step // self.batches.per_epoch, "train_loss": train_loss, "dev_loss": dev_loss,
-                    "dev_accuracy": dev_acc}
-
-        def report(self, metrics):
-            import time
-
-            saved = self.best is not None and self.best["step"] == self.step
-            return (f"epoch {metrics['epoch']:3d}/{self.config.epochs}  train loss {metrics['train_loss']:.4f}  "
-                    f"dev loss {metrics['dev_loss']:.4f}  dev acc {metrics['dev_accuracy']:6.2%}"
-                    f"{'  saved' if saved else ''}  {time.perf_counter() - self.started:6.1f}s")
-
-        def checkpoint_extra(self):
-            return {"config": dict(self.config.model), "train": {"split_seed": SPLIT_SEED,
-                                                                 "epoch_loss": list(self.epoch_loss)}}
-
-        def restore_extra(self, state):
-            self.epoch_loss = [float(x) for x in state["train"].get("epoch_loss", [0.0, 0])]
-
-    _ClassifierTrainer.Config = ClassifierConfig
-    ClassifierTrainer = _ClassifierTrainer
-    return ClassifierTrainer
-
-
 def train_classifier(kind, model_config, options):
     """The body of `tgs train cnn` / `tgs train mlp`: train, keep the best dev epoch, checkpoint, test."""
-    import time
-
     from tinygrad_seq.checkpoint import CheckpointError, load_checkpoint
+    from tinygrad_seq.classifier_training import ClassifierConfig, ClassifierTrainer
 
     from . import runs
 
     resume, overwrite = options.pop("resume"), options.pop("overwrite")
     state = runs.open_run(options["out"], (kind,), resume, overwrite)
-    trainer_class = _classifier_trainer_class()
     splits = _digits(kind)
+    build = lambda config: _build_model(kind, config)  # noqa: E731
+    image_shape = (1, 8, 8) if kind == "mlp" else ()
     if state is None:
-        _check_options(options)
         try:
-            _build_model(kind, model_config)
+            config = ClassifierConfig(kind=kind, model=model_config, image_shape=image_shape, **options)
         except ValueError as exc:
+            fail(f"--{exc}")
+        try:
+            trainer = ClassifierTrainer.build(config, build, splits, overwrite=overwrite)
+        except ValueError as exc:  # a model config that does not fit (e.g. too many conv stages)
             fail(exc)
-        trainer = trainer_class(trainer_class.Config(kind=kind, model=model_config, **options), splits,
-                                overwrite=overwrite)
     else:
         saved = state["train"]["config"]
         if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
@@ -270,22 +113,24 @@ def train_classifier(kind, model_config, options):
         # the model's own options (--channels, --hidden, ...) are compared with the saved model config
         changes = runs.resume_changes(dict(saved["model"], **saved), dict(model_config, **options),
                                       changeable=("epochs", "lr", "dropout"))
-        _check_options(dict(saved, **changes))
         try:
-            config = trainer_class.Config.from_dict(dict(saved, out=options["out"]))
-            trainer = trainer_class(config, splits).restore(state, runs.checkpoint_of(options["out"]))
+            config = ClassifierConfig.from_dict(dict(saved, out=options["out"]))
+            trainer = ClassifierTrainer.build(config, build, splits).restore(state, runs.checkpoint_of(options["out"]))
         except CheckpointError as exc:
             fail(f"cannot resume: {exc}")
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError) as exc:
             fail(f"cannot resume: {runs.checkpoint_of(options['out'])} is a malformed checkpoint ({exc})")
-        trainer.change_settings(**changes)
+        try:
+            trainer.change_settings(**changes)
+        except ValueError as exc:
+            fail(f"--{exc}")
     cfg = trainer.config
     n_params = sum(p.numel() for p in trainer.params)
     click.echo(f"{'Resuming at epoch ' + str(trainer.step // trainer.batches.per_epoch) + ': ' if state else ''}"
                f"{CLASSIFIER_KINDS[kind]} ({n_params:,} parameters) on scikit-learn's 8x8 digits: "
                f"{len(splits.train[1])} training, {len(splits.dev[1])} dev, {len(splits.test[1])} test images; "
                f"{cfg.optimizer} lr {cfg.lr:g}; run directory {cfg.out}", err=True)
-    trainer.started = time.perf_counter()
+    started = time.perf_counter()
     result = runs.run(trainer)
     path = trainer.checkpoint_path
     best = trainer.best
@@ -293,7 +138,7 @@ def train_classifier(kind, model_config, options):
     click.echo(f"best dev accuracy {best['value']:.2%} at epoch {best['step'] // trainer.batches.per_epoch}; "
                f"checkpoint {path}", err=True)
     click.echo(f"test accuracy {test['accuracy']:.2%} ({test['correct']}/{test['examples']}) "
-               f"after {time.perf_counter() - trainer.started:.1f}s")
+               f"after {time.perf_counter() - started:.1f}s")
     return result
 
 
