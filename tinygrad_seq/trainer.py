@@ -19,7 +19,8 @@ evaluation; the loop owns everything that makes a run safe to start, stop and co
   events such as a settings change or divergence), loss.png and the kind's own plots;
 - the progress line, and changes of settings on resume (`change_settings`).
 
-A kind implements (see LMTrainer in training.py, and the trainers of the CLI's train_*.py):
+A kind implements (LMTrainer in training.py, ClassifierTrainer in classifier_training.py,
+Seq2SeqTrainer in models/seq2seq.py, TaggerTrainer in models/tagger.py):
 
     kind                      the checkpoint's "kind"
     metric, higher_is_better  the validation number callbacks and "best" follow ("val_loss")
