@@ -24,9 +24,12 @@ Handlers:
         `tgs eval PATH [FILE]`; `file` is the FILE argument or None (raise ValueError with a
         one-line message if the kind needs one).  `tgs eval --json` prints the dict as JSON;
         otherwise `format_eval(result)` if given, else one "key: value" line per entry.
-    sample(state, options) -> str
+    sample(state, options) -> str, or an iterable of str pieces
         `tgs sample PATH`; `options` is a SampleOptions (prime, length, temperature, top_k,
-        beam, seed, device).  A kind without `sample` makes `tgs sample` say that it cannot sample.
+        beam, seed, device, path).  Pieces are printed and flushed as they come (Ctrl-C keeps
+        what was printed), so a long sample streams; validate everything (the prime, the
+        options) before the first piece.  A kind without `sample` makes `tgs sample` say that it
+        cannot sample.
 
 Errors: a handler raises ValueError (or click.ClickException, e.g. through `fail`) with a
 one-line message; the command prints it as "Error: ..." and exits non-zero, never with a traceback.
@@ -57,6 +60,7 @@ class SampleOptions:
     beam: int = None
     seed: int = None
     device: str = "cpu"
+    path: str = "checkpoint"     # the checkpoint file, for error messages
 
 
 @dataclass
@@ -103,6 +107,17 @@ def lookup(kind):
         known = ", ".join(registered()) or "none"
         raise ValueError(f"unknown checkpoint kind {kind!r}; this tgs knows: {known}")
     return _registry[kind]
+
+
+def check_decoding_options(beam, top_k, temperature, seed, temperature_given):
+    """One-line errors for decoding options that contradict each other or are out of range."""
+    if seed is not None and seed < 0:
+        fail(f"--seed must be a non-negative integer, got {seed}")
+    if beam is not None:
+        conflicts = [name for name, on in (("--top-k", top_k is not None), ("--temperature", temperature_given)) if on]
+        if conflicts:
+            fail(f"--beam and {' and '.join(conflicts)} cannot be combined: beam search keeps the most likely "
+                 f"continuations and does not sample; drop --beam to sample, or {' and '.join(conflicts)} to search")
 
 
 def format_result(result):

@@ -1,7 +1,13 @@
-"""`tgs sample CKPT`: text from a trained model (any kind that registered a sampler, see kinds.py)."""
+"""`tgs sample CKPT`: text from a trained model (any kind that registered a sampler, see kinds.py).
+
+The text is printed as it is generated (flushed piece by piece), so a long sample shows at
+once and Ctrl-C keeps what was printed (exit code 130)."""
 import click
 
 from . import kinds
+
+# what a kind's handler raises for a state that is not what it expects (a malformed checkpoint)
+MALFORMED = (KeyError, TypeError, IndexError, AttributeError, RecursionError)
 
 
 def load_for_command(ckpt):
@@ -17,13 +23,25 @@ def load_for_command(ckpt):
         state = load_checkpoint(ckpt)
     except CheckpointError as exc:
         raise click.ClickException(str(exc))
-    if not isinstance(state, dict) or "kind" not in state:
+    if not isinstance(state, dict) or not isinstance(state.get("kind"), str):
         raise click.ClickException(f"{ckpt} is a tinygrad_seq checkpoint without a model kind; it cannot be used here")
     try:
         handler = kinds.lookup(state["kind"])
     except ValueError as exc:
         raise click.ClickException(str(exc))
     return state, handler
+
+
+def checkpoint_file(ckpt):
+    from tinygrad_seq.checkpoint import resolve_path
+
+    return resolve_path(ckpt)
+
+
+def malformed(ckpt, exc):
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return click.ClickException(f"{checkpoint_file(ckpt)} is a malformed checkpoint ({type(exc).__name__}: {reason}); "
+                                "retrain or point at another checkpoint")
 
 
 def _check(name, value, low, inclusive=True):
@@ -46,11 +64,16 @@ def sample(ckpt, prime, length, temperature, top_k, beam, seed, device):
     """Generate text from the model in CKPT (a run directory or a checkpoint file)."""
     import math
 
+    from tinygrad_seq.checkpoint import all_finite
+
+    ctx = click.get_current_context()
     _check("--length", length, 1)
     _check("--top-k", top_k, 1)
     _check("--beam", beam, 1)
     if not (temperature >= 0 and math.isfinite(temperature)):
         raise click.ClickException(f"--temperature must be a number >= 0, got {temperature}")
+    kinds.check_decoding_options(beam, top_k, temperature, seed, temperature_given=ctx.get_parameter_source(
+        "temperature") == click.core.ParameterSource.COMMANDLINE)
     if device == "cuda":
         from tinygrad_seq.device import cupy_or_none, cupy_unavailable_reason
 
@@ -59,10 +82,26 @@ def sample(ckpt, prime, length, temperature, top_k, beam, seed, device):
     state, handler = load_for_command(ckpt)
     if handler.sample is None:
         raise click.ClickException(f"{ckpt} holds a {handler.description}, which `tgs sample` cannot sample from")
+    weights = state.get("model")
+    if isinstance(weights, dict) and not all_finite(weights):
+        raise click.ClickException(f"{checkpoint_file(ckpt)} holds weights that are not finite (NaN or inf): the run "
+                                   "diverged before it was saved; retrain with a lower --lr")
     options = kinds.SampleOptions(prime=prime, length=length, temperature=temperature, top_k=top_k, beam=beam, seed=seed,
-                                  device=device)
+                                  device=device, path=checkpoint_file(ckpt))
     try:
         text = handler.sample(state, options)
+        if isinstance(text, str):
+            click.echo(text)
+            return
+        try:
+            for piece in text:
+                click.echo(piece, nl=False)  # click flushes after every echo
+        except KeyboardInterrupt:
+            click.echo("")
+            click.echo("Interrupted: the text above is what was generated before Ctrl-C.", err=True)
+            ctx.exit(130)
+        click.echo("")
     except ValueError as exc:
         raise click.ClickException(f"--prime: {exc}" if prime and "vocabulary" in str(exc) else str(exc))
-    click.echo(text)
+    except MALFORMED as exc:
+        raise malformed(ckpt, exc)

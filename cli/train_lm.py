@@ -13,10 +13,6 @@ import click
 from . import kinds
 from .kinds import fail
 
-EXIT_INTERRUPTED = 130
-EXIT_DIVERGED = 1
-
-
 # ---------------------------------------------------------------------------- shared pieces
 def _read(path, what="corpus"):
     from tinygrad_seq.text.corpus import CorpusError, bundled_corpus, read_text
@@ -71,7 +67,10 @@ def lm_options(default_out, defaults):
             click.option("--val", "val_file", type=click.Path(), default=None,
                          help="Validation text (default: the last 10% of the corpus)."),
             click.option("--out", type=click.Path(), default=default_out, show_default=True, help="Run directory."),
-            click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint."),
+            click.option("--resume", is_flag=True,
+                         help="Continue the run in --out from its checkpoint (--steps, --eval-every, --lr, --clip, "
+                              "--dropout, --backend, --device may change; the rest is the checkpoint's)."),
+            click.option("--overwrite", is_flag=True, help="Replace a checkpoint already in --out."),
             click.option("--backend", type=click.Choice(["auto", "numpy", "numba", "cython", "cuda"]),
                          default="auto", show_default=True, help="Kernel backend for the recurrence."),
             click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
@@ -82,46 +81,28 @@ def lm_options(default_out, defaults):
     return decorate
 
 
-# options a resumed run may change; the others come from its checkpoint
-RESUMABLE = ("steps", "eval_every", "backend", "device")
-MODEL_OPTIONS = ("model", "layers", "heads", "hidden", "embed", "seq_len", "batch_size", "lr", "clip", "dropout", "seed",
-                 "min_count", "max_vocab")
-
-
 def train_language_model(level, corpus, val_file, resume, options):
     """The body of `tgs train charlm` / `tgs train wordlm`."""
-    from tinygrad_seq.checkpoint import CheckpointError, load_checkpoint, resolve_path
+    from tinygrad_seq.checkpoint import CheckpointError
     from tinygrad_seq.training import LMTrainer, TrainConfig, split_corpus
 
-    ctx = click.get_current_context()
-    out = options["out"]
-    if os.path.exists(out) and not os.path.isdir(out):
-        fail(f"--out {out} is a file; give a directory for the run")
-    ckpt = resolve_path(out) if os.path.isdir(out) else os.path.join(out, "checkpoint.npz")
+    from . import runs
 
-    if resume:
-        try:
-            state = load_checkpoint(ckpt)
-        except CheckpointError as exc:
-            fail(f"cannot resume: {exc}")
-        expected = "charlm" if level == "char" else "wordlm"
-        if state.get("kind") != expected or "train" not in state:
-            fail(f"cannot resume: {ckpt} holds a {state.get('kind')!r} model, not a {expected!r} run")
-        ignored = [name for name in MODEL_OPTIONS if name in options
-                   and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
-                   and options[name] != state["train"]["config"].get(name)]
-        if ignored:
-            click.echo("note: a resumed run keeps its checkpoint's settings; ignoring "
-                       + ", ".join("--" + n.replace("_", "-") for n in ignored), err=True)
-        data = state["train"].get("data", {})
+    out = options["out"]
+    overwrite = options.pop("overwrite")
+    expected = "charlm" if level == "char" else "wordlm"
+    state = runs.open_run(out, (expected,), resume, overwrite)
+    if state is not None:
+        saved = state["train"]["config"]
+        if not isinstance(saved, dict):
+            fail(f"cannot resume: {runs.checkpoint_of(out)} is a malformed checkpoint (its config is not a table)")
+        changes = runs.resume_changes(saved, options)
+        data = state["train"].get("data", {}) if isinstance(state["train"].get("data"), dict) else {}
         corpus = corpus if corpus is not None else data.get("corpus")
         val_file = val_file if val_file is not None else data.get("val_file")
-        settings = dict(state["train"]["config"])
-        steps = options["steps"] if ctx.get_parameter_source("steps") == click.core.ParameterSource.COMMANDLINE else None
-        _check_device(options["device"], options["backend"])
+        settings = dict(saved, **changes)
+        _check_device(settings.get("device", "cpu"), settings.get("backend", "auto"))
     else:
-        if os.path.exists(ckpt):
-            fail(f"{out} already holds a checkpoint; pass --resume to continue it, or choose another --out")
         settings = dict(options, level=level)
         try:
             TrainConfig.from_dict(settings)
@@ -134,19 +115,24 @@ def train_language_model(level, corpus, val_file, resume, options):
     train_text, val_text = split_corpus(text, val_text, settings.get("val_fraction", 0.1))
     data = {"corpus": os.path.abspath(corpus) if corpus is not None else None,
             "val_file": os.path.abspath(val_file) if val_file is not None else None}
+    source = "the bundled King James Bible" if corpus is None else corpus
     try:
-        if resume:
-            trainer = LMTrainer.from_checkpoint(state, train_text, val_text, steps=steps,
-                                                eval_every=options["eval_every"], out=out,
-                                                backend=options["backend"], device=options["device"])
+        if state is not None:
+            trainer = LMTrainer.from_checkpoint(state, train_text, val_text, out=out, path=runs.checkpoint_of(out),
+                                                changes=changes)
         else:
-            trainer = LMTrainer.from_texts(TrainConfig.from_dict(settings), train_text, val_text, data)
-    except (ValueError, CheckpointError) as exc:
-        fail(exc)
+            trainer = LMTrainer.from_texts(TrainConfig.from_dict(settings), train_text, val_text, data,
+                                           overwrite=overwrite)
+    except CheckpointError as exc:
+        fail(f"cannot resume: {exc}")
+    except ValueError as exc:
+        message = str(exc)
+        if message.startswith("the validation text has"):
+            message = f"{val_file if val_file is not None else source}: {message}"
+        fail(message)
 
     cfg = trainer.config
     unit = cfg.unit
-    source = "the bundled King James Bible" if corpus is None else corpus
     n_params = sum(p.numel() for p in trainer.params)
     if cfg.model == "transformer":
         shape = (f"{cfg.layers} block{'s' if cfg.layers > 1 else ''}, width {cfg.embed}, {cfg.heads} heads, "
@@ -154,19 +140,14 @@ def train_language_model(level, corpus, val_file, resume, options):
     else:
         shape = (f"{cfg.layers} layer{'s' if cfg.layers > 1 else ''}, hidden {cfg.hidden}, "
                  f"{'one-hot' if not cfg.embed else 'embedding ' + str(cfg.embed)}")
-    click.echo(f"{'Resuming at step ' + str(trainer.step) + ': ' if resume else ''}{cfg.model.upper()} "
+    click.echo(f"{'Resuming at step ' + str(trainer.step) + ': ' if state is not None else ''}{cfg.model.upper()} "
                f"({shape}, {n_params:,} parameters) on "
                f"{source}: {trainer.train_ids.size:,} {unit} for training, {trainer.val_ids.size:,} for validation, "
                f"vocabulary {len(trainer.vocab)}; run directory {cfg.out}", err=True)
     if trainer.batches.batch_size < cfg.batch_size:
         click.echo(f"note: the text is short, so {trainer.batches.batch_size} streams are used instead of "
                    f"--batch-size {cfg.batch_size}", err=True)
-    result = trainer.train(echo=lambda line: click.echo(line, err=True))
-    if result.status == "done":
-        click.echo(result.message, err=True)
-        return
-    click.echo(("Interrupted: " if result.status == "interrupted" else "Error: ") + result.message, err=True)
-    ctx.exit(EXIT_INTERRUPTED if result.status == "interrupted" else EXIT_DIVERGED)
+    runs.run(trainer)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -205,7 +186,8 @@ def wordlm(corpus, val_file, resume, **options):
 @click.option("--out", type=click.Path(), default="runs/ngram", show_default=True, help="Run directory.")
 @click.option("--length", type=int, default=300, show_default=True, help="Length of the sample printed.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the printed sample.")
-def ngram(corpus, n, level, smoothing, k, discount, val_file, out, length, seed):
+@click.option("--overwrite", is_flag=True, help="Replace a checkpoint already in --out.")
+def ngram(corpus, n, level, smoothing, k, discount, val_file, out, length, seed, overwrite):
     """Count an n-gram language model on CORPUS (default: the bundled corpus), report its
     validation loss and print a sample.  Sample more with `tgs sample OUT`."""
     import math
@@ -215,13 +197,19 @@ def ngram(corpus, n, level, smoothing, k, discount, val_file, out, length, seed)
     from tinygrad_seq.checkpoint import save_checkpoint
     from tinygrad_seq.text.ngram import NGramLM
     from tinygrad_seq.text.vocab import CharVocab, WordVocab
+    from tinygrad_seq.trainer import RunDirectoryError, run_directory, safe_exp
     from tinygrad_seq.training import split_corpus
+
+    from . import runs
 
     for name, value in (("--n", n), ("--length", length)):
         if value < 1:
             fail(f"{name} must be a positive integer, got {value}")
-    if os.path.exists(out) and not os.path.isdir(out):
-        fail(f"--out {out} is a file; give a directory for the run")
+    if not (k > 0 and math.isfinite(k)):
+        fail(f"--k must be a positive finite number, got {k}")
+    if not (0 < discount <= 1):
+        fail(f"--discount must be in (0, 1], got {discount}")
+    runs.open_run(out, ("ngram",), resume=False, overwrite=overwrite)
     text = _read(corpus)
     val_text = _read(val_file, "--val") if val_file is not None else None
     train_text, val_text = split_corpus(text, val_text)
@@ -235,7 +223,11 @@ def ngram(corpus, n, level, smoothing, k, discount, val_file, out, length, seed)
         fail(exc)
     val_ids = vocab.encode(val_text)
     state = {"kind": "ngram", "vocab": vocab.to_dict(), "ngram": model.state_dict(), "level": level}
-    path = save_checkpoint(os.path.join(out, "checkpoint.npz"), state)
+    try:
+        with run_directory(out, may_replace_checkpoint=overwrite):
+            path = save_checkpoint(os.path.join(out, "checkpoint.npz"), state)
+    except RunDirectoryError as exc:
+        fail(exc)
     unit = "char" if level == "char" else "word"
     click.echo(f"{n}-gram {unit} model ({smoothing}) on {train_ids.size:,} {unit}s, vocabulary {len(vocab)}; "
                f"saved to {path}", err=True)
@@ -243,7 +235,7 @@ def ngram(corpus, n, level, smoothing, k, discount, val_file, out, length, seed)
         nats = -model.log_prob(val_ids, context=train_ids[-(n - 1):] if n > 1 else ())
         per = nats / val_ids.size
         click.echo(f"validation: {per:.4f} nats/{unit} ({per / math.log(2):.3f} bits/{unit}), "
-                   f"perplexity {math.exp(per):.2f} over {val_ids.size:,} {unit}s", err=True)
+                   f"perplexity {safe_exp(per):.2f} over {val_ids.size:,} {unit}s", err=True)
     click.echo(vocab.decode(model.sample(length, rng=np.random.default_rng(seed),
                                          context=[_start_id(vocab)])))
 
@@ -263,44 +255,70 @@ def _require_file(file):
 def _evaluate_lm(state, file, path):
     from tinygrad_seq.training import evaluate_text
 
-    return evaluate_text(state, _require_file(file))
+    return evaluate_text(state, _require_file(file), path=path)
 
 
 def _sample_lm(state, options):
+    """The prime and a continuation: a string for beam search, else pieces streamed as sampled."""
     import numpy as np
 
     from tinygrad_seq.models.charlm import generate
     from tinygrad_seq.training import load_lm
 
-    model, vocab = load_lm(state)
+    model, vocab = load_lm(state, options.path)
     model.to(options.device)
     rng = np.random.default_rng(options.seed)
-    text = generate(model, vocab, options.prime, options.length, temperature=options.temperature,
-                    top_k=options.top_k, beam=options.beam, rng=rng)
-    joiner = " " if vocab.type == "word" and options.prime and not options.prime.endswith((" ", "\n")) and \
-        not text.startswith(("\n", ".", ",", ";", ":", "?", "!")) else ""
-    return options.prime + joiner + text
+    if vocab.type == "word":
+        def joiner(text):
+            return " " if options.prime and not options.prime.endswith((" ", "\n")) and \
+                not text.startswith(("\n", ".", ",", ";", ":", "?", "!")) else ""
+    else:
+        def joiner(text):
+            return ""
+    if options.beam:
+        text = generate(model, vocab, options.prime, options.length, beam=options.beam, rng=rng)
+        return options.prime + joiner(text) + text
+    from tinygrad_seq.models.charlm import stream_generate
+
+    pieces = stream_generate(model, vocab, options.prime, options.length, temperature=options.temperature,
+                             top_k=options.top_k, rng=rng)  # checks the prime before the first piece
+
+    def stream():
+        first = True
+        yield options.prime
+        for piece in pieces:
+            if first:
+                yield joiner(piece)
+                first = False
+            yield piece
+    return stream()
 
 
-def _load_ngram(state):
+def _load_ngram(state, path="checkpoint"):
+    from tinygrad_seq.checkpoint import malformed_as_checkpoint_error, require
     from tinygrad_seq.text.ngram import NGramLM
     from tinygrad_seq.text.vocab import vocab_from_dict
 
-    return NGramLM.from_state_dict(state["ngram"]), vocab_from_dict(state["vocab"])
+    with malformed_as_checkpoint_error(path):
+        model, vocab = NGramLM.from_state_dict(state["ngram"]), vocab_from_dict(state["vocab"])
+        require(len(vocab) == model.V, path, f"its vocabulary has {len(vocab)} entries, its model {model.V}")
+    return model, vocab
 
 
 def _evaluate_ngram(state, file, path):
     import math
 
-    model, vocab = _load_ngram(state)
+    from tinygrad_seq.trainer import safe_exp
+
+    model, vocab = _load_ngram(state, path)
     text = _require_file(file)
     ids = vocab.encode(text)
     nats = -model.log_prob(ids)
     result = {"nats_per_char": nats / len(text), "bits_per_char": nats / len(text) / math.log(2), "chars": len(text)}
     if vocab.type == "word":
-        result.update(nats_per_word=nats / ids.size, perplexity=math.exp(nats / ids.size), words=int(ids.size))
+        result.update(nats_per_word=nats / ids.size, perplexity=safe_exp(nats / ids.size), words=int(ids.size))
     else:
-        result["perplexity"] = math.exp(nats / ids.size)
+        result["perplexity"] = safe_exp(nats / ids.size)
     return result
 
 

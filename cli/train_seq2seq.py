@@ -9,7 +9,6 @@
 
 Heavy imports stay inside the functions so that `tgs --help` stays instant.
 """
-import math
 import os
 import string
 import time
@@ -30,43 +29,61 @@ def _positive(**values):
 
 
 def _check_rates(lr, clip, dropout):
-    if not (lr > 0 and math.isfinite(lr)):
-        fail(f"--lr must be a positive number, got {lr}")
-    if not (clip >= 0 and math.isfinite(clip)):
-        fail(f"--clip must be >= 0 (0 turns clipping off), got {clip}")
-    if not 0 <= dropout < 1:
-        fail(f"--dropout must be in [0, 1), got {dropout}")
+    from tinygrad_seq.trainer import check_rates
+
+    try:
+        check_rates(lr, clip, dropout)
+    except ValueError as exc:
+        fail(f"--{exc}")
 
 
-def _fresh_run_path(out):
-    from tinygrad_seq.checkpoint import DEFAULT_NAME
-
-    if os.path.exists(out) and not os.path.isdir(out):
-        fail(f"--out {out} is a file; give a directory for the run")
-    path = os.path.join(out, DEFAULT_NAME)
-    if os.path.exists(path):
-        fail(f"{out} already holds a checkpoint; choose another --out (or delete it to start over)")
-    return path
+def _run_options(f):
+    """--eval-every, --out, --resume, --overwrite: the run-directory options of seq2seq and tagger."""
+    f = click.option("--overwrite", is_flag=True, help="Replace a checkpoint already in --out.")(f)
+    f = click.option("--resume", is_flag=True,
+                     help="Continue the run in --out (--steps, --eval-every, --lr, --clip, --dropout may change).")(f)
+    return f
 
 
-def _fit(name, run, steps, unit_per_step, unit):
-    """Run `run(callback)` (a library training loop) with a progress line, Ctrl-C stopping
-    between steps; returns (losses, interrupted)."""
-    from tinygrad_seq.training import Progress, deferred_interrupt
+def _prepare(kind, out, resume, overwrite, options, model_config_of):
+    """(state or None, training config, changes) for a fresh or resumed run; `options` are the
+    command's options, `model_config_of(state)` the saved model config to compare them with."""
+    from tinygrad_seq.models.seq2seq import Seq2SeqTrainConfig
 
-    bar = Progress(steps, 0, unit)
-    with deferred_interrupt() as interrupted:
-        def callback(step, loss):
-            bar.update(step, loss, unit_per_step)
-            return interrupted()
+    from . import runs
 
-        try:
-            losses = run(callback)
-        except FloatingPointError as exc:
-            bar.clear()
-            fail(f"{name}: {exc}; nothing was saved")
-        bar.clear()
-        return losses, interrupted()
+    state = runs.open_run(out, (kind,), resume, overwrite)
+    if state is None:
+        _positive(**{k: v for k, v in options.items()
+                     if k in ("embed", "hidden", "layers", "train_size", "test_size", "steps", "batch_size",
+                              "eval_every", "train_verses", "test_verses") and v is not None})
+        _check_rates(options["lr"], options["clip"], options["dropout"])
+        fields = {k: options[k] for k in ("steps", "batch_size", "lr", "clip", "dropout", "seed", "eval_every")}
+        return None, Seq2SeqTrainConfig(out=out, **fields), {}
+    train = state["train"]
+    if not isinstance(train.get("config"), dict) or not isinstance(train.get("data"), dict):
+        fail(f"cannot resume: {runs.checkpoint_of(out)} is a malformed checkpoint (no run config)")
+    saved = dict(model_config_of(state), **train["data"], **train["config"])
+    changes = runs.resume_changes(saved, options, changeable=("steps", "eval_every", "lr", "clip", "dropout"))
+    try:
+        config = Seq2SeqTrainConfig.from_dict(dict(train["config"], out=out))
+    except (ValueError, TypeError) as exc:
+        fail(f"cannot resume: {runs.checkpoint_of(out)} is a malformed checkpoint ({exc})")
+    _check_rates(changes.get("lr", config.lr), changes.get("clip", config.clip), changes.get("dropout", config.dropout))
+    return state, config, changes
+
+
+def _restore(trainer, state, changes, out):
+    from tinygrad_seq.checkpoint import CheckpointError
+
+    from . import runs
+
+    try:
+        trainer.restore(state, runs.checkpoint_of(out))
+        trainer.change_settings(**changes)
+    except (CheckpointError, ValueError) as exc:
+        fail(f"cannot resume: {exc}")
+    return trainer
 
 
 # ---------------------------------------------------------------------------- seq2seq: dates
@@ -86,51 +103,72 @@ def _fit(name, run, steps, unit_per_step, unit):
 @click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate.")
 @click.option("--clip", type=float, default=5.0, show_default=True, help="Global gradient-norm clip (0 = off).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-every", type=int, default=100, show_default=True, help="Steps between validation and checkpoint.")
 @click.option("--out", type=click.Path(), default="runs/seq2seq", show_default=True, help="Run directory.")
+@_run_options
 def seq2seq(cell, attention, embed, hidden, layers, bidirectional, dropout, train_size, test_size, steps,
-            batch_size, lr, clip, seed, out):
+            batch_size, lr, clip, seed, eval_every, out, resume, overwrite):
     """Train the date translator: human-written dates ("3rd of March 2021", "Tue 14 Jun 1988",
     "12/25/99", ...) to ISO dates, a seq2seq GRU/LSTM with attention and teacher forcing.
     Prints the exact-match accuracy on held-out days and writes attention.png (with matplotlib)."""
     from tinygrad_seq import random as tgs_random
-    from tinygrad_seq.checkpoint import save_checkpoint
-    from tinygrad_seq.models.seq2seq import Seq2Seq, Seq2SeqConfig, exact_match, special_vocab, train
+    from tinygrad_seq.models.seq2seq import Seq2Seq, Seq2SeqConfig, Seq2SeqTrainer, special_vocab
     from tinygrad_seq.text.dates import date_pairs
 
-    _positive(embed=embed, hidden=hidden, layers=layers, train_size=train_size, test_size=test_size, steps=steps,
-              batch_size=batch_size)
-    _check_rates(lr, clip, dropout)
-    path = _fresh_run_path(out)
-    tgs_random.manual_seed(seed)
-    train_pairs = date_pairs(train_size, "train", seed=seed)
-    test_pairs = date_pairs(test_size, "test", seed=seed + 1)
-    src_vocab = special_vocab(DATE_CHARACTERS + "".join(s for s, _ in train_pairs))
-    tgt_vocab = special_vocab(string.digits + "-")
-    config = Seq2SeqConfig(len(src_vocab), len(tgt_vocab), cell=cell, embed=embed, hidden=hidden, layers=layers,
-                           bidirectional=bidirectional, attention=attention, dropout=dropout,
-                           max_target_len=len("2021-03-03") + 1)
-    model = Seq2Seq(config, src_vocab, tgt_vocab)
+    from . import runs
+
+    options = dict(cell=cell, attention=attention, embed=embed, hidden=hidden, layers=layers,
+                   bidirectional=bidirectional, dropout=dropout, train_size=train_size, test_size=test_size,
+                   steps=steps, batch_size=batch_size, lr=lr, clip=clip, seed=seed, eval_every=eval_every)
+    state, train_config, changes = _prepare("seq2seq", out, resume, overwrite, options,
+                                            lambda s: s["model_config"])
+    if state is not None:
+        model = _load_model(state, out, load_seq2seq)
+        info = state["train"]["data"]
+    else:
+        info = {"train_size": train_size, "test_size": test_size}
+    tgs_random.manual_seed(train_config.seed)
+    train_pairs = date_pairs(info["train_size"], "train", seed=train_config.seed)
+    test_pairs = date_pairs(info["test_size"], "test", seed=train_config.seed + 1)
+    if state is None:
+        src_vocab = special_vocab(DATE_CHARACTERS + "".join(s for s, _ in train_pairs))
+        tgt_vocab = special_vocab(string.digits + "-")
+        config = Seq2SeqConfig(len(src_vocab), len(tgt_vocab), cell=cell, embed=embed, hidden=hidden, layers=layers,
+                               bidirectional=bidirectional, attention=attention, dropout=dropout,
+                               max_target_len=len("2021-03-03") + 1)
+        model = Seq2Seq(config, src_vocab, tgt_vocab)
+    trainer = Seq2SeqTrainer(train_config, model, train_pairs, test_pairs, info, overwrite=overwrite)
+    trainer.extra_plots = lambda: _attention_png(model, [s for s, _ in test_pairs[:4]],
+                                                 os.path.join(out, "attention.png"))
+    if state is not None:
+        _restore(trainer, state, changes, out)
+    c = model.config
     n_params = sum(p.numel() for p in model.parameters())
-    click.echo(f"seq2seq {cell.upper()} with {attention} attention ({n_params:,} parameters) on {train_size:,} "
-               f"generated dates; {test_size:,} held-out dates; run directory {out}", err=True)
+    click.echo(f"{'Resuming at step ' + str(trainer.step) + ': ' if state is not None else ''}"
+               f"seq2seq {c.cell.upper()} with {c.attention} attention ({n_params:,} parameters) on "
+               f"{info['train_size']:,} generated dates; {info['test_size']:,} held-out dates; run directory {out}",
+               err=True)
     started = time.perf_counter()
-    losses, interrupted = _fit("seq2seq", lambda cb: train(model, train_pairs, steps, batch_size=batch_size, lr=lr,
-                                                           clip=clip, seed=seed, callback=cb, log_every=1),
-                               steps, batch_size, "pairs")
-    accuracy, predictions = exact_match(model, test_pairs)
-    state = {"kind": "seq2seq", "model_config": config.to_dict(), "src_vocab": src_vocab.to_dict(),
-             "tgt_vocab": tgt_vocab.to_dict(), "model": {k: v.numpy() for k, v in model.state_dict().items()},
-             "train": {"steps": len(losses), "final_loss": losses[-1] if losses else None, "seed": seed,
-                       "test_exact_match": accuracy}}
-    save_checkpoint(path, state)
-    for (source, target), guess in list(zip(test_pairs, predictions))[:5]:
+    runs.run(trainer)
+    if trainer.exact_match is None:  # a run already at its last step
+        return
+    for (source, target), guess in list(zip(test_pairs, trainer.predictions))[:5]:
         click.echo(f"  {source!r:32} -> {guess}  {'ok' if guess == target else 'expected ' + target}", err=True)
-    picture = _attention_png(model, [s for s, _ in test_pairs[:4]], os.path.join(out, "attention.png"))
-    if picture:
-        click.echo(f"attention maps: {picture}", err=True)
-    click.echo(f"{'interrupted' if interrupted else 'done'}: {len(losses)} steps in "
-               f"{time.perf_counter() - started:.0f}s; exact match on {len(test_pairs):,} held-out dates "
-               f"{accuracy:.2%}; checkpoint in {path}", err=True)
+    if os.path.exists(os.path.join(out, "attention.png")):
+        click.echo(f"attention maps: {os.path.join(out, 'attention.png')}", err=True)
+    click.echo(f"{trainer.step} steps in {time.perf_counter() - started:.0f}s; exact match on {len(test_pairs):,} "
+               f"held-out dates {trainer.exact_match:.2%}; checkpoint in {trainer.checkpoint_path}", err=True)
+
+
+def _load_model(state, out, loader):
+    from tinygrad_seq.checkpoint import CheckpointError
+
+    from . import runs
+
+    try:
+        return loader(state, runs.checkpoint_of(out)).train()
+    except CheckpointError as exc:
+        fail(f"cannot resume: {exc}")
 
 
 def _attention_png(model, sources, path):
@@ -156,13 +194,16 @@ def _attention_png(model, sources, path):
     return path
 
 
-def load_seq2seq(state):
+def load_seq2seq(state, path="checkpoint"):
+    from tinygrad_seq.checkpoint import check_module_state, malformed_as_checkpoint_error
     from tinygrad_seq.models.seq2seq import Seq2Seq, Seq2SeqConfig
     from tinygrad_seq.text.vocab import vocab_from_dict
 
-    model = Seq2Seq(Seq2SeqConfig.from_dict(state["model_config"]), vocab_from_dict(state["src_vocab"]),
-                    vocab_from_dict(state["tgt_vocab"]))
-    model.load_state_dict(state["model"])
+    with malformed_as_checkpoint_error(path):
+        model = Seq2Seq(Seq2SeqConfig.from_dict(state["model_config"]), vocab_from_dict(state["src_vocab"]),
+                        vocab_from_dict(state["tgt_vocab"]))
+        check_module_state(model, state["model"], path)
+        model.load_state_dict(state["model"])
     return model.eval()
 
 
@@ -198,13 +239,15 @@ def translate(ckpt, texts, beam, top_k, temperature, seed):
     for name, value in (("--beam", beam), ("--top-k", top_k)):
         if value is not None and value < 1:
             fail(f"{name} must be at least 1, got {value}")
+    kinds.check_decoding_options(beam, top_k, temperature, seed, temperature_given=click.get_current_context(
+    ).get_parameter_source("temperature") == click.core.ParameterSource.COMMANDLINE)
     state, _ = load_for_command(ckpt)
     if state["kind"] != "seq2seq":
         fail(f"{ckpt} holds a {state['kind']!r} model; `tgs translate` needs a seq2seq checkpoint "
               "from `tgs train seq2seq`")
     method, options = _decoding_options(beam, temperature, top_k, seed)
     try:
-        for text in _translate_all(load_seq2seq(state), texts, method, options):
+        for text in _translate_all(load_seq2seq(state, ckpt), texts, method, options):
             click.echo(text)
     except ValueError as exc:
         fail(exc)
@@ -214,7 +257,7 @@ def _sample_seq2seq(state, options):
     if not options.prime:
         raise ValueError("give the date to translate with --prime, e.g. --prime '3rd of March 2021'")
     method, decoding = _decoding_options(options.beam, options.temperature, options.top_k, options.seed)
-    return _translate_all(load_seq2seq(state), [options.prime], method, decoding)[0]
+    return _translate_all(load_seq2seq(state, options.path), [options.prime], method, decoding)[0]
 
 
 def _read_pairs(file):
@@ -242,7 +285,7 @@ def _evaluate_seq2seq(state, file, path):
 
     pairs = _read_pairs(file) if file else date_pairs(1000, "test", seed=state["train"].get("seed", 0) + 1)
     try:
-        accuracy, _ = exact_match(load_seq2seq(state), pairs)
+        accuracy, _ = exact_match(load_seq2seq(state, path), pairs)
     except ValueError as exc:
         raise ValueError(f"cannot translate: {exc}")
     return {"exact_match": accuracy, "examples": len(pairs), "data": file or "held-out generated dates"}
@@ -262,43 +305,53 @@ def _evaluate_seq2seq(state, file, path):
 @click.option("--lr", type=float, default=3e-3, show_default=True)
 @click.option("--clip", type=float, default=5.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-every", type=int, default=250, show_default=True, help="Steps between validation and checkpoint.")
 @click.option("--out", type=click.Path(), default="runs/tagger", show_default=True, help="Run directory.")
-def tagger(cell, embed, hidden, layers, dropout, train_verses, test_verses, steps, batch_size, lr, clip, seed, out):
+@_run_options
+def tagger(cell, embed, hidden, layers, dropout, train_verses, test_verses, steps, batch_size, lr, clip, seed,
+           eval_every, out, resume, overwrite):
     """Train a bidirectional LSTM that tags the proper names in lower-cased KJV verses; prints
     per-token accuracy and the NAME tag's precision, recall and F1 on held-out verses."""
     from tinygrad_seq import random as tgs_random
-    from tinygrad_seq.checkpoint import save_checkpoint
-    from tinygrad_seq.models.tagger import (Tagger, TaggerConfig, lexicon_baseline, load_kjv_tagging,
-                                            tagger_vocab, tagging_scores, train_tagger)
+    from tinygrad_seq.models.tagger import (Tagger, TaggerConfig, TaggerTrainer, lexicon_baseline, load_kjv_tagging,
+                                            tagger_vocab, tagging_scores)
 
-    _positive(embed=embed, hidden=hidden, layers=layers, steps=steps, batch_size=batch_size,
-              **{k: v for k, v in (("train_verses", train_verses), ("test_verses", test_verses)) if v is not None})
-    _check_rates(lr, clip, dropout)
-    path = _fresh_run_path(out)
-    tgs_random.manual_seed(seed)
-    data = load_kjv_tagging(train_verses=train_verses, test_verses=test_verses, seed=seed)
-    vocab = tagger_vocab(data.train_tokens)
-    config = TaggerConfig(vocab_size=len(vocab), cell=cell, embed=embed, hidden=hidden, layers=layers,
-                          dropout=dropout)
-    model = Tagger(config, vocab)
-    click.echo(f"tagger: bidirectional {cell.upper()} x{layers} on {len(data.train_tokens):,} verses "
-               f"({len(vocab):,} words); {len(data.test_tokens):,} held-out verses; run directory {out}", err=True)
+    from . import runs
+
+    options = dict(cell=cell, embed=embed, hidden=hidden, layers=layers, dropout=dropout, train_verses=train_verses,
+                   test_verses=test_verses, steps=steps, batch_size=batch_size, lr=lr, clip=clip, seed=seed,
+                   eval_every=eval_every)
+    state, train_config, changes = _prepare("tagger", out, resume, overwrite, options, lambda s: s["model_config"])
+    if state is not None:
+        model = _load_model(state, out, load_tagger)
+        info = {k: state["train"]["data"].get(k) for k in ("train_verses", "test_verses")}
+    else:
+        info = {"train_verses": train_verses, "test_verses": test_verses}
+    tgs_random.manual_seed(train_config.seed)
+    data = load_kjv_tagging(train_verses=info["train_verses"], test_verses=info["test_verses"], seed=train_config.seed)
+    if state is None:
+        vocab = tagger_vocab(data.train_tokens)
+        config = TaggerConfig(vocab_size=len(vocab), cell=cell, embed=embed, hidden=hidden, layers=layers,
+                              dropout=dropout)
+        model = Tagger(config, vocab)
+    trainer = TaggerTrainer(train_config, model, data.train_tokens, data.train_tags, data.test_tokens, data.test_tags,
+                            dict(info, data=info), overwrite=overwrite)
+    if state is not None:
+        _restore(trainer, state, changes, out)
+    c = model.config
+    click.echo(f"{'Resuming at step ' + str(trainer.step) + ': ' if state is not None else ''}"
+               f"tagger: bidirectional {c.cell.upper()} x{c.layers} on {len(data.train_tokens):,} verses "
+               f"({len(model.vocab):,} words); {len(data.test_tokens):,} held-out verses; run directory {out}",
+               err=True)
     started = time.perf_counter()
-    losses, interrupted = _fit("tagger", lambda cb: train_tagger(model, data.train_tokens, data.train_tags, steps,
-                                                                 batch_size=batch_size, lr=lr, clip=clip, seed=seed,
-                                                                 callback=cb, log_every=1),
-                               steps, batch_size, "verses")
-    scores = tagging_scores(model.predict(data.test_tokens), data.test_tags)
+    runs.run(trainer)
+    if trainer.scores is None:  # a run already at its last step
+        return
     baseline = tagging_scores(lexicon_baseline(data.train_tokens, data.train_tags, data.test_tokens), data.test_tags)
-    state = {"kind": "tagger", "model_config": config.to_dict(), "vocab": vocab.to_dict(),
-             "model": {k: v.numpy() for k, v in model.state_dict().items()},
-             "train": {"steps": len(losses), "seed": seed, "train_verses": train_verses, "test_verses": test_verses,
-                       "test_scores": scores}}
-    save_checkpoint(path, state)
-    click.echo(f"{'interrupted' if interrupted else 'done'}: {len(losses)} steps in "
-               f"{time.perf_counter() - started:.0f}s; held-out: {_format_scores(scores)}", err=True)
+    click.echo(f"{trainer.step} steps in {time.perf_counter() - started:.0f}s; held-out: "
+               f"{_format_scores(trainer.scores)}", err=True)
     click.echo(f"(lexicon baseline, each word's most frequent tag: {_format_scores(baseline)}); "
-               f"checkpoint in {path}", err=True)
+               f"checkpoint in {trainer.checkpoint_path}", err=True)
 
 
 def _format_scores(s):
@@ -306,19 +359,22 @@ def _format_scores(s):
             f"F1 {s['f1']:.3f}")
 
 
-def load_tagger(state):
+def load_tagger(state, path="checkpoint"):
+    from tinygrad_seq.checkpoint import check_module_state, malformed_as_checkpoint_error
     from tinygrad_seq.models.tagger import Tagger, TaggerConfig
     from tinygrad_seq.text.vocab import vocab_from_dict
 
-    model = Tagger(TaggerConfig.from_dict(state["model_config"]), vocab_from_dict(state["vocab"]))
-    model.load_state_dict(state["model"])
+    with malformed_as_checkpoint_error(path):
+        model = Tagger(TaggerConfig.from_dict(state["model_config"]), vocab_from_dict(state["vocab"]))
+        check_module_state(model, state["model"], path)
+        model.load_state_dict(state["model"])
     return model.eval()
 
 
 def _sample_tagger(state, options):
     if not options.prime:
         raise ValueError("give the text to tag with --prime, e.g. --prime 'and moses went up unto the lord'")
-    return " ".join(f"[{token}]" if tag == "NAME" else token for token, tag in load_tagger(state).tag_text(options.prime))
+    return " ".join(f"[{token}]" if tag == "NAME" else token for token, tag in load_tagger(state, options.path).tag_text(options.prime))
 
 
 def _evaluate_tagger(state, file, path):
@@ -329,7 +385,7 @@ def _evaluate_tagger(state, file, path):
     info = state["train"]
     data = load_kjv_tagging(train_verses=info.get("train_verses"), test_verses=info.get("test_verses"),
                             seed=info.get("seed", 0))
-    return tagging_scores(load_tagger(state).predict(data.test_tokens), data.test_tags)
+    return tagging_scores(load_tagger(state, path).predict(data.test_tokens), data.test_tags)
 
 
 kinds.register("seq2seq", evaluate=_evaluate_seq2seq, sample=_sample_seq2seq,

@@ -12,8 +12,6 @@ and the test split is scored once at the end (and again by `tgs eval`).
 Every bad input ends in one "Error: ..." line and a non-zero exit.  Heavy imports stay
 inside the functions so that `tgs --help` stays instant.
 """
-import math
-import os
 import time
 
 import click
@@ -60,44 +58,13 @@ def training_options(default_out, defaults):
                          help="Random seed (weights, shuffles, dropout, shifts)."),
             click.option("--out", type=click.Path(), default=default_out, show_default=True, help="Run directory."),
             click.option("--overwrite", is_flag=True, help="Replace a checkpoint already in --out."),
+            click.option("--resume", is_flag=True,
+                         help="Continue the run in --out (--epochs, the new total, --lr and --dropout may change)."),
         ]
         for decorator in reversed(opts):
             f = decorator(f)
         return f
     return decorate
-
-
-def _check_options(options):
-    for name in ("epochs", "batch_size", "shift"):
-        if options[name] < 1:
-            fail(f"--{name.replace('_', '-')} must be a positive integer, got {options[name]}")
-    if not (options["lr"] > 0 and math.isfinite(options["lr"])):
-        fail(f"--lr must be a positive number, got {options['lr']}")
-    if not 0 <= options["dropout"] < 1:
-        fail(f"--dropout must be in [0, 1), got {options['dropout']}")
-    if not 0 <= options["momentum"] < 1:
-        fail(f"--momentum must be in [0, 1), got {options['momentum']}")
-    if not (options["weight_decay"] >= 0 and math.isfinite(options["weight_decay"])):
-        fail(f"--weight-decay must be a number >= 0, got {options['weight_decay']}")
-
-
-def _checkpoint_path(out, kind, overwrite):
-    """Where the run writes; an existing checkpoint is replaced only with --overwrite."""
-    from tinygrad_seq.checkpoint import CheckpointError, load_checkpoint
-
-    if os.path.exists(out) and not os.path.isdir(out):
-        fail(f"--out {out} is a file; give a directory for the run")
-    path = os.path.join(out, "checkpoint.npz")
-    if os.path.exists(path):
-        try:
-            held = load_checkpoint(path).get("kind")
-        except CheckpointError:
-            held = None
-        if held not in (None, kind):
-            fail(f"{out} holds a {held!r} checkpoint, not a {kind!r} one; choose another --out")
-        if not overwrite:
-            fail(f"{out} already holds a checkpoint; pass --overwrite to replace it, or choose another --out")
-    return path
 
 
 def _build_model(kind, config):
@@ -118,77 +85,61 @@ def _digits(kind):
         fail(exc)
 
 
-def _as_images(X, kind):
-    return X.reshape(-1, 1, 8, 8) if kind == "mlp" else X
-
-
 def train_classifier(kind, model_config, options):
     """The body of `tgs train cnn` / `tgs train mlp`: train, keep the best dev epoch, checkpoint, test."""
-    import tinygrad_seq as tgs
-    from tinygrad_seq import optim, vision
-    from tinygrad_seq.checkpoint import load_checkpoint, save_checkpoint
-    from tinygrad_seq.data_utils import evaluate_classifier, minibatches
-    from tinygrad_seq.nn import functional as F
+    from tinygrad_seq.checkpoint import CheckpointError, load_checkpoint
+    from tinygrad_seq.classifier_training import ClassifierConfig, ClassifierTrainer
 
-    _check_options(options)
-    path = _checkpoint_path(options["out"], kind, options["overwrite"])
-    tgs.manual_seed(options["seed"])
-    try:
-        model = _build_model(kind, model_config)
-    except ValueError as exc:
-        fail(exc)
+    from . import runs
+
+    resume, overwrite = options.pop("resume"), options.pop("overwrite")
+    state = runs.open_run(options["out"], (kind,), resume, overwrite)
     splits = _digits(kind)
-    params = list(model.parameters())
-    if options["optimizer"] == "sgd":
-        optimizer = optim.SGD(params, lr=options["lr"], momentum=options["momentum"],
-                              weight_decay=options["weight_decay"])
+    build = lambda config: _build_model(kind, config)  # noqa: E731
+    image_shape = (1, 8, 8) if kind == "mlp" else ()
+    if state is None:
+        try:
+            config = ClassifierConfig(kind=kind, model=model_config, image_shape=image_shape, **options)
+        except ValueError as exc:
+            fail(f"--{exc}")
+        try:
+            trainer = ClassifierTrainer.build(config, build, splits, overwrite=overwrite)
+        except ValueError as exc:  # a model config that does not fit (e.g. too many conv stages)
+            fail(exc)
     else:
-        optimizer = optim.Adam(params, lr=options["lr"], weight_decay=options["weight_decay"])
-    # a decaying step size lets the last epochs settle into a minimum instead of bouncing around it
-    schedule = optim.lr_scheduler.CosineAnnealingLR(optimizer, options["epochs"])
-    n_params = sum(p.numel() for p in params)
-    click.echo(f"{CLASSIFIER_KINDS[kind]} ({n_params:,} parameters) on scikit-learn's 8x8 digits: "
+        saved = state["train"]["config"]
+        if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+            fail(f"cannot resume: {runs.checkpoint_of(options['out'])} is a malformed checkpoint (no run config)")
+        # the model's own options (--channels, --hidden, ...) are compared with the saved model config
+        changes = runs.resume_changes(dict(saved["model"], **saved), dict(model_config, **options),
+                                      changeable=("epochs", "lr", "dropout"))
+        try:
+            config = ClassifierConfig.from_dict(dict(saved, out=options["out"]))
+            trainer = ClassifierTrainer.build(config, build, splits).restore(state, runs.checkpoint_of(options["out"]))
+        except CheckpointError as exc:
+            fail(f"cannot resume: {exc}")
+        except (ValueError, TypeError) as exc:
+            fail(f"cannot resume: {runs.checkpoint_of(options['out'])} is a malformed checkpoint ({exc})")
+        try:
+            trainer.change_settings(**changes)
+        except ValueError as exc:
+            fail(f"--{exc}")
+    cfg = trainer.config
+    n_params = sum(p.numel() for p in trainer.params)
+    click.echo(f"{'Resuming at epoch ' + str(trainer.step // trainer.batches.per_epoch) + ': ' if state else ''}"
+               f"{CLASSIFIER_KINDS[kind]} ({n_params:,} parameters) on scikit-learn's 8x8 digits: "
                f"{len(splits.train[1])} training, {len(splits.dev[1])} dev, {len(splits.test[1])} test images; "
-               f"{options['optimizer']} lr {options['lr']:g}; run directory {options['out']}", err=True)
-
-    X_train, y_train = splits.train
-    settings = {k: v for k, v in options.items() if k != "overwrite"}
-    best_dev, best_epoch, start = -1.0, 0, time.perf_counter()
-    for epoch in range(1, options["epochs"] + 1):
-        model.train()
-        images = X_train
-        if options["augment"]:
-            # shift the 8x8 pictures, then flatten them again for the MLP
-            images = vision.random_shift(_as_images(X_train, kind), options["shift"]).reshape(X_train.shape)
-        total, count = 0.0, 0
-        for xb, yb in minibatches(images, y_train, batch_size=options["batch_size"]):
-            loss = F.cross_entropy(model(xb), yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total, count = total + loss.item() * len(yb), count + len(yb)
-        schedule.step()
-        train_loss = total / count
-        if not math.isfinite(train_loss):
-            fail(f"the training loss became {train_loss} in epoch {epoch}; lower --lr "
-                  f"(the last good checkpoint is kept in {options['out']})")
-        dev_loss, dev_acc = evaluate_classifier(model, *splits.dev)
-        # keep the weights of the best dev epoch (early stopping's choice, without stopping); a tie goes
-        # to the later epoch, whose smaller step size has settled the weights further
-        improved = dev_acc >= best_dev
-        if improved:
-            best_dev, best_epoch = dev_acc, epoch
-            save_checkpoint(path, {"kind": kind, "config": model.config.to_dict(), "model": model.state_dict(),
-                                   "train": {"options": settings, "epoch": epoch, "dev_accuracy": dev_acc,
-                                             "split_seed": SPLIT_SEED}})
-        click.echo(f"epoch {epoch:3d}/{options['epochs']}  train loss {train_loss:.4f}  dev loss {dev_loss:.4f}  "
-                   f"dev acc {dev_acc:6.2%}{'  saved' if improved else ''}  {time.perf_counter() - start:6.1f}s",
-                   err=True)
-
-    result = _evaluate_state(load_checkpoint(path))
-    click.echo(f"best dev accuracy {best_dev:.2%} at epoch {best_epoch}; checkpoint {path}", err=True)
-    click.echo(f"test accuracy {result['accuracy']:.2%} ({result['correct']}/{result['examples']}) "
-               f"after {time.perf_counter() - start:.1f}s")
+               f"{cfg.optimizer} lr {cfg.lr:g}; run directory {cfg.out}", err=True)
+    started = time.perf_counter()
+    result = runs.run(trainer)
+    path = trainer.checkpoint_path
+    best = trainer.best
+    test = _evaluate_state(load_checkpoint(path), path)
+    click.echo(f"best dev accuracy {best['value']:.2%} at epoch {best['step'] // trainer.batches.per_epoch}; "
+               f"checkpoint {path}", err=True)
+    click.echo(f"test accuracy {test['accuracy']:.2%} ({test['correct']}/{test['examples']}) "
+               f"after {time.perf_counter() - started:.1f}s")
+    return result
 
 
 # ---------------------------------------------------------------------------- commands
@@ -229,16 +180,19 @@ def mlp(hidden, activation, **options):
 
 
 # ---------------------------------------------------------------------------- checkpoint kinds
-def _evaluate_state(state):
+def _evaluate_state(state, path="checkpoint"):
     """Accuracy, loss and confusion matrix (rows: true digit, columns: predicted) on the test split."""
     import numpy as np
 
+    from tinygrad_seq.checkpoint import check_module_state, malformed_as_checkpoint_error
     from tinygrad_seq.nn import functional as F
     from tinygrad_seq.tensor import Tensor, no_grad
 
     kind = state["kind"]
-    model = _build_model(kind, state["config"])
-    model.load_state_dict(state["model"])
+    with malformed_as_checkpoint_error(path):
+        model = _build_model(kind, state["config"])
+        check_module_state(model, state["model"], path)
+        model.load_state_dict(state["model"])
     model.eval()
     X, y = _digits(kind).test
     with no_grad():
@@ -255,7 +209,7 @@ def _evaluate_state(state):
 def _evaluate_classifier(state, file, path):
     if file is not None:
         raise ValueError("a digit classifier is evaluated on the digits test split; give no FILE: tgs eval CKPT")
-    return _evaluate_state(state)
+    return _evaluate_state(state, path)
 
 
 def _format_classifier(result):

@@ -17,3 +17,14 @@ def assert_one_line_error(result, *fragments):
     assert "Traceback" not in result.output
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def tgs_command():
+    """The argv prefix that runs `tgs` in a child process (for signals and concurrency)."""
+    import os
+    import shutil
+    import sys
+
+    beside = os.path.join(os.path.dirname(sys.executable), "tgs")
+    exe = beside if os.path.exists(beside) else shutil.which("tgs")
+    return [exe] if exe else [sys.executable, "-m", "tinygrad_seq.cli.main"]

@@ -84,9 +84,12 @@ def test_resume_through_the_cli_is_bit_for_bit(tmp_path, corpus):
     assert tgs("train", "charlm", corpus, *common, "--out", tmp_path / "a").exit_code == 0
     half = [a if a != 8 else 4 for a in common]
     assert tgs("train", "charlm", corpus, *half, "--out", tmp_path / "b").exit_code == 0
-    resumed = tgs("train", "charlm", "--out", tmp_path / "b", "--resume", "--steps", 8, "--hidden", 99)
+    # a setting that shapes the model cannot change on resume (it used to be ignored silently)
+    assert_one_line_error(tgs("train", "charlm", "--out", tmp_path / "b", "--resume", "--steps", 8, "--hidden", 99),
+                          "cannot change --hidden")
+    resumed = tgs("train", "charlm", "--out", tmp_path / "b", "--resume", "--steps", 8)
     assert resumed.exit_code == 0, resumed.output
-    assert "Resuming at step 4" in resumed.stderr and "ignoring --hidden" in resumed.stderr
+    assert "Resuming at step 4" in resumed.stderr
     a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
     for name in a["model"]:
         np.testing.assert_array_equal(a["model"][name], b["model"][name])
@@ -237,12 +240,12 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus, mon
 
 
 def test_a_diverging_run_never_saves_non_finite_weights(tmp_path, corpus):
-    # lr 1e38: the first update makes the weights overflow, so the validation loss is nan
+    # lr 1e38: the first update makes the weights overflow; the guard on the weights stops it there
     result = tgs("train", "charlm", corpus, *TINY, "--lr", 1e38, "--clip", 0, "--steps", 50, "--eval-every", 1,
                  "--out", tmp_path / "r")
     assert result.exit_code == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("Error: ") and "nan" in last and "at step 1" in last
+    assert last.startswith("Error: ") and "weights became nan or inf" in last and "at step 1" in last
     assert "no checkpoint had been written yet" in last
     assert "Traceback" not in result.output and "Warning" not in result.output
     assert not (tmp_path / "r" / "checkpoint.npz").exists()

@@ -233,33 +233,77 @@ def evaluate_stream(model, ids, batch_size=16, seq_len=128, max_tokens=None):
 def generate(model, vocab, prime="", length=200, temperature=1.0, top_k=None, beam=None, rng=None, start_token=None):
     """Text continuing `prime`: sampled (temperature, top_k; temperature 0 = greedy) or, with
     beam=W, the most likely continuation found by beam search.  Returns the new text only."""
+    if not beam:
+        return "".join(stream_generate(model, vocab, prime, length, temperature, top_k, rng, start_token,
+                                       chunk=max(int(length), 1)))
+    ids, step, device = _prime_ids_and_step(model, vocab, prime, start_token)
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            best = decoding.beam_search(step, _read_prime(model, ids, device), ids[-1:], beam, length,
+                                        length_penalty=0.0, reorder_state=model.select_state)[0]
+    finally:
+        model.train(was_training)
+    return vocab.decode(np.asarray(best.tokens, dtype=np.int64))
+
+
+def stream_generate(model, vocab, prime="", length=200, temperature=1.0, top_k=None, rng=None, start_token=None,
+                    chunk=1):
+    """generate()'s sampled continuation as an iterator of decoded pieces of `chunk` tokens, for
+    printing as it is written; joined, the pieces equal generate()'s text for the same rng.
+    The prime is encoded (and any unknown symbol reported) before this returns."""
     rng = rng if rng is not None else np.random.default_rng()
+    ids, step, device = _prime_ids_and_step(model, vocab, prime, start_token)
+
+    def pieces():
+        was_training = model.training
+        model.eval()
+        try:
+            with no_grad():
+                state = _read_prime(model, ids, device)
+                last, written = ids[-1:], 0
+                while written < length:
+                    # the state returned has read every token but the last one drawn: continue from it
+                    out, state = decoding.sample(step, state, last, min(chunk, length - written), temperature, top_k,
+                                                 rng=rng)
+                    new = out.reshape(-1)
+                    yield _decode_after(vocab, int(last[0]) if written else None, new)
+                    last, written = new[-1:], written + new.size
+        finally:
+            model.train(was_training)
+
+    return pieces()
+
+
+def _prime_ids_and_step(model, vocab, prime, start_token):
+    """(the prime's ids, or the start token; the decoders' step function; the model's device)."""
     ids = vocab.encode(prime) if prime else np.zeros(0, dtype=np.int64)
     if ids.size == 0:
         ids = np.array([_default_start(vocab) if start_token is None else start_token], dtype=np.int64)
-    was_training = model.training
-    model.eval()
-    device = next(iter(model.parameters())).device  # the decoders below work on host arrays
+    device = next(iter(model.parameters())).device  # the decoders work on host arrays
 
     def step(tokens, state):
         logits, state = model(Tensor(np.asarray(tokens, dtype=np.int64)[:, None], device=device), state)
         return logits[:, -1].numpy(), state
+    return ids, step, device
 
-    try:
-        with no_grad():
-            state = None
-            if ids.size > 1:
-                context = ids[:-1][-getattr(model, "max_context", ids.size):]
-                _, state = model(Tensor(context[None], device=device), None)
-            if beam:
-                best = decoding.beam_search(step, state, ids[-1:], beam, length, length_penalty=0.0,
-                                            reorder_state=model.select_state)[0]
-                out = np.asarray(best.tokens, dtype=np.int64)
-            else:
-                out, _ = decoding.sample(step, state, ids[-1:], length, temperature, top_k, rng=rng)
-    finally:
-        model.train(was_training)
-    return vocab.decode(out.reshape(-1))
+
+def _read_prime(model, ids, device):
+    """The state after reading all of the prime but its last token (None for a one-token prime)."""
+    if ids.size <= 1:
+        return None
+    context = ids[:-1][-getattr(model, "max_context", ids.size):]
+    return model(Tensor(context[None], device=device), None)[1]
+
+
+def _decode_after(vocab, previous, ids):
+    """The text `ids` add after token `previous` (word vocabularies space words by their neighbour)."""
+    if previous is None or vocab.type != "word":
+        return vocab.decode(ids)
+    before = vocab.decode(np.array([previous]))
+    both = vocab.decode(np.concatenate([[previous], ids]))
+    return both[len(before):] if both.startswith(before) else both
 
 
 def _default_start(vocab):

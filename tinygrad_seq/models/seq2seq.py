@@ -23,7 +23,6 @@ are therefore separate nn.GRU / nn.LSTM modules rather than one bidirectional on
 Token ids: 0 = <pad>, 1 = <s> (start of the target), 2 = </s> (end), then the characters; the
 three specials are the control characters NUL, STX and ETX, which no date ever contains.
 """
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,9 +37,11 @@ from ..nn.module import Module, ModuleList
 from ..tensor import Tensor, no_grad
 from ..text import decoding
 from ..text.vocab import CharVocab
+from ..trainer import Trainer, check_rates
 
 __all__ = ["PAD", "BOS", "EOS", "PAD_ID", "BOS_ID", "EOS_ID", "special_vocab", "pad_batch", "reverse_padded",
-           "RecurrentEncoder", "Seq2SeqConfig", "Seq2Seq", "make_batch", "train", "exact_match"]
+           "RecurrentEncoder", "Seq2SeqConfig", "Seq2Seq", "Seq2SeqTrainConfig", "RandomPairs", "Seq2SeqTrainer", "make_batch",
+           "train", "exact_match"]
 
 # one control character each, so the vocabularies stay CharVocabs of single characters
 PAD, BOS, EOS = "\x00", "\x02", "\x03"
@@ -346,40 +347,130 @@ def make_batch(pairs, src_vocab, tgt_vocab):
     return src, tgt_in, tgt_out
 
 
+@dataclass
+class Seq2SeqTrainConfig(Config):
+    """How a seq2seq model is trained (its shape is the model's Seq2SeqConfig)."""
+
+    steps: int = 400
+    batch_size: int = 64
+    lr: float = 3e-3
+    clip: float = 5.0            # max global gradient norm; 0 = no clipping
+    dropout: float = 0.0
+    seed: int = 0
+    eval_every: int = 100
+    val_examples: int = 256      # validation loss on at most this many held-out examples
+    out: str = None              # run directory (None: nothing is written)
+    backend: str = "auto"
+    device: str = "cpu"
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_every", "val_examples"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        check_rates(self.lr, self.clip, self.dropout)
+
+
+class RandomPairs:
+    """Batch source: `batch_size` pairs drawn with replacement by a generator seeded with (seed, step),
+    so the batch of a step does not depend on the steps before it (resume is bit-for-bit)."""
+
+    def __init__(self, pairs, batch_size, seed):
+        if not pairs:
+            raise ValueError("no training pairs")
+        self.pairs, self.batch_size, self.seed = pairs, batch_size, seed
+
+    def __call__(self, step):
+        rng = np.random.default_rng([self.seed, step])
+        return [self.pairs[i] for i in rng.integers(len(self.pairs), size=self.batch_size)]
+
+
+class Seq2SeqTrainer(Trainer):
+    """Teacher-forced training of a Seq2Seq on (source, target) string pairs with the shared loop:
+    Adam on the mean per-token NLL of random batches, the gradient norm clipped at `clip`.
+    Validation: the loss on held-out pairs; at the last step also the exact match on them."""
+
+    kind = "seq2seq"
+    metric = "val_loss"
+    unit = "pairs"
+
+    def __init__(self, config, model, train_pairs, val_pairs=None, info=None, **trainer_options):
+        from .. import optim
+
+        batches = RandomPairs(train_pairs, config.batch_size, config.seed)
+        super().__init__(config, model, optim.Adam(list(model.parameters()), lr=config.lr), batches,
+                         **trainer_options)
+        self.val_pairs = list(val_pairs or [])
+        self.info = dict(info or {})
+        self.units_per_step = config.batch_size
+        self.losses = []
+        self.exact_match = None
+
+    def compute_loss(self, batch):
+        src, tgt_in, tgt_out = make_batch(batch, self.model.src_vocab, self.model.tgt_vocab)
+        return self.model.loss(Tensor(src), Tensor(tgt_in), Tensor(tgt_out))
+
+    def train_step(self):
+        value = super().train_step()
+        self.losses.append(value)
+        return value
+
+    def validate(self):
+        if not self.val_pairs:
+            return None
+        held = self.val_pairs[:self.config.val_examples]
+        with no_grad():
+            src, tgt_in, tgt_out = make_batch(held, self.model.src_vocab, self.model.tgt_vocab)
+            metrics = {"val_loss": float(self.model.loss(Tensor(src), Tensor(tgt_in), Tensor(tgt_out)).item())}
+        if self.step >= self.config.steps:
+            self.exact_match, self.predictions = exact_match(self.model, self.val_pairs)
+            metrics["exact_match"] = self.exact_match
+        return metrics
+
+    def report(self, metrics):
+        line = f"step {self.step}: validation loss {metrics['val_loss']:.4f} nats/character"
+        if "exact_match" in metrics:
+            line += f", exact match {metrics['exact_match']:.2%} on {len(self.val_pairs):,} held-out pairs"
+        return line
+
+    def checkpoint_extra(self):
+        return {"model_config": self.model.config.to_dict(), "src_vocab": self.model.src_vocab.to_dict(),
+                "tgt_vocab": self.model.tgt_vocab.to_dict(),
+                "train": {"data": self.info, "test_exact_match": self.exact_match, "seed": self.config.seed}}
+
+
 def train(model, pairs, steps, batch_size=64, lr=3e-3, clip=5.0, seed=0, callback=None, log_every=None):
     """Adam on the mean per-token NLL of random batches of `pairs` (teacher forcing), with the
-    global gradient norm clipped at `clip`.  `callback(step, loss)` runs every `log_every` steps
-    and may return True to stop.  Returns the losses; raises FloatingPointError (before the
-    update) if the loss stops being finite."""
-    from .. import optim
-    from ..nn.utils import clip_grad_norm_
-
+    global gradient norm clipped at `clip`, through the shared loop (Seq2SeqTrainer, nothing
+    written).  `callback(step, loss)` runs every `log_every` steps and may return True to stop.
+    Returns the losses; raises FloatingPointError if the loss, gradient or weights stop being finite."""
     if steps < 0 or batch_size < 1:
         raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {steps} and {batch_size}")
     if not pairs:
         raise ValueError("no training pairs")
-    rng = np.random.default_rng(seed)
-    params = list(model.parameters())
-    opt = optim.Adam(params, lr=lr)
-    model.train()
-    losses = []
-    for step in range(1, steps + 1):
-        batch = [pairs[i] for i in rng.integers(len(pairs), size=batch_size)]
-        src, tgt_in, tgt_out = make_batch(batch, model.src_vocab, model.tgt_vocab)
-        loss = model.loss(Tensor(src), Tensor(tgt_in), Tensor(tgt_out))
-        value = float(loss.item())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"the loss became {value} at step {step}; try a lower learning rate")
-        opt.zero_grad()
-        loss.backward()
-        if clip:
-            clip_grad_norm_(params, clip)
-        opt.step()
-        losses.append(value)
-        if callback is not None and log_every and (step % log_every == 0 or step == steps):
-            if callback(step, value):
-                break
-    return losses
+    if steps == 0:
+        return []
+    config = Seq2SeqTrainConfig(steps=steps, batch_size=batch_size, lr=lr, clip=clip, seed=seed, eval_every=steps)
+    trainer = Seq2SeqTrainer(config, model, pairs)
+    return _run_quietly(trainer, callback, log_every)
+
+
+def _run_quietly(trainer, callback, log_every):
+    """Train without output, calling `callback(step, loss)` every `log_every` steps (True stops)."""
+    step_once = trainer.train_step
+
+    def step_and_report():
+        value = step_once()
+        if callback is not None and log_every and (trainer.step % log_every == 0 or trainer.step == trainer.config.steps):
+            if callback(trainer.step, value):
+                trainer.config.steps = trainer.step  # stop after this step
+        return value
+
+    trainer.train_step = step_and_report
+    result = trainer.train(echo=lambda line: None, progress=False)
+    if result.status == "diverged":
+        raise FloatingPointError(result.message)
+    return trainer.losses
 
 
 def exact_match(model, pairs, method="greedy", batch_size=256, **options):

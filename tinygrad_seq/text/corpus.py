@@ -4,11 +4,12 @@
     text = bundled_corpus()                  # the King James Bible shipped with the package
 
 Every failure raises `CorpusError` (a ValueError) whose message is one line the command line
-can print as it is: the file is missing, is a directory, is empty, or is not valid text in
-the encoding that was tried.
+can print as it is: the file is missing, is a directory, is empty, is a truncated or corrupt
+gzip file, or is not valid text in the encoding that was tried.
 """
 import gzip
 import os
+import zlib
 
 BUNDLED_CORPUS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "kjv.txt.gz")
 
@@ -30,10 +31,18 @@ def read_text(path, encoding="utf-8"):
     try:
         with open(path, "rb") as f:
             raw = f.read()
-        if path.endswith(".gz"):
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError) as exc:
+    except OSError as exc:
         raise CorpusError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if path.endswith(".gz"):
+        try:
+            raw = gzip.decompress(raw)
+        except EOFError:
+            raise CorpusError(f"{path} is a truncated gzip file (it ends before the compressed data does); "
+                              "download or copy it again") from None
+        except (OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CorpusError(f"{path} is not a valid gzip file ({reason}); download it again, or "
+                              "decompress it yourself and give the plain text file") from None
     if not raw:
         raise CorpusError(f"{path} is empty")
     try:

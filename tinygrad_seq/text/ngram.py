@@ -49,8 +49,8 @@ class NGramLM:
             raise ValueError(f"NGramLM: vocab_size must be positive, got {vocab_size}")
         if smoothing not in SMOOTHINGS:
             raise ValueError(f"NGramLM: smoothing must be one of {', '.join(SMOOTHINGS)}, not {smoothing!r}")
-        if k <= 0:
-            raise ValueError(f"NGramLM: k must be positive, got {k}")
+        if not (k > 0 and math.isfinite(k)):
+            raise ValueError(f"NGramLM: k must be a positive finite number, got {k}")
         if not 0 < discount <= 1:
             raise ValueError(f"NGramLM: discount must be in (0, 1], got {discount}")
         self.n, self.V, self.smoothing, self.k, self.discount = int(n), int(vocab_size), smoothing, float(k), float(discount)
@@ -257,5 +257,12 @@ class NGramLM:
     def from_state_dict(cls, state):
         model = cls(state["n"], state["vocab_size"], state["smoothing"], state["k"], state["discount"], state["lambdas"])
         grams = [np.asarray(g, dtype=np.int64).reshape(-1, m) for m, g in enumerate(state["grams"], start=1)]
-        model._build(grams, [np.asarray(c, dtype=np.int64) for c in state["counts"]])
+        counts = [np.asarray(c, dtype=np.int64).reshape(-1) for c in state["counts"]]
+        if len(grams) != model.n or len(counts) != model.n:
+            raise ValueError(f"NGramLM: a state of order {model.n} needs {model.n} gram and count tables")
+        for gram, count in zip(grams, counts):
+            if len(gram) != len(count) or (gram.size and (gram.min() < 0 or gram.max() >= model.V)) or \
+                    (count.size and count.min() < 1):
+                raise ValueError("NGramLM: the saved counts do not fit the vocabulary")
+        model._build(grams, counts)
         return model
