@@ -71,4 +71,4 @@ from . import optim  # noqa: F401,E402
 float32 = "float32"
 float64 = "float64"
 int64 = "int64"
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402  (one place: pyproject.toml, via the package metadata)
