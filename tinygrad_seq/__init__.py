@@ -67,6 +67,7 @@ from .tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad  # n
 from .value import Value  # noqa: F401
 from . import nn  # noqa: F401,E402
 from . import optim  # noqa: F401,E402
+from . import viz  # noqa: F401,E402
 
 float32 = "float32"
 float64 = "float64"
