@@ -26,11 +26,15 @@ that cannot run here, falls back to AUTO_ORDER.
 
 Nothing here imports numba, Cython modules or CuPy until a kernel is first asked for.
 """
+from __future__ import annotations
+
 import contextlib
 import importlib
 import json
 import os
 import threading
+from types import ModuleType
+from typing import Dict, Iterator, List, Optional, Tuple
 
 FAMILIES = ("recurrence", "conv", "softmax", "activation")
 
@@ -61,19 +65,19 @@ def _check_name(name):
     return name
 
 
-def current():
+def current() -> str:
     """The backend name in force here: a `with backend(...)` block, else the process choice."""
     stack = getattr(_state, "stack", None)
     return stack[-1] if stack else _check_name(_process_choice[0])
 
 
-def set_backend(name):
+def set_backend(name: str) -> None:
     """Choose the backend for the whole process ('auto', 'numpy', 'numba', 'cython', 'cuda')."""
     _process_choice[0] = _check_name(name.lower())
 
 
 @contextlib.contextmanager
-def backend(name):
+def backend(name: str) -> Iterator[None]:
     """Run a block with one backend: `with tgs.backend("numba"): loss.backward()`."""
     stack = getattr(_state, "stack", None)
     if stack is None:
@@ -85,7 +89,7 @@ def backend(name):
         stack.pop()
 
 
-def unavailable_reason(name):
+def unavailable_reason(name: str) -> Optional[str]:
     """None when backend `name` can run here, else a sentence saying why not."""
     if name not in _reasons:
         package = BACKENDS[name][0]
@@ -104,7 +108,7 @@ def _family_module(name, family):
     return _modules[key]
 
 
-def user_choice_table():
+def user_choice_table() -> str:
     """Where this user's measured choices live: $XDG_CONFIG_HOME/tinygrad_seq/auto_backend.json,
     with ~/.config standing in for an unset (or relative, as the XDG spec says) XDG_CONFIG_HOME."""
     config = os.environ.get("XDG_CONFIG_HOME", "")
@@ -137,7 +141,8 @@ def _auto_choices():
     return cache[1]
 
 
-def save_auto_choices(device, winners, path=None):
+def save_auto_choices(device: str, winners: Dict[str, str],
+                      path: Optional[str] = None) -> Dict[str, Dict[str, str]]:
     """Record {family: backend} as `auto`'s choice on `device` in the user's table (or `path`),
     keeping every other entry; returns that file's whole table.  The benchmark that measured
     the winners calls this."""
@@ -159,7 +164,7 @@ def save_auto_choices(device, winners, path=None):
     return table
 
 
-def resolve(family, device="cpu"):
+def resolve(family: str, device: str = "cpu") -> str:
     """The backend name that serves `family` on `device` under the current choice."""
     if family not in FAMILIES:
         raise BackendError(f"unknown kernel family {family!r}: one of {', '.join(FAMILIES)}")
@@ -184,11 +189,11 @@ def resolve(family, device="cpu"):
     return "numpy"
 
 
-def kernels(family, device="cpu"):
+def kernels(family: str, device: str = "cpu") -> ModuleType:
     """The module implementing `family` for `device` under the current backend choice."""
     return _family_module(resolve(family, device), family)
 
 
-def available_backends():
+def available_backends() -> List[Tuple[str, Tuple[str, ...], Optional[str]]]:
     """[(name, devices, reason-or-None)] for every known backend, for `tgs backends`."""
     return [(name, devices, unavailable_reason(name)) for name, (_, devices) in BACKENDS.items()]

@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Union
 
+from .tensor import Tensor
 from .value import Value, _dot_escape
 
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf"}
@@ -24,7 +25,7 @@ class GraphvizNotFoundError(RuntimeError):
     """Graphviz's `dot` program is not on PATH."""
 
 
-def to_dot(root, rankdir: str = "LR", names: Optional[Mapping[str, object]] = None) -> str:
+def to_dot(root: Union[Tensor, Value], rankdir: str = "LR", names: Optional[Mapping[str, object]] = None) -> str:
     """The graph that produced `root` (a Tensor or a Value) as Graphviz DOT text.
 
     A Tensor's graph has one box per tensor (its name from `names`, its shape and dtype;
@@ -94,7 +95,7 @@ def render(dot_source: str, path: str | os.PathLike) -> str:
     return path
 
 
-def draw(root, path: str | os.PathLike, rankdir: str = "LR",
+def draw(root: Union[Tensor, Value], path: str | os.PathLike, rankdir: str = "LR",
          names: Optional[Mapping[str, object]] = None) -> str:
     """Draw the graph that produced `root` (a Tensor or a Value) to `path` (.svg, .png or .pdf)
     through Graphviz's `dot`; returns the path.  Raises GraphvizNotFoundError without `dot`."""
