@@ -1,4 +1,4 @@
-"""Packaging for tinygrad_seq.
+"""The build steps of tinygrad_seq that pyproject.toml cannot state (its metadata lives there).
 
 `kernels/` and `cli/` sit at the top of the repository but install as
 `tinygrad_seq.kernels` and `tinygrad_seq.cli`.  The Cython kernels are optional:
@@ -145,35 +145,12 @@ class OptionalBuildExt(build_ext):
               "will be unavailable", file=sys.stderr)
 
 
-# numba-cuda: in recent numba releases numba.cuda (and its simulator, which the CUDA kernel tests run
-# under in CI) lives in this separate package. The gpu extra adds what a real GPU needs.
-# matplotlib, pillow and micrograd: the plotting, photo and micrograd-comparison tests run in CI
-# instead of skipping.
-TEST_EXTRAS = ["pytest>=7", "torch==2.13.0", "numba-cuda>=0.30", "matplotlib>=3.5", "pillow>=9",
-               "micrograd==0.1.0"]
+# The project's metadata, dependencies and entry point are in pyproject.toml (PEP 621); what
+# stays here is what cannot be static: the package folders mapped into tinygrad_seq and the
+# optional Cython extensions.
 setup(
-    name="tinygrad_seq",
-    version="0.1.0",
-    description="A readable autodiff engine for classic deep-learning architectures, "
-                "with Numba, Cython and CUDA kernels for the hot loops",
-    long_description=open(os.path.join(HERE, "README.md")).read() if os.path.exists(os.path.join(HERE, "README.md")) else "",
-    long_description_content_type="text/markdown",
-    python_requires=">=3.9",
     packages=packages,
     package_dir=package_dir,
-    package_data={"tinygrad_seq": ["data/*.gz", "data/*.json"],
-                  "tinygrad_seq.kernels.cython": ["*.pyx", "*.pxi", "*.h"]},
     ext_modules=cython_extensions(),
     cmdclass={"build_ext": OptionalBuildExt},
-    install_requires=["numpy>=1.24", "numba>=0.59", "scipy>=1.9", "cython>=3.0",
-                      "click>=8.0", "scikit-learn>=1.2"],
-    extras_require={
-        "test": TEST_EXTRAS,
-        "bench": ["torch==2.13.0", "micrograd==0.1.0"],
-        "plot": ["matplotlib>=3.5", "pillow>=9"],
-        "gpu": ["numba-cuda>=0.30", "cupy-cuda13x"],   # CUDA 13; another CUDA: README, "cuda" backend
-        "dev": TEST_EXTRAS,
-    },
-    entry_points={"console_scripts": ["tgs=tinygrad_seq.cli.main:cli"]},
-    zip_safe=False,
 )

@@ -1,8 +1,9 @@
 """Kernel-level race: Cython vs Numba vs the NumPy reference, beside PyTorch, per kernel family.
 
     python bench/bench_cython_kernels.py                  # table: median ms and ratio to PyTorch
-    python bench/bench_cython_kernels.py --write-choice   # also record the per-family winner in
-                                                          # tinygrad_seq/data/auto_backend.json
+    python bench/bench_cython_kernels.py --write-choice   # also record the per-family winner in the
+                                                          # user's table (tinygrad_seq.backend.user_choice_table();
+                                                          # copy it to tinygrad_seq/data/ to ship it)
 
 Each family is timed at the shapes of the ../shared/benchmarks.md workloads (float32):
   recurrence  LSTM, GRU and tanh-RNN kernels, forward + backward, H=256 B=32 T=64 (the sum of
@@ -29,7 +30,8 @@ import time
 import tinygrad_seq  # noqa: F401  (before numpy: it sets the OpenBLAS threads' spin time)
 import numpy as np
 
-from tinygrad_seq.backend import BACKENDS, CHOICE_TABLE, FAMILIES, save_auto_choices, unavailable_reason
+from tinygrad_seq.backend import (BACKENDS, CHOICE_TABLE, FAMILIES, save_auto_choices, unavailable_reason,
+                                  user_choice_table)
 from tinygrad_seq.benchmark import CPU_SIZES
 
 CANDIDATES = ("cython", "numba", "numpy")
@@ -215,7 +217,7 @@ def bench_family(family, candidates, with_torch, warmup, repeats):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write-choice", action="store_true",
-                        help=f"record each family's fastest backend in {os.path.relpath(CHOICE_TABLE)}")
+                        help=f"record each family's fastest backend in {user_choice_table()}")
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--cython-threads", type=int, default=None,
                         help="OpenMP threads for the Cython loops (default: TGS_CYTHON_THREADS or all cores)")
@@ -249,8 +251,8 @@ def main(argv=None):
             winners[family] = min(ms, key=ms.get)
     print(f"\nfastest per family: {winners}")
     if args.write_choice and winners:
-        save_auto_choices("cpu", winners)
-        print(f"wrote {os.path.relpath(CHOICE_TABLE)}")
+        save_auto_choices("cpu", winners, user_choice_table())
+        print(f"wrote {user_choice_table()} (the shipped default is {os.path.relpath(CHOICE_TABLE)})")
     return 0
 
 

@@ -13,7 +13,8 @@ import click
 @click.option("--no-torch", is_flag=True, help="Skip PyTorch (no ratio column).")
 @click.option("--memory", is_flag=True, help="Also measure peak memory, each run in a fresh process.")
 @click.option("--write-choice", is_flag=True,
-              help="Store the fastest backend of each kernel family as `auto`'s choice on this device.")
+              help="Store the fastest backend of each kernel family as `auto`'s choice on this device, in "
+                   "$XDG_CONFIG_HOME/tinygrad_seq/auto_backend.json (default ~/.config/...).")
 def bench(workload, backends, device, repeats, warmup, no_torch, memory, write_choice):
     """Median ms per training step, and the ratio to PyTorch measured in the same run."""
     from tinygrad_seq import benchmark
@@ -41,15 +42,20 @@ def bench(workload, backends, device, repeats, warmup, no_torch, memory, write_c
                             echo=lambda line: click.echo(line, err=True))
     click.echo(benchmark.format_table(results, device))
     if write_choice:
-        from tinygrad_seq.backend import save_auto_choices
+        from tinygrad_seq.backend import save_auto_choices, user_choice_table
 
         winners = benchmark.fastest_per_family(results)
         if not winners:
             raise click.ClickException("--write-choice needs at least one workload of a kernel family "
                                        "(lstm_lm, gru_lm, rnn_lm, cnn, transformer)")
-        save_auto_choices(device, winners)
-        click.echo("auto now picks: " + ", ".join(f"{family}={name}" for family, name in sorted(winners.items())),
-                   err=True)
+        table = user_choice_table()
+        try:
+            save_auto_choices(device, winners, table)
+        except OSError as exc:
+            raise click.ClickException(f"could not write the choice table {table} ({exc.strerror or exc}); "
+                                       "set XDG_CONFIG_HOME to a writable folder") from exc
+        click.echo("auto now picks: " + ", ".join(f"{family}={name}" for family, name in sorted(winners.items()))
+                   + f" (stored in {table})", err=True)
     if memory:
         click.echo("\n| workload | implementation | peak RSS MiB |\n| --- | --- | ---: |")
         for r in results:

@@ -5,6 +5,8 @@ import sys
 
 import click
 
+from tinygrad_seq._version import __version__
+
 # command name -> "module:function" inside tinygrad_seq.cli
 TRAIN_COMMANDS = {
     "charlm": "train_lm:charlm",
@@ -98,7 +100,7 @@ class Main(LazyGroup):
 
 @click.group(cls=Main, lazy=TOP_COMMANDS,
              context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option("0.1.0", prog_name="tgs")
+@click.version_option(__version__, prog_name="tgs", message="%(prog)s %(version)s")
 def cli():
     """tinygrad_seq: train, sample and evaluate classic deep-learning models.
 

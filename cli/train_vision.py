@@ -50,7 +50,7 @@ def training_options(default_out, defaults):
             click.option("--dropout", type=float, default=defaults["dropout"], show_default=True,
                          help="Dropout before the fully connected layers, in [0, 1)."),
             click.option("--batchnorm/--no-batchnorm", default=defaults["batchnorm"], show_default=True,
-                         help="Batch normalisation after each conv (hidden) layer."),
+                         help=f"Batch normalisation after each {defaults['batchnorm_after']}, before its activation."),
             click.option("--augment", is_flag=True,
                          help="Shift each training image by up to --shift pixels (a random crop of the padded image)."),
             click.option("--shift", type=int, default=1, show_default=True, help="Largest shift of --augment."),
@@ -144,7 +144,8 @@ def train_classifier(kind, model_config, options):
 
 # ---------------------------------------------------------------------------- commands
 @click.command()
-@training_options("runs/cnn", {"epochs": 20, "lr": 2e-3, "dropout": 0.0, "batchnorm": True})
+@training_options("runs/cnn", {"epochs": 20, "lr": 2e-3, "dropout": 0.0, "batchnorm": True,
+                                 "batchnorm_after": "conv layer"})
 @click.option("--channels", default="16,32", show_default=True,
               help="Filters of each conv -> ReLU -> pool stage, comma-separated.")
 @click.option("--kernel-size", type=int, default=3, show_default=True, help="Side of the square filters.")
@@ -168,7 +169,8 @@ def cnn(channels, kernel_size, hidden, **options):
 
 
 @click.command()
-@training_options("runs/mlp", {"epochs": 30, "lr": 3e-3, "dropout": 0.1, "batchnorm": False})
+@training_options("runs/mlp", {"epochs": 30, "lr": 3e-3, "dropout": 0.1, "batchnorm": False,
+                                 "batchnorm_after": "hidden Linear layer"})
 @click.option("--hidden", default="128", show_default=True, help="Units of each hidden layer, comma-separated.")
 @click.option("--activation", type=click.Choice(["relu", "tanh", "sigmoid", "leaky_relu", "gelu"]), default="relu",
               show_default=True)

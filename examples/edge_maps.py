@@ -3,7 +3,9 @@
     python examples/edge_maps.py                 # writes edge_maps/*.png (or .pgm)
     python examples/edge_maps.py --out /tmp/maps --size 200
 
-The photograph is scikit-learn's bundled `china.jpg` (no download), turned to grey.  Each
+The photograph is scikit-learn's bundled `china.jpg` (no download), turned to grey; without
+scikit-learn, or without Pillow to decode its JPEG, a drawn test scene (shapes, a ramp, stripes)
+stands in for it.  Each
 map is `tinygrad_seq.vision.apply_filter`, i.e. the conv2d op of a Conv2d layer with the
 filter given instead of learned:
   sobel_vertical    bright where brightness changes from left to right (vertical edges)
@@ -23,14 +25,31 @@ from tinygrad_seq import vision
 
 
 def grey_photo(size):
-    """The bundled photo in grey, shrunk to `size` pixels wide by averaging blocks."""
-    from sklearn.datasets import load_sample_image
-
-    rgb = load_sample_image("china.jpg").astype(np.float64) / 255
+    """The bundled photo in grey, shrunk to `size` pixels wide by averaging blocks; the drawn
+    scene when scikit-learn or Pillow (which reads the JPEG) is missing.  Returns (image, name)."""
+    try:
+        from sklearn.datasets import load_sample_image
+        rgb = load_sample_image("china.jpg").astype(np.float64) / 255
+    except ImportError:
+        return test_scene(size), "a drawn test scene (scikit-learn or Pillow is not installed)"
     grey = rgb @ np.array([0.299, 0.587, 0.114])           # luma
     step = max(1, grey.shape[1] // size)
     h, w = grey.shape[0] // step * step, grey.shape[1] // step * step
-    return grey[:h, :w].reshape(h // step, step, w // step, step).mean(axis=(1, 3))
+    return grey[:h, :w].reshape(h // step, step, w // step, step).mean(axis=(1, 3)), "china.jpg"
+
+
+def test_scene(size):
+    """A grey picture with edges of every direction, drawn with NumPy: a left-to-right ramp, a
+    bright disc, a dark square, a triangle and a patch of diagonal stripes; size x 3/4 size."""
+    height = max(8, size * 3 // 4)
+    y, x = np.mgrid[0:height, 0:size] / np.array([height, size]).reshape(2, 1, 1)
+    image = 0.25 + 0.3 * x                                               # a gentle ramp: no edge
+    image[(x - 0.25) ** 2 + ((y - 0.4) * height / size) ** 2 < 0.15 ** 2] = 0.95
+    image[(x > 0.5) & (x < 0.7) & (y > 0.15) & (y < 0.45)] = 0.05
+    image[(y > 0.6) & (y < 0.9) & (np.abs(x - 0.3) < (y - 0.6) * 0.6)] = 0.8
+    stripes = (x > 0.75) & (x < 0.95) & (y > 0.55) & (y < 0.9)
+    image[stripes] = 0.5 + 0.4 * np.sign(np.sin((x + y)[stripes] * 60))
+    return image
 
 
 def to_uint8(image, signed=False):
@@ -72,7 +91,8 @@ def main():
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
-    photo = grey_photo(args.size)
+    photo, source = grey_photo(args.size)
+    print(f"picture: {source}")
     maps = {
         "original": (photo, False),
         # 'replicate' continues the photo past its border, so the frame is not drawn as an edge

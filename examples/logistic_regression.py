@@ -10,7 +10,7 @@ mini-batch gradient descent on the binary cross-entropy
 
 with the learning rate decayed as alpha = alpha_0 / (1 + decay_rate * epoch).  The dev set
 decides when to stop (early stopping); the test set is scored once, at the end.
-Data: scikit-learn's bundled 8x8 digits, so nothing is downloaded.
+Data: the 8x8 digits shipped with the package, so nothing is downloaded.
 """
 import argparse
 

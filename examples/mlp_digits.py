@@ -7,7 +7,7 @@
 the cross-entropy of softmax(logits).  After every epoch the dev loss is measured; when it
 has not improved for `patience` epochs training stops and the best weights are restored
 (early stopping: the dev loss turning up is the start of overfitting).  The test set is
-scored once, at the end.  Data: scikit-learn's bundled 8x8 digits (nothing is downloaded).
+scored once, at the end.  Data: the 8x8 digits shipped with the package (nothing is downloaded).
 """
 import argparse
 

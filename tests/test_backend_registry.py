@@ -1,6 +1,7 @@
 """The kernel registry (tinygrad_seq/backend.py): how a backend is chosen, the errors a wrong
 choice gives, and a machine without numba."""
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -92,3 +93,40 @@ print("ok")
                             env=dict(os.environ, TGS_BACKEND="auto"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def _write(path, table):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(table))
+
+
+def test_the_users_choice_table_wins_family_by_family_over_the_shipped_one(monkeypatch, tmp_path, process_choice):
+    shipped = tmp_path / "shipped.json"
+    _write(shipped, {"cpu": {"conv": "numba", "softmax": "numba"}})
+    monkeypatch.setattr(registry, "CHOICE_TABLE", str(shipped))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    assert registry.user_choice_table() == str(tmp_path / "config" / "tinygrad_seq" / "auto_backend.json")
+    with tgs.backend("auto"):
+        assert registry.resolve("softmax") == "numba"         # no user table yet: the shipped default
+        written = registry.save_auto_choices("cpu", {"softmax": "numpy"})
+        assert written == {"cpu": {"softmax": "numpy"}}       # the user's file holds only the user's entries
+        assert registry.resolve("softmax") == "numpy"
+        assert registry.resolve("conv") == "numba"            # a family the user did not measure keeps the default
+    assert json.loads(shipped.read_text()) == {"cpu": {"conv": "numba", "softmax": "numba"}}
+
+
+def test_the_users_table_defaults_to_home_config_and_a_broken_one_is_ignored(monkeypatch, tmp_path, process_choice):
+    shipped = tmp_path / "shipped.json"
+    _write(shipped, {"cpu": {"softmax": "numba"}})
+    monkeypatch.setattr(registry, "CHOICE_TABLE", str(shipped))
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    user_table = tmp_path / "home" / ".config" / "tinygrad_seq" / "auto_backend.json"
+    assert registry.user_choice_table() == str(user_table)
+    user_table.parent.mkdir(parents=True)
+    user_table.write_text("{half a table")
+    with tgs.backend("auto"):
+        assert registry.resolve("softmax") == "numba"
+        _write(user_table, {"cpu": {"softmax": "numpy"}})
+        monkeypatch.setenv("XDG_CONFIG_HOME", "relative/path")   # ignored, as the XDG spec says
+        assert registry.resolve("softmax") == "numpy"

@@ -54,19 +54,37 @@ def test_table_ratios_and_the_fastest_backend_per_family():
                                                      "activation": "numpy"}
 
 
-def test_bench_command_writes_auto_choice(tmp_path, monkeypatch):
-    table = tmp_path / "auto_backend.json"
-    monkeypatch.setattr(backend, "CHOICE_TABLE", str(table))
+def test_bench_write_choice_goes_to_the_user_config_and_auto_follows_it(tmp_path, monkeypatch):
+    """--write-choice writes $XDG_CONFIG_HOME/tinygrad_seq/auto_backend.json, leaves the shipped
+    table (a tracked file in a checkout, read-only in a system install) alone, and wins over it."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setattr(benchmark, "CPU_SIZES", TINY)
-    saved = {}
-    real_save = backend.save_auto_choices
-    monkeypatch.setattr(backend, "save_auto_choices",
-                        lambda device, winners: saved.update(real_save(device, winners, path=str(table))))
+    with open(backend.CHOICE_TABLE, "rb") as f:
+        shipped = f.read()
+    assert json.loads(shipped)["cpu"]["recurrence"] != "numpy"   # else the last check proves nothing
     result = CliRunner().invoke(cli, ["bench", "-w", "rnn_lm", "--backend", "numpy", "--repeats", "1",
                                       "--warmup", "0", "--no-torch", "--write-choice"])
     assert result.exit_code == 0, result.output
     assert "| rnn_lm | tgs[numpy] |" in result.stdout
-    assert json.loads(table.read_text()) == {"cpu": {"recurrence": "numpy"}} == saved
+    table = tmp_path / "config" / "tinygrad_seq" / "auto_backend.json"
+    assert json.loads(table.read_text()) == {"cpu": {"recurrence": "numpy"}}
+    assert str(table) in result.stderr
+    with open(backend.CHOICE_TABLE, "rb") as f:
+        assert f.read() == shipped
+    with backend.backend("auto"):
+        assert backend.resolve("recurrence") == "numpy"
+
+
+def test_bench_write_choice_to_an_unwritable_config_is_a_one_line_error(tmp_path, monkeypatch):
+    (tmp_path / "config").write_text("a file where the config folder should be")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setattr(benchmark, "CPU_SIZES", TINY)
+    result = CliRunner().invoke(cli, ["bench", "-w", "rnn_lm", "--backend", "numpy", "--repeats", "1",
+                                      "--warmup", "0", "--no-torch", "--write-choice"])
+    assert result.exit_code != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("Error: could not write the choice table") and "XDG_CONFIG_HOME" in message
+    assert "Traceback" not in result.output
 
 
 def test_peak_memory_is_the_measured_process_own():

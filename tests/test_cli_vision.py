@@ -1,4 +1,4 @@
-"""`tgs train cnn` / `tgs train mlp` on scikit-learn's 8x8 digits, `tgs eval` on their checkpoints
+"""`tgs train cnn` / `tgs train mlp` on the bundled 8x8 digits, `tgs eval` on their checkpoints
 (accuracy and confusion matrix), and one-line errors for bad input."""
 import json
 
@@ -9,7 +9,6 @@ from tinygrad_seq.checkpoint import load_checkpoint
 
 from cli_helpers import assert_one_line_error, tgs
 
-pytest.importorskip("sklearn", reason="the digits come with scikit-learn")
 
 
 def test_default_cnn_reaches_97_percent(tmp_path_factory):
@@ -90,3 +89,14 @@ def test_existing_runs_are_kept(tmp_path):
     assert (out / "checkpoint.npz").read_bytes() != before
     (tmp_path / "file").write_text("x")
     assert_one_line_error(tgs("train", "mlp", "--out", tmp_path / "file"), "is a file")
+
+
+def test_batchnorm_help_names_the_layers_it_follows():
+    """`tgs train mlp --help` once said --batchnorm acted after each conv layer; an MLP has none."""
+    def batchnorm_help(model):
+        result = tgs("train", model, "--help")
+        assert result.exit_code == 0, result.output
+        text = " ".join(result.stdout.split())
+        return text.split("--batchnorm / --no-batchnorm")[1].split("--augment")[0]
+    assert "after each hidden Linear layer" in batchnorm_help("mlp") and "conv" not in batchnorm_help("mlp")
+    assert "after each conv layer" in batchnorm_help("cnn")

@@ -438,7 +438,6 @@ def test_auto_follows_the_measured_choice_table(monkeypatch, tmp_path, fresh_reg
     """`auto` picks what the benchmark wrote (cython included), per family and device."""
     table = tmp_path / "auto_backend.json"
     monkeypatch.setattr(fresh_registry, "CHOICE_TABLE", str(table))
-    monkeypatch.delattr(fresh_registry._auto_choices, "table", raising=False)
     saved = fresh_registry.save_auto_choices("cpu", {"softmax": "cython", "conv": "numpy"}, path=str(table))
     assert saved == {"cpu": {"softmax": "cython", "conv": "numpy"}}
     with fresh_registry.backend("auto"):
@@ -449,5 +448,3 @@ def test_auto_follows_the_measured_choice_table(monkeypatch, tmp_path, fresh_reg
         assert fresh_registry.resolve("conv") == "numpy"       # and the other entry kept
     with pytest.raises(fresh_registry.BackendError, match="cuda"):
         fresh_registry.save_auto_choices("cpu", {"softmax": "cuda"}, path=str(table))
-    if hasattr(fresh_registry._auto_choices, "table"):   # forget the temporary table (plain del:
-        del fresh_registry._auto_choices.table            # monkeypatch then restores the original)

@@ -67,12 +67,12 @@ from .tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad  # n
 from .value import Value  # noqa: F401
 from . import nn  # noqa: F401,E402
 from . import optim  # noqa: F401,E402
+from . import viz  # noqa: F401,E402
 
 float32 = "float32"
 float64 = "float64"
 int64 = "int64"
-__version__ = "0.1.0"
-
+from ._version import __version__  # noqa: E402  (one place: pyproject.toml, via the package metadata)
 # PyTorch's module-level spellings (issue 20): torch.* functions, dtype aliases, device, cuda,
 # save/load, utils.data.  They include float, int, bool, max, sum, ... (as torch.float, torch.max):
 # from here on those names are tinygrad_seq's in this file, so this block stays last.

@@ -13,23 +13,29 @@ Which backend runs is chosen, most specific first, by
     TGS_BACKEND=numpy                   # environment
 and otherwise "auto": the fastest available backend for the array's device.
 
-What "fastest" means is measured, not assumed: a choice table, tinygrad_seq/data/auto_backend.json,
-maps each device to the winning backend of each family,
+What "fastest" means is measured, not assumed: a choice table maps each device to the winning
+backend of each family,
 
     {"cpu": {"recurrence": "cython", "conv": "numba", "softmax": "cython"}, "cuda": {...}}
 
-written by the benchmarks (`save_auto_choices`, e.g. `python bench/bench_cython_kernels.py
---write-choice`) and shipped with the package.  A family missing from it, or a winner that
-cannot run here, falls back to AUTO_ORDER.
+The package ships one (tinygrad_seq/data/auto_backend.json, measured by its developers); a
+user's own measurement (`tgs bench --write-choice`, or `save_auto_choices`) goes to
+$XDG_CONFIG_HOME/tinygrad_seq/auto_backend.json (~/.config/... by default), never into the
+installed package, and its entries win over the shipped ones.  A family in neither, or a winner
+that cannot run here, falls back to AUTO_ORDER.
 
 Nothing here imports numba, Cython modules or CuPy until a kernel is first asked for.
 """
+from __future__ import annotations
+
 import contextlib
 import importlib
 import inspect
 import json
 import os
 import threading
+from types import ModuleType
+from typing import Dict, Iterator, List, Optional, Tuple
 
 FAMILIES = ("recurrence", "conv", "softmax", "activation")
 
@@ -73,7 +79,7 @@ BACKENDS = {
 }
 # Preference when nothing was chosen and no measured choice table says otherwise.
 AUTO_ORDER = {"cpu": ("numba", "cython", "numpy"), "cuda": ("cuda", "numpy")}
-CHOICE_TABLE = os.path.join(os.path.dirname(__file__), "data", "auto_backend.json")
+CHOICE_TABLE = os.path.join(os.path.dirname(__file__), "data", "auto_backend.json")  # the shipped default
 
 _state = threading.local()
 _process_choice = [os.environ.get("TGS_BACKEND", "auto").strip().lower() or "auto"]
@@ -91,19 +97,19 @@ def _check_name(name):
     return name
 
 
-def current():
+def current() -> str:
     """The backend name in force here: a `with backend(...)` block, else the process choice."""
     stack = getattr(_state, "stack", None)
     return stack[-1] if stack else _check_name(_process_choice[0])
 
 
-def set_backend(name):
+def set_backend(name: str) -> None:
     """Choose the backend for the whole process ('auto', 'numpy', 'numba', 'cython', 'cuda')."""
     _process_choice[0] = _check_name(name.lower())
 
 
 @contextlib.contextmanager
-def backend(name):
+def backend(name: str) -> Iterator[None]:
     """Run a block with one backend: `with tgs.backend("numba"): loss.backward()`."""
     stack = getattr(_state, "stack", None)
     if stack is None:
@@ -133,7 +139,7 @@ def contract_violations(module, family):
     return problems
 
 
-def unavailable_reason(name):
+def unavailable_reason(name: str) -> Optional[str]:
     """None when backend `name` can run here, else a sentence saying why not."""
     if name not in _reasons:
         package = BACKENDS[name][0]
@@ -167,39 +173,63 @@ def _family_module(name, family):
     return _modules[key]
 
 
-def _auto_choices():
-    if not hasattr(_auto_choices, "table"):
-        try:
-            with open(CHOICE_TABLE) as f:
-                _auto_choices.table = json.load(f)
-        except (OSError, ValueError):
-            _auto_choices.table = {}
-    return _auto_choices.table
+def user_choice_table() -> str:
+    """Where this user's measured choices live: $XDG_CONFIG_HOME/tinygrad_seq/auto_backend.json,
+    with ~/.config standing in for an unset (or relative, as the XDG spec says) XDG_CONFIG_HOME."""
+    config = os.environ.get("XDG_CONFIG_HOME", "")
+    if not os.path.isabs(config):
+        config = os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(config, "tinygrad_seq", "auto_backend.json")
 
 
-def save_auto_choices(device, winners, path=CHOICE_TABLE):
-    """Record {family: backend} as `auto`'s choice on `device`, keeping every other entry;
-    returns the whole table.  The benchmark that measured the winners calls this."""
-    unknown = [f"{family}={name}" for family, name in winners.items()
-               if family not in FAMILIES or name not in BACKENDS or device not in BACKENDS[name][1]]
-    if unknown:
-        raise BackendError(f"not a backend of a kernel family on {device!r}: {', '.join(unknown)}")
+def _read_table(path):
     try:
         with open(path) as f:
             table = json.load(f)
     except (OSError, ValueError):
-        table = {}
+        return {}
+    return table if isinstance(table, dict) else {}
+
+
+def _auto_choices():
+    """The shipped table with the user's entries laid over it, family by family.  Cached, and
+    read afresh when CHOICE_TABLE or the variables that locate the user's table change."""
+    key = (CHOICE_TABLE, os.environ.get("XDG_CONFIG_HOME"), os.environ.get("HOME"))
+    cache = getattr(_auto_choices, "cache", None)
+    if cache is None or cache[0] != key:
+        merged = {}
+        for path in (CHOICE_TABLE, user_choice_table()):
+            for device, winners in _read_table(path).items():
+                if isinstance(winners, dict):
+                    merged.setdefault(device, {}).update(winners)
+        _auto_choices.cache = cache = (key, merged)
+    return cache[1]
+
+
+def save_auto_choices(device: str, winners: Dict[str, str],
+                      path: Optional[str] = None) -> Dict[str, Dict[str, str]]:
+    """Record {family: backend} as `auto`'s choice on `device` in the user's table (or `path`),
+    keeping every other entry; returns that file's whole table.  The benchmark that measured
+    the winners calls this."""
+    unknown = [f"{family}={name}" for family, name in winners.items()
+               if family not in FAMILIES or name not in BACKENDS or device not in BACKENDS[name][1]]
+    if unknown:
+        raise BackendError(f"not a backend of a kernel family on {device!r}: {', '.join(unknown)}")
+    path = path or user_choice_table()
+    table = _read_table(path)
     table.setdefault(device, {}).update(winners)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    # Written beside and renamed over: a reader never sees half a table.
+    partial = f"{path}.{os.getpid()}.tmp"
+    with open(partial, "w") as f:
         json.dump(table, f, indent=2, sort_keys=True)
         f.write("\n")
-    if path == CHOICE_TABLE and hasattr(_auto_choices, "table"):
-        del _auto_choices.table          # read again on the next resolve()
+    os.replace(partial, path)
+    _auto_choices.cache = None          # read again on the next resolve()
     return table
 
 
-def resolve(family, device="cpu"):
+def resolve(family: str, device: str = "cpu") -> str:
     """The backend name that serves `family` on `device` under the current choice."""
     if family not in FAMILIES:
         raise BackendError(f"unknown kernel family {family!r}: one of {', '.join(FAMILIES)}")
@@ -224,11 +254,11 @@ def resolve(family, device="cpu"):
     return "numpy"
 
 
-def kernels(family, device="cpu"):
+def kernels(family: str, device: str = "cpu") -> ModuleType:
     """The module implementing `family` for `device` under the current backend choice."""
     return _family_module(resolve(family, device), family)
 
 
-def available_backends():
+def available_backends() -> List[Tuple[str, Tuple[str, ...], Optional[str]]]:
     """[(name, devices, reason-or-None)] for every known backend, for `tgs backends`."""
     return [(name, devices, unavailable_reason(name)) for name, (_, devices) in BACKENDS.items()]

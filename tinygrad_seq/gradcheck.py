@@ -1,4 +1,8 @@
 """Finite-difference gradient checking in float64 (torch.autograd.gradcheck's idea)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
 import numpy as np
 
 from .tensor import Tensor
@@ -8,7 +12,8 @@ class GradcheckError(AssertionError):
     pass
 
 
-def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, seed=0):
+def gradcheck(fn: Callable[..., Any], inputs: Sequence[Any], eps: float = 1e-6, atol: float = 1e-5,
+              rtol: float = 1e-3, raise_exception: bool = True, seed: int = 0) -> bool:
     """Compare fn's analytic gradients with central differences, in float64.
 
     `inputs` is a sequence of Tensors (or arrays); floating ones are copied to float64 and

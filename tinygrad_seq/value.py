@@ -312,6 +312,13 @@ class Value:
         lines.append("}")
         return "\n".join(lines) + "\n"
 
+    def draw(self, path, rankdir="LR"):
+        """Draw this graph (to_dot's) to `path`, as SVG, PNG or PDF by its extension, with
+        Graphviz's `dot` program; returns the path.  Without `dot` on PATH it raises
+        tinygrad_seq.viz.GraphvizNotFoundError saying how to install it."""
+        from .viz import render   # viz builds on this module, so it comes in late
+        return render(self.to_dot(rankdir), path)
+
 
 def _dot_escape(text):
     """Escape what DOT record labels treat specially: quotes, backslashes, braces, |, <, >."""

@@ -1,4 +1,7 @@
 """Stateless neural-network functions (torch.nn.functional's names and arguments)."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -18,27 +21,27 @@ def _last_dim_op(x, dim, fn):
 
 
 # ---------------------------------------------------------------------------- activations
-def relu(x):
+def relu(x: Tensor) -> Tensor:
     return x.relu()
 
 
-def leaky_relu(x, negative_slope=0.01):
+def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
     return x.leaky_relu(negative_slope)
 
 
-def tanh(x):
+def tanh(x: Tensor) -> Tensor:
     return x.tanh()
 
 
-def sigmoid(x):
+def sigmoid(x: Tensor) -> Tensor:
     return x.sigmoid()
 
 
-def gelu(x, approximate="none"):
+def gelu(x: Tensor, approximate: str = "none") -> Tensor:
     return x.gelu(approximate)
 
 
-def softmax(x, dim=-1, mask=None):
+def softmax(x: Tensor, dim: int = -1, mask: Union[Tensor, np.ndarray, None] = None) -> Tensor:
     """softmax_i = exp(x_i) / sum_j exp(x_j) along `dim`, computed stably.
 
     `mask` (bool, broadcastable, True = excluded) gives those entries probability 0."""
@@ -49,12 +52,12 @@ def softmax(x, dim=-1, mask=None):
     return _last_dim_op(x, dim, lambda t: ops.Softmax.apply(t, mask=mask))
 
 
-def log_softmax(x, dim=-1):
+def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
     """log softmax along `dim`: x - logsumexp(x), computed stably."""
     return _last_dim_op(x, dim, ops.LogSoftmax.apply)
 
 
-def dropout(x, p=0.5, training=True):
+def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     """Inverted dropout: keep each unit with probability keep_prob = 1 - p and scale by 1/keep_prob,
     so nothing changes at test time."""
     if not 0 <= p < 1:
@@ -82,7 +85,8 @@ def _reduce(losses, reduction):
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
 
 
-def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"):
+def nll_loss(log_probs: Tensor, target: Tensor, weight: Optional[Tensor] = None, ignore_index: int = -100,
+             reduction: str = "mean") -> Tensor:
     """Negative log-likelihood of integer targets given log-probabilities (N, C) or (N, C, d...)."""
     target = target.data if isinstance(target, Tensor) else np.asarray(target)
     if target.dtype.kind not in "iu":
@@ -107,7 +111,8 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     return loss
 
 
-def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None, ignore_index: int = -100,
+                  reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
     """-log softmax(input)[target]: logits (N, C) (or (N, C, d...)) and integer targets (N,),
     or class-probability targets of the same shape as input.
 
@@ -148,17 +153,18 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     return hard * (1 - label_smoothing) + smooth * (label_smoothing / classes)
 
 
-def mse_loss(input, target, reduction="mean"):
+def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """mean((input - target)^2)."""
     diff = input - target
     return _reduce(diff * diff, reduction)
 
 
-def l1_loss(input, target, reduction="mean"):
+def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     return _reduce((input - target).abs(), reduction)
 
 
-def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+def binary_cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None,
+                         reduction: str = "mean") -> Tensor:
     """-(y log p + (1 - y) log(1 - p)) for probabilities p; logs are clamped at -100 like PyTorch."""
     if isinstance(target, Tensor) and target.shape != input.shape:
         raise ValueError(f"binary_cross_entropy: target shape {target.shape} differs from input shape {input.shape}")
@@ -170,7 +176,8 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     return _reduce(losses, reduction)
 
 
-def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Optional[Tensor] = None,
+                                     reduction: str = "mean", pos_weight: Optional[Tensor] = None) -> Tensor:
     """BCE on logits z, stably: max(z, 0) - z*y + log(1 + e^-|z|)  (with pos_weight as PyTorch)."""
     if isinstance(target, Tensor) and target.shape != input.shape:
         raise ValueError(f"binary_cross_entropy_with_logits: target shape {target.shape} differs from input shape {input.shape}")
@@ -214,7 +221,7 @@ class LinearFunction(Function):
         return dx, dw, db
 
 
-def linear(input, weight, bias=None):
+def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """y = x W^T + b (torch.nn.functional.linear): one fused op, one GEMM per gradient."""
     return LinearFunction.apply(input, weight, bias)
 
@@ -261,7 +268,7 @@ class EmbeddingFunction(Function):
         return dw, None
 
 
-def embedding(input, weight, padding_idx=None):
+def embedding(input: Tensor, weight: Tensor, padding_idx: Optional[int] = None) -> Tensor:
     """Rows of `weight` (num_embeddings, dim) picked by the integer ids in `input` (any shape)."""
     ids = input.data if isinstance(input, Tensor) else np.asarray(input)
     if padding_idx is not None and padding_idx < 0:
@@ -314,7 +321,8 @@ class LayerNormFunction(Function):
         return dx, dw, db
 
 
-def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+def layer_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]], weight: Optional[Tensor] = None,
+               bias: Optional[Tensor] = None, eps: float = 1e-5) -> Tensor:
     """Normalise each sample over its last len(normalized_shape) axes, then scale and shift."""
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
@@ -374,7 +382,9 @@ class BatchNormFunction(Function):
         return dx, dw, db
 
 
-def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
+               weight: Optional[Tensor] = None, bias: Optional[Tensor] = None, training: bool = False,
+               momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
     """torch.nn.functional.batch_norm: batch statistics when `training` (updating the running
     statistics in place if given), else the running statistics."""
     rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean

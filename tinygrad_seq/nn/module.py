@@ -1,8 +1,13 @@
 """nn.Module: a tree of layers holding Parameters and buffers, as in PyTorch."""
+from __future__ import annotations
+
 from collections import OrderedDict, namedtuple
+from typing import (Any, Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, Optional, Tuple, TypeVar,
+                    Union, ValuesView)
 
 import numpy as np
 
+from .._typing import ArrayLike, DeviceLike, DTypeLike
 from ..device import normalize_device, to_device
 from ..tensor import Tensor
 
@@ -10,12 +15,13 @@ __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict"]
 
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+M = TypeVar("M", bound="Module")   # methods that return self return the caller's own class
 
 
 class Parameter(Tensor):
     """A Tensor that a Module owns and an optimiser updates (requires_grad=True by default)."""
 
-    def __init__(self, data, requires_grad=True, dtype=None):
+    def __init__(self, data: ArrayLike, requires_grad: bool = True, dtype: DTypeLike = None) -> None:
         if isinstance(data, Tensor):
             data = data.data
         super().__init__(data, requires_grad=requires_grad, dtype=dtype)
@@ -28,7 +34,7 @@ class Module:
     """Base class of every layer and model: set Parameters and sub-Modules as attributes and
     they are found by `parameters()`, saved by `state_dict()` and moved by `to()`."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
@@ -54,7 +60,7 @@ class Module:
             store.pop(name, None)
         object.__delattr__(self, name)
 
-    def register_parameter(self, name, param):
+    def register_parameter(self, name: str, param: Optional[Parameter]) -> None:
         """Register a Parameter (or None, for an absent bias) under `name`."""
         if param is None:
             self._parameters.pop(name, None)
@@ -62,7 +68,7 @@ class Module:
         else:
             setattr(self, name, param)
 
-    def register_buffer(self, name, tensor, persistent=True):
+    def register_buffer(self, name: str, tensor: Optional[Tensor], persistent: bool = True) -> None:
         """State that is saved and moved with the module but not trained (running statistics)."""
         names = self.__dict__.setdefault("_buffer_names", set())
         names.add(name)
@@ -70,11 +76,12 @@ class Module:
             self.__dict__.setdefault("_non_persistent", set()).add(name)
         setattr(self, name, tensor)
 
-    def add_module(self, name, module):
+    def add_module(self, name: str, module: Optional[Module]) -> None:
         setattr(self, name, module)
 
     # ------------------------------------------------------------------ traversal
-    def named_modules(self, prefix="", remove_duplicate=True, _seen=None):
+    def named_modules(self, prefix: str = "", remove_duplicate: bool = True,
+                      _seen: Optional[set] = None) -> Iterator[Tuple[str, Module]]:
         """(dotted name, module) for self and every sub-module, depth first; a module reached
         twice (shared) is listed once unless remove_duplicate=False, as in PyTorch."""
         if remove_duplicate:
@@ -87,17 +94,17 @@ class Module:
             if child is not None:
                 yield from child.named_modules(f"{prefix}.{name}" if prefix else name, remove_duplicate, _seen)
 
-    def modules(self):
+    def modules(self) -> Iterator[Module]:
         for _, m in self.named_modules():
             yield m
 
-    def named_children(self):
+    def named_children(self) -> Iterator[Tuple[str, Module]]:
         return iter(self._modules.items())
 
-    def children(self):
+    def children(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
-    def named_parameters(self, prefix="", recurse=True):
+    def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[Tuple[str, Parameter]]:
         seen = set()
         modules = self.named_modules(prefix) if recurse else [(prefix, self)]
         for mod_prefix, module in modules:
@@ -106,22 +113,22 @@ class Module:
                     seen.add(id(p))
                     yield (f"{mod_prefix}.{name}" if mod_prefix else name), p
 
-    def parameters(self, recurse=True):
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
         for _, p in self.named_parameters(recurse=recurse):
             yield p
 
-    def named_buffers(self, prefix=""):
+    def named_buffers(self, prefix: str = "") -> Iterator[Tuple[str, Tensor]]:
         for mod_prefix, module in self.named_modules(prefix):
             for name, b in module._buffers.items():
                 if b is not None:
                     yield (f"{mod_prefix}.{name}" if mod_prefix else name), b
 
-    def buffers(self):
+    def buffers(self) -> Iterator[Tensor]:
         for _, b in self.named_buffers():
             yield b
 
     # ------------------------------------------------------------------ state
-    def state_dict(self):
+    def state_dict(self) -> OrderedDict[str, Tensor]:
         """Parameters and persistent buffers by dotted name, as detached Tensors (PyTorch order)."""
         state = OrderedDict()
         for mod_prefix, module in self.named_modules(remove_duplicate=False):
@@ -132,7 +139,7 @@ class Module:
                         state[f"{mod_prefix}.{name}" if mod_prefix else name] = value.detach()
         return state
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
         """Copy values (Tensors or arrays, e.g. `{k: v.numpy() for k, v in torch_sd.items()}`) in place.
 
         strict: missing or unexpected keys are a RuntimeError naming them (as PyTorch); a shape
@@ -165,28 +172,28 @@ class Module:
         return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------ modes and devices
-    def train(self, mode=True):
+    def train(self: M, mode: bool = True) -> M:
         for m in self.modules():
             object.__setattr__(m, "training", mode)
         return self
 
-    def eval(self):
+    def eval(self: M) -> M:
         return self.train(False)
 
-    def zero_grad(self, set_to_none=True):
+    def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.parameters():
             if set_to_none or p.grad is None:
                 p.grad = None
             else:
                 p.grad.data[...] = 0
 
-    def requires_grad_(self, requires_grad=True):
+    def requires_grad_(self: M, requires_grad: bool = True) -> M:
         """Freeze (False) or unfreeze every parameter, e.g. for transfer learning."""
         for p in self.parameters():
             p.requires_grad_(requires_grad)
         return self
 
-    def apply(self, fn):
+    def apply(self: M, fn: Callable[[Module], Any]) -> M:
         for m in self.children():
             m.apply(fn)
         fn(self)
@@ -202,7 +209,7 @@ class Module:
                             value.grad.data = fn(value.grad.data)
         return self
 
-    def to(self, device=None, dtype=None):
+    def to(self: M, device: Optional[DeviceLike] = None, dtype: DTypeLike = None) -> M:
         """Move (and/or cast) every parameter and buffer in place; returns self."""
         if device is not None:
             device = normalize_device(device)
@@ -212,32 +219,32 @@ class Module:
             self._map_arrays(lambda a: a.astype(dtype) if a.dtype.kind == "f" else a)
         return self
 
-    def cpu(self):
+    def cpu(self: M) -> M:
         return self.to("cpu")
 
-    def cuda(self):
+    def cuda(self: M) -> M:
         return self.to("cuda")
 
-    def double(self):
+    def double(self: M) -> M:
         return self.to(dtype=np.float64)
 
-    def float(self):
+    def float(self: M) -> M:
         return self.to(dtype=np.float32)
 
     @property
-    def device(self):
+    def device(self) -> str:
         for p in self.parameters():
             return p.device
         return "cpu"
 
     # ------------------------------------------------------------------ calling
-    def forward(self, *args, **kwargs):  # pragma: no cover - abstract
+    def forward(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return ""
 
     def __repr__(self):
@@ -251,7 +258,7 @@ class Module:
 class Sequential(Module):
     """Modules applied one after another: Sequential(Linear(2, 16), ReLU(), Linear(16, 1))."""
 
-    def __init__(self, *modules):
+    def __init__(self, *modules: Module) -> None:
         super().__init__()
         if len(modules) == 1 and isinstance(modules[0], OrderedDict):
             for name, m in modules[0].items():
@@ -260,7 +267,7 @@ class Sequential(Module):
             for i, m in enumerate(modules):
                 self.add_module(str(i), m)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: Union[int, slice]) -> Module:
         items = list(self._modules.values())
         return Sequential(*items[i]) if isinstance(i, slice) else items[i]
 
@@ -270,11 +277,11 @@ class Sequential(Module):
     def __iter__(self):
         return iter(self._modules.values())
 
-    def append(self, module):
+    def append(self, module: Module) -> Sequential:
         self.add_module(str(len(self)), module)
         return self
 
-    def forward(self, x):
+    def forward(self, x: Any) -> Any:
         for m in self._modules.values():
             x = m(x)
         return x
@@ -283,21 +290,21 @@ class Sequential(Module):
 class ModuleList(Module):
     """A list of sub-modules that are registered (their parameters are found)."""
 
-    def __init__(self, modules=()):
+    def __init__(self, modules: Iterable[Module] = ()) -> None:
         super().__init__()
         for m in modules:
             self.append(m)
 
-    def append(self, module):
+    def append(self, module: Module) -> ModuleList:
         self.add_module(str(len(self._modules)), module)
         return self
 
-    def extend(self, modules):
+    def extend(self, modules: Iterable[Module]) -> ModuleList:
         for m in modules:
             self.append(m)
         return self
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: Union[int, slice]) -> Module:
         items = list(self._modules.values())
         return ModuleList(items[i]) if isinstance(i, slice) else items[i]
 
@@ -309,28 +316,28 @@ class ModuleList(Module):
 
 
 class ModuleDict(Module):
-    def __init__(self, modules=None):
+    def __init__(self, modules: Optional[Mapping[str, Module]] = None) -> None:
         super().__init__()
         for name, m in (modules or {}).items():
             self.add_module(name, m)
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> Module:
         return self._modules[name]
 
-    def __setitem__(self, name, module):
+    def __setitem__(self, name: str, module: Module) -> None:
         self.add_module(name, module)
 
-    def __contains__(self, name):
+    def __contains__(self, name: object) -> bool:
         return name in self._modules
 
     def __len__(self):
         return len(self._modules)
 
-    def keys(self):
+    def keys(self) -> KeysView[str]:
         return self._modules.keys()
 
-    def items(self):
+    def items(self) -> ItemsView[str, Module]:
         return self._modules.items()
 
-    def values(self):
+    def values(self) -> ValuesView[Module]:
         return self._modules.values()

@@ -5,6 +5,10 @@ Each one is its `update(param, grad, state, group)`: a few lines of in-place arr
 parameters on the CPU and the GPU.  `state` holds the per-parameter running quantities
 (momentum buffers, moment estimates) under PyTorch's names.
 """
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
 import numpy as np
 
 from ..device import to_device, xp_of
@@ -12,12 +16,16 @@ from ..tensor import Tensor, enable_grad, no_grad
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW"]
 
+# What an optimiser takes: Tensors (model.parameters()), or dicts each with 'params' and the
+# hyperparameters that differ for that group
+Params = Union[Iterable[Tensor], Iterable[Dict[str, Any]]]
+
 
 class Optimizer:
     """Holds `param_groups` (a list of dicts: 'params' and the hyperparameters, which may differ
     from group to group) and `state` (per parameter).  Subclasses define `update`."""
 
-    def __init__(self, params, defaults):
+    def __init__(self, params: Params, defaults: Mapping[str, Any]) -> None:
         self.defaults = dict(defaults)
         self.state = {}
         self.param_groups = []
@@ -32,7 +40,7 @@ class Optimizer:
         for group in groups:
             self.add_param_group(group)
 
-    def add_param_group(self, group):
+    def add_param_group(self, group: Dict[str, Any]) -> None:
         group = dict(group)
         params = group["params"]
         group["params"] = [params] if isinstance(params, Tensor) else list(params)
@@ -49,7 +57,7 @@ class Optimizer:
             group.setdefault(name, value)
         self.param_groups.append(group)
 
-    def zero_grad(self, set_to_none=True):
+    def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
             for p in group["params"]:
                 if set_to_none or p.grad is None:
@@ -58,7 +66,7 @@ class Optimizer:
                     p.grad.data[...] = 0
 
     @no_grad()
-    def step(self, closure=None):
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         """One update of every parameter that has a gradient; `closure` re-evaluates the loss."""
         loss = None
         if closure is not None:
@@ -77,7 +85,7 @@ class Optimizer:
     def _params(self):
         return [p for group in self.param_groups for p in group["params"]]
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         """{'state': {index: {name: array or number}}, 'param_groups': [{hyperparameters, 'params': [index]}]}
         with parameters numbered in group order, arrays on the host (PyTorch's layout)."""
         index = {id(p): i for i, p in enumerate(self._params())}
@@ -87,7 +95,7 @@ class Optimizer:
                  for p, s in self.state.items() if id(p) in index}
         return {"state": state, "param_groups": groups}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a state_dict (from `state_dict()`, possibly through a JSON checkpoint, which
         turns the integer keys into strings and tuples into lists: both are accepted)."""
         groups = state_dict["param_groups"]
@@ -145,7 +153,8 @@ class SGD(Optimizer):
         p = p - lr * g
     """
 
-    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+    def __init__(self, params: Params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False) -> None:
         _check("lr", lr), _check("momentum", momentum), _check("weight_decay", weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum > 0 and zero dampening")
@@ -174,7 +183,8 @@ class RMSprop(Optimizer):
         p = p - lr * g / avg     (with momentum: b = momentum * b + g / avg;  p = p - lr * b)
     """
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+    def __init__(self, params: Params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False) -> None:
         _check("lr", lr), _check("alpha", alpha), _check("eps", eps), _check("momentum", momentum)
         _check("weight_decay", weight_decay)
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
@@ -223,7 +233,8 @@ class Adam(Optimizer):
 
     decoupled_weight_decay = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
+    def __init__(self, params: Params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False) -> None:
         _check("lr", lr), _check("eps", eps), _check("weight_decay", weight_decay)
         if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"invalid betas {betas}: each must be in [0, 1)")
@@ -285,5 +296,6 @@ class AdamW(Adam):
 
     decoupled_weight_decay = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
+    def __init__(self, params: Params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
