@@ -57,7 +57,9 @@ def lm_options(default_out, defaults):
                          help="Embedding size (0 = one-hot inputs)."),
             click.option("--seq-len", type=int, default=defaults["seq_len"], show_default=True,
                          help="Tokens per truncated-BPTT chunk."),
-            click.option("--batch-size", type=int, default=32, show_default=True, help="Parallel streams per step."),
+            click.option("--batch-size", type=int, default=32, show_default=True,
+                         help="Parallel streams per step: the global batch, shared out among the ranks "
+                              "under mpiexec/srun (each of N ranks trains batch-size/N streams)."),
             click.option("--steps", type=int, default=defaults["steps"], show_default=True,
                          help="Total optimisation steps (with --resume: the new total)."),
             click.option("--lr", type=float, default=2e-3, show_default=True, help="Adam learning rate."),
@@ -70,8 +72,13 @@ def lm_options(default_out, defaults):
                          help="Steps between validation, sample and checkpoint."),
             click.option("--val", "val_file", type=click.Path(), default=None,
                          help="Validation text (default: the last 10% of the corpus)."),
+            click.option("--val-tokens", "val_max_tokens", type=int, default=100_000, show_default=True,
+                         help="Each validation reads at most this many tokens of the held-out text "
+                              "(a bounded sample of a huge corpus)."),
             click.option("--out", type=click.Path(), default=default_out, show_default=True, help="Run directory."),
             click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint."),
+            click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                         help="Where the corpus' token-id cache goes (charlm; default: OUT/corpus-cache)."),
             click.option("--backend", type=click.Choice(["auto", "numpy", "numba", "cython", "cuda"]),
                          default="auto", show_default=True, help="Kernel backend for the recurrence."),
             click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
@@ -83,17 +90,83 @@ def lm_options(default_out, defaults):
 
 
 # options a resumed run may change; the others come from its checkpoint
-RESUMABLE = ("steps", "eval_every", "backend", "device")
+RESUMABLE = ("steps", "eval_every", "backend", "device", "val_max_tokens")
 MODEL_OPTIONS = ("model", "layers", "heads", "hidden", "embed", "seq_len", "batch_size", "lr", "clip", "dropout", "seed",
                  "min_count", "max_vocab")
 
 
 def train_language_model(level, corpus, val_file, resume, options):
-    """The body of `tgs train charlm` / `tgs train wordlm`."""
+    """The body of `tgs train charlm` / `tgs train wordlm`.  [issue 17] Under an MPI launcher
+    (mpiexec -n N, srun) every rank runs it: one model trained data-parallel, rank 0 talking."""
+    from tinygrad_seq import distributed as dist
+
+    try:
+        dist.init_from_environment()
+    except dist.DistributedError as exc:
+        fail(exc)
+    out_existed = os.path.exists(options["out"])
+    try:
+        _train_language_model(level, corpus, val_file, resume, options)
+    except click.ClickException as exc:
+        if not out_existed and dist.is_main_process():
+            _remove_unstarted_run(options["out"])
+        if dist.get_world_size() > 1:
+            # one rank's error ends the job rather than leaving the others waiting for it
+            dist.abort(exc.format_message())
+        raise
+    except Exception as exc:
+        if dist.get_world_size() > 1 and not os.environ.get("TGS_DEBUG"):
+            message = str(exc).splitlines()[0] if str(exc) else ""
+            dist.abort(f"{type(exc).__name__}: {message}; ending the other ranks of the job")
+        raise
+
+
+def _remove_unstarted_run(out):
+    """A run that failed before its first checkpoint leaves no directory (its corpus cache was in it)."""
+    import shutil
+
+    if os.path.isdir(out) and not os.path.exists(os.path.join(out, "checkpoint.npz")):
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _echo(text):
+    """Progress and notes on stderr, from rank 0 only."""
+    from tinygrad_seq import distributed as dist
+
+    if dist.is_main_process():
+        click.echo(text, err=True)
+
+
+def _open_cache(corpus, val_file, val_fraction, cache_dir):
+    """[issue 17] The corpus as memory-mapped token ids (text.corpus_cache), built by rank 0
+    while the other ranks wait; an unusable corpus fails on every rank with rank 0's message."""
+    from tinygrad_seq import distributed as dist
+    from tinygrad_seq.text.corpus import BUNDLED_CORPUS, CorpusError
+    from tinygrad_seq.text.corpus_cache import CorpusCache
+
+    source = BUNDLED_CORPUS if corpus is None else corpus
+    error = [None]
+    if dist.is_main_process():
+        try:
+            CorpusCache.open_or_build(source, val_file, val_fraction, cache_dir)
+        except CorpusError as exc:
+            error = [f"{'--val' if val_file is not None and str(exc).startswith(str(val_file)) else 'corpus'}: {exc}"]
+    if dist.get_world_size() > 1:
+        dist.barrier(timeout=False)  # encoding a large corpus may take a while
+        dist.broadcast_object_list(error, src=0)
+    if error[0] is not None:
+        if dist.get_world_size() > 1:
+            raise SystemExit(1) if not dist.is_main_process() else click.ClickException(error[0])
+        fail(error[0])
+    return CorpusCache.open_or_build(source, val_file, val_fraction, cache_dir, progress=False)
+
+
+def _train_language_model(level, corpus, val_file, resume, options):
     from tinygrad_seq.checkpoint import CheckpointError, load_checkpoint, resolve_path
     from tinygrad_seq.training import LMTrainer, TrainConfig, split_corpus
 
     ctx = click.get_current_context()
+    cache_dir = options.pop("cache_dir", None)
     out = options["out"]
     if os.path.exists(out) and not os.path.isdir(out):
         fail(f"--out {out} is a file; give a directory for the run")
@@ -111,8 +184,8 @@ def train_language_model(level, corpus, val_file, resume, options):
                    and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
                    and options[name] != state["train"]["config"].get(name)]
         if ignored:
-            click.echo("note: a resumed run keeps its checkpoint's settings; ignoring "
-                       + ", ".join("--" + n.replace("_", "-") for n in ignored), err=True)
+            _echo("note: a resumed run keeps its checkpoint's settings; ignoring "
+                       + ", ".join("--" + n.replace("_", "-") for n in ignored))
         data = state["train"].get("data", {})
         corpus = corpus if corpus is not None else data.get("corpus")
         val_file = val_file if val_file is not None else data.get("val_file")
@@ -129,18 +202,35 @@ def train_language_model(level, corpus, val_file, resume, options):
             fail(exc)
         _check_device(options["device"], options["backend"])
 
-    text = _read(corpus)
-    val_text = _read(val_file, "--val") if val_file is not None else None
-    train_text, val_text = split_corpus(text, val_text, settings.get("val_fraction", 0.1))
     data = {"corpus": os.path.abspath(corpus) if corpus is not None else None,
             "val_file": os.path.abspath(val_file) if val_file is not None else None}
+    val_fraction = settings.get("val_fraction", 0.1)
+    if level == "char":
+        # [issue 17] streamed once into a token-id cache and memory-mapped: memory no longer grows with the corpus
+        cache = _open_cache(corpus, val_file, val_fraction, cache_dir or os.path.join(out, "corpus-cache"))
+        if resume and cache.vocab.to_dict() != state["vocab"]:
+            fail("cannot resume: the corpus' characters differ from the run's vocabulary; "
+                 "give the same corpus (and --val) to resume")
+        texts = (cache.fingerprints["train"], cache.fingerprints["val"])
+        ids = (cache.train_ids, cache.val_ids)
+    else:
+        text = _read(corpus)
+        val_text = _read(val_file, "--val") if val_file is not None else None
+        texts = split_corpus(text, val_text, val_fraction)
+        ids = cache = None
     try:
         if resume:
-            trainer = LMTrainer.from_checkpoint(state, train_text, val_text, steps=steps,
+            trainer = LMTrainer.from_checkpoint(state, *texts, steps=steps,
                                                 eval_every=options["eval_every"], out=out,
-                                                backend=options["backend"], device=options["device"])
+                                                backend=options["backend"], device=options["device"],
+                                                val_max_tokens=options["val_max_tokens"]
+                                                if ctx.get_parameter_source("val_max_tokens")
+                                                == click.core.ParameterSource.COMMANDLINE else None,
+                                                ids=ids)
+        elif cache is not None:
+            trainer = LMTrainer.from_cache(TrainConfig.from_dict(settings), cache, data)
         else:
-            trainer = LMTrainer.from_texts(TrainConfig.from_dict(settings), train_text, val_text, data)
+            trainer = LMTrainer.from_texts(TrainConfig.from_dict(settings), *texts, data)
     except (ValueError, CheckpointError) as exc:
         fail(exc)
 
@@ -154,18 +244,21 @@ def train_language_model(level, corpus, val_file, resume, options):
     else:
         shape = (f"{cfg.layers} layer{'s' if cfg.layers > 1 else ''}, hidden {cfg.hidden}, "
                  f"{'one-hot' if not cfg.embed else 'embedding ' + str(cfg.embed)}")
-    click.echo(f"{'Resuming at step ' + str(trainer.step) + ': ' if resume else ''}{cfg.model.upper()} "
-               f"({shape}, {n_params:,} parameters) on "
-               f"{source}: {trainer.train_ids.size:,} {unit} for training, {trainer.val_ids.size:,} for validation, "
-               f"vocabulary {len(trainer.vocab)}; run directory {cfg.out}", err=True)
+    _echo(f"{'Resuming at step ' + str(trainer.step) + ': ' if resume else ''}{cfg.model.upper()} "
+          f"({shape}, {n_params:,} parameters) on "
+          f"{source}: {trainer.train_ids.size:,} {unit} for training, {trainer.val_ids.size:,} for validation, "
+          f"vocabulary {len(trainer.vocab)}; run directory {cfg.out}"
+          + (f"; {trainer.world_size} ranks, {trainer.batches.batch_size // trainer.world_size}"
+             f"{'+' if trainer.batches.batch_size % trainer.world_size else ''} streams each"
+             if trainer.world_size > 1 else ""))
     if trainer.batches.batch_size < cfg.batch_size:
-        click.echo(f"note: the text is short, so {trainer.batches.batch_size} streams are used instead of "
-                   f"--batch-size {cfg.batch_size}", err=True)
+        _echo(f"note: the text is short, so {trainer.batches.batch_size} streams are used instead of "
+              f"--batch-size {cfg.batch_size}")
     result = trainer.train(echo=lambda line: click.echo(line, err=True))
     if result.status == "done":
-        click.echo(result.message, err=True)
+        _echo(result.message)
         return
-    click.echo(("Interrupted: " if result.status == "interrupted" else "Error: ") + result.message, err=True)
+    _echo(("Interrupted: " if result.status == "interrupted" else "Error: ") + result.message)
     ctx.exit(EXIT_INTERRUPTED if result.status == "interrupted" else EXIT_DIVERGED)
 
 
@@ -261,9 +354,16 @@ def _require_file(file):
 
 
 def _evaluate_lm(state, file, path):
-    from tinygrad_seq.training import evaluate_text
+    from tinygrad_seq.text.corpus import CorpusError
+    from tinygrad_seq.training import evaluate_file
 
-    return evaluate_text(state, _require_file(file))
+    if file is None:
+        raise ValueError("give the text FILE to evaluate on: tgs eval CKPT FILE")
+    try:
+        # [issue 17] streamed with a progress bar: memory does not grow with FILE
+        return evaluate_file(state, file)
+    except CorpusError as exc:
+        fail(f"FILE: {exc}")
 
 
 def _sample_lm(state, options):

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import distributed as dist
 from . import random as tgs_random
 from .backend import backend as use_backend
 from .config import Config
@@ -116,10 +117,14 @@ def fingerprint(text):
 
 
 class StreamBatches:
-    """The token stream as `batch_size` contiguous rows read `seq_len` columns at a time."""
+    """The token stream as `batch_size` contiguous rows read `seq_len` columns at a time.
 
-    def __init__(self, ids, batch_size, seq_len):
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    [issue 17] `ids` may be an np.memmap of a corpus cache (any integer dtype): rows are views,
+    and each step copies out only its (rows, seq_len) window as int64.  With `world_size`
+    ranks, rank r reads rows [B r / N, B (r+1) / N) of the global batch of B rows."""
+
+    def __init__(self, ids, batch_size, seq_len, rank=0, world_size=1):
+        ids = _as_ids(ids)
         if ids.size < seq_len + 1:
             raise ValueError(f"the training text has {ids.size} tokens, fewer than seq-len + 1 = {seq_len + 1}; "
                              "use a longer corpus or a smaller --seq-len")
@@ -130,12 +135,22 @@ class StreamBatches:
         self.inputs = ids[:row * self.batch_size].reshape(self.batch_size, row)
         self.targets = ids[1:row * self.batch_size + 1].reshape(self.batch_size, row)
         self.chunks = row // seq_len  # chunks per epoch
+        if self.batch_size < world_size:
+            raise ValueError(f"--batch-size {self.batch_size} is smaller than the {world_size} ranks; "
+                             "give every rank at least one stream")
+        self.rows = slice(self.batch_size * rank // world_size, self.batch_size * (rank + 1) // world_size)
+        self.inputs, self.targets = self.inputs[self.rows], self.targets[self.rows]
+
+    @property
+    def shard_size(self):
+        """Rows this rank reads."""
+        return self.rows.stop - self.rows.start
 
     def __call__(self, step):
         """(x, y, first) for training step `step`; first: this chunk starts an epoch."""
         i = step % self.chunks
         cols = slice(i * self.seq_len, (i + 1) * self.seq_len)
-        return self.inputs[:, cols], self.targets[:, cols], i == 0
+        return (self.inputs[:, cols].astype(np.int64), self.targets[:, cols].astype(np.int64), i == 0)
 
 
 # ---------------------------------------------------------------------------- progress
@@ -244,18 +259,23 @@ class LMTrainer:
 
     def __init__(self, config, vocab, train_ids, val_ids, data_info=None):
         from . import optim
+        from .nn.parallel import DistributedDataParallel
 
         self.config = config
         self.vocab = vocab
-        self.train_ids = np.asarray(train_ids, dtype=np.int64)
-        self.val_ids = np.asarray(val_ids, dtype=np.int64)
+        self.train_ids = _as_ids(train_ids)
+        self.val_ids = _as_ids(val_ids)
         self.data_info = data_info or {}
-        self.batches = StreamBatches(self.train_ids, config.batch_size, config.seq_len)
+        # [issue 17] data parallel: this rank's rows of the global batch; rank 0 alone talks and writes
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.is_main_process = self.rank == 0
+        self.batches = StreamBatches(self.train_ids, config.batch_size, config.seq_len, self.rank, self.world_size)
         tgs_random.manual_seed(config.seed)
         self.model_config = LMConfig(model=config.model, vocab_size=len(vocab), embed=config.embed,
                                      hidden=config.hidden, layers=config.layers, dropout=config.dropout,
                                      heads=config.heads, block_size=config.seq_len)
         self.model = build_lm(self.model_config).to(config.device)
+        self.ddp = DistributedDataParallel(self.model) if self.world_size > 1 else None
         self.params = list(self.model.parameters())
         self.optimizer = optim.Adam(self.params, lr=config.lr)
         self.step = 0
@@ -278,35 +298,46 @@ class LMTrainer:
 
     @classmethod
     def from_checkpoint(cls, state, train_text, val_text, steps=None, eval_every=None, out=None,
-                        backend=None, device=None):
+                        backend=None, device=None, val_max_tokens=None, ids=None):
         """Continue a run from its checkpoint; the texts must be the ones it was trained on.
-        `steps` (the new total) and the other keywords may change; nothing else can."""
+        `steps` (the new total) and the other keywords may change; nothing else can.
+        [issue 17] From a corpus cache: train_text/val_text are the cache's fingerprints and
+        `ids` its (train ids, validation ids)."""
         if state.get("kind") not in KINDS.values() or "train" not in state:
             raise CheckpointError(f"this checkpoint holds a {state.get('kind')!r} model, not a language-model run")
         saved = dict(state["train"]["config"])
         for key, value in (("steps", steps), ("eval_every", eval_every), ("out", out), ("backend", backend),
-                           ("device", device)):
+                           ("device", device), ("val_max_tokens", val_max_tokens)):
             if value is not None:
                 saved[key] = value
         config = TrainConfig.from_dict(saved)
         info = state["train"].get("data", {})
         for name, text in (("train", train_text), ("val", val_text)):
-            if name in info and info[name] != fingerprint(text):
+            if name in info and info[name] != (text if isinstance(text, dict) else fingerprint(text)):
                 raise CheckpointError(f"the {'training' if name == 'train' else 'validation'} text differs from "
                                       "the one this run was trained on; give the same corpus (and --val) to resume")
         vocab = vocab_from_dict(state["vocab"])
-        trainer = cls(config, vocab, vocab.encode(train_text), vocab.encode(val_text), info)
+        if ids is None:
+            ids = vocab.encode(train_text), vocab.encode(val_text)
+        trainer = cls(config, vocab, ids[0], ids[1], info)
         trainer.model.load_state_dict(state["model"])
         trainer.optimizer.load_state_dict(state["train"]["optimizer"])
         tgs_random.set_state(state["train"]["rng"])
         trainer.step = int(state["train"]["step"])
-        trainer.carry = state_from_arrays(state["train"]["carry"])
+        trainer.carry = state_from_arrays(_rows_of(state["train"]["carry"], trainer.batches.rows))
         if trainer.carry is not None and config.device != "cpu":
             trainer.carry = _to_device(trainer.carry, config.device)
         trainer.last_val = float(state["train"].get("val_loss", float("nan")))
         trainer.saved_step = trainer.step
         trainer.history = [tuple(h) for h in state["train"].get("history", [])]
         return trainer
+
+    @classmethod
+    def from_cache(cls, config, cache, data_info=None):
+        """[issue 17] A fresh run on a text.corpus_cache.CorpusCache (memory-mapped ids)."""
+        info = dict(data_info or {})
+        info.update(cache.fingerprints)
+        return cls(config, cache.vocab, cache.train_ids, cache.val_ids, info)
 
     # ------------------------------------------------------------------ paths
     @property
@@ -328,17 +359,32 @@ class LMTrainer:
         if first:
             self.carry = None
         device = self.config.device
+        distributed = self.world_size > 1
+        if distributed and self.config.dropout > 0:
+            # [issue 17] each rank its own dropout masks, a function of (seed, step, rank) only,
+            # so a run resumed on any number of ranks draws what it would have drawn
+            tgs_random.manual_seed(int(np.random.SeedSequence([self.config.seed, self.step, self.rank])
+                                       .generate_state(1)[0]))
+        model = self.ddp if distributed else self.model
         # overflow shows up as a non-finite loss or gradient, which is reported below in one
         # line, so NumPy's own warnings about it would only be noise
         with np.errstate(over="ignore", invalid="ignore"):
-            logits, state = self.model(Tensor(x, device=device), self.carry if self.model.carries_state else None)
+            logits, state = model(Tensor(x, device=device), self.carry if self.model.carries_state else None)
             V = logits.shape[-1]
             loss = F.cross_entropy(logits.reshape(-1, V), Tensor(y.reshape(-1), device=device))
             value = float(loss.item())
+            if distributed:
+                # [issue 17] the global batch's mean loss, so that every rank stops on the same step;
+                # a shard of rows/B of the batch weighs its mean by rows N / B in the gradient average
+                share = self.batches.shard_size / self.batches.batch_size
+                total = np.array([value * share])
+                value = float(dist.all_reduce(total)[0])
+                if share * self.world_size != 1:
+                    loss = loss * (share * self.world_size)
             if not math.isfinite(value):
                 raise FloatingPointError(f"loss became {value}")
             self.optimizer.zero_grad()
-            loss.backward()
+            loss.backward()  # [issue 17] through DistributedDataParallel: the gradients are averaged over ranks
             # the norm is wanted even without clipping (max_norm = inf): an infinite gradient
             # would otherwise turn the weights into NaN one step before the loss shows it
             norm = float(clip_grad_norm_(self.params, self.config.clip if self.config.clip > 0 else math.inf))
@@ -370,6 +416,7 @@ class LMTrainer:
 
     # ------------------------------------------------------------------ saving
     def checkpoint_state(self):
+        carry = self._gathered_carry()
         return {
             "kind": KINDS[self.config.level],
             "model_config": self.model_config.to_dict(),
@@ -380,7 +427,7 @@ class LMTrainer:
                 "step": self.step,
                 "optimizer": self.optimizer.state_dict(),
                 "rng": tgs_random.get_state(),
-                "carry": state_to_arrays(self.carry),
+                "carry": carry,
                 "val_loss": self.last_val,
                 "data": self.data_info,
                 "history": [list(h) for h in self.history],
@@ -388,16 +435,33 @@ class LMTrainer:
         }
 
     def save(self):
-        path = save_checkpoint(self.checkpoint_path, self.checkpoint_state())
+        state = self.checkpoint_state()  # every rank: the carried state is gathered from all of them
+        if self.is_main_process:
+            save_checkpoint(self.checkpoint_path, state)
+            dist.set_failure_note(f"The last checkpoint (step {self.step}) in {self.checkpoint_path} is intact; "
+                                  f"continue with --resume --out {self.config.out}.")
         self.saved_step = self.step
-        return path
+        return self.checkpoint_path
+
+    def _gathered_carry(self):
+        """[issue 17] The carried state of the whole global batch (rows of every rank, in order)."""
+        local = state_to_arrays(self.carry)
+        if self.world_size == 1:
+            return local
+        shards = []
+        dist.all_gather_object(shards, local)
+        return _concat_rows(shards)
 
     def _log(self, record):
+        if not self.is_main_process:
+            return
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def _start_metrics(self):
         """A fresh run starts metrics.jsonl; a resumed one keeps the lines up to its step."""
+        if not self.is_main_process:
+            return
         os.makedirs(self.config.out, exist_ok=True)
         kept = []
         if self.step and os.path.exists(self.metrics_path):
@@ -414,6 +478,8 @@ class LMTrainer:
     def plot(self):
         """loss.png beside metrics.jsonl (training loss and validation loss against step);
         silently skipped without matplotlib."""
+        if not self.is_main_process:
+            return None
         try:
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             from matplotlib.figure import Figure
@@ -443,7 +509,9 @@ class LMTrainer:
     def _evaluate_and_report(self, echo, show_sample):
         """Validate, log and print; raises FloatingPointError (nothing saved) on a non-finite loss."""
         with np.errstate(over="ignore", invalid="ignore"):
-            val = self.evaluate()
+            # [issue 17] rank 0 validates; the others take its figure (and stop with it if not finite)
+            val = np.array([self.evaluate() if self.is_main_process else 0.0])
+        val = float(dist.broadcast(val, src=0)[0])
         if self.val_ids.size >= 2 and not math.isfinite(val):
             raise FloatingPointError(f"the validation loss became {val}")
         self.last_val = val
@@ -451,7 +519,7 @@ class LMTrainer:
         self._log({"step": self.step, "val_loss": val, f"val_bits_per_{self.config.unit[:-1]}": val / LN2})
         echo(f"step {self.step}: validation loss {val:.4f} nats/{self.config.unit[:-1]} "
              f"({val / LN2:.3f} bits/{self.config.unit[:-1]})")
-        if show_sample:
+        if show_sample and self.is_main_process:
             echo("--- sample ---\n" + self.sample() + "\n--------------")
 
     def train(self, echo=print, progress=True, show_samples=True):
@@ -461,18 +529,19 @@ class LMTrainer:
         if self.step >= cfg.steps:
             return TrainResult("done", self.step, self.last_val, self.checkpoint_path if self.saved_step is not None else None,
                                f"the run is already at step {self.step} of {cfg.steps}; raise --steps to train further")
-        bar = Progress(cfg.steps, self.step, cfg.unit, enabled=progress)
+        bar = Progress(cfg.steps, self.step, cfg.unit, enabled=progress and self.is_main_process)
 
         def say(text):
-            bar.clear()
-            echo(text)
+            if self.is_main_process:
+                bar.clear()
+                echo(text)
 
         tokens_per_step = self.batches.batch_size * cfg.seq_len
         status, message = "done", ""
         log_every = max(1, min(cfg.eval_every, cfg.steps) // 10)
         with use_backend(cfg.backend), deferred_interrupt() as interrupted:
             while self.step < cfg.steps:
-                if interrupted():
+                if self._any_rank(interrupted()):
                     status = "interrupted"
                     break
                 failing_step = self.step + 1  # the step a NaN would be reported at, in training or validation
@@ -508,6 +577,13 @@ class LMTrainer:
                            self.checkpoint_path if self.saved_step is not None else None, message)
 
 
+    def _any_rank(self, flag):
+        """[issue 17] Whether `flag` holds on any rank (Ctrl-C reaches the ranks at different steps)."""
+        if self.world_size == 1:
+            return flag
+        return bool(dist.all_reduce(np.array([int(flag)]), op=dist.ReduceOp.MAX)[0])
+
+
 # ---------------------------------------------------------------------------- loading for sample / eval
 def load_lm(state):
     """(model in eval mode, vocabulary) from a language-model checkpoint's state."""
@@ -531,7 +607,56 @@ def evaluate_text(state, text, batch_size=16, seq_len=128):
             "perplexity": math.exp(nats / count)}
 
 
+def evaluate_file(state, path, batch_size=16, seq_len=128, progress=True, stream=None):
+    """[issue 17] evaluate_text for a file of any size: a character model's text is streamed into
+    a temporary file of token ids, memory-mapped and scored with a progress bar; the same figures."""
+    import tempfile
+
+    from .text.corpus_cache import ByteProgress, encode_file
+    from .text.corpus import read_text
+
+    model, vocab = load_lm(state)
+    if vocab.type != "char":
+        return evaluate_text(state, read_text(path), batch_size, seq_len)
+    with tempfile.TemporaryDirectory(prefix="tgs-eval-") as folder:
+        ids, count = encode_file(path, vocab, os.path.join(folder, "ids"), progress=progress, stream=stream)
+        if count < 2:
+            raise ValueError("evaluate: needs at least two tokens")
+        bar = ByteProgress("evaluating", count - 1, stream, progress, unit="M chars")
+        nats, count = evaluate_stream(model, ids, batch_size=batch_size, seq_len=seq_len,
+                                      progress=lambda done, total: bar(done))
+        bar.close()
+        del ids
+    return {"nats_per_char": nats / count, "bits_per_char": nats / count / LN2, "chars": count,
+            "perplexity": math.exp(nats / count)}
+
+
 # ---------------------------------------------------------------------------- helpers
+def _as_ids(ids):
+    """Token ids as a flat integer array, without copying an integer array (a corpus cache's memmap)."""
+    if isinstance(ids, np.ndarray) and ids.dtype.kind in "iu":
+        return ids.reshape(-1)
+    return np.asarray(ids, dtype=np.int64).reshape(-1)
+
+
+def _concat_rows(shards):
+    """Nested carried states of consecutive row shards joined along the batch axis: (layers, batch, hidden)."""
+    if shards[0] is None:
+        return None
+    if isinstance(shards[0], list):
+        return [_concat_rows([s[i] for s in shards]) for i in range(len(shards[0]))]
+    return np.concatenate(shards, axis=1)
+
+
+def _rows_of(saved, rows):
+    """This rank's rows of a saved carried state of the whole batch."""
+    if saved is None or rows == slice(0, None):
+        return saved
+    if isinstance(saved, list):
+        return [_rows_of(s, rows) for s in saved]
+    return saved[:, rows]
+
+
 def _to_device(state, device):
     if isinstance(state, tuple):
         return tuple(_to_device(s, device) for s in state)

@@ -28,8 +28,7 @@ import weakref
 import numpy as np
 
 from .. import distributed as dist
-from .. import tensor as tensor_module
-from ..tensor import Tensor, is_grad_enabled
+from ..tensor import Tensor, _post_backward_hooks, is_grad_enabled
 from .module import Module
 
 __all__ = ["DistributedDataParallel"]
@@ -54,12 +53,12 @@ class DistributedDataParallel(Module):
         def after_backward():
             ddp = own()
             if ddp is None:
-                tensor_module._post_backward_hooks.remove(after_backward)
+                _post_backward_hooks.remove(after_backward)
             elif ddp._pending:
                 ddp.reduce_gradients()
 
         self._hook = after_backward
-        tensor_module._post_backward_hooks.append(after_backward)
+        _post_backward_hooks.append(after_backward)
 
     def forward(self, *args, **kwargs):
         if is_grad_enabled() and self.training:

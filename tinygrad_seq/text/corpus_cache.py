@@ -115,32 +115,37 @@ def text_chunks(path, encoding="utf-8", chunk_bytes=CHUNK_BYTES, progress=None):
 
 class ByteProgress:
     """'encoding big.txt: 312.4 of 1024.0 MB (85.1 MB/s)' redrawn on a terminal, or a line
-    about every tenth of the way in a log."""
+    about every tenth of the way in a log; silent for files read within a second."""
 
-    def __init__(self, what, total_bytes, stream=None, enabled=True):
-        self.what, self.total = what, max(total_bytes, 1)
+    QUIET_SECONDS = 1.0
+
+    def __init__(self, what, total_bytes, stream=None, enabled=True, unit="MB"):
+        self.what, self.total, self.unit = what, max(total_bytes, 1), unit
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.start = time.perf_counter()
         self.next_line = 0.1
         self.done_bytes = 0
+        self.drawn = False
 
     def __call__(self, done):
         self.done_bytes = done
-        if not self.enabled:
+        if not self.enabled or time.perf_counter() - self.start < self.QUIET_SECONDS:
             return
+        self.drawn = True
         fraction = done / self.total
         if not self.tty and fraction < self.next_line and done < self.total:
             return
         self.next_line = (int(fraction * 10) + 1) / 10
         rate = done / max(time.perf_counter() - self.start, 1e-9) / 1e6
-        line = f"{self.what}: {done / 1e6:.1f} of {self.total / 1e6:.1f} MB ({rate:.1f} MB/s)"
+        line = (f"{self.what}: {done / 1e6:.1f} of {self.total / 1e6:.1f} {self.unit} ({rate:.2f} {self.unit}/s, "
+                f"{100 * fraction:.0f}%)")
         self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
         self.stream.flush()
 
     def close(self):
-        if self.tty and self.enabled:
+        if self.tty and self.drawn:
             self.stream.write("\n")
             self.stream.flush()
 
