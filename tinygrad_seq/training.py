@@ -438,6 +438,8 @@ class LMTrainer:
         state = self.checkpoint_state()  # every rank: the carried state is gathered from all of them
         if self.is_main_process:
             save_checkpoint(self.checkpoint_path, state)
+        if self.world_size > 1:  # what every rank's death watcher will add to its message
+            dist.barrier()
             dist.set_failure_note(f"The last checkpoint (step {self.step}) in {self.checkpoint_path} is intact; "
                                   f"continue with --resume --out {self.config.out}.")
         self.saved_step = self.step
