@@ -107,6 +107,8 @@ def train_language_model(level, corpus, val_file, resume, options):
     out_existed = os.path.exists(options["out"])
     try:
         _train_language_model(level, corpus, val_file, resume, options)
+    except click.exceptions.Exit:  # an agreed end (done, interrupted, diverged): every rank exits alike
+        raise
     except click.ClickException as exc:
         if not out_existed and dist.is_main_process():
             _remove_unstarted_run(options["out"])
@@ -272,6 +274,10 @@ def charlm(corpus, val_file, resume, **options):
     tgs train charlm                          # LSTM on the bundled corpus, samples as it learns
     tgs train charlm my.txt --model gru --layers 2 --hidden 512 --steps 5000
     tgs train charlm --out runs/charlm --resume --steps 3000
+    mpiexec -n 4 tgs train charlm big.txt.gz  # 4 processes, one model (also srun)
+
+    The corpus is streamed once into a token-id cache (--cache-dir) and memory-mapped, so a
+    corpus larger than memory trains too.
     """
     train_language_model("char", corpus, val_file, resume, options)
 

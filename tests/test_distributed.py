@@ -238,3 +238,13 @@ def test_an_error_on_one_rank_aborts_the_job_with_its_message(tmp_path):
     assert result.returncode != 0
     assert "rank 1: failed with RuntimeError: disk full" in result.stderr, result.stderr
     assert time.time() - began < 60
+
+
+@needs_mpi
+def test_wordlm_and_the_transformer_train_on_two_ranks(tmp_path, corpus):
+    for kind, extra in (("wordlm", ["--min-count", "1"]), ("charlm", ["--model", "transformer", "--heads", "2"])):
+        out = tmp_path / kind
+        r = run(TGS + ["train", kind, corpus, *TINY, "--steps", 6, "--eval-every", 3, "--out", out] + extra,
+                ranks=2)
+        assert r.returncode == 0 and "done: 6 steps" in r.stderr, r.stderr
+        assert load_checkpoint(out)["train"]["step"] == 6
