@@ -248,3 +248,12 @@ def test_wordlm_and_the_transformer_train_on_two_ranks(tmp_path, corpus):
                 ranks=2)
         assert r.returncode == 0 and "done: 6 steps" in r.stderr, r.stderr
         assert load_checkpoint(out)["train"]["step"] == 6
+
+
+@needs_mpi
+def test_a_launcher_that_mpi_cannot_join_is_an_error_not_n_copies(tmp_path, corpus):
+    """Processes started as 2 (PMI_SIZE=2) that MPI sees as a world of 1 must not each train alone."""
+    r = run(TGS + ["train", "charlm", corpus, *TINY, "--steps", 2, "--out", tmp_path / "run"],
+            env=one_thread_env(PMI_SIZE="2"), timeout=120)
+    assert r.returncode != 0 and "started 2 processes but MPI sees 1" in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists()

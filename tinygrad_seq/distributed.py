@@ -133,6 +133,13 @@ def init_from_environment():
             raise DistributedError(f"started as {launched} MPI processes but mpi4py is not installed; "
                                    "install the mpi extra (pip install 'tinygrad_seq[mpi]') or run one process")
         init_process_group("mpi")
+        if get_world_size() != launched:
+            # e.g. srun starting processes that the pip MPICH cannot join into one job: each would
+            # otherwise train its own copy of the model
+            raise DistributedError(f"the launcher started {launched} processes but MPI sees {get_world_size()}: "
+                                   f"this mpi4py's MPI ({_world.MPI.Get_library_version().splitlines()[0].strip()}) "
+                                   "does not match the launcher; use its own mpiexec, or build mpi4py against "
+                                   "the cluster's MPI (see the README)")
     return get_world_size()
 
 
