@@ -125,3 +125,24 @@ def test_training_memory_does_not_grow_with_the_corpus(tmp_path):
     size_mb = os.path.getsize(big) / 2 ** 20
     assert big_mb < 300 + 0.05 * size_mb, (small_mb, big_mb)
     assert big_mb - small_mb < 40, (small_mb, big_mb)
+
+
+def test_streamed_eval_equals_the_in_memory_figures_and_shows_progress(tmp_path, small_chunks, monkeypatch):
+    import io
+
+    from tinygrad_seq.checkpoint import load_checkpoint
+    from tinygrad_seq.training import evaluate_file, evaluate_text
+
+    from cli_helpers import tgs
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(TEXT)
+    result = tgs("train", "charlm", corpus, "--hidden", 8, "--embed", 4, "--seq-len", 8, "--batch-size", 2,
+                 "--steps", 2, "--eval-every", 2, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    state = load_checkpoint(tmp_path / "run")
+    monkeypatch.setattr(corpus_cache.ByteProgress, "QUIET_SECONDS", 0.0)
+    log = io.StringIO()
+    streamed = evaluate_file(state, corpus, stream=log)
+    assert streamed == pytest.approx(evaluate_text(state, TEXT), rel=1e-9)
+    assert "encoding" in log.getvalue() and "evaluating" in log.getvalue() and "100%" in log.getvalue()

@@ -18,7 +18,9 @@ import pytest
 import tinygrad_seq.distributed as dist
 from tinygrad_seq.checkpoint import load_checkpoint
 
-MPIEXEC = shutil.which("mpiexec")
+# the mpich wheel puts mpiexec beside the interpreter, which need not be on PATH (a venv not activated)
+_BESIDE = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+MPIEXEC = _BESIDE if os.access(_BESIDE, os.X_OK) else shutil.which("mpiexec")
 needs_mpi = pytest.mark.skipif(MPIEXEC is None or not dist.is_available(),
                                reason="needs the mpi extra (mpi4py + mpiexec)")
 TGS = [sys.executable, "-m", "tinygrad_seq.cli.main"]
@@ -29,7 +31,9 @@ TINY = ["--hidden", "24", "--embed", "8", "--seq-len", "16", "--batch-size", "8"
 
 def one_thread_env(**extra):
     env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", TGS_CYTHON_THREADS="1",
-               OPENBLAS_NUM_THREADS="1", TGS_DIST_TIMEOUT="120")
+               OPENBLAS_NUM_THREADS="1", TGS_DIST_TIMEOUT="120",
+               # Open MPI's mpiexec refuses root (CI containers) unless told; MPICH ignores these
+               OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     for name in dist._LAUNCHER_SIZE_VARIABLES:  # a test run under a launcher must not look like a rank
         env.pop(name, None)
     env.update(extra)
@@ -172,8 +176,9 @@ def test_two_ranks_follow_one_rank_and_resume_on_any_number(tmp_path, corpus):
 
 
 def _pid_of_rank(marker, rank):
-    """The pid of the process started with TGS_TEST_MARK=marker and PMI_RANK=rank (Linux /proc)."""
-    wanted = {f"TGS_TEST_MARK={marker}".encode(), f"PMI_RANK={rank}".encode()}
+    """The pid of the process started with TGS_TEST_MARK=marker as rank `rank` (Linux /proc)."""
+    mark = f"TGS_TEST_MARK={marker}".encode()
+    ranks = {f"{name}={rank}".encode() for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -184,7 +189,7 @@ def _pid_of_rank(marker, rank):
                 is_tgs = b"tinygrad_seq.cli.main" in f.read()
         except OSError:
             continue
-        if is_tgs and wanted <= environ:
+        if is_tgs and mark in environ and ranks & environ:
             return int(entry)
     return None
 

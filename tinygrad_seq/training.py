@@ -361,8 +361,8 @@ class LMTrainer:
         device = self.config.device
         distributed = self.world_size > 1
         if distributed and self.config.dropout > 0:
-            # [issue 17] each rank its own dropout masks, a function of (seed, step, rank) only,
-            # so a run resumed on any number of ranks draws what it would have drawn
+            # [issue 17] each rank its own dropout masks, a function of (seed, step, rank) only: the
+            # ranks' streams are not one saved generator, yet a run resumed on as many ranks draws the same
             tgs_random.manual_seed(int(np.random.SeedSequence([self.config.seed, self.step, self.rank])
                                        .generate_state(1)[0]))
         model = self.ddp if distributed else self.model
