@@ -149,8 +149,10 @@ class OptionalBuildExt(build_ext):
 # under in CI) lives in this separate package. The gpu extra adds what a real GPU needs.
 # matplotlib, pillow and micrograd: the plotting, photo and micrograd-comparison tests run in CI
 # instead of skipping.
+# mpi4py + mpich: the data-parallel tests run `mpiexec -n 2` (the mpich wheel ships mpiexec, no compiler).
+MPI_EXTRAS = ["mpi4py>=3.1", "mpich"]
 TEST_EXTRAS = ["pytest>=7", "torch==2.13.0", "numba-cuda>=0.30", "matplotlib>=3.5", "pillow>=9",
-               "micrograd==0.1.0"]
+               "micrograd==0.1.0"] + MPI_EXTRAS
 setup(
     name="tinygrad_seq",
     version="0.1.0",
@@ -172,6 +174,7 @@ setup(
         "bench": ["torch==2.13.0", "micrograd==0.1.0"],
         "plot": ["matplotlib>=3.5", "pillow>=9"],
         "gpu": ["numba-cuda>=0.30", "cupy-cuda13x"],   # CUDA 13; another CUDA: README, "cuda" backend
+        "mpi": MPI_EXTRAS,
         "dev": TEST_EXTRAS,
     },
     entry_points={"console_scripts": ["tgs=tinygrad_seq.cli.main:cli"]},
