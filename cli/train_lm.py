@@ -92,45 +92,9 @@ def lm_options(default_out, defaults):
 def train_language_model(level, corpus, val_file, resume, options):
     """The body of `tgs train charlm` / `tgs train wordlm`.  Under an MPI launcher (mpiexec -n N,
     srun) every rank runs it: one model trained data-parallel, rank 0 talking and writing."""
-    from tinygrad_seq import distributed as dist
+    from . import runs
 
-    try:
-        dist.init_from_environment()
-    except dist.DistributedError as exc:
-        fail(exc)
-    out_existed = os.path.exists(options["out"])
-    try:
-        _train_language_model(level, corpus, val_file, resume, options)
-    except click.exceptions.Exit:  # an agreed end (done, interrupted, diverged): every rank exits alike
-        raise
-    except click.ClickException as exc:
-        if not out_existed and dist.is_main_process():
-            _remove_unstarted_run(options["out"])
-        if dist.get_world_size() > 1:
-            # one rank's error ends the job rather than leaving the others waiting for it
-            dist.abort(exc.format_message())
-        raise
-    except Exception as exc:
-        if dist.get_world_size() > 1 and not os.environ.get("TGS_DEBUG"):
-            message = str(exc).splitlines()[0] if str(exc) else ""
-            dist.abort(f"{type(exc).__name__}: {message}; ending the other ranks of the job")
-        raise
-
-
-def _remove_unstarted_run(out):
-    """A run that failed before its first checkpoint leaves no directory (its corpus cache was in it)."""
-    import shutil
-
-    if os.path.isdir(out) and not os.path.exists(os.path.join(out, "checkpoint.npz")):
-        shutil.rmtree(out, ignore_errors=True)
-
-
-def _echo(text):
-    """Progress and notes on stderr, from rank 0 only."""
-    from tinygrad_seq import distributed as dist
-
-    if dist.is_main_process():
-        click.echo(text, err=True)
+    runs.on_every_rank(options["out"], _train_language_model, level, corpus, val_file, resume, options)
 
 
 def _open_cache(corpus, val_file, val_fraction, cache_dir):
@@ -225,17 +189,17 @@ def _train_language_model(level, corpus, val_file, resume, options):
     else:
         shape = (f"{cfg.layers} layer{'s' if cfg.layers > 1 else ''}, hidden {cfg.hidden}, "
                  f"{'one-hot' if not cfg.embed else 'embedding ' + str(cfg.embed)}")
-    _echo(f"{'Resuming at step ' + str(trainer.step) + ': ' if state is not None else ''}{cfg.model.upper()} "
-          f"({shape}, {n_params:,} parameters) on "
-          f"{source}: {trainer.train_ids.size:,} {unit} for training, {trainer.val_ids.size:,} for validation, "
-          f"vocabulary {len(trainer.vocab)}; run directory {cfg.out}"
-          + (f"; {trainer.world_size} ranks, {trainer.batches.batch_size // trainer.world_size}"
-             f"{'+' if trainer.batches.batch_size % trainer.world_size else ''} streams each"
-             if trainer.world_size > 1 else ""))
+    runs.echo(f"{'Resuming at step ' + str(trainer.step) + ': ' if state is not None else ''}{cfg.model.upper()} "
+              f"({shape}, {n_params:,} parameters) on "
+              f"{source}: {trainer.train_ids.size:,} {unit} for training, {trainer.val_ids.size:,} for validation, "
+              f"vocabulary {len(trainer.vocab)}; run directory {cfg.out}"
+              + (f"; {trainer.world_size} ranks, {trainer.batches.batch_size // trainer.world_size}"
+                 f"{'+' if trainer.batches.batch_size % trainer.world_size else ''} streams each"
+                 if trainer.world_size > 1 else ""))
     if trainer.batches.batch_size < cfg.batch_size:
-        _echo(f"note: the text is short, so {trainer.batches.batch_size} streams are used instead of "
-              f"--batch-size {cfg.batch_size}")
-    runs.run(trainer, echo=_echo)
+        runs.echo(f"note: the text is short, so {trainer.batches.batch_size} streams are used instead of "
+                  f"--batch-size {cfg.batch_size}")
+    runs.run(trainer)
 
 
 # ---------------------------------------------------------------------------- commands

@@ -263,3 +263,25 @@ def test_a_launcher_that_mpi_cannot_join_is_an_error_not_n_copies(tmp_path, corp
             env=one_thread_env(PMI_SIZE="2"), timeout=120)
     assert r.returncode != 0 and "started 2 processes but MPI sees 1" in r.stderr, r.stderr
     assert not (tmp_path / "run").exists()
+
+
+@needs_mpi
+def test_the_mlp_classifier_on_two_ranks_follows_one_rank(tmp_path):
+    """The shared loop gives cnn/mlp data parallelism too: a global batch of 49 (shares of 24 and
+    25, unequal) on 2 ranks gives one rank's epoch losses; rank 0 alone reports."""
+    common = ["train", "mlp", "--epochs", 2, "--dropout", 0, "--batch-size", 49]
+    r1 = run(TGS + common + ["--out", tmp_path / "one"])
+    assert r1.returncode == 0, r1.stderr
+    r2 = run(TGS + common + ["--out", tmp_path / "two"], ranks=2)
+    assert r2.returncode == 0, r2.stderr
+    assert "2 ranks" in r2.stderr and r2.stderr.count("epoch   2/2") == 1, r2.stderr
+    assert r2.stdout.count("test accuracy") == 1, r2.stdout
+
+    def epochs(out):
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            return [json.loads(line) for line in f if '"epoch"' in line]
+    one, two = epochs(tmp_path / "one"), epochs(tmp_path / "two")
+    assert [e["epoch"] for e in one] == [e["epoch"] for e in two] == [1, 2]
+    for a, b in zip(one, two):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["dev_loss"] == pytest.approx(a["dev_loss"], rel=1e-4)
