@@ -2,6 +2,11 @@
 (refuse an existing run unless --resume or --overwrite), the options a resumed run may change
 (--steps, --eval-every, --lr, --clip, --dropout, --backend, --device: babysitting a run) and the
 ones it may not (anything that shapes the model or its data), and the exit code of the result.
+
+Under an MPI launcher (`mpiexec -n N tgs train ...`, `srun`) every rank runs the command
+(`on_every_rank`): one model trained data-parallel by the library's Trainer, rank 0 alone
+printing (`echo`); an error on any rank ends the whole job with its message instead of leaving
+the others waiting for it.
 """
 import os
 
@@ -84,12 +89,55 @@ def resume_changes(saved, options, changeable=RESUME_CHANGEABLE):
     return changes
 
 
-def run(trainer, echo=None):
+def on_every_rank(out, body, *args):
+    """body(*args) as a command run by every rank of an MPI job (or by the one process): joins
+    the launcher's process group first; a ClickException or unexpected error on one rank
+    aborts the job with its message (a fresh run that failed before its first checkpoint
+    leaves no --out directory behind)."""
+    from tinygrad_seq import distributed as dist
+
+    try:
+        dist.init_from_environment()
+    except dist.DistributedError as exc:
+        fail(exc)
+    out_existed = os.path.exists(out)
+    try:
+        return body(*args)
+    except click.exceptions.Exit:  # an agreed end (done, interrupted, diverged): every rank exits alike
+        raise
+    except click.ClickException as exc:
+        if not out_existed and dist.is_main_process():
+            _remove_unstarted_run(out)
+        if dist.get_world_size() > 1:
+            dist.abort(exc.format_message())
+        raise
+    except Exception as exc:
+        if dist.get_world_size() > 1 and not os.environ.get("TGS_DEBUG"):
+            message = str(exc).splitlines()[0] if str(exc) else ""
+            dist.abort(f"{type(exc).__name__}: {message}; ending the other ranks of the job")
+        raise
+
+
+def _remove_unstarted_run(out):
+    import shutil
+
+    if os.path.isdir(out) and not os.path.exists(os.path.join(out, "checkpoint.npz")):
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def echo(text, err=True):
+    """click.echo from rank 0 only (every process when not under MPI)."""
+    from tinygrad_seq import distributed as dist
+
+    if dist.is_main_process():
+        click.echo(text, err=err)
+
+
+def run(trainer, echo=echo):
     """trainer.train(), then the result's last line and exit code (0 done, 1 diverged, 130
     interrupted, 143 terminated)."""
     from tinygrad_seq.trainer import RunDirectoryError
 
-    echo = echo or (lambda line: click.echo(line, err=True))
     try:
         result = trainer.train(echo=echo)
     except RunDirectoryError as exc:

@@ -53,7 +53,9 @@ def lm_options(default_out, defaults):
                          help="Embedding size (0 = one-hot inputs)."),
             click.option("--seq-len", type=int, default=defaults["seq_len"], show_default=True,
                          help="Tokens per truncated-BPTT chunk."),
-            click.option("--batch-size", type=int, default=32, show_default=True, help="Parallel streams per step."),
+            click.option("--batch-size", type=int, default=32, show_default=True,
+                         help="Parallel streams per step: the global batch, shared out among the ranks "
+                              "under mpiexec/srun (each of N ranks trains batch-size/N streams)."),
             click.option("--steps", type=int, default=defaults["steps"], show_default=True,
                          help="Total optimisation steps (with --resume: the new total)."),
             click.option("--lr", type=float, default=2e-3, show_default=True, help="Adam learning rate."),
@@ -66,11 +68,17 @@ def lm_options(default_out, defaults):
                          help="Steps between validation, sample and checkpoint."),
             click.option("--val", "val_file", type=click.Path(), default=None,
                          help="Validation text (default: the last 10% of the corpus)."),
+            click.option("--val-tokens", "val_max_tokens", type=int, default=100_000, show_default=True,
+                         help="Each validation reads at most this many tokens of the held-out text "
+                              "(a bounded sample of a huge corpus)."),
             click.option("--out", type=click.Path(), default=default_out, show_default=True, help="Run directory."),
             click.option("--resume", is_flag=True,
                          help="Continue the run in --out from its checkpoint (--steps, --eval-every, --lr, --clip, "
-                              "--dropout, --backend, --device may change; the rest is the checkpoint's)."),
+                              "--dropout, --val-tokens, --backend, --device may change; the rest is the "
+                              "checkpoint's).  A run saved by N ranks resumes on any number."),
             click.option("--overwrite", is_flag=True, help="Replace a checkpoint already in --out."),
+            click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                         help="Where the corpus' token-id cache goes (charlm; default: OUT/corpus-cache)."),
             click.option("--backend", type=click.Choice(["auto", "numpy", "numba", "cython", "cuda"]),
                          default="auto", show_default=True, help="Kernel backend for the recurrence."),
             click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
@@ -82,12 +90,44 @@ def lm_options(default_out, defaults):
 
 
 def train_language_model(level, corpus, val_file, resume, options):
-    """The body of `tgs train charlm` / `tgs train wordlm`."""
+    """The body of `tgs train charlm` / `tgs train wordlm`.  Under an MPI launcher (mpiexec -n N,
+    srun) every rank runs it: one model trained data-parallel, rank 0 talking and writing."""
+    from . import runs
+
+    runs.on_every_rank(options["out"], _train_language_model, level, corpus, val_file, resume, options)
+
+
+def _open_cache(corpus, val_file, val_fraction, cache_dir):
+    """The corpus as memory-mapped token ids (text.corpus_cache), built by rank 0 while the
+    other ranks wait; an unusable corpus fails on every rank with rank 0's message."""
+    from tinygrad_seq import distributed as dist
+    from tinygrad_seq.text.corpus import BUNDLED_CORPUS, CorpusError
+    from tinygrad_seq.text.corpus_cache import CorpusCache
+
+    source = BUNDLED_CORPUS if corpus is None else corpus
+    error = [None]
+    if dist.is_main_process():
+        try:
+            CorpusCache.open_or_build(source, val_file, val_fraction, cache_dir)
+        except CorpusError as exc:
+            error = [f"{'--val' if val_file is not None and str(exc).startswith(str(val_file)) else 'corpus'}: {exc}"]
+    if dist.get_world_size() > 1:
+        dist.barrier(timeout=False)  # encoding a large corpus may take a while
+        dist.broadcast_object_list(error, src=0)
+    if error[0] is not None:
+        if dist.get_world_size() > 1:
+            raise SystemExit(1) if not dist.is_main_process() else click.ClickException(error[0])
+        fail(error[0])
+    return CorpusCache.open_or_build(source, val_file, val_fraction, cache_dir, progress=False)
+
+
+def _train_language_model(level, corpus, val_file, resume, options):
     from tinygrad_seq.checkpoint import CheckpointError
     from tinygrad_seq.training import LMTrainer, TrainConfig, split_corpus
 
     from . import runs
 
+    cache_dir = options.pop("cache_dir", None)
     out = options["out"]
     overwrite = options.pop("overwrite")
     expected = "charlm" if level == "char" else "wordlm"
@@ -96,7 +136,7 @@ def train_language_model(level, corpus, val_file, resume, options):
         saved = state["train"]["config"]
         if not isinstance(saved, dict):
             fail(f"cannot resume: {runs.checkpoint_of(out)} is a malformed checkpoint (its config is not a table)")
-        changes = runs.resume_changes(saved, options)
+        changes = runs.resume_changes(saved, options, runs.RESUME_CHANGEABLE + ("val_max_tokens",))
         data = state["train"].get("data", {}) if isinstance(state["train"].get("data"), dict) else {}
         corpus = corpus if corpus is not None else data.get("corpus")
         val_file = val_file if val_file is not None else data.get("val_file")
@@ -110,19 +150,28 @@ def train_language_model(level, corpus, val_file, resume, options):
             fail(exc)
         _check_device(options["device"], options["backend"])
 
-    text = _read(corpus)
-    val_text = _read(val_file, "--val") if val_file is not None else None
-    train_text, val_text = split_corpus(text, val_text, settings.get("val_fraction", 0.1))
     data = {"corpus": os.path.abspath(corpus) if corpus is not None else None,
             "val_file": os.path.abspath(val_file) if val_file is not None else None}
     source = "the bundled King James Bible" if corpus is None else corpus
+    val_fraction = settings.get("val_fraction", 0.1)
+    if level == "char":
+        # streamed once into a token-id cache and memory-mapped: memory no longer grows with the corpus
+        cache = _open_cache(corpus, val_file, val_fraction, cache_dir or os.path.join(out, "corpus-cache"))
+        texts = (cache.fingerprints["train"], cache.fingerprints["val"])
+        ids = (cache.train_ids, cache.val_ids)
+    else:
+        text = _read(corpus)
+        val_text = _read(val_file, "--val") if val_file is not None else None
+        texts = split_corpus(text, val_text, val_fraction)
+        ids = cache = None
     try:
         if state is not None:
-            trainer = LMTrainer.from_checkpoint(state, train_text, val_text, out=out, path=runs.checkpoint_of(out),
-                                                changes=changes)
+            trainer = LMTrainer.from_checkpoint(state, *texts, out=out, path=runs.checkpoint_of(out), changes=changes,
+                                                ids=ids, ids_vocab=cache.vocab if cache is not None else None)
+        elif cache is not None:
+            trainer = LMTrainer.from_cache(TrainConfig.from_dict(settings), cache, data, overwrite=overwrite)
         else:
-            trainer = LMTrainer.from_texts(TrainConfig.from_dict(settings), train_text, val_text, data,
-                                           overwrite=overwrite)
+            trainer = LMTrainer.from_texts(TrainConfig.from_dict(settings), *texts, data, overwrite=overwrite)
     except CheckpointError as exc:
         fail(f"cannot resume: {exc}")
     except ValueError as exc:
@@ -140,13 +189,16 @@ def train_language_model(level, corpus, val_file, resume, options):
     else:
         shape = (f"{cfg.layers} layer{'s' if cfg.layers > 1 else ''}, hidden {cfg.hidden}, "
                  f"{'one-hot' if not cfg.embed else 'embedding ' + str(cfg.embed)}")
-    click.echo(f"{'Resuming at step ' + str(trainer.step) + ': ' if state is not None else ''}{cfg.model.upper()} "
-               f"({shape}, {n_params:,} parameters) on "
-               f"{source}: {trainer.train_ids.size:,} {unit} for training, {trainer.val_ids.size:,} for validation, "
-               f"vocabulary {len(trainer.vocab)}; run directory {cfg.out}", err=True)
+    runs.echo(f"{'Resuming at step ' + str(trainer.step) + ': ' if state is not None else ''}{cfg.model.upper()} "
+              f"({shape}, {n_params:,} parameters) on "
+              f"{source}: {trainer.train_ids.size:,} {unit} for training, {trainer.val_ids.size:,} for validation, "
+              f"vocabulary {len(trainer.vocab)}; run directory {cfg.out}"
+              + (f"; {trainer.world_size} ranks, {trainer.batches.batch_size // trainer.world_size}"
+                 f"{'+' if trainer.batches.batch_size % trainer.world_size else ''} streams each"
+                 if trainer.world_size > 1 else ""))
     if trainer.batches.batch_size < cfg.batch_size:
-        click.echo(f"note: the text is short, so {trainer.batches.batch_size} streams are used instead of "
-                   f"--batch-size {cfg.batch_size}", err=True)
+        runs.echo(f"note: the text is short, so {trainer.batches.batch_size} streams are used instead of "
+                  f"--batch-size {cfg.batch_size}")
     runs.run(trainer)
 
 
@@ -160,6 +212,10 @@ def charlm(corpus, val_file, resume, **options):
     tgs train charlm                          # LSTM on the bundled corpus, samples as it learns
     tgs train charlm my.txt --model gru --layers 2 --hidden 512 --steps 5000
     tgs train charlm --out runs/charlm --resume --steps 3000
+    mpiexec -n 4 tgs train charlm big.txt.gz  # 4 processes, one model (also srun)
+
+    The corpus is streamed once into a token-id cache (--cache-dir) and memory-mapped, so a
+    corpus larger than memory trains too.
     """
     train_language_model("char", corpus, val_file, resume, options)
 
@@ -253,9 +309,16 @@ def _require_file(file):
 
 
 def _evaluate_lm(state, file, path):
-    from tinygrad_seq.training import evaluate_text
+    from tinygrad_seq.text.corpus import CorpusError
+    from tinygrad_seq.training import evaluate_file
 
-    return evaluate_text(state, _require_file(file), path=path)
+    if file is None:
+        raise ValueError("give the text FILE to evaluate on: tgs eval CKPT FILE")
+    try:
+        # streamed with a progress bar: memory does not grow with FILE
+        return evaluate_file(state, file, checkpoint_path=path)
+    except CorpusError as exc:
+        fail(f"FILE: {exc}")
 
 
 def _sample_lm(state, options):

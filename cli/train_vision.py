@@ -40,7 +40,7 @@ def training_options(default_out, defaults):
         opts = [
             click.option("--epochs", type=int, default=defaults["epochs"], show_default=True,
                          help="Passes over the training images."),
-            click.option("--batch-size", type=int, default=32, show_default=True, help="Images per step."),
+            click.option("--batch-size", type=int, default=32, show_default=True, help="Images per step: the global batch, shared out among the ranks under mpiexec/srun."),
             click.option("--lr", type=float, default=defaults["lr"], show_default=True,
                          help="Learning rate (cosine-annealed to 0 over the epochs)."),
             click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True,
@@ -86,7 +86,14 @@ def _digits(kind):
 
 
 def train_classifier(kind, model_config, options):
-    """The body of `tgs train cnn` / `tgs train mlp`: train, keep the best dev epoch, checkpoint, test."""
+    """The body of `tgs train cnn` / `tgs train mlp`: train, keep the best dev epoch, checkpoint,
+    test.  Under an MPI launcher every rank runs it (one model, data-parallel; rank 0 talks)."""
+    from . import runs
+
+    return runs.on_every_rank(options["out"], _train_classifier, kind, model_config, options)
+
+
+def _train_classifier(kind, model_config, options):
     from tinygrad_seq.checkpoint import CheckpointError, load_checkpoint
     from tinygrad_seq.classifier_training import ClassifierConfig, ClassifierTrainer
 
@@ -126,12 +133,15 @@ def train_classifier(kind, model_config, options):
             fail(f"--{exc}")
     cfg = trainer.config
     n_params = sum(p.numel() for p in trainer.params)
-    click.echo(f"{'Resuming at epoch ' + str(trainer.step // trainer.batches.per_epoch) + ': ' if state else ''}"
-               f"{CLASSIFIER_KINDS[kind]} ({n_params:,} parameters) on scikit-learn's 8x8 digits: "
-               f"{len(splits.train[1])} training, {len(splits.dev[1])} dev, {len(splits.test[1])} test images; "
-               f"{cfg.optimizer} lr {cfg.lr:g}; run directory {cfg.out}", err=True)
+    runs.echo(f"{'Resuming at epoch ' + str(trainer.step // trainer.batches.per_epoch) + ': ' if state else ''}"
+              f"{CLASSIFIER_KINDS[kind]} ({n_params:,} parameters) on scikit-learn's 8x8 digits: "
+              f"{len(splits.train[1])} training, {len(splits.dev[1])} dev, {len(splits.test[1])} test images; "
+              f"{cfg.optimizer} lr {cfg.lr:g}; run directory {cfg.out}"
+              + (f"; {trainer.world_size} ranks" if trainer.world_size > 1 else ""))
     started = time.perf_counter()
     result = runs.run(trainer)
+    if not trainer.is_main_process:
+        return result
     path = trainer.checkpoint_path
     best = trainer.best
     test = _evaluate_state(load_checkpoint(path), path)

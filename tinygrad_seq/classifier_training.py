@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import distributed as dist
 from . import optim
 from . import random as tgs_random
 from .config import Config
@@ -67,11 +68,13 @@ class ClassifierConfig(Config):
 class EpochBatches:
     """Batch source: minibatch `step` of a shuffled pass over (X, y).  Each epoch's order (and
     shifts, with augment) comes from its own generator seeded by (seed, epoch), so a step's batch
-    depends on the step alone.  Yields (epoch, inputs, targets)."""
+    depends on the step alone.  Yields (epoch, inputs, targets, examples in the whole batch).
+    With `world_size` ranks (MPI), rank r gets examples [n r / N, n (r+1) / N) of each batch of n."""
 
-    def __init__(self, X, y, batch_size, seed, augment=False, shift=1, image_shape=()):
+    def __init__(self, X, y, batch_size, seed, augment=False, shift=1, image_shape=(), rank=0, world_size=1):
         self.X, self.y, self.batch_size, self.seed = np.asarray(X), np.asarray(y), batch_size, seed
         self.augment, self.shift, self.image_shape = augment, shift, tuple(image_shape)
+        self.rank, self.world_size = rank, world_size
         self.per_epoch = -(-len(self.y) // batch_size)
         self._epoch = None
 
@@ -86,11 +89,18 @@ class EpochBatches:
                 images = random_shift(pictures, self.shift, rng=rng).reshape(self.X.shape)
             self._images, self._epoch = images, epoch
         idx = self._order[i * self.batch_size:(i + 1) * self.batch_size]
-        return epoch, self._images[idx], self.y[idx]
+        n = len(idx)
+        idx = idx[n * self.rank // self.world_size:n * (self.rank + 1) // self.world_size]
+        return epoch, self._images[idx], self.y[idx], n
 
 
 class ClassifierTrainer(Trainer):
-    """Cross-entropy training of `model` on splits.train, validated on splits.dev each epoch."""
+    """Cross-entropy training of `model` on splits.train, validated on splits.dev each epoch.
+
+    Under MPI each rank trains on its share of every minibatch (`--batch-size` stays the global
+    batch).  Batch normalisation uses each rank's own share for its statistics and running
+    averages (PyTorch's DistributedDataParallel without SyncBatchNorm; rank 0's are validated
+    and saved), so only a model without it follows the one-process run to float rounding."""
 
     metric = "dev_accuracy"
     higher_is_better = True
@@ -106,7 +116,7 @@ class ClassifierTrainer(Trainer):
         else:
             optimizer = optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
         batches = EpochBatches(*splits.train, config.batch_size, config.seed, config.augment, config.shift,
-                               config.image_shape)
+                               config.image_shape, dist.get_rank(), dist.get_world_size())
         config.steps, config.eval_every = config.epochs * batches.per_epoch, batches.per_epoch
         super().__init__(config, model, optimizer, batches, **trainer_options)
         self.units_per_step = config.batch_size
@@ -129,12 +139,19 @@ class ClassifierTrainer(Trainer):
         super().change_settings(**changes)
 
     def compute_loss(self, batch):
-        epoch, xb, yb = batch
+        epoch, xb, yb, n = batch
         lr = self.config.lr * (1 + np.cos(np.pi * epoch / self.config.epochs)) / 2
         for group in self.optimizer.param_groups:
             group["lr"] = float(lr)
-        self._batch_size = len(yb)
-        return F.cross_entropy(self.model(Tensor(xb, dtype=xb.dtype)), Tensor(yb, dtype=yb.dtype))
+        self._batch_size = n
+        if len(yb) == 0:  # a last batch with fewer examples than ranks: this one adds nothing
+            return sum((p * 0).sum() for p in self.params)
+        loss = F.cross_entropy(self.model(Tensor(xb, dtype=xb.dtype)), Tensor(yb, dtype=yb.dtype))
+        if len(yb) * self.world_size != n:
+            # unequal shares: the Trainer averages the ranks' losses and gradients, so this share's
+            # mean counts examples N / n times for that average to be the whole batch's mean
+            loss = loss * (len(yb) * self.world_size / n)
+        return loss
 
     def train_step(self):
         value = super().train_step()

@@ -16,6 +16,9 @@ import numpy as np
 from .device import check_same_device, device_of, normalize_device, to_device, xp_of
 
 _grad_enabled = [True]
+# Called with no arguments after every backward() has filled the .grad of the leaves
+# (DistributedDataParallel averages the gradients over the ranks there).
+_post_backward_hooks = []
 
 
 def is_grad_enabled():
@@ -249,8 +252,10 @@ class Tensor:
                 raise RuntimeError(f"backward(): gradient shape {tuple(grad.shape)} does not match tensor shape {self.shape}")
         if self._ctx is None:
             self._accumulate(grad)
-            return
-        _run_backward(self, grad, retain_graph)
+        else:
+            _run_backward(self, grad, retain_graph)
+        for hook in tuple(_post_backward_hooks):
+            hook()
 
     def _accumulate(self, grad):
         if grad.dtype != self.data.dtype:

@@ -44,10 +44,18 @@ Extension points:
   (the checkpoint of that evaluation is kept).  This is the one place a tuner (Optuna)
   reads the validation metric and prunes a trial.
 - data parallelism: `reduce_gradients(params)` runs after backward and before the norm,
-  clipping and optimiser step (default: nothing; an MPI run averages gradients across ranks
-  there).  `is_main_process=False` silences every file and console output of the rank (no
-  lock, checkpoint, metrics, plots, progress or report), so only rank 0 writes.  Each rank
-  still runs the NaN guard on its (identical, after averaging) gradients and weights.
+  clipping and optimiser step.  `is_main_process=False` silences every file and console output
+  of the rank (no lock, checkpoint, metrics, plots, progress or report), so only rank 0 writes.
+  Each rank still runs the NaN guard on its (identical, after averaging) gradients and weights.
+  Under MPI (`tinygrad_seq.distributed` initialised with N > 1 ranks) both default to the data-
+  parallel choice: reduce_gradients averages the gradients over the ranks in a few bucketed
+  allreduces (nn.parallel.DistributedDataParallel, which also gives every rank rank 0's initial
+  weights) and is_main_process is rank 0.  The ranks also agree, every step, on the loss (the
+  mean over ranks of what compute_loss returned: a kind whose ranks hold unequal shares of the
+  batch scales its loss so that this mean is the global batch's loss), on a signal received by
+  any of them, and on the validation metrics (computed by rank 0), so that all stop together;
+  dropout draws from a generator seeded by (seed, step, rank).  A kind gives each rank its own
+  shard of the batch (`batches`).  With one process nothing of this runs.
 - settings that do not change the model's shape can change when a run is resumed
   (`change_settings(lr=..., clip=..., dropout=..., eval_every=..., steps=...)`); the change is
   recorded in metrics.jsonl.  Shape-defining settings are fixed by the checkpoint.
@@ -64,6 +72,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import distributed as dist
 from . import random as tgs_random
 from .backend import backend as use_backend
 from .checkpoint import (DEFAULT_NAME, check_module_state, check_optimizer_state, check_step,
@@ -327,6 +336,13 @@ def safe_exp(x):
 
 
 # ---------------------------------------------------------------------------- the loop
+def _averaging(ddp):
+    """reduce_gradients through a DistributedDataParallel wrapper (bucketed allreduces)."""
+    def reduce_gradients(params):
+        ddp.reduce_gradients()
+    return reduce_gradients
+
+
 @dataclass
 class TrainResult:
     status: str          # "done" | "interrupted" | "terminated" | "diverged" | "pruned"
@@ -353,15 +369,22 @@ class Trainer:
     log_every_evaluations = 10  # training-loss lines in metrics.jsonl per evaluation interval
 
     def __init__(self, config, model, optimizer, batches, callbacks=(), reduce_gradients=None,
-                 is_main_process=True, overwrite=False):
+                 is_main_process=None, overwrite=False):
         self.config = config
         self.model = model
         self.params = list(model.parameters())
         self.optimizer = optimizer
         self.batches = batches
         self.callbacks = list(callbacks)
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.ddp = None
+        if reduce_gradients is None and self.world_size > 1:
+            from .nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(model)  # broadcasts rank 0's weights
+            reduce_gradients = _averaging(self.ddp)
         self.reduce_gradients = reduce_gradients or (lambda params: None)
-        self.is_main_process = is_main_process
+        self.is_main_process = self.rank == 0 if is_main_process is None else is_main_process
         self.overwrite = overwrite
         self.step = 0
         self.last_metrics = {}
@@ -426,10 +449,17 @@ class Trainer:
 
         batch = self.batches(self.step)
         self.model.train()
+        if self.world_size > 1:
+            # each rank its own dropout masks, a function of (seed, step, rank) alone, so that a run
+            # resumed on as many ranks draws the same ones
+            seed = getattr(self.config, "seed", 0)
+            tgs_random.manual_seed(int(np.random.SeedSequence([seed, self.step, self.rank]).generate_state(1)[0]))
         # a diverging run's overflow is caught just below; NumPy's own warnings would only be noise
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             loss = self.compute_loss(batch)
             value = float(loss.item())
+            if self.world_size > 1:  # the global batch's loss: every rank stops on the same step
+                value = float(dist.all_reduce(np.array([value]), op=dist.ReduceOp.AVG)[0])
             if not math.isfinite(value):
                 raise FloatingPointError(f"the loss became {value}")
             self.optimizer.zero_grad()
@@ -493,10 +523,18 @@ class Trainer:
         return state
 
     def save(self):
-        if not self.writes_files:
-            return None
-        path = save_checkpoint(self.checkpoint_path, self.checkpoint_state())
-        self.saved_step = self.step
+        """Rank 0 writes the checkpoint (atomically).  Under MPI every rank calls this and, once
+        it is written, tells its death watcher where the last intact checkpoint is."""
+        path = None
+        if self.writes_files:
+            path = save_checkpoint(self.checkpoint_path, self.checkpoint_state())
+            self.saved_step = self.step
+        if self.world_size > 1 and self.out:
+            dist.barrier()
+            dist.set_failure_note(f"The last checkpoint (step {self.step}) in {self.checkpoint_path} is intact; "
+                                  f"continue with --resume --out {self.out}.")
+            self.saved_step = self.step
+            path = self.checkpoint_path
         return path
 
     def restore(self, state, path="checkpoint"):
@@ -590,7 +628,12 @@ class Trainer:
         self.model.eval()
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                metrics = self.validate()
+                if self.world_size > 1:  # rank 0 validates; the others take its figures
+                    shared = [self.validate() if self.rank == 0 else None]
+                    dist.broadcast_object_list(shared, src=0)
+                    metrics = shared[0]
+                else:
+                    metrics = self.validate()
         finally:
             self.model.train()
         if not metrics:  # a trainer without validation data: nothing to report
@@ -607,6 +650,14 @@ class Trainer:
         if self.is_main_process:
             say(self.report(metrics))
         return metrics
+
+    def _signal_on_any_rank(self, received):
+        """The signal any rank received (Ctrl-C reaches the ranks at different steps; SIGTERM
+        wins over SIGINT), so that all stop after the same step."""
+        if self.world_size == 1:
+            return received
+        agreed = int(dist.all_reduce(np.array([received or 0]), op=dist.ReduceOp.MAX)[0])
+        return agreed or None
 
     def _ask_callbacks(self, metrics):
         if metrics is None:
@@ -651,7 +702,7 @@ class Trainer:
         status, message = "done", ""
         with use_backend(getattr(cfg, "backend", "auto")), deferred_signals() as signalled:
             while self.step < cfg.steps:
-                received = signalled()
+                received = self._signal_on_any_rank(signalled())
                 if received is not None:
                     status = "terminated" if received == signal.SIGTERM else "interrupted"
                     break

@@ -18,11 +18,13 @@ guard on loss, gradients and weights, the run lock, metrics.jsonl and loss.png) 
 loop of `tinygrad_seq.trainer.Trainer`, which LMTrainer subclasses.
 """
 import math
+import os
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import distributed as dist
 from . import random as tgs_random
 from .backend import backend as use_backend
 from .checkpoint import CheckpointError, malformed_as_checkpoint_error
@@ -101,10 +103,14 @@ def fingerprint(text):
 
 
 class StreamBatches:
-    """The token stream as `batch_size` contiguous rows read `seq_len` columns at a time."""
+    """The token stream as `batch_size` contiguous rows read `seq_len` columns at a time.
 
-    def __init__(self, ids, batch_size, seq_len):
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    `ids` may be an np.memmap of a corpus cache (any integer dtype): rows are views,
+    and each step copies out only its (rows, seq_len) window as int64.  With `world_size`
+    ranks, rank r reads rows [B r / N, B (r+1) / N) of the global batch of B rows."""
+
+    def __init__(self, ids, batch_size, seq_len, rank=0, world_size=1):
+        ids = _as_ids(ids)
         if ids.size < seq_len + 1:
             raise ValueError(f"the training text has {ids.size} tokens, fewer than seq-len + 1 = {seq_len + 1}; "
                              "use a longer corpus or a smaller --seq-len")
@@ -115,12 +121,22 @@ class StreamBatches:
         self.inputs = ids[:row * self.batch_size].reshape(self.batch_size, row)
         self.targets = ids[1:row * self.batch_size + 1].reshape(self.batch_size, row)
         self.chunks = row // seq_len  # chunks per epoch
+        if self.batch_size < world_size:
+            raise ValueError(f"--batch-size {self.batch_size} is smaller than the {world_size} ranks; "
+                             "give every rank at least one stream")
+        self.rows = slice(self.batch_size * rank // world_size, self.batch_size * (rank + 1) // world_size)
+        self.inputs, self.targets = self.inputs[self.rows], self.targets[self.rows]
+
+    @property
+    def shard_size(self):
+        """Rows this rank reads."""
+        return self.rows.stop - self.rows.start
 
     def __call__(self, step):
         """(x, y, first) for training step `step`; first: this chunk starts an epoch."""
         i = step % self.chunks
         cols = slice(i * self.seq_len, (i + 1) * self.seq_len)
-        return self.inputs[:, cols], self.targets[:, cols], i == 0
+        return (self.inputs[:, cols].astype(np.int64), self.targets[:, cols].astype(np.int64), i == 0)
 
 
 # ---------------------------------------------------------------------------- the trainer
@@ -134,10 +150,12 @@ class LMTrainer(Trainer):
         from . import optim
 
         self.vocab = vocab
-        self.train_ids = np.asarray(train_ids, dtype=np.int64)
-        self.val_ids = np.asarray(val_ids, dtype=np.int64)
+        self.train_ids = _as_ids(train_ids)
+        self.val_ids = _as_ids(val_ids)
         self.data_info = data_info or {}
-        batches = StreamBatches(self.train_ids, config.batch_size, config.seq_len)
+        # with N ranks (MPI) this rank reads its own rows of the global batch
+        batches = StreamBatches(self.train_ids, config.batch_size, config.seq_len, dist.get_rank(),
+                                dist.get_world_size())
         if self.val_ids.size < 2:
             raise ValueError(f"the validation text has {self.val_ids.size} token{'s' if self.val_ids.size != 1 else ''}"
                              f" ({config.unit}), too short for one validation window: at least 2 are needed to "
@@ -154,6 +172,7 @@ class LMTrainer(Trainer):
         self.units_per_step = batches.batch_size * config.seq_len
         self.carry = None
         self._next_carry = None
+        self._whole_carry = None
         self.show_samples = True
 
     # ------------------------------------------------------------------ construction
@@ -170,16 +189,24 @@ class LMTrainer(Trainer):
 
     @classmethod
     def from_checkpoint(cls, state, train_text, val_text, steps=None, eval_every=None, out=None,
-                        backend=None, device=None, path="checkpoint", changes=None, **trainer_options):
+                        backend=None, device=None, path="checkpoint", changes=None, ids=None, ids_vocab=None,
+                        **trainer_options):
         """Continue a run from its checkpoint; the texts must be the ones it was trained on.
         `steps` (the new total), `eval_every`, `out`, `backend`, `device` and `changes` (a dict of
-        other CHANGEABLE settings: lr, clip, dropout) may change; nothing else can."""
+        other CHANGEABLE settings: lr, clip, dropout; and val_max_tokens) may change; nothing else
+        can.  From a corpus cache (text.corpus_cache): train_text/val_text are the cache's
+        fingerprints, `ids` its (training ids, validation ids) and `ids_vocab` the vocabulary they
+        were encoded with, which must be the run's.  The checkpoint may come from
+        a run on any number of ranks."""
         if not isinstance(state, dict) or state.get("kind") not in KINDS.values() or "train" not in state:
             raise CheckpointError(f"this checkpoint holds a {state.get('kind') if isinstance(state, dict) else None!r}"
                                   " model, not a language-model run")
+        changes = dict(changes or {})
         with malformed_as_checkpoint_error(path):
             saved = dict(state["train"]["config"])
-            for key, value in (("out", out), ("backend", backend), ("device", device)):
+            # how much validation reads changes neither the model nor its data: not a logged change
+            for key, value in (("out", out), ("backend", backend), ("device", device),
+                               ("val_max_tokens", changes.pop("val_max_tokens", None))):
                 if value is not None:
                     saved[key] = value
             config = TrainConfig.from_dict(saved)
@@ -189,19 +216,32 @@ class LMTrainer(Trainer):
             if len(vocab) != model_config.vocab_size:
                 raise CheckpointError(f"{path} is a malformed checkpoint: its vocabulary has {len(vocab)} entries, "
                                       f"its model {model_config.vocab_size}")
+        if ids_vocab is not None and ids_vocab.to_dict() != vocab.to_dict():
+            raise CheckpointError("the corpus' characters differ from the run's vocabulary; "
+                                  "give the same corpus (and --val) to resume")
         for name, text in (("train", train_text), ("val", val_text)):
-            if name in info and info[name] != fingerprint(text):
+            if name in info and info[name] != (text if isinstance(text, dict) else fingerprint(text)):
                 raise CheckpointError(f"the {'training' if name == 'train' else 'validation'} text differs from "
                                       "the one this run was trained on; give the same corpus (and --val) to resume")
-        trainer = cls(config, vocab, vocab.encode(train_text), vocab.encode(val_text), info, **trainer_options)
+        if ids is None:
+            ids = vocab.encode(train_text), vocab.encode(val_text)
+        trainer = cls(config, vocab, ids[0], ids[1], info, **trainer_options)
         trainer.restore(state, path)
-        requested = dict(changes or {})
+        requested = dict(changes)
         requested.update({k: v for k, v in (("steps", steps), ("eval_every", eval_every)) if v is not None})
         trainer.change_settings(**requested)
         return trainer
 
+    @classmethod
+    def from_cache(cls, config, cache, data_info=None, **trainer_options):
+        """A fresh run on a text.corpus_cache.CorpusCache (memory-mapped token ids)."""
+        info = dict(data_info or {})
+        info.update(cache.fingerprints)
+        return cls(config, cache.vocab, cache.train_ids, cache.val_ids, info, **trainer_options)
+
     def restore_extra(self, state):
-        self.carry = state_from_arrays(state["train"]["carry"])
+        # the checkpoint holds the whole global batch's carried state: this rank takes its rows
+        self.carry = state_from_arrays(_rows_of(state["train"]["carry"], self.batches.rows))
         if self.carry is not None and self.config.device != "cpu":
             self.carry = _to_device(self.carry, self.config.device)
 
@@ -216,7 +256,13 @@ class LMTrainer(Trainer):
         logits, state = self.model(Tensor(x, device=device), self.carry if self.model.carries_state else None)
         self._next_carry = state
         V = logits.shape[-1]
-        return F.cross_entropy(logits.reshape(-1, V), Tensor(y.reshape(-1), device=device))
+        loss = F.cross_entropy(logits.reshape(-1, V), Tensor(y.reshape(-1), device=device))
+        share = self.batches.shard_size / self.batches.batch_size
+        if self.world_size > 1 and share * self.world_size != 1:
+            # unequal shards: the Trainer averages the ranks' losses and gradients, so this rank's
+            # mean counts rows N / B times for that average to be the global batch's mean
+            loss = loss * (share * self.world_size)
+        return loss
 
     def after_step(self, batch):
         self.carry = detach_state(self._next_carry) if self.model.carries_state else None
@@ -258,13 +304,32 @@ class LMTrainer(Trainer):
 
     # ------------------------------------------------------------------ saving
     def checkpoint_extra(self):
+        carry = self._whole_carry[0] if self._whole_carry is not None else self._gathered_carry()
         return {"model_config": self.model_config.to_dict(), "vocab": self.vocab.to_dict(),
-                "train": {"carry": state_to_arrays(self.carry), "data": self.data_info}}
+                "train": {"carry": carry, "data": self.data_info}}
+
+    def save(self):
+        # every rank hands in its rows of the carried state (a collective), rank 0 writes them
+        self._whole_carry = [self._gathered_carry()]
+        try:
+            return super().save()
+        finally:
+            self._whole_carry = None
+
+    def _gathered_carry(self):
+        """The carried state of the whole global batch (every rank's rows, in order)."""
+        local = state_to_arrays(self.carry)
+        if self.world_size == 1:
+            return local
+        shards = []
+        dist.all_gather_object(shards, local)
+        return _concat_rows(shards)
 
     def train(self, echo=print, progress=True, show_samples=True):
         """Run until config.steps.  Returns a TrainResult; never raises for a signal or divergence."""
         self.show_samples = show_samples
         return super().train(echo=echo, progress=progress)
+
 
 
 # ---------------------------------------------------------------------------- loading for sample / eval
@@ -300,7 +365,56 @@ def evaluate_text(state, text, batch_size=16, seq_len=128, path="checkpoint"):
             "perplexity": safe_exp(nats / count)}
 
 
+def evaluate_file(state, path, batch_size=16, seq_len=128, progress=True, stream=None, checkpoint_path="checkpoint"):
+    """evaluate_text for a file of any size: a character model's text is streamed into
+    a temporary file of token ids, memory-mapped and scored with a progress bar; the same figures."""
+    import tempfile
+
+    from .text.corpus_cache import ByteProgress, encode_file
+    from .text.corpus import read_text
+
+    model, vocab = load_lm(state, checkpoint_path)
+    if vocab.type != "char":
+        return evaluate_text(state, read_text(path), batch_size, seq_len, path=checkpoint_path)
+    with tempfile.TemporaryDirectory(prefix="tgs-eval-") as folder:
+        ids, count = encode_file(path, vocab, os.path.join(folder, "ids"), progress=progress, stream=stream)
+        if count < 2:
+            raise ValueError("evaluate: needs at least two tokens")
+        bar = ByteProgress("evaluating", count - 1, stream, progress, unit="M chars")
+        nats, count = evaluate_stream(model, ids, batch_size=batch_size, seq_len=seq_len,
+                                      progress=lambda done, total: bar(done))
+        bar.close()
+        del ids
+    return {"nats_per_char": nats / count, "bits_per_char": nats / count / LN2, "chars": count,
+            "perplexity": safe_exp(nats / count)}
+
+
 # ---------------------------------------------------------------------------- helpers
+def _as_ids(ids):
+    """Token ids as a flat integer array, without copying an integer array (a corpus cache's memmap)."""
+    if isinstance(ids, np.ndarray) and ids.dtype.kind in "iu":
+        return ids.reshape(-1)
+    return np.asarray(ids, dtype=np.int64).reshape(-1)
+
+
+def _concat_rows(shards):
+    """Nested carried states of consecutive row shards joined along the batch axis: (layers, batch, hidden)."""
+    if shards[0] is None:
+        return None
+    if isinstance(shards[0], list):
+        return [_concat_rows([s[i] for s in shards]) for i in range(len(shards[0]))]
+    return np.concatenate(shards, axis=1)
+
+
+def _rows_of(saved, rows):
+    """This rank's rows of a saved carried state of the whole batch."""
+    if saved is None or rows == slice(0, None):
+        return saved
+    if isinstance(saved, list):
+        return [_rows_of(s, rows) for s in saved]
+    return saved[:, rows]
+
+
 def _to_device(state, device):
     if isinstance(state, tuple):
         return tuple(_to_device(s, device) for s in state)

@@ -197,10 +197,14 @@ def perplexity(model, ids, context=None):
     return math.exp(-log_prob(model, ids, context) / count)
 
 
-def evaluate_stream(model, ids, batch_size=16, seq_len=128, max_tokens=None):
+def evaluate_stream(model, ids, batch_size=16, seq_len=128, max_tokens=None, progress=None):
     """(total nats, tokens predicted) over a long stream, cut into `batch_size` parallel rows
-    read in chunks of `seq_len` with the state carried, as in training (no dropout, no graph)."""
-    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    read in chunks of `seq_len` with the state carried, as in training (no dropout, no graph).
+    `ids` may be a memory-mapped file of any integer dtype: only each chunk is copied (as int64).
+    `progress(tokens done, tokens in all)` after each chunk, if given."""
+    ids = np.asarray(ids).reshape(-1)
+    if ids.dtype.kind not in "iu":
+        ids = ids.astype(np.int64)
     seq_len = min(seq_len, getattr(model, "max_context", seq_len))
     if max_tokens is not None:
         ids = ids[:max_tokens + 1]
@@ -216,9 +220,12 @@ def evaluate_stream(model, ids, batch_size=16, seq_len=128, max_tokens=None):
     try:
         with no_grad():
             for start in range(0, row, seq_len):
-                logits, state = model(Tensor(inputs[:, start:start + seq_len]), state if model.carries_state else None)
-                total += _nll_sum(logits, targets[:, start:start + seq_len])
-            leftover = ids[row * batch_size:]  # the few tokens that did not fill a row
+                window = inputs[:, start:start + seq_len].astype(np.int64)
+                logits, state = model(Tensor(window), state if model.carries_state else None)
+                total += _nll_sum(logits, targets[:, start:start + seq_len].astype(np.int64))
+                if progress is not None:
+                    progress(min(start + seq_len, row) * batch_size, ids.size - 1)
+            leftover = ids[row * batch_size:].astype(np.int64)  # the few tokens that did not fill a row
             if leftover.size >= 2:
                 total -= log_prob(model, leftover)
                 count = row * batch_size + leftover.size - 1

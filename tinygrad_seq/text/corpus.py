@@ -36,13 +36,8 @@ def read_text(path, encoding="utf-8"):
     if path.endswith(".gz"):
         try:
             raw = gzip.decompress(raw)
-        except EOFError:
-            raise CorpusError(f"{path} is a truncated gzip file (it ends before the compressed data does); "
-                              "download or copy it again") from None
-        except (OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise CorpusError(f"{path} is not a valid gzip file ({reason}); download it again, or "
-                              "decompress it yourself and give the plain text file") from None
+        except (EOFError, OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+            raise gzip_error(path, exc) from None
     if not raw:
         raise CorpusError(f"{path} is empty")
     try:
@@ -53,6 +48,17 @@ def read_text(path, encoding="utf-8"):
     if not text.strip():
         raise CorpusError(f"{path} holds only whitespace")
     return text
+
+
+def gzip_error(path, exc):
+    """The CorpusError for a .gz file that does not decompress: `exc` an EOFError (truncated)
+    or the gzip/zlib error of a corrupt file."""
+    if isinstance(exc, EOFError):
+        return CorpusError(f"{path} is a truncated gzip file (it ends before the compressed data does); "
+                           "download or copy it again")
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return CorpusError(f"{path} is not a valid gzip file ({reason}); download it again, or "
+                       "decompress it yourself and give the plain text file")
 
 
 def bundled_corpus():
