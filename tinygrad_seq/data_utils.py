@@ -162,7 +162,8 @@ def evaluate_classifier(model: Module, X: np.ndarray, y: np.ndarray, batch_size:
     return total_loss / max(n, 1), correct / max(n, 1)
 
 
-def early_stopped_scores(model, splits, stopper, verbose=False):
+def early_stopped_scores(model: Module, splits: Splits, stopper: EarlyStopping,
+                         verbose: bool = False) -> dict:
     """The end of an early-stopped run: load the best weights `stopper` kept into `model`,
     score every part of `splits` (one line a split when `verbose`) and return
     {"test_loss", "test_accuracy", "dev_accuracy", "epochs"}."""
