@@ -30,9 +30,8 @@ cdef inline floating tanh_(floating x) noexcept nogil:
 
 
 cdef inline floating sigmoid(floating x) noexcept nogil:
-    """σ(x) = 1/(1+e^-x).  float64 writes it as (1 + tanh(x/2))/2 so that it never overflows to
-    inf (the extensions are built with -ffast-math, which assumes finite values); float32's
-    exp clamps its argument instead."""
+    """σ(x) = 1/(1+e^-x).  float64 writes it as (1 + tanh(x/2))/2, as the reference does, so
+    that it never overflows (e^-x is inf for x < -709); float32's exp clamps its argument."""
     if floating is float:
         return fast_sigmoidf(x)
     else:

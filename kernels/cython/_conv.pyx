@@ -30,8 +30,10 @@ cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
 cdef inline void valid_outputs(Py_ssize_t n_out, Py_ssize_t n_in, Py_ssize_t stride,
                                Py_ssize_t offset, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
     """[lo, hi): the outputs o whose input index o*stride + offset lies inside [0, n_in),
-    so the loops below never test for padding element by element."""
-    lo[0] = max(<Py_ssize_t>0, ceil_div(-offset, stride))
+    so the loops below never test for padding element by element.  Always
+    0 <= lo <= hi <= n_out: when the padding is wider than the window reaches, a tap may see
+    no input at all (lo would pass n_out), and the callers size memsets and loops by lo."""
+    lo[0] = min(n_out, max(<Py_ssize_t>0, ceil_div(-offset, stride)))
     hi[0] = min(n_out, ceil_div(n_in - offset, stride))
     if hi[0] < lo[0]:
         hi[0] = lo[0]

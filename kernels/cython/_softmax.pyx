@@ -2,22 +2,11 @@
 
 Contract: kernels/API.md and kernels/reference/softmax.py (same algorithm, row by row):
 m = max of the unmasked entries (0 when there are none), e = exp(x - m) or 0 where masked,
-y = e / sum(e) (or all zeros when the sum is 0). Built without -ffinite-math-only (see
-setup.py) because masked entries and all-masked rows rely on IEEE -inf.
+y = e / sum(e) (or all zeros when the sum is 0). Masked entries and all-masked rows rely on
+IEEE -inf, which the build keeps (no -ffast-math, setup.py); the exp loop vectorises through
+glibc's libmvec, announced by _fastmath.h.
 """
 include "_common.pxi"
-
-# Without -ffinite-math-only glibc does not announce its vector exp/expf (libmvec), so the
-# exp loop would stay scalar; this declaration tells GCC they exist (same ABI names).
-cdef extern from *:
-    """
-    #if defined(__GNUC__) && defined(__x86_64__) && defined(_OPENMP) && !defined(__FAST_MATH__)
-    #pragma omp declare simd notinbranch
-    extern float expf(float);
-    #pragma omp declare simd notinbranch
-    extern double exp(double);
-    #endif
-    """
 
 import numpy as np
 from cython.parallel cimport prange
