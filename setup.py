@@ -209,9 +209,9 @@ class OptionalBuildExt(build_ext):
 # numba-cuda: in recent numba releases numba.cuda (and its simulator, which the CUDA kernel tests run
 # under in CI) lives in this separate package. The gpu extra adds what a real GPU needs.
 # matplotlib, pillow and micrograd: the plotting, photo and micrograd-comparison tests run in CI
-# instead of skipping.
+# instead of skipping.  hypothesis: the property-based kernel tests (tests/test_kernel_properties.py).
 TEST_EXTRAS = ["pytest>=7", "torch==2.13.0", "numba-cuda>=0.30", "matplotlib>=3.5", "pillow>=9",
-               "micrograd==0.1.0"]
+               "micrograd==0.1.0", "hypothesis>=6"]
 setup(
     name="tinygrad_seq",
     version="0.1.0",

@@ -53,7 +53,9 @@ TGS_ALWAYS_INLINE float tgs_expf(float x)
 
 TGS_ALWAYS_INLINE float tgs_sigmoidf(float x)
 {
-    return 1.0f / (1.0f + tgs_expf(-x));
+    /* exactly 0 below -87 (e^-x would be clamped there), as the reference's float32 sigmoid:
+       a gate at -inf must be 0, so that 0 * inf downstream is NaN there as well */
+    return x < -87.0f ? 0.0f : 1.0f / (1.0f + tgs_expf(-x));
 }
 
 TGS_ALWAYS_INLINE float tgs_tanhf(float x)
