@@ -459,3 +459,157 @@ def test_auto_follows_the_measured_choice_table(monkeypatch, tmp_path, fresh_reg
         fresh_registry.save_auto_choices("cpu", {"softmax": "cuda"}, path=str(table))
     if hasattr(fresh_registry._auto_choices, "table"):   # forget the temporary table (plain del:
         del fresh_registry._auto_choices.table            # monkeypatch then restores the original)
+
+
+# ----------------------------------------------------------------------------- ISA variants
+
+def test_dispatch_picks_the_best_level_the_cpu_runs():
+    """The choice among the built variants, for CPUs described as NumPy's feature table: an
+    AVX-512 CPU gets x86_64_v4, an AVX2-only one x86_64_v3, an older one x86_64_v2; a forced
+    variant wins only where the CPU runs it; a native build is preferred; off x86, portable."""
+    levels = {"SSSE3", "SSE41", "SSE42", "POPCNT"}
+    avx2 = levels | {"AVX", "AVX2", "FMA3", "F16C", "BMI", "BMI2"}
+    avx512 = avx2 | {"AVX512F", "AVX512BW", "AVX512CD", "AVX512DQ", "AVX512VL"}
+    cpu = {name: dict.fromkeys(flags, True) for name, flags in
+           [("old", levels), ("avx2", avx2), ("avx512", avx512), ("arm", set())]}
+    cpu["avx512_os_off"] = dict(cpu["avx512"], X86_V4=False)   # NumPy: the OS does not save zmm
+    assert cython_backend.supported_levels(cpu["avx512"]) == ["x86_64_v4", "x86_64_v3", "x86_64_v2"]
+    assert cython_backend.supported_levels(cpu["avx2"]) == ["x86_64_v3", "x86_64_v2"]
+    assert cython_backend.supported_levels(cpu["old"]) == ["x86_64_v2"]
+    assert cython_backend.supported_levels(cpu["avx512_os_off"]) == ["x86_64_v3", "x86_64_v2"]
+    assert cython_backend.supported_levels(cpu["arm"]) == []
+
+    built = ["x86_64_v4", "x86_64_v3", "x86_64_v2"]
+    choose = cython_backend._choose
+    assert choose(built, cython_backend.supported_levels(cpu["avx512"]), "")[0] == "x86_64_v4"
+    chosen, reason = choose(built, cython_backend.supported_levels(cpu["avx2"]), "")
+    assert chosen == "x86_64_v3" and "AVX2" in reason
+    assert choose(built, cython_backend.supported_levels(cpu["old"]), "")[0] == "x86_64_v2"
+    assert choose(built, ["x86_64_v4", "x86_64_v3", "x86_64_v2"], "x86_64_v2") == \
+        ("x86_64_v2", "forced by TGS_CYTHON_VARIANT=x86_64_v2")
+    chosen, reason = choose(built, ["x86_64_v3", "x86_64_v2"], "x86_64_v4")   # would be SIGILL
+    assert chosen == "x86_64_v3" and "ignored (this CPU lacks its instructions)" in reason
+    assert choose(built[1:], ["x86_64_v4", "x86_64_v3", "x86_64_v2"], "")[0] == "x86_64_v3"
+    assert choose(["native"] + built, ["x86_64_v3", "x86_64_v2"], "")[0] == "native"
+    assert choose(["portable"], [], "")[0] == "portable"
+    assert choose([], [], "")[0] is None
+
+
+# One kernel of each family, forward and backward, float32 and float64, against the reference;
+# prints the variant that ran and the worst error per dtype (relative to each output's scale).
+VARIANT_CHECK = r"""
+import json
+import numpy as np
+import tinygrad_seq.kernels.cython as cy
+from tinygrad_seq.kernels.cython import activation, conv, recurrence, softmax
+from tinygrad_seq.kernels import reference
+from tinygrad_seq.kernels.reference import activation as ra, conv as rc, recurrence as rr, softmax as rs
+
+worst = {}
+def check(dtype, got, expected):
+    got = got if isinstance(got, tuple) else (got,)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    for g, e in zip(got, expected):
+        if e is None:
+            continue
+        assert g.dtype == e.dtype and g.shape == e.shape
+        e64 = e.astype(np.float64)
+        err = float(np.max(np.abs(g - e64)) / (1 + np.max(np.abs(e64)))) if e.size else 0.0
+        worst[dtype] = max(worst.get(dtype, 0.0), err)
+
+for dtype in ("float32", "float64"):
+    rng = np.random.default_rng(5)
+    arr = lambda *s, scale=1.0: (scale * rng.standard_normal(s)).astype(dtype)
+    T, B, H = 5, 7, 40
+    xw, w_hh, h0, c0 = arr(T, B, 4 * H), arr(4 * H, H, scale=H ** -0.5), arr(B, H), arr(B, H)
+    out = rr.lstm_forward(xw, w_hh, h0, c0)
+    check(dtype, recurrence.lstm_forward(xw, w_hh, h0, c0), out)
+    dhs, dcT = arr(T, B, H), arr(B, H)
+    check(dtype, recurrence.lstm_backward(dhs, dcT, w_hh, h0, c0, *out), rr.lstm_backward(dhs, dcT, w_hh, h0, c0, *out))
+    xg, wg, bg = arr(T, B, 3 * H), arr(3 * H, H, scale=H ** -0.5), arr(3 * H)
+    out = rr.gru_forward(xg, wg, bg, h0)
+    check(dtype, recurrence.gru_forward(xg, wg, bg, h0), out)
+    check(dtype, recurrence.gru_backward(dhs, wg, h0, *out), rr.gru_backward(dhs, wg, h0, *out))
+    xr, wr = arr(T, B, H), arr(H, H, scale=H ** -0.5)
+    check(dtype, recurrence.rnn_forward(xr, wr, h0, "relu"), rr.rnn_forward(xr, wr, h0, "relu"))
+    for x_shape, w_shape, pad in [((2, 3, 9, 8), (4, 3, 3, 3), (1, 1)), ((1, 1, 1, 1), (1, 1, 5, 5), (2, 2))]:
+        x, w, b = arr(*x_shape), arr(*w_shape), arr(w_shape[0])
+        y = rc.conv2d_forward(x, w, b, (1, 1), pad, (1, 1))
+        check(dtype, conv.conv2d_forward(x, w, b, (1, 1), pad, (1, 1)), y)
+        dy = arr(*y.shape)
+        check(dtype, conv.conv2d_backward(dy, x, w, (1, 1), pad, (1, 1), True),
+              rc.conv2d_backward(dy, x, w, (1, 1), pad, (1, 1), True))
+    x = arr(2, 3, 9, 8)
+    check(dtype, conv.maxpool2d_forward(x, (3, 3), (2, 2), (1, 1)), rc.maxpool2d_forward(x, (3, 3), (2, 2), (1, 1)))
+    check(dtype, conv.avgpool2d_forward(x, (2, 2), (2, 2), (0, 0)), rc.avgpool2d_forward(x, (2, 2), (2, 2), (0, 0)))
+    logits, mask = arr(6, 70, scale=4.0), rng.random((6, 70)) < 0.3
+    y = rs.softmax_forward(logits, mask)
+    check(dtype, softmax.softmax_forward(logits, mask), y)
+    dy = arr(6, 70)
+    check(dtype, softmax.softmax_backward(dy, y), rs.softmax_backward(dy, y))
+    g = arr(3, 50, scale=3.0)
+    out = ra.gelu_forward(g)
+    check(dtype, activation.gelu_forward(g), out)
+    dg = arr(3, 50)
+    check(dtype, activation.gelu_backward(dg, g, out[1]), ra.gelu_backward(dg, g, out[1]))
+files = sorted({__import__("tinygrad_seq.kernels.cython." + m, fromlist=["x"]).__file__.split("/")[-2] for m in cy.COMPILED})
+print(json.dumps({"variant": cy.variant()[0], "folders": files, "worst": worst}))
+"""
+VARIANT_TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
+
+
+def _run_variant_check(command, **env):
+    """Run VARIANT_CHECK with `command` (an interpreter, maybe under an emulator) in an
+    environment without TGS_CYTHON_VARIANT unless given; its report, checked against the
+    tolerances."""
+    import json
+    environment = {k: v for k, v in os.environ.items() if k != cython_backend.FORCE_VARIANT}
+    environment.update(env)
+    result = subprocess.run(command + ["-c", VARIANT_CHECK], capture_output=True, text=True,
+                            timeout=600, env=environment)
+    assert result.returncode == 0, (result.returncode, result.stderr[-3000:])
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for dtype, tolerance in VARIANT_TOLERANCE.items():
+        assert report["worst"][dtype] <= tolerance, report
+    return report
+
+
+RUNNABLE_VARIANTS = [v for v in cython_backend.built_variants()
+                     if v in cython_backend.supported_levels() or v in cython_backend.OTHER_VARIANTS]
+
+
+@needs_cython
+@pytest.mark.parametrize("variant", RUNNABLE_VARIANTS or ["none built"])
+def test_every_variant_this_cpu_runs_equals_the_reference(variant):
+    """TGS_CYTHON_VARIANT forces each built variant this CPU can run (a fresh interpreter per
+    variant): it is the one loaded, and one kernel of each family matches the reference."""
+    if variant == "none built":
+        pytest.skip("no per-variant build (kernels/cython/<variant>/) is installed")
+    report = _run_variant_check([sys.executable], TGS_CYTHON_VARIANT=variant)
+    assert report["variant"] == variant and report["folders"] == [variant], report
+
+
+def test_the_default_is_the_best_level_of_this_cpu():
+    """Without TGS_CYTHON_VARIANT the best built level the CPU supports runs (the AVX-512 build
+    on an AVX-512 machine)."""
+    built = [v for v in cython_backend.built_variants() if v in cython_backend.LEVEL_NAMES]
+    if not built or "native" in cython_backend.built_variants():
+        pytest.skip("no per-level x86-64 build here (non-x86, native build, or not compiled)")
+    best = next(v for v in cython_backend.supported_levels() if v in built)
+    if os.environ.get(cython_backend.FORCE_VARIANT):
+        pytest.skip(f"{cython_backend.FORCE_VARIANT} is set in this environment")
+    assert cython_backend.variant()[0] == best
+
+
+@needs_cython
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None,
+                    reason="qemu-x86_64 (Debian package qemu-user) is not installed")
+@pytest.mark.skipif(not _is_x86(), reason="emulates an x86-64 CPU running this interpreter")
+def test_an_avx2_only_cpu_runs_the_avx2_variant_under_qemu():
+    """The extensions built here (possibly on an AVX-512 machine) import and compute correctly on
+    an emulated AVX2-only CPU (AMD EPYC Rome), where dispatch picks x86_64_v3, not x86_64_v4
+    (which would die with SIGILL, as the old -march=native build did)."""
+    if "x86_64_v3" not in cython_backend.built_variants():
+        pytest.skip("the x86_64_v3 variant is not built")
+    report = _run_variant_check(["qemu-x86_64", "-cpu", "EPYC-Rome", sys.executable])
+    assert report["variant"] == "x86_64_v3" and report["folders"] == ["x86_64_v3"], report
