@@ -77,3 +77,22 @@ def test_nan_and_inf_propagate_in_both_precisions():
         assert np.isnan(e[0]) and np.isnan(s[0]) and np.isnan(t[0]), dtype
         assert e[1] == 0 and s[1] == 0 and t[1] == -1 and t[2] == 1, dtype
         assert s[2] == 1 and (e[2] == np.inf or e[2] > 1e37), dtype
+
+
+def test_no_numba_kernel_assumes_finite_values():
+    """Every @njit kernel's fastmath flags keep IEEE NaN/inf: none of `fastmath=True` (which
+    includes nnan and ninf), 'fast', 'nnan' or 'ninf', under which LLVM may fold away the very
+    comparisons that let a NaN through.  The NaN/inf behaviour itself is tested per family in
+    tests/test_kernel_properties.py."""
+    import importlib
+    from numba.core.registry import CPUDispatcher
+    kernels = []
+    for family in ("recurrence", "conv", "softmax", "activation", "_fastmath"):
+        module = importlib.import_module(f"tinygrad_seq.kernels.numba_cpu.{family}")
+        kernels += [(family, name, obj) for name, obj in vars(module).items() if isinstance(obj, CPUDispatcher)]
+    assert len(kernels) >= 10
+    for family, name, kernel in kernels:
+        flags = kernel.targetoptions.get("fastmath", False)
+        assert flags is not True, f"{family}.{name}: fastmath=True"
+        flags = set(flags) if flags else set()
+        assert not flags & {"fast", "nnan", "ninf"}, f"{family}.{name}: fastmath={flags}"

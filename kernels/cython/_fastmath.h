@@ -27,6 +27,7 @@
 #define TGS_FASTMATH_H
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -70,6 +71,49 @@ TGS_ALWAYS_INLINE float tgs_tanhf(float x)
     const float large = 1.0f - 2.0f / (tgs_expf(2.0f * ax) + 1.0f);
     return ax < 0.625f ? small : (x < 0.0f ? -large : large);
 }
+
+/* Sums, dot products and maxima of a row, vectorised.  Without -ffast-math (-fassociative-math)
+   GCC keeps a loop's additions in source order, one at a time, so a reduction loop stays scalar
+   and latency-bound; `omp simd reduction` (OpenMP 4, enabled by -fopenmp) allows the partial
+   sums per SIMD lane, a change of rounding only (NaN and inf still propagate).  The max treats
+   entries where `excluded` (may be NULL) is non-zero as -inf; a NaN entry may or may not win,
+   which the softmax does not mind (exp(NaN - m) makes its row NaN either way). */
+#define TGS_DEFINE_ROW_REDUCTIONS(SUFFIX, T)                                                   \
+static inline T tgs_sum##SUFFIX(const T* a, ptrdiff_t n)                                       \
+{                                                                                              \
+    T s = 0;                                                                                   \
+    _Pragma("omp simd reduction(+:s)")                                                         \
+    for (ptrdiff_t j = 0; j < n; ++j)                                                          \
+        s += a[j];                                                                             \
+    return s;                                                                                  \
+}                                                                                              \
+static inline T tgs_dot##SUFFIX(const T* a, const T* b, ptrdiff_t n)                           \
+{                                                                                              \
+    T s = 0;                                                                                   \
+    _Pragma("omp simd reduction(+:s)")                                                         \
+    for (ptrdiff_t j = 0; j < n; ++j)                                                          \
+        s += a[j] * b[j];                                                                      \
+    return s;                                                                                  \
+}                                                                                              \
+static inline T tgs_max##SUFFIX(const T* a, const unsigned char* excluded, ptrdiff_t n)        \
+{                                                                                              \
+    T m = -INFINITY;                                                                           \
+    if (excluded == NULL) {                                                                    \
+        _Pragma("omp simd reduction(max:m)")                                                   \
+        for (ptrdiff_t j = 0; j < n; ++j)                                                      \
+            m = a[j] > m ? a[j] : m;                                                           \
+    } else {                                                                                   \
+        _Pragma("omp simd reduction(max:m)")                                                   \
+        for (ptrdiff_t j = 0; j < n; ++j) {                                                    \
+            const T v = excluded[j] ? (T)-INFINITY : a[j];                                     \
+            m = v > m ? v : m;                                                                 \
+        }                                                                                      \
+    }                                                                                          \
+    return m;                                                                                  \
+}
+
+TGS_DEFINE_ROW_REDUCTIONS(f, float)
+TGS_DEFINE_ROW_REDUCTIONS(d, double)
 
 /* glibc's libmvec: `declare simd` tells GCC that vector versions of these exist under the
    x86-64 vector ABI names (_ZGVdN8v_expf, ...), as <math.h> does itself under -ffast-math.

@@ -14,27 +14,20 @@ from libc.math cimport INFINITY
 
 cdef inline void softmax_row(const floating* x, const unsigned char* excluded, floating* y,
                              Py_ssize_t L) noexcept nogil:
+    """One row; the max and the sum are _fastmath.h's vectorised reductions, the exp loop
+    vectorises through libmvec (no reduction in it, so no -ffast-math needed)."""
     cdef Py_ssize_t j
-    cdef floating m = -INFINITY, total = 0, e
-    if excluded == NULL:
-        for j in range(L):
-            m = x[j] if x[j] > m else m
-    else:
-        for j in range(L):
-            m = x[j] if (not excluded[j] and x[j] > m) else m
+    cdef floating m = row_max(x, excluded, L), total, e, zero = 0
     if m == -INFINITY:   # nothing unmasked (or every entry -inf): any finite shift gives e = 0
         m = 0
     if excluded == NULL:
         for j in range(L):
-            e = exp_(x[j] - m)
-            y[j] = e
-            total = total + e
+            y[j] = exp_(x[j] - m)
     else:
         for j in range(L):
             e = exp_(x[j] - m)          # computed for every entry so the loop has no branch
-            e = 0 if excluded[j] else e
-            y[j] = e
-            total = total + e
+            y[j] = zero if excluded[j] else e
+    total = row_sum(y, L)
     if total == 0:
         total = 1
     for j in range(L):
@@ -44,9 +37,7 @@ cdef inline void softmax_row(const floating* x, const unsigned char* excluded, f
 cdef inline void softmax_row_backward(const floating* dy, const floating* y, floating* dx,
                                       Py_ssize_t L) noexcept nogil:
     cdef Py_ssize_t j
-    cdef floating s = 0
-    for j in range(L):
-        s = s + dy[j] * y[j]
+    cdef floating s = row_dot(dy, y, L)
     for j in range(L):
         dx[j] = y[j] * (dy[j] - s)
 
