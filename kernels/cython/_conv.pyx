@@ -181,7 +181,6 @@ cdef void conv_backward_share(const floating* dy, const floating* x, const float
     cdef floating* dy_packed = scratch(x, F * width_p, failed)
     cdef floating* dcols = scratch(x, K * width_p, failed)
     cdef const floating* dy_n
-    cdef floating total
     if (cols != NULL and cols_t != NULL and dw_n != NULL and w_t != NULL and dy_packed != NULL
             and dcols != NULL):
         for f in range(F):
@@ -198,10 +197,7 @@ cdef void conv_backward_share(const floating* dy, const floating* x, const float
                     my_dw[f * K + k] += dw_n[f * width_k + k]
             if db_parts != NULL:
                 for f in range(F):
-                    total = 0
-                    for p in range(P):
-                        total = total + dy_n[f * P + p]
-                    db_parts[rank * F + f] += total
+                    db_parts[rank * F + f] += row_sum(dy_n + f * P, P)
             pack_panels(dy_n, F, P, P, 1, dy_packed, lanes)
             panel_gemm(K, F, panels_p, w_t, F, dy_packed, dcols, width_p)
             for k in range(C):

@@ -1,7 +1,7 @@
 /* float32 exp, sigmoid and tanh as inline arithmetic that GCC vectorises, for the recurrence
    kernels' gate loops.
 
-   Why: with -ffast-math GCC turns tanhf in a loop into calls to glibc's libmvec, 8 values per
+   Why: GCC turns tanhf in a loop into calls to glibc's libmvec (declared below), 8 values per
    call, but every call spills the loop's live registers and the LSTM forward gate loop makes
    five of them per 8 units; perf had the calls and their spills at a third of the whole
    forward kernel.  Written inline, the same functions cost a few FMAs and one division.
