@@ -1,7 +1,10 @@
 """The Cython backend: present after `pip install -e .` on a machine with a C compiler,
 explained when missing, never needed to import tinygrad_seq; its recurrence and conv kernels
 equal the NumPy reference (float32 and float64, forward and backward, the reference's error
-messages), and a char-LSTM trains on it as on `numpy`.
+messages), and a char-LSTM trains on it as on `numpy`.  The build is portable and IEEE-safe
+(no -march=native, no -ffast-math): each module is built per x86-64 level and the best level
+the CPU runs is chosen at import; every variant this CPU runs is checked against the reference,
+and the AVX2 one under an emulated AVX2-only CPU (qemu-x86_64 -cpu EPYC-Rome).
 
 The softmax family is compared across every CPU backend in tests/test_softmax_backends.py.
 """
@@ -100,24 +103,33 @@ print("ok")
     assert result.stdout.strip().endswith("ok")
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="uses a shell-script compiler and Linux's -fopenmp flag")
-def test_a_failing_compiler_leaves_the_build_successful_without_the_kernels(tmp_path):
-    """setup.py's build_ext with a compiler that always fails (as on a machine without one):
-    the command still succeeds, each extension is tried with OpenMP and again without it,
-    nothing is built, and the log says the cython backend will be unavailable."""
+def _build_with_a_failing_compiler(tmp_path, **env_extra):
+    """Run setup.py's build_ext with a compiler that records its arguments and always fails
+    (as on a machine without one); (the build's result, the compile command lines)."""
     pytest.importorskip("Cython", reason="Cython is needed to run setup.py's build at all")
     calls = tmp_path / "calls.txt"
     compiler = tmp_path / "failing-cc"
     compiler.write_text(f'#!/bin/sh\necho "$*" >> {calls}\necho "no compiler here" >&2\nexit 1\n')
     compiler.chmod(0o755)
-    env = dict(os.environ, CC=str(compiler), LDSHARED=str(compiler))
+    env = {k: v for k, v in os.environ.items() if k != "TGS_NATIVE_BUILD"}
+    env.update(CC=str(compiler), LDSHARED=str(compiler), **env_extra)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     build = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(tmp_path / "lib"),
                             "--build-temp", str(tmp_path / "tmp")],
                            cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    compiles = [line for line in calls.read_text().splitlines() if " -c " in f" {line} "]
+    return build, compiles
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses a shell-script compiler and Linux's -fopenmp flag")
+def test_a_failing_compiler_leaves_the_build_successful_without_the_kernels(tmp_path):
+    """The command still succeeds, each extension (every module in every ISA variant) is tried
+    with OpenMP and again without it, nothing is built, and the log says the cython backend will
+    be unavailable.  The flags keep IEEE semantics and portability: no -ffast-math, no
+    -ffinite-math-only, no -march=native; each variant names its own x86-64 level."""
+    build, compiles = _build_with_a_failing_compiler(tmp_path)
     assert build.returncode == 0, build.stderr
     assert not list(tmp_path.rglob("*.so")) and not list(tmp_path.rglob("*.pyd"))
-    compiles = [line for line in calls.read_text().splitlines() if " -c " in f" {line} "]
     variants = ["x86_64_v2", "x86_64_v3", "x86_64_v4"] if _is_x86() else ["portable"]
     for name in cython_backend.COMPILED:
         for variant in variants:
@@ -125,7 +137,23 @@ def test_a_failing_compiler_leaves_the_build_successful_without_the_kernels(tmp_
             assert len(tries) == 2, tries
             assert "-fopenmp" in tries[0].split() and "-fopenmp" not in tries[1].split(), tries
             assert f"could not build tinygrad_seq.kernels.cython.{variant}.{name}" in build.stderr
+            for line in tries:
+                flags = line.split()
+                assert not {"-ffast-math", "-ffinite-math-only", "-march=native"} & set(flags), line
+                assert {"-fno-math-errno", "-fno-trapping-math"} <= set(flags), line
+                if variant != "portable":
+                    assert f"-march={variant.replace('_64_', '-64-')}" in flags, line
     assert "the cython backend will be unavailable" in build.stderr
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses a shell-script compiler and Linux's -fopenmp flag")
+def test_native_build_is_opt_in(tmp_path):
+    """TGS_NATIVE_BUILD=1 builds one `native` variant with -march=native (for this CPU only)."""
+    build, compiles = _build_with_a_failing_compiler(tmp_path, TGS_NATIVE_BUILD="1")
+    assert build.returncode == 0, build.stderr
+    assert compiles and all("-march=native" in line.split() for line in compiles), compiles
+    assert all("/native/" in line for line in compiles), compiles
+    assert "-ffast-math" not in " ".join(compiles)
 
 
 @pytest.mark.skipif(cython_backend.unavailable_reason() is not None,
