@@ -35,19 +35,43 @@ for dotted, folder in MAPPED.items():
     package_dir[dotted] = folder
 
 
-# Per-module float flags. -ffast-math lets GCC vectorise exp/tanh through glibc's libmvec and
-# reassociate sums. The softmax and pooling keep IEEE inf/NaN (-fno-finite-math-only): a
-# masked or -inf logit must give exactly 0, a fully masked row all zeros, and a NaN must win
-# a max-pool window as in PyTorch; under finite-math-only GCC may fold those tests away.
-IEEE_INF_NAN = ["-ffast-math", "-fno-finite-math-only"]
-CYTHON_FAST_MATH = {"_softmax": IEEE_INF_NAN, "_conv": IEEE_INF_NAN}
+# Float flags of every kernel module: IEEE semantics kept (NaN and inf propagate as in the NumPy
+# reference, -inf masks give exact zeros), so no -ffast-math / -ffinite-math-only.  The speed
+# they gave comes from flags that change no result: no errno from libm (-fno-math-errno, which
+# lets GCC inline sqrt and vectorise the loops), no floating-point traps (-fno-trapping-math),
+# and a*b+c contracted into one FMA (-ffp-contract=fast, which only adds precision).  glibc's
+# vector exp/erf/tanh (libmvec) are announced by _fastmath.h instead of by -ffast-math.
+IEEE_FLOAT_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast"]
+
+# The instruction-set variants each kernel module is built in; kernels/cython/__init__.py picks
+# the best one the running CPU supports (as NumPy and OpenBLAS dispatch at run time), so a wheel
+# or an in-place build made on an AVX-512 machine still runs on an AVX2-only or older CPU.
+# Each variant is a folder next to the wrappers; the names are x86-64 psABI micro-architecture
+# levels (v2: SSE4.2/POPCNT, v3: AVX2/FMA/BMI2, v4: AVX-512 F/BW/CD/DQ/VL).
+X86_VARIANTS = {
+    "x86_64_v2": ["-march=x86-64-v2", "-mtune=generic"],
+    "x86_64_v3": ["-march=x86-64-v3", "-mtune=generic"],
+    "x86_64_v4": ["-march=x86-64-v4", "-mtune=generic"],
+}
+PORTABLE_VARIANT = {"portable": []}   # any other machine: the compiler's default target
+# TGS_NATIVE_BUILD=1 at build time: one variant for exactly this CPU (-march=native), which the
+# loader then prefers; such a build is not portable to another CPU.
+NATIVE_VARIANT = {"native": ["-march=native"]}
+
+
+def build_variants():
+    """{variant folder name: its target flags} for this build."""
+    if os.environ.get("TGS_NATIVE_BUILD", "").strip() not in ("", "0"):
+        return NATIVE_VARIANT
+    return X86_VARIANTS if _is_x86() else PORTABLE_VARIANT
 
 
 OPENMP = "-fopenmp"  # GCC/clang spelling; dropped again when the compiler rejects it
 
 
 def cython_extensions():
-    """One extension per kernels/cython/*.pyx; none when Cython or NumPy is missing."""
+    """Per kernels/cython/*.pyx one extension per build variant (kernels/cython/<variant>/_x.so),
+    all compiled from the same translated C; none when Cython or NumPy is missing."""
     sources = sorted(glob.glob(os.path.join("kernels", "cython", "*.pyx")))
     if not sources:
         return []
@@ -59,27 +83,26 @@ def cython_extensions():
         print(f"tinygrad_seq: skipping Cython kernels ({exc})", file=sys.stderr)
         return []
     openmp = [] if sys.platform in ("darwin", "win32") else [OPENMP]
-    native = ["-march=native"] if _is_x86() else []
     shared = sorted(glob.glob(os.path.join("kernels", "cython", "*.pxi"))
                     + glob.glob(os.path.join("kernels", "cython", "*.h")))
-    extensions = []
+    modules = []
     for src in sources:
         name = os.path.splitext(os.path.basename(src))[0]
-        extensions.append(Extension(
+        modules.append(Extension(
             "tinygrad_seq.kernels.cython." + name,
             [src],
             depends=shared,  # rebuild when the shared include changes; ships it in the sdist
-            include_dirs=[numpy.get_include()],
-            extra_compile_args=["-O3"] + CYTHON_FAST_MATH.get(name, ["-ffast-math"]) + native + openmp,
+            include_dirs=[numpy.get_include(), os.path.join("kernels", "cython")],
+            extra_compile_args=IEEE_FLOAT_FLAGS + openmp,
             extra_link_args=openmp,
-            # libm's linker script pulls in libmvec, which the vectorised exp/tanh loops call
+            # libm's linker script pulls in libmvec, which the vectorised exp/erf/tanh loops call
             libraries=[] if sys.platform in ("darwin", "win32") else ["m"],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         ))
     try:
         # A Cython error must leave the package installable, as a failed C build does.
-        return cythonize(
-            extensions,
+        translated = cythonize(
+            modules,
             compiler_directives={"language_level": 3, "boundscheck": False, "wraparound": False,
                                  "cdivision": True, "initializedcheck": False},
             quiet=True,
@@ -88,6 +111,33 @@ def cython_extensions():
         print(f"tinygrad_seq: Cython kernels not translated ({type(exc).__name__}: {exc}); "
               "the cython backend will be unavailable", file=sys.stderr)
         return []
+    # The C of `_x` defines PyInit__x and names itself tinygrad_seq.kernels.cython._x, so each
+    # variant's copy lives in its own folder under that file name and the loader imports it
+    # under the module's own name.  Each variant compiles a one-line C file of its own that
+    # includes the translated one, so the variants' object files never share a path and
+    # `build_ext -j` can compile them side by side.
+    extensions = []
+    for ext in translated:
+        package, module = ext.name.rsplit(".", 1)
+        (translated_c,) = ext.sources
+        for variant, flags in build_variants().items():
+            # the in-place (editable) build copies the module into this folder, which must exist
+            os.makedirs(os.path.join("kernels", "cython", variant), exist_ok=True)
+            stub = os.path.join("build", "tgs_variants", variant, module + ".c")
+            os.makedirs(os.path.dirname(stub), exist_ok=True)
+            line = f'#include "{os.path.abspath(translated_c)}"\n'
+            if not os.path.exists(stub) or open(stub).read() != line:
+                with open(stub, "w") as f:
+                    f.write(line)
+            copy = Extension(f"{package}.{variant}.{module}", [stub],
+                             depends=[translated_c] + list(ext.depends),
+                             include_dirs=list(ext.include_dirs),
+                             extra_compile_args=ext.extra_compile_args + flags,
+                             extra_link_args=list(ext.extra_link_args),
+                             libraries=list(ext.libraries), define_macros=list(ext.define_macros))
+            copy.tgs_variant = variant
+            extensions.append(copy)
+    return extensions
 
 
 def _is_x86():
@@ -109,7 +159,18 @@ def _is_gcc(compiler):
 
 
 class OptionalBuildExt(build_ext):
-    """Compile what compiles; a failed kernel build must never fail the install."""
+    """Compile what compiles; a failed kernel build must never fail the install.  The variants
+    compile in parallel, one per core (the build is ~4 modules x 3 variants)."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:
+            try:
+                self.parallel = len(os.sched_getaffinity(0))
+            except (AttributeError, OSError):
+                self.parallel = os.cpu_count() or 1
+            if self.parallel < 2:
+                self.parallel = None
 
     def run(self):
         try:

@@ -10,5 +10,9 @@ def backends():
     for name, devices, reason in available_backends():
         status = "available" if reason is None else f"unavailable: {reason}"
         click.echo(f"{name:7s} [{', '.join(devices)}]  {status}")
+    if dict((name, reason) for name, _, reason in available_backends()).get("cython", "") is None:
+        from tinygrad_seq.kernels.cython import variant
+        chosen, why = variant()
+        click.echo(f"cython variant: {chosen or 'unversioned build'} ({why})")
     choices = ", ".join(f"{family}={resolve(family, 'cpu')}" for family in FAMILIES)
     click.echo(f"auto on cpu picks: {choices}")

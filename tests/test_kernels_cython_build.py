@@ -1,7 +1,10 @@
 """The Cython backend: present after `pip install -e .` on a machine with a C compiler,
 explained when missing, never needed to import tinygrad_seq; its recurrence and conv kernels
 equal the NumPy reference (float32 and float64, forward and backward, the reference's error
-messages), and a char-LSTM trains on it as on `numpy`.
+messages), and a char-LSTM trains on it as on `numpy`.  The build is portable and IEEE-safe
+(no -march=native, no -ffast-math): each module is built per x86-64 level and the best level
+the CPU runs is chosen at import; every variant this CPU runs is checked against the reference,
+and the AVX2 one under an emulated AVX2-only CPU (qemu-x86_64 -cpu EPYC-Rome).
 
 The softmax family is compared across every CPU backend in tests/test_softmax_backends.py.
 """
@@ -21,6 +24,11 @@ import tinygrad_seq.kernels.cython as cython_backend
 registry = importlib.import_module("tinygrad_seq.backend")
 
 COMPILED = [f"tinygrad_seq.kernels.cython.{name}" for name in cython_backend.COMPILED]
+
+
+def _is_x86():
+    import platform
+    return platform.machine().lower() in ("x86_64", "amd64")
 
 
 def _c_compiler():
@@ -95,29 +103,57 @@ print("ok")
     assert result.stdout.strip().endswith("ok")
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="uses a shell-script compiler and Linux's -fopenmp flag")
-def test_a_failing_compiler_leaves_the_build_successful_without_the_kernels(tmp_path):
-    """setup.py's build_ext with a compiler that always fails (as on a machine without one):
-    the command still succeeds, each extension is tried with OpenMP and again without it,
-    nothing is built, and the log says the cython backend will be unavailable."""
+def _build_with_a_failing_compiler(tmp_path, **env_extra):
+    """Run setup.py's build_ext with a compiler that records its arguments and always fails
+    (as on a machine without one); (the build's result, the compile command lines)."""
     pytest.importorskip("Cython", reason="Cython is needed to run setup.py's build at all")
     calls = tmp_path / "calls.txt"
     compiler = tmp_path / "failing-cc"
     compiler.write_text(f'#!/bin/sh\necho "$*" >> {calls}\necho "no compiler here" >&2\nexit 1\n')
     compiler.chmod(0o755)
-    env = dict(os.environ, CC=str(compiler), LDSHARED=str(compiler))
+    env = {k: v for k, v in os.environ.items() if k != "TGS_NATIVE_BUILD"}
+    env.update(CC=str(compiler), LDSHARED=str(compiler), **env_extra)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     build = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(tmp_path / "lib"),
                             "--build-temp", str(tmp_path / "tmp")],
                            cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    compiles = [line for line in calls.read_text().splitlines() if " -c " in f" {line} "]
+    return build, compiles
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses a shell-script compiler and Linux's -fopenmp flag")
+def test_a_failing_compiler_leaves_the_build_successful_without_the_kernels(tmp_path):
+    """The command still succeeds, each extension (every module in every ISA variant) is tried
+    with OpenMP and again without it, nothing is built, and the log says the cython backend will
+    be unavailable.  The flags keep IEEE semantics and portability: no -ffast-math, no
+    -ffinite-math-only, no -march=native; each variant names its own x86-64 level."""
+    build, compiles = _build_with_a_failing_compiler(tmp_path)
     assert build.returncode == 0, build.stderr
     assert not list(tmp_path.rglob("*.so")) and not list(tmp_path.rglob("*.pyd"))
-    compiles = [line for line in calls.read_text().splitlines() if " -c " in f" {line} "]
+    variants = ["x86_64_v2", "x86_64_v3", "x86_64_v4"] if _is_x86() else ["portable"]
     for name in cython_backend.COMPILED:
-        tries = [line for line in compiles if f"{name}.c" in line]
-        assert len(tries) == 2 and "-fopenmp" in tries[0].split() and "-fopenmp" not in tries[1].split(), tries
-        assert f"could not build tinygrad_seq.kernels.cython.{name}" in build.stderr
+        for variant in variants:
+            tries = [line for line in compiles if f"{variant}/{name}.c" in line]
+            assert len(tries) == 2, tries
+            assert "-fopenmp" in tries[0].split() and "-fopenmp" not in tries[1].split(), tries
+            assert f"could not build tinygrad_seq.kernels.cython.{variant}.{name}" in build.stderr
+            for line in tries:
+                flags = line.split()
+                assert not {"-ffast-math", "-ffinite-math-only", "-march=native"} & set(flags), line
+                assert {"-fno-math-errno", "-fno-trapping-math"} <= set(flags), line
+                if variant != "portable":
+                    assert f"-march={variant.replace('_64_', '-64-')}" in flags, line
     assert "the cython backend will be unavailable" in build.stderr
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses a shell-script compiler and Linux's -fopenmp flag")
+def test_native_build_is_opt_in(tmp_path):
+    """TGS_NATIVE_BUILD=1 builds one `native` variant with -march=native (for this CPU only)."""
+    build, compiles = _build_with_a_failing_compiler(tmp_path, TGS_NATIVE_BUILD="1")
+    assert build.returncode == 0, build.stderr
+    assert compiles and all("-march=native" in line.split() for line in compiles), compiles
+    assert all("/native/" in line for line in compiles), compiles
+    assert "-ffast-math" not in " ".join(compiles)
 
 
 @pytest.mark.skipif(cython_backend.unavailable_reason() is not None,
@@ -448,3 +484,157 @@ def test_auto_follows_the_measured_choice_table(monkeypatch, tmp_path, fresh_reg
         assert fresh_registry.resolve("conv") == "numpy"       # and the other entry kept
     with pytest.raises(fresh_registry.BackendError, match="cuda"):
         fresh_registry.save_auto_choices("cpu", {"softmax": "cuda"}, path=str(table))
+
+
+# ----------------------------------------------------------------------------- ISA variants
+
+def test_dispatch_picks_the_best_level_the_cpu_runs():
+    """The choice among the built variants, for CPUs described as NumPy's feature table: an
+    AVX-512 CPU gets x86_64_v4, an AVX2-only one x86_64_v3, an older one x86_64_v2; a forced
+    variant wins only where the CPU runs it; a native build is preferred; off x86, portable."""
+    levels = {"SSSE3", "SSE41", "SSE42", "POPCNT"}
+    avx2 = levels | {"AVX", "AVX2", "FMA3", "F16C", "BMI", "BMI2"}
+    avx512 = avx2 | {"AVX512F", "AVX512BW", "AVX512CD", "AVX512DQ", "AVX512VL"}
+    cpu = {name: dict.fromkeys(flags, True) for name, flags in
+           [("old", levels), ("avx2", avx2), ("avx512", avx512), ("arm", set())]}
+    cpu["avx512_os_off"] = dict(cpu["avx512"], X86_V4=False)   # NumPy: the OS does not save zmm
+    assert cython_backend.supported_levels(cpu["avx512"]) == ["x86_64_v4", "x86_64_v3", "x86_64_v2"]
+    assert cython_backend.supported_levels(cpu["avx2"]) == ["x86_64_v3", "x86_64_v2"]
+    assert cython_backend.supported_levels(cpu["old"]) == ["x86_64_v2"]
+    assert cython_backend.supported_levels(cpu["avx512_os_off"]) == ["x86_64_v3", "x86_64_v2"]
+    assert cython_backend.supported_levels(cpu["arm"]) == []
+
+    built = ["x86_64_v4", "x86_64_v3", "x86_64_v2"]
+    choose = cython_backend._choose
+    assert choose(built, cython_backend.supported_levels(cpu["avx512"]), "")[0] == "x86_64_v4"
+    chosen, reason = choose(built, cython_backend.supported_levels(cpu["avx2"]), "")
+    assert chosen == "x86_64_v3" and "AVX2" in reason
+    assert choose(built, cython_backend.supported_levels(cpu["old"]), "")[0] == "x86_64_v2"
+    assert choose(built, ["x86_64_v4", "x86_64_v3", "x86_64_v2"], "x86_64_v2") == \
+        ("x86_64_v2", "forced by TGS_CYTHON_VARIANT=x86_64_v2")
+    chosen, reason = choose(built, ["x86_64_v3", "x86_64_v2"], "x86_64_v4")   # would be SIGILL
+    assert chosen == "x86_64_v3" and "ignored (this CPU lacks its instructions)" in reason
+    assert choose(built[1:], ["x86_64_v4", "x86_64_v3", "x86_64_v2"], "")[0] == "x86_64_v3"
+    assert choose(["native"] + built, ["x86_64_v3", "x86_64_v2"], "")[0] == "native"
+    assert choose(["portable"], [], "")[0] == "portable"
+    assert choose([], [], "")[0] is None
+
+
+# One kernel of each family, forward and backward, float32 and float64, against the reference;
+# prints the variant that ran and the worst error per dtype (relative to each output's scale).
+VARIANT_CHECK = r"""
+import json
+import numpy as np
+import tinygrad_seq.kernels.cython as cy
+from tinygrad_seq.kernels.cython import activation, conv, recurrence, softmax
+from tinygrad_seq.kernels import reference
+from tinygrad_seq.kernels.reference import activation as ra, conv as rc, recurrence as rr, softmax as rs
+
+worst = {}
+def check(dtype, got, expected):
+    got = got if isinstance(got, tuple) else (got,)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    for g, e in zip(got, expected):
+        if e is None:
+            continue
+        assert g.dtype == e.dtype and g.shape == e.shape
+        e64 = e.astype(np.float64)
+        err = float(np.max(np.abs(g - e64)) / (1 + np.max(np.abs(e64)))) if e.size else 0.0
+        worst[dtype] = max(worst.get(dtype, 0.0), err)
+
+for dtype in ("float32", "float64"):
+    rng = np.random.default_rng(5)
+    arr = lambda *s, scale=1.0: (scale * rng.standard_normal(s)).astype(dtype)
+    T, B, H = 5, 7, 40
+    xw, w_hh, h0, c0 = arr(T, B, 4 * H), arr(4 * H, H, scale=H ** -0.5), arr(B, H), arr(B, H)
+    out = rr.lstm_forward(xw, w_hh, h0, c0)
+    check(dtype, recurrence.lstm_forward(xw, w_hh, h0, c0), out)
+    dhs, dcT = arr(T, B, H), arr(B, H)
+    check(dtype, recurrence.lstm_backward(dhs, dcT, w_hh, h0, c0, *out), rr.lstm_backward(dhs, dcT, w_hh, h0, c0, *out))
+    xg, wg, bg = arr(T, B, 3 * H), arr(3 * H, H, scale=H ** -0.5), arr(3 * H)
+    out = rr.gru_forward(xg, wg, bg, h0)
+    check(dtype, recurrence.gru_forward(xg, wg, bg, h0), out)
+    check(dtype, recurrence.gru_backward(dhs, wg, h0, *out), rr.gru_backward(dhs, wg, h0, *out))
+    xr, wr = arr(T, B, H), arr(H, H, scale=H ** -0.5)
+    check(dtype, recurrence.rnn_forward(xr, wr, h0, "relu"), rr.rnn_forward(xr, wr, h0, "relu"))
+    for x_shape, w_shape, pad in [((2, 3, 9, 8), (4, 3, 3, 3), (1, 1)), ((1, 1, 1, 1), (1, 1, 5, 5), (2, 2))]:
+        x, w, b = arr(*x_shape), arr(*w_shape), arr(w_shape[0])
+        y = rc.conv2d_forward(x, w, b, (1, 1), pad, (1, 1))
+        check(dtype, conv.conv2d_forward(x, w, b, (1, 1), pad, (1, 1)), y)
+        dy = arr(*y.shape)
+        check(dtype, conv.conv2d_backward(dy, x, w, (1, 1), pad, (1, 1), True),
+              rc.conv2d_backward(dy, x, w, (1, 1), pad, (1, 1), True))
+    x = arr(2, 3, 9, 8)
+    check(dtype, conv.maxpool2d_forward(x, (3, 3), (2, 2), (1, 1)), rc.maxpool2d_forward(x, (3, 3), (2, 2), (1, 1)))
+    check(dtype, conv.avgpool2d_forward(x, (2, 2), (2, 2), (0, 0)), rc.avgpool2d_forward(x, (2, 2), (2, 2), (0, 0)))
+    logits, mask = arr(6, 70, scale=4.0), rng.random((6, 70)) < 0.3
+    y = rs.softmax_forward(logits, mask)
+    check(dtype, softmax.softmax_forward(logits, mask), y)
+    dy = arr(6, 70)
+    check(dtype, softmax.softmax_backward(dy, y), rs.softmax_backward(dy, y))
+    g = arr(3, 50, scale=3.0)
+    out = ra.gelu_forward(g)
+    check(dtype, activation.gelu_forward(g), out)
+    dg = arr(3, 50)
+    check(dtype, activation.gelu_backward(dg, g, out[1]), ra.gelu_backward(dg, g, out[1]))
+files = sorted({__import__("tinygrad_seq.kernels.cython." + m, fromlist=["x"]).__file__.split("/")[-2] for m in cy.COMPILED})
+print(json.dumps({"variant": cy.variant()[0], "folders": files, "worst": worst}))
+"""
+VARIANT_TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
+
+
+def _run_variant_check(command, **env):
+    """Run VARIANT_CHECK with `command` (an interpreter, maybe under an emulator) in an
+    environment without TGS_CYTHON_VARIANT unless given; its report, checked against the
+    tolerances."""
+    import json
+    environment = {k: v for k, v in os.environ.items() if k != cython_backend.FORCE_VARIANT}
+    environment.update(env)
+    result = subprocess.run(command + ["-c", VARIANT_CHECK], capture_output=True, text=True,
+                            timeout=600, env=environment)
+    assert result.returncode == 0, (result.returncode, result.stderr[-3000:])
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for dtype, tolerance in VARIANT_TOLERANCE.items():
+        assert report["worst"][dtype] <= tolerance, report
+    return report
+
+
+RUNNABLE_VARIANTS = [v for v in cython_backend.built_variants()
+                     if v in cython_backend.supported_levels() or v in cython_backend.OTHER_VARIANTS]
+
+
+@needs_cython
+@pytest.mark.parametrize("variant", RUNNABLE_VARIANTS or ["none built"])
+def test_every_variant_this_cpu_runs_equals_the_reference(variant):
+    """TGS_CYTHON_VARIANT forces each built variant this CPU can run (a fresh interpreter per
+    variant): it is the one loaded, and one kernel of each family matches the reference."""
+    if variant == "none built":
+        pytest.skip("no per-variant build (kernels/cython/<variant>/) is installed")
+    report = _run_variant_check([sys.executable], TGS_CYTHON_VARIANT=variant)
+    assert report["variant"] == variant and report["folders"] == [variant], report
+
+
+def test_the_default_is_the_best_level_of_this_cpu():
+    """Without TGS_CYTHON_VARIANT the best built level the CPU supports runs (the AVX-512 build
+    on an AVX-512 machine)."""
+    built = [v for v in cython_backend.built_variants() if v in cython_backend.LEVEL_NAMES]
+    if not built or "native" in cython_backend.built_variants():
+        pytest.skip("no per-level x86-64 build here (non-x86, native build, or not compiled)")
+    best = next(v for v in cython_backend.supported_levels() if v in built)
+    if os.environ.get(cython_backend.FORCE_VARIANT):
+        pytest.skip(f"{cython_backend.FORCE_VARIANT} is set in this environment")
+    assert cython_backend.variant()[0] == best
+
+
+@needs_cython
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None,
+                    reason="qemu-x86_64 (Debian package qemu-user) is not installed")
+@pytest.mark.skipif(not _is_x86(), reason="emulates an x86-64 CPU running this interpreter")
+def test_an_avx2_only_cpu_runs_the_avx2_variant_under_qemu():
+    """The extensions built here (possibly on an AVX-512 machine) import and compute correctly on
+    an emulated AVX2-only CPU (AMD EPYC Rome), where dispatch picks x86_64_v3, not x86_64_v4
+    (which would die with SIGILL, as the old -march=native build did)."""
+    if "x86_64_v3" not in cython_backend.built_variants():
+        pytest.skip("the x86_64_v3 variant is not built")
+    report = _run_variant_check(["qemu-x86_64", "-cpu", "EPYC-Rome", sys.executable])
+    assert report["variant"] == "x86_64_v3" and report["folders"] == ["x86_64_v3"], report

@@ -20,6 +20,39 @@ cdef extern from "_fastmath.h":
     float fast_sigmoidf "tgs_sigmoidf"(float x) noexcept nogil
 
 
+cdef extern from "_fastmath.h":
+    float sumf "tgs_sumf"(const float* a, Py_ssize_t n) noexcept nogil
+    double sumd "tgs_sumd"(const double* a, Py_ssize_t n) noexcept nogil
+    float dotf "tgs_dotf"(const float* a, const float* b, Py_ssize_t n) noexcept nogil
+    double dotd "tgs_dotd"(const double* a, const double* b, Py_ssize_t n) noexcept nogil
+    float maxf "tgs_maxf"(const float* a, const unsigned char* excluded, Py_ssize_t n) noexcept nogil
+    double maxd "tgs_maxd"(const double* a, const unsigned char* excluded, Py_ssize_t n) noexcept nogil
+
+
+cdef inline floating row_sum(const floating* a, Py_ssize_t n) noexcept nogil:
+    """sum(a[:n]), vectorised (_fastmath.h: lane-wise partial sums)."""
+    if floating is float:
+        return sumf(a, n)
+    else:
+        return sumd(a, n)
+
+
+cdef inline floating row_dot(const floating* a, const floating* b, Py_ssize_t n) noexcept nogil:
+    """sum(a[:n] * b[:n]), vectorised."""
+    if floating is float:
+        return dotf(a, b, n)
+    else:
+        return dotd(a, b, n)
+
+
+cdef inline floating row_max(const floating* a, const unsigned char* excluded, Py_ssize_t n) noexcept nogil:
+    """max of a[:n] over the entries not excluded (-inf when none), vectorised."""
+    if floating is float:
+        return maxf(a, excluded, n)
+    else:
+        return maxd(a, excluded, n)
+
+
 cdef inline floating tanh_(floating x) noexcept nogil:
     """tanh; in float32 inline arithmetic (_fastmath.h) that the gate loops vectorise without
     calling libmvec, in float64 libm's."""
@@ -30,9 +63,8 @@ cdef inline floating tanh_(floating x) noexcept nogil:
 
 
 cdef inline floating sigmoid(floating x) noexcept nogil:
-    """σ(x) = 1/(1+e^-x).  float64 writes it as (1 + tanh(x/2))/2 so that it never overflows to
-    inf (the extensions are built with -ffast-math, which assumes finite values); float32's
-    exp clamps its argument instead."""
+    """σ(x) = 1/(1+e^-x).  float64 writes it as (1 + tanh(x/2))/2, as the reference does, so
+    that it never overflows (e^-x is inf for x < -709); float32's exp clamps its argument."""
     if floating is float:
         return fast_sigmoidf(x)
     else:

@@ -30,8 +30,10 @@ cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
 cdef inline void valid_outputs(Py_ssize_t n_out, Py_ssize_t n_in, Py_ssize_t stride,
                                Py_ssize_t offset, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
     """[lo, hi): the outputs o whose input index o*stride + offset lies inside [0, n_in),
-    so the loops below never test for padding element by element."""
-    lo[0] = max(<Py_ssize_t>0, ceil_div(-offset, stride))
+    so the loops below never test for padding element by element.  Always
+    0 <= lo <= hi <= n_out: when the padding is wider than the window reaches, a tap may see
+    no input at all (lo would pass n_out), and the callers size memsets and loops by lo."""
+    lo[0] = min(n_out, max(<Py_ssize_t>0, ceil_div(-offset, stride)))
     hi[0] = min(n_out, ceil_div(n_in - offset, stride))
     if hi[0] < lo[0]:
         hi[0] = lo[0]
@@ -179,7 +181,6 @@ cdef void conv_backward_share(const floating* dy, const floating* x, const float
     cdef floating* dy_packed = scratch(x, F * width_p, failed)
     cdef floating* dcols = scratch(x, K * width_p, failed)
     cdef const floating* dy_n
-    cdef floating total
     if (cols != NULL and cols_t != NULL and dw_n != NULL and w_t != NULL and dy_packed != NULL
             and dcols != NULL):
         for f in range(F):
@@ -196,10 +197,7 @@ cdef void conv_backward_share(const floating* dy, const floating* x, const float
                     my_dw[f * K + k] += dw_n[f * width_k + k]
             if db_parts != NULL:
                 for f in range(F):
-                    total = 0
-                    for p in range(P):
-                        total = total + dy_n[f * P + p]
-                    db_parts[rank * F + f] += total
+                    db_parts[rank * F + f] += row_sum(dy_n + f * P, P)
             pack_panels(dy_n, F, P, P, 1, dy_packed, lanes)
             panel_gemm(K, F, panels_p, w_t, F, dy_packed, dcols, width_p)
             for k in range(C):

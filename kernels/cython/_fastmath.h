@@ -1,7 +1,7 @@
 /* float32 exp, sigmoid and tanh as inline arithmetic that GCC vectorises, for the recurrence
    kernels' gate loops.
 
-   Why: with -ffast-math GCC turns tanhf in a loop into calls to glibc's libmvec, 8 values per
+   Why: GCC turns tanhf in a loop into calls to glibc's libmvec (declared below), 8 values per
    call, but every call spills the loop's live registers and the LSTM forward gate loop makes
    five of them per 8 units; perf had the calls and their spills at a third of the whole
    forward kernel.  Written inline, the same functions cost a few FMAs and one division.
@@ -14,11 +14,20 @@
    (tests/test_kernels_cython_build.py checks them through the kernels).  Arguments are clamped
    to |x| <= 87, where float32 exp neither overflows nor reaches the ~100x slower denormals;
    sigmoid and tanh are already exactly 0, 1 or -1 to float32's absolute precision there
-   (so tgs_expf, their helper, is no general exp: below -87 it gives e^-87, not 0). */
+   (so tgs_expf, their helper, is no general exp: below -87 it gives e^-87, not 0).
+
+   IEEE semantics (the modules are built without -ffast-math, see setup.py): a NaN argument
+   gives NaN and +-inf gives the limits (tanh +-1, sigmoid 0 or 1 to float32's absolute
+   precision).  The clamps are written so that NaN passes through them, and 2^n is built from
+   the clamped, never-NaN n (converting a NaN to an integer is undefined in C).
+
+   The second half announces glibc's vector math (libmvec) to GCC, which -ffast-math used to
+   do, so loops calling exp/expf, erf/erff or tanh/tanhf still vectorise. */
 #ifndef TGS_FASTMATH_H
 #define TGS_FASTMATH_H
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -26,9 +35,10 @@
 
 TGS_ALWAYS_INLINE float tgs_expf(float x)
 {
-    x = x < -87.0f ? -87.0f : (x > 87.0f ? 87.0f : x);
-    const float n = floorf(x * 1.44269504088896341f + 0.5f);
-    const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+    x = x < -87.0f ? -87.0f : (x > 87.0f ? 87.0f : x);   /* NaN fails both tests: stays NaN */
+    const float n_or_nan = floorf(x * 1.44269504088896341f + 0.5f);
+    const float n = n_or_nan == n_or_nan ? n_or_nan : 0.0f;
+    const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;   /* NaN for a NaN x */
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
@@ -44,7 +54,9 @@ TGS_ALWAYS_INLINE float tgs_expf(float x)
 
 TGS_ALWAYS_INLINE float tgs_sigmoidf(float x)
 {
-    return 1.0f / (1.0f + tgs_expf(-x));
+    /* exactly 0 below -87 (e^-x would be clamped there), as the reference's float32 sigmoid:
+       a gate at -inf must be 0, so that 0 * inf downstream is NaN there as well */
+    return x < -87.0f ? 0.0f : 1.0f / (1.0f + tgs_expf(-x));
 }
 
 TGS_ALWAYS_INLINE float tgs_tanhf(float x)
@@ -59,5 +71,72 @@ TGS_ALWAYS_INLINE float tgs_tanhf(float x)
     const float large = 1.0f - 2.0f / (tgs_expf(2.0f * ax) + 1.0f);
     return ax < 0.625f ? small : (x < 0.0f ? -large : large);
 }
+
+/* Sums, dot products and maxima of a row, vectorised.  Without -ffast-math (-fassociative-math)
+   GCC keeps a loop's additions in source order, one at a time, so a reduction loop stays scalar
+   and latency-bound; `omp simd reduction` (OpenMP 4, enabled by -fopenmp) allows the partial
+   sums per SIMD lane, a change of rounding only (NaN and inf still propagate).  The max treats
+   entries where `excluded` (may be NULL) is non-zero as -inf; a NaN entry may or may not win,
+   which the softmax does not mind (exp(NaN - m) makes its row NaN either way). */
+#define TGS_DEFINE_ROW_REDUCTIONS(SUFFIX, T)                                                   \
+static inline T tgs_sum##SUFFIX(const T* a, ptrdiff_t n)                                       \
+{                                                                                              \
+    T s = 0;                                                                                   \
+    _Pragma("omp simd reduction(+:s)")                                                         \
+    for (ptrdiff_t j = 0; j < n; ++j)                                                          \
+        s += a[j];                                                                             \
+    return s;                                                                                  \
+}                                                                                              \
+static inline T tgs_dot##SUFFIX(const T* a, const T* b, ptrdiff_t n)                           \
+{                                                                                              \
+    T s = 0;                                                                                   \
+    _Pragma("omp simd reduction(+:s)")                                                         \
+    for (ptrdiff_t j = 0; j < n; ++j)                                                          \
+        s += a[j] * b[j];                                                                      \
+    return s;                                                                                  \
+}                                                                                              \
+static inline T tgs_max##SUFFIX(const T* a, const unsigned char* excluded, ptrdiff_t n)        \
+{                                                                                              \
+    T m = -INFINITY;                                                                           \
+    if (excluded == NULL) {                                                                    \
+        _Pragma("omp simd reduction(max:m)")                                                   \
+        for (ptrdiff_t j = 0; j < n; ++j)                                                      \
+            m = a[j] > m ? a[j] : m;                                                           \
+    } else {                                                                                   \
+        _Pragma("omp simd reduction(max:m)")                                                   \
+        for (ptrdiff_t j = 0; j < n; ++j) {                                                    \
+            const T v = excluded[j] ? (T)-INFINITY : a[j];                                     \
+            m = v > m ? v : m;                                                                 \
+        }                                                                                      \
+    }                                                                                          \
+    return m;                                                                                  \
+}
+
+TGS_DEFINE_ROW_REDUCTIONS(f, float)
+TGS_DEFINE_ROW_REDUCTIONS(d, double)
+
+/* glibc's libmvec: `declare simd` tells GCC that vector versions of these exist under the
+   x86-64 vector ABI names (_ZGVdN8v_expf, ...), as <math.h> does itself under -ffast-math.
+   exp/expf since glibc 2.22, erf/tanh since 2.35 (vectors within 4 ulp, NaN and inf handled).
+   Needs OpenMP's `declare simd` (-fopenmp); without it the loops simply call libm. */
+#if defined(__GNUC__) && defined(__x86_64__) && defined(_OPENMP) && !defined(__FAST_MATH__) \
+    && defined(__GLIBC__) && defined(__GLIBC_PREREQ)
+#if __GLIBC_PREREQ(2, 22)
+#pragma omp declare simd notinbranch
+extern float expf(float);
+#pragma omp declare simd notinbranch
+extern double exp(double);
+#endif
+#if __GLIBC_PREREQ(2, 35)
+#pragma omp declare simd notinbranch
+extern float erff(float);
+#pragma omp declare simd notinbranch
+extern double erf(double);
+#pragma omp declare simd notinbranch
+extern float tanhf(float);
+#pragma omp declare simd notinbranch
+extern double tanh(double);
+#endif
+#endif
 
 #endif

@@ -34,7 +34,11 @@ typedef double tgs_v4d __attribute__((vector_size(32)));
 
 /* Keeps a loaded vector in a register: otherwise GCC folds the load into every FMA's memory
    operand, re-reading each weight once per row, and the loop becomes load-bound. */
+#if defined(__AVX__)
 #define TGS_IN_REGISTER(x) __asm__("" : "+x"(x))
+#else   /* SSE only (the x86-64-v2 build) or not x86: a 32-byte vector fits no one register */
+#define TGS_IN_REGISTER(x) ((void)0)
+#endif
 
 /* One block of R (<= 6, a compile-time constant after inlining) rows of C for one panel. */
 #define TGS_DEFINE_PANEL_BLOCK(NAME, T, V, WIDTH)                                              \

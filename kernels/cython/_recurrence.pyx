@@ -52,6 +52,7 @@ cdef void rnn_forward_share(const floating* xw, const floating* w_hh, const floa
                             floating* hs, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, bint relu,
                             int* failed) noexcept nogil:
     cdef Py_ssize_t j0, n, t, b, j
+    cdef floating zero = 0
     team_share(H, &j0, &n)
     cdef Py_ssize_t pw = panel_width(xw), panels = (n + pw - 1) // pw, width = panels * pw
     cdef floating* packed = scratch(xw, H * width, failed)
@@ -71,9 +72,9 @@ cdef void rnn_forward_share(const floating* xw, const floating* w_hh, const floa
                 a_b = a + b * width
                 x = xw + (t * B + b) * H + j0
                 h = hs + (t * B + b) * H + j0
-                if relu:
+                if relu:   # max(a, 0) that keeps a NaN a (NaN < 0 is false), as np.maximum
                     for j in range(n):
-                        h[j] = max(a_b[j] + x[j], <floating>0)
+                        h[j] = zero if a_b[j] + x[j] < zero else a_b[j] + x[j]
                 else:
                     for j in range(n):
                         h[j] = tanh_(a_b[j] + x[j])
@@ -87,7 +88,7 @@ cdef void rnn_backward_share(const floating* dhs, const floating* w_hh, const fl
                              Py_ssize_t H, bint relu, int* failed) noexcept nogil:
     """dpre_t = (dhs_t + dpre_{t+1} W_hh) * act'(t) for this thread's units; dh0 = dpre_0 W_hh."""
     cdef Py_ssize_t j0, n, t, b, j
-    cdef floating one = 1   # a bare 1 would promote float32 to double
+    cdef floating one = 1, zero = 0   # a bare 1 would promote float32 to double
     team_share(H, &j0, &n)
     cdef Py_ssize_t pw = panel_width(dhs), panels = (n + pw - 1) // pw, width = panels * pw
     cdef floating* packed = scratch(dhs, H * width, failed)
@@ -107,9 +108,9 @@ cdef void rnn_backward_share(const floating* dhs, const floating* w_hh, const fl
                 h = hs + (t * B + b) * H + j0
                 r = rec + b * width
                 d = dpre + (t * B + b) * H + j0
-                if relu:
+                if relu:   # times [h > 0], as the reference: a NaN or inf gradient is kept
                     for j in range(n):
-                        d[j] = (up[j] + r[j]) if h[j] > 0 else 0
+                        d[j] = (up[j] + r[j]) * (one if h[j] > 0 else zero)
                 else:
                     for j in range(n):
                         d[j] = (up[j] + r[j]) * (one - h[j] * h[j])

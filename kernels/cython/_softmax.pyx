@@ -2,22 +2,11 @@
 
 Contract: kernels/API.md and kernels/reference/softmax.py (same algorithm, row by row):
 m = max of the unmasked entries (0 when there are none), e = exp(x - m) or 0 where masked,
-y = e / sum(e) (or all zeros when the sum is 0). Built without -ffinite-math-only (see
-setup.py) because masked entries and all-masked rows rely on IEEE -inf.
+y = e / sum(e) (or all zeros when the sum is 0). Masked entries and all-masked rows rely on
+IEEE -inf, which the build keeps (no -ffast-math, setup.py); the exp loop vectorises through
+glibc's libmvec, announced by _fastmath.h.
 """
 include "_common.pxi"
-
-# Without -ffinite-math-only glibc does not announce its vector exp/expf (libmvec), so the
-# exp loop would stay scalar; this declaration tells GCC they exist (same ABI names).
-cdef extern from *:
-    """
-    #if defined(__GNUC__) && defined(__x86_64__) && defined(_OPENMP) && !defined(__FAST_MATH__)
-    #pragma omp declare simd notinbranch
-    extern float expf(float);
-    #pragma omp declare simd notinbranch
-    extern double exp(double);
-    #endif
-    """
 
 import numpy as np
 from cython.parallel cimport prange
@@ -25,27 +14,20 @@ from libc.math cimport INFINITY
 
 cdef inline void softmax_row(const floating* x, const unsigned char* excluded, floating* y,
                              Py_ssize_t L) noexcept nogil:
+    """One row; the max and the sum are _fastmath.h's vectorised reductions, the exp loop
+    vectorises through libmvec (no reduction in it, so no -ffast-math needed)."""
     cdef Py_ssize_t j
-    cdef floating m = -INFINITY, total = 0, e
-    if excluded == NULL:
-        for j in range(L):
-            m = x[j] if x[j] > m else m
-    else:
-        for j in range(L):
-            m = x[j] if (not excluded[j] and x[j] > m) else m
+    cdef floating m = row_max(x, excluded, L), total, e, zero = 0
     if m == -INFINITY:   # nothing unmasked (or every entry -inf): any finite shift gives e = 0
         m = 0
     if excluded == NULL:
         for j in range(L):
-            e = exp_(x[j] - m)
-            y[j] = e
-            total = total + e
+            y[j] = exp_(x[j] - m)
     else:
         for j in range(L):
             e = exp_(x[j] - m)          # computed for every entry so the loop has no branch
-            e = 0 if excluded[j] else e
-            y[j] = e
-            total = total + e
+            y[j] = zero if excluded[j] else e
+    total = row_sum(y, L)
     if total == 0:
         total = 1
     for j in range(L):
@@ -55,9 +37,7 @@ cdef inline void softmax_row(const floating* x, const unsigned char* excluded, f
 cdef inline void softmax_row_backward(const floating* dy, const floating* y, floating* dx,
                                       Py_ssize_t L) noexcept nogil:
     cdef Py_ssize_t j
-    cdef floating s = 0
-    for j in range(L):
-        s = s + dy[j] * y[j]
+    cdef floating s = row_dot(dy, y, L)
     for j in range(L):
         dx[j] = y[j] * (dy[j] - s)
 

@@ -119,7 +119,11 @@ def _exp_overload(x):
 def _sigmoid_overload(x):
     if _is_float32(x):
         def sigmoid32(x):
-            return _ONE / (_ONE + exp(-x))
+            # exactly 0 below -87 (where exp(-x) is clamped), as the reference: a gate at -inf
+            # must be 0 so that 0 * inf downstream is NaN there too; a blend, not a branch
+            # (see tanh32); NaN: w = 0 and 0 * NaN = NaN
+            w = np.float32(x >= -_EXP_MAX)
+            return w * (_ONE / (_ONE + exp(-x)))
         return sigmoid32
     if isinstance(x, types.Float):
         return lambda x: 1.0 / (1.0 + math.exp(-x))

@@ -67,7 +67,7 @@ def _rnn_backward(dhs, w_hh, hs, relu, dpre, dh):
             d, up, rec, h = dpre[t, b], dhs[t, b], dh[b], hs[t, b]
             if relu:
                 for j in range(H):
-                    d[j] = (up[j] + rec[j]) if h[j] > zero else zero
+                    d[j] = (up[j] + rec[j]) * (one if h[j] > zero else zero)   # as the reference: keeps NaN/inf
             else:
                 for j in range(H):
                     d[j] = (up[j] + rec[j]) * (one - h[j] * h[j])

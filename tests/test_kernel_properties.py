@@ -1,0 +1,384 @@
+"""Every kernel family on every compiled CPU backend (numba, cython) against the NumPy
+reference (the `numpy` backend itself), over random *valid* arguments, and NaN/inf through
+every family on every CPU backend.
+
+Property-based (hypothesis): shapes, strides, paddings and dilations drawn from the whole valid
+range, with the edges among them: padding wider than half the kernel (the Cython conv used to
+segfault there), a kernel as large as the padded input, batch 1, T = 1, hidden size 1, fully
+masked softmax rows; float32 and float64; forward and backward.  The values are drawn from a
+seed, not element by element, which keeps each example cheap.
+
+Profiles (HYPOTHESIS_PROFILE): `ci` (the default) is derandomized with a fixed, modest example
+budget, so every run checks the same examples and the whole file stays fast; `long`
+(`HYPOTHESIS_PROFILE=long pytest tests/test_kernel_properties.py`) draws fresh, many more
+examples on demand.
+
+The regression cases of issue 15 (conv shapes that crashed the Cython backend) are explicit
+examples as well as plain tests.
+"""
+import importlib
+import os
+
+import numpy as np
+import pytest
+
+hypothesis = pytest.importorskip("hypothesis", reason="the property-based tests need hypothesis "
+                                 "(in the test extra)")
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tinygrad_seq.backend import BACKENDS, unavailable_reason  # noqa: E402
+from tinygrad_seq.kernels import reference  # noqa: E402
+from tinygrad_seq.kernels.reference import activation as ref_activation  # noqa: E402,F401
+from tinygrad_seq.kernels.reference import conv as ref_conv  # noqa: E402,F401
+from tinygrad_seq.kernels.reference import recurrence as ref_recurrence  # noqa: E402,F401
+from tinygrad_seq.kernels.reference import softmax as ref_softmax  # noqa: E402,F401
+
+settings.register_profile("ci", derandomize=True, max_examples=60, deadline=None, database=None,
+                          print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=400, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+COMPILED_CPU = [name for name, (_, devices) in BACKENDS.items() if "cpu" in devices and name != "numpy"]
+CPU = ["numpy"] + COMPILED_CPU
+TOLERANCE = {np.dtype(np.float32): (2e-4, 2e-5), np.dtype(np.float64): (1e-10, 1e-12)}
+
+
+def family(name, fam):
+    reason = unavailable_reason(name)
+    if reason:
+        pytest.skip(f"backend {name} unavailable: {reason}")
+    return importlib.import_module(f"{BACKENDS[name][0]}.{fam}")
+
+
+def ref(fam):
+    return importlib.import_module(f"{reference.__name__}.{fam}")
+
+
+def assert_matches(got, expected, dtype, what=""):
+    """Same structure, dtypes and shapes; numbers close relative to the output's magnitude;
+    NaN exactly where the reference has NaN, infinities of the same sign where it has them."""
+    got = got if isinstance(got, tuple) else (got,)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    assert len(got) == len(expected), what
+    rtol, atol = TOLERANCE[np.dtype(dtype)]
+    for k, (g, e) in enumerate(zip(got, expected)):
+        if e is None:
+            assert g is None, what
+            continue
+        g, e = np.asarray(g), np.asarray(e)
+        label = f"{what} output {k}"
+        assert g.shape == e.shape, label
+        if e.dtype.kind == "f":
+            assert g.dtype == e.dtype == np.dtype(dtype), label
+            np.testing.assert_array_equal(np.isnan(g), np.isnan(e), err_msg=f"{label}: NaN positions")
+            np.testing.assert_array_equal(np.isposinf(g), np.isposinf(e), err_msg=f"{label}: +inf")
+            np.testing.assert_array_equal(np.isneginf(g), np.isneginf(e), err_msg=f"{label}: -inf")
+            finite = np.isfinite(e)
+            scale = 1.0 + (np.max(np.abs(e[finite])) if finite.any() else 0.0)
+            np.testing.assert_allclose(g[finite], e[finite], rtol=rtol, atol=atol * scale, err_msg=label)
+        else:
+            np.testing.assert_array_equal(g, e, err_msg=label)
+
+
+def both(name, fam, kernel, *args):
+    """(backend's result, reference's result); NumPy's warnings about the NaN/inf inputs that
+    the tests below feed on purpose are silenced."""
+    with np.errstate(all="ignore"):
+        return getattr(family(name, fam), kernel)(*args), getattr(ref(fam), kernel)(*args)
+
+
+dtypes = st.sampled_from([np.float32, np.float64])
+seeds = st.integers(0, 2 ** 32 - 1)
+
+
+# ----------------------------------------------------------------------------- conv2d
+
+@st.composite
+def conv_cases(draw):
+    """(x shape, w shape, stride, padding, dilation), always valid: the dilated kernel fits the
+    padded input; padding up to 4 (more than half of most kernels); extra = 0 makes the kernel
+    exactly as large as the padded input."""
+    N, C, F = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kernel = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = (draw(st.integers(0, 4)), draw(st.integers(0, 4)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    size = []
+    for k, p, d in zip(kernel, padding, dilation):
+        span = d * (k - 1) + 1
+        size.append(max(1, span - 2 * p) + draw(st.integers(0, 5)))
+    return (N, C, *size), (F, C, *kernel), stride, padding, dilation
+
+
+CRASHED = [   # issue 15: the Cython conv segfaulted on these (window bounds not clamped)
+    ((1, 1, 1, 1), (1, 1, 5, 5), (1, 1), (2, 2), (1, 1)),      # Conv2d(1, 1, 5, padding=2), 1x1 image
+    ((2, 1, 4, 4), (3, 1, 11, 11), (1, 1), (5, 5), (1, 1)),    # --kernel-size 11 on a small map
+    ((1, 2, 3, 2), (2, 2, 3, 3), (2, 3), (4, 4), (1, 1)),      # padding beyond the kernel
+    ((1, 1, 1, 7), (1, 1, 1, 3), (1, 1), (3, 0), (1, 2)),
+]
+
+
+@pytest.mark.parametrize("name", COMPILED_CPU)
+@settings(PROFILE)
+@given(case=conv_cases(), dtype=dtypes, seed=seeds)
+@example(case=CRASHED[0], dtype=np.float32, seed=0)
+@example(case=CRASHED[1], dtype=np.float64, seed=1)
+@example(case=CRASHED[2], dtype=np.float32, seed=2)
+def test_conv2d_matches_the_reference(name, case, dtype, seed):
+    x_shape, w_shape, stride, padding, dilation = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype) if seed % 2 else None
+    y, expected = both(name, "conv", "conv2d_forward", x, w, b, stride, padding, dilation)
+    assert_matches(y, expected, dtype, f"{name} conv2d_forward {case}")
+    dy = rng.standard_normal(expected.shape).astype(dtype)
+    assert_matches(*both(name, "conv", "conv2d_backward", dy, x, w, stride, padding, dilation, b is not None),
+                   dtype, f"{name} conv2d_backward {case}")
+
+
+@pytest.mark.parametrize("name", CPU)
+@pytest.mark.parametrize("case", CRASHED)
+def test_conv2d_with_padding_wider_than_the_window_reaches(name, case):
+    """Regression (issue 15): exit 139 under cython.  Every output pixel whose window lies in the
+    padding is the bias alone; forward and backward equal the reference."""
+    x_shape, w_shape, stride, padding, dilation = case
+    rng = np.random.default_rng(15)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    b = rng.standard_normal(w_shape[0])
+    y, expected = both(name, "conv", "conv2d_forward", x, w, b, stride, padding, dilation)
+    assert_matches(y, expected, np.float64, name)
+    dy = rng.standard_normal(y.shape)
+    assert_matches(*both(name, "conv", "conv2d_backward", dy, x, w, stride, padding, dilation, True),
+                   np.float64, name)
+
+
+def test_conv2d_layer_on_a_1x1_image_under_every_cpu_backend():
+    """The user-level reproduction: nn.Conv2d(1, 1, 5, padding=2) on a 1x1 image, forward and
+    backward, the same under every CPU backend."""
+    import tinygrad_seq as tgs
+    results = {}
+    for name in CPU:
+        if unavailable_reason(name):
+            continue
+        with tgs.backend(name):
+            tgs.manual_seed(0)
+            conv = tgs.nn.Conv2d(1, 1, 5, padding=2)
+            x = tgs.Tensor(np.full((1, 1, 1, 1), 0.5, np.float32), requires_grad=True)
+            y = conv(x)
+            y.sum().backward()
+            results[name] = (y.data.copy(), x.grad.data.copy(), conv.weight.grad.data.copy())
+    assert "numpy" in results and len(results) >= 2
+    for name, got in results.items():
+        for g, e in zip(got, results["numpy"]):
+            np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+# ----------------------------------------------------------------------------- pooling
+
+@st.composite
+def pool_cases(draw):
+    """(x shape, kernel, stride, padding), valid: padding at most half the kernel (PyTorch's
+    rule, which the reference enforces), kernel at most the padded input."""
+    N, C = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    padding = tuple(draw(st.integers(0, k // 2)) for k in kernel)
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    size = [max(1, k - 2 * p) + draw(st.integers(0, 5)) for k, p in zip(kernel, padding)]
+    return (N, C, *size), kernel, stride, padding
+
+
+@pytest.mark.parametrize("name", COMPILED_CPU)
+@settings(PROFILE)
+@given(case=pool_cases(), dtype=dtypes, seed=seeds)
+def test_pooling_matches_the_reference(name, case, dtype, seed):
+    x_shape, kernel, stride, padding = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    if seed % 3 == 0:
+        x = np.round(x)        # ties: the first maximum must win in every backend
+    (y, argmax), (ry, rargmax) = both(name, "conv", "maxpool2d_forward", x, kernel, stride, padding)
+    assert_matches((y, argmax), (ry, rargmax), dtype, f"{name} maxpool2d_forward {case}")
+    dy = rng.standard_normal(ry.shape).astype(dtype)
+    assert_matches(*both(name, "conv", "maxpool2d_backward", dy, rargmax, x.shape), dtype, "maxpool2d_backward")
+    assert_matches(*both(name, "conv", "avgpool2d_forward", x, kernel, stride, padding), dtype, "avgpool2d_forward")
+    assert_matches(*both(name, "conv", "avgpool2d_backward", dy, x.shape, kernel, stride, padding), dtype,
+                   "avgpool2d_backward")
+
+
+# ----------------------------------------------------------------------------- recurrences
+
+def recurrence_args(kind, rng, dtype, T, B, H):
+    """(forward args, backward args after the forward's outputs) of one recurrence kind."""
+    def arr(*shape, scale=1.0):
+        return (scale * rng.standard_normal(shape)).astype(dtype)
+
+    gates = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}[kind]
+    xw, w_hh = arr(T, B, gates * H, scale=1.5), arr(gates * H, H, scale=H ** -0.5)
+    h0, c0, dhs, dcT = arr(B, H), arr(B, H), arr(T, B, H), arr(B, H)
+    if kind.startswith("rnn"):
+        act = kind[4:]
+        return "rnn", (xw, w_hh, h0, act), lambda out: (dhs, w_hh, h0, out, act)
+    if kind == "lstm":
+        return "lstm", (xw, w_hh, h0, c0), lambda out: (dhs, dcT, w_hh, h0, c0, *out)
+    b_hh = arr(3 * H, scale=0.3)
+    return "gru", (xw, w_hh, b_hh, h0), lambda out: (dhs, w_hh, h0, *out)
+
+
+def check_recurrence(name, kind, dtype, rng, T, B, H, edit=None):
+    cell, forward_args, backward_args = recurrence_args(kind, rng, dtype, T, B, H)
+    if edit is not None:
+        edit(forward_args)
+    got, expected = both(name, "recurrence", f"{cell}_forward", *forward_args)
+    assert_matches(got, expected, dtype, f"{name} {kind} forward")
+    got, expected = both(name, "recurrence", f"{cell}_backward", *backward_args(expected))
+    assert_matches(got, expected, dtype, f"{name} {kind} backward")
+
+
+@pytest.mark.parametrize("name", COMPILED_CPU)
+@settings(PROFILE)
+@given(kind=st.sampled_from(["rnn_tanh", "rnn_relu", "lstm", "gru"]), dtype=dtypes, seed=seeds,
+       T=st.integers(1, 4), B=st.integers(1, 3), H=st.integers(1, 20))
+@example(kind="lstm", dtype=np.float32, seed=0, T=1, B=1, H=1)
+@example(kind="gru", dtype=np.float64, seed=0, T=1, B=1, H=1)
+@example(kind="rnn_relu", dtype=np.float32, seed=0, T=3, B=1, H=17)
+def test_recurrences_match_the_reference(name, kind, dtype, seed, T, B, H):
+    check_recurrence(name, kind, dtype, np.random.default_rng(seed), T, B, H)
+
+
+# ----------------------------------------------------------------------------- softmax, GELU
+
+@pytest.mark.parametrize("name", COMPILED_CPU)
+@settings(PROFILE)
+@given(rows=st.integers(1, 5), length=st.integers(1, 40), masking=st.sampled_from(["none", "random", "rows"]),
+       dtype=dtypes, seed=seeds)
+def test_softmax_matches_the_reference(name, rows, length, masking, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = (5 * rng.standard_normal((rows, length))).astype(dtype)
+    mask = None
+    if masking != "none":
+        mask = rng.random((rows, length)) < 0.4
+        if masking == "rows":
+            mask[0] = True                           # a fully masked row: zeros
+    y, expected = both(name, "softmax", "softmax_forward", x, mask)
+    assert_matches(y, expected, dtype, f"{name} softmax_forward")
+    if mask is not None:
+        assert np.all(y[mask] == 0)                  # exactly zero, not merely small
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    assert_matches(*both(name, "softmax", "softmax_backward", dy, expected), dtype, f"{name} softmax_backward")
+
+
+@pytest.mark.parametrize("name", COMPILED_CPU)
+@settings(PROFILE)
+@given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=3), dtype=dtypes, seed=seeds)
+def test_gelu_matches_the_reference(name, shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = (3 * rng.standard_normal(shape)).astype(dtype)
+    (y, cdf), expected = both(name, "activation", "gelu_forward", x)
+    assert_matches((y, cdf), expected, dtype, f"{name} gelu_forward")
+    dy = rng.standard_normal(shape).astype(dtype)
+    assert_matches(*both(name, "activation", "gelu_backward", dy, x, expected[1]), dtype, f"{name} gelu_backward")
+
+
+# ----------------------------------------------------------------------------- NaN and inf
+
+DTYPE_IDS = [np.float32, np.float64]
+
+
+@pytest.mark.parametrize("name", CPU)
+@pytest.mark.parametrize("dtype", DTYPE_IDS)
+@pytest.mark.parametrize("kind", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("where", ["w_hh", "xw", "h0"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_recurrence_nan_and_inf_propagate(name, dtype, kind, where, value):
+    """One bad number in a weight, an input or the initial state: NaN wherever the reference
+    has NaN (issue 15: a NaN in an LSTM's weight_hh_l0[0, 0] came out finite under cython),
+    the same infinities, and the same finite numbers elsewhere; forward and backward."""
+    def edit(args):
+        target = {"w_hh": args[1], "xw": args[0], "h0": args[3] if kind == "gru" else args[2]}[where]
+        target.flat[0] = value
+
+    check_recurrence(name, kind, dtype, np.random.default_rng(7), 4, 3, 5, edit=edit)
+
+
+def test_lstm_with_a_nan_weight_gives_nan_under_every_cpu_backend():
+    """The user-level case of issue 15: the output sum of an LSTM whose weight_hh_l0[0, 0] is
+    NaN is NaN under every backend, never a finite number."""
+    import tinygrad_seq as tgs
+    for name in CPU:
+        if unavailable_reason(name):
+            continue
+        with tgs.backend(name):
+            tgs.manual_seed(0)
+            lstm = tgs.nn.LSTM(3, 4)
+            lstm.weight_hh_l0.data[0, 0] = np.nan
+            out, _ = lstm(tgs.Tensor(np.ones((5, 2, 3), np.float32)))
+            assert np.isnan(float(out.sum().data)), name
+
+
+@pytest.mark.parametrize("name", CPU)
+@pytest.mark.parametrize("dtype", DTYPE_IDS)
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_conv_and_pooling_nan_and_inf_propagate(name, dtype, value):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 2, 6, 5)).astype(dtype)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(dtype)
+    b = rng.standard_normal(3).astype(dtype)
+    x[0, 1, 2, 3] = value
+    x[1, 0, 0, 0] = value                                         # on the border (padding next to it)
+    args = ((2, 1), (1, 2), (1, 1))
+    y, expected = both(name, "conv", "conv2d_forward", x, w, b, *args)
+    assert_matches(y, expected, dtype, "conv2d_forward")
+    dy = rng.standard_normal(expected.shape).astype(dtype)
+    dy[0, 0, 1, 1] = value
+    assert_matches(*both(name, "conv", "conv2d_backward", dy, x, w, *args, True), dtype, "conv2d_backward")
+    pool = ((3, 2), (2, 1), (1, 1))
+    (y, argmax), (ry, rargmax) = both(name, "conv", "maxpool2d_forward", x, *pool)
+    assert_matches((y, argmax), (ry, rargmax), dtype, "maxpool2d_forward")
+    dy = rng.standard_normal(ry.shape).astype(dtype)
+    dy[0, 0, 0, 0] = value
+    assert_matches(*both(name, "conv", "maxpool2d_backward", dy, rargmax, x.shape), dtype, "maxpool2d_backward")
+    assert_matches(*both(name, "conv", "avgpool2d_forward", x, *pool), dtype, "avgpool2d_forward")
+    assert_matches(*both(name, "conv", "avgpool2d_backward", dy, x.shape, *pool), dtype, "avgpool2d_backward")
+
+
+@pytest.mark.parametrize("name", CPU)
+@pytest.mark.parametrize("dtype", DTYPE_IDS)
+def test_softmax_nan_inf_and_masks(name, dtype):
+    """NaN in a row makes that row NaN (as the reference); +inf too (inf - inf); -inf logits and
+    masked entries give exactly 0 and a fully masked or all -inf row all zeros, never NaN; a NaN
+    under the mask is excluded like any masked value."""
+    x = np.array([[1.0, np.nan, 2.0, 0.5],
+                  [1.0, np.inf, 2.0, 0.5],
+                  [-np.inf, 3.0, -np.inf, 1.0],
+                  [-np.inf, -np.inf, -np.inf, -np.inf],
+                  [0.5, np.nan, 1.5, 2.0],
+                  [7.0, 8.0, 9.0, 1.0]], dtype=dtype)
+    mask = np.zeros_like(x, dtype=bool)
+    mask[4, 1] = True                      # the NaN is masked out
+    mask[5] = True                         # a fully masked row
+    for m in (None, mask):
+        y, expected = both(name, "softmax", "softmax_forward", x, m)
+        assert_matches(y, expected, dtype, f"softmax_forward mask={m is not None}")
+        assert np.all(np.isnan(y[0])) and np.all(np.isnan(y[1]))
+        assert y[2, 0] == 0 and y[2, 2] == 0 and np.all(y[3] == 0)
+        if m is not None:
+            assert np.all(np.isfinite(y[4])) and y[4, 1] == 0 and np.all(y[5] == 0)
+    dy = np.ones_like(x)
+    dy[5, 0] = np.nan
+    with np.errstate(all="ignore"):
+        y = ref("softmax").softmax_forward(x, mask)
+    assert_matches(*both(name, "softmax", "softmax_backward", dy, y), dtype, "softmax_backward")
+
+
+@pytest.mark.parametrize("name", CPU)
+@pytest.mark.parametrize("dtype", DTYPE_IDS)
+def test_gelu_nan_and_inf(name, dtype):
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, -3.0, 2.0], dtype=dtype)
+    (y, cdf), expected = both(name, "activation", "gelu_forward", x)
+    assert_matches((y, cdf), expected, dtype, "gelu_forward")
+    assert np.isnan(y[0]) and y[1] == np.inf and cdf[1] == 1 and cdf[2] == 0
+    dy = np.array([1.0, 1.0, 1.0, np.nan, np.inf, 1.0], dtype=dtype)
+    assert_matches(*both(name, "activation", "gelu_backward", dy, x, expected[1]), dtype, "gelu_backward")
