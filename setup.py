@@ -150,7 +150,7 @@ class OptionalBuildExt(build_ext):
 # matplotlib, pillow and micrograd: the plotting, photo and micrograd-comparison tests run in CI
 # instead of skipping.
 TEST_EXTRAS = ["pytest>=7", "torch==2.13.0", "numba-cuda>=0.30", "matplotlib>=3.5", "pillow>=9",
-               "micrograd==0.1.0"]
+               "micrograd==0.1.0", "optuna>=3.0"]
 setup(
     name="tinygrad_seq",
     version="0.1.0",
@@ -171,6 +171,7 @@ setup(
         "test": TEST_EXTRAS,
         "bench": ["torch==2.13.0", "micrograd==0.1.0"],
         "plot": ["matplotlib>=3.5", "pillow>=9"],
+        "tune": ["optuna>=3.0"],
         "gpu": ["numba-cuda>=0.30", "cupy-cuda12x"],
         "dev": TEST_EXTRAS,
     },

@@ -161,8 +161,10 @@ def train_language_model(level, corpus, val_file, resume, options):
     if trainer.batches.batch_size < cfg.batch_size:
         click.echo(f"note: the text is short, so {trainer.batches.batch_size} streams are used instead of "
                    f"--batch-size {cfg.batch_size}", err=True)
-    result = trainer.train(echo=lambda line: click.echo(line, err=True))
-    if result.status == "done":
+    # tune hook (issue 18): `tgs tune` passes its per-evaluation callback through the click context
+    from tinygrad_seq.tune import ON_EVALUATE
+    result = trainer.train(echo=lambda line: click.echo(line, err=True), on_evaluate=ctx.meta.get(ON_EVALUATE))
+    if result.status in ("done", "stopped"):
         click.echo(result.message, err=True)
         return
     click.echo(("Interrupted: " if result.status == "interrupted" else "Error: ") + result.message, err=True)

@@ -151,6 +151,9 @@ def train_classifier(kind, model_config, options):
                f"{len(splits.train[1])} training, {len(splits.dev[1])} dev, {len(splits.test[1])} test images; "
                f"{options['optimizer']} lr {options['lr']:g}; run directory {options['out']}", err=True)
 
+    # tune hook (issue 18): `tgs tune` passes its per-evaluation callback through the click context
+    from tinygrad_seq.tune import ON_EVALUATE
+    on_evaluate = click.get_current_context().meta.get(ON_EVALUATE)
     X_train, y_train = splits.train
     settings = {k: v for k, v in options.items() if k != "overwrite"}
     best_dev, best_epoch, start = -1.0, 0, time.perf_counter()
@@ -184,6 +187,9 @@ def train_classifier(kind, model_config, options):
         click.echo(f"epoch {epoch:3d}/{options['epochs']}  train loss {train_loss:.4f}  dev loss {dev_loss:.4f}  "
                    f"dev acc {dev_acc:6.2%}{'  saved' if improved else ''}  {time.perf_counter() - start:6.1f}s",
                    err=True)
+        if on_evaluate is not None and on_evaluate(None, epoch, {"dev_accuracy": dev_acc, "dev_loss": dev_loss}):
+            click.echo(f"stopped early after epoch {epoch}", err=True)
+            break
 
     result = _evaluate_state(load_checkpoint(path))
     click.echo(f"best dev accuracy {best_dev:.2%} at epoch {best_epoch}; checkpoint {path}", err=True)

@@ -232,7 +232,7 @@ def deferred_interrupt():
 # ---------------------------------------------------------------------------- the trainer
 @dataclass
 class TrainResult:
-    status: str          # "done" | "interrupted" | "diverged"
+    status: str          # "done" | "interrupted" | "diverged" | "stopped" (on_evaluate asked to stop)
     step: int            # steps completed
     val_loss: float      # nats per token at the last evaluation (nan if none)
     checkpoint: str      # path of the last checkpoint written (None if none)
@@ -454,8 +454,10 @@ class LMTrainer:
         if show_sample:
             echo("--- sample ---\n" + self.sample() + "\n--------------")
 
-    def train(self, echo=print, progress=True, show_samples=True):
-        """Run until config.steps.  Returns a TrainResult; never raises for Ctrl-C or divergence."""
+    def train(self, echo=print, progress=True, show_samples=True, on_evaluate=None):
+        """Run until config.steps.  Returns a TrainResult; never raises for Ctrl-C or divergence.
+        `on_evaluate(trainer, step, metrics)` runs after each validation (and checkpoint); a true
+        return stops the run there with status "stopped" (the tuner's pruning)."""
         cfg = self.config
         self._start_metrics()
         if self.step >= cfg.steps:
@@ -488,6 +490,10 @@ class LMTrainer:
                             self._evaluate_and_report(say, show_samples)
                             self.save()
                             self.plot()
+                        # tune hook (issue 18): report the validation metric; True stops the run early
+                        if on_evaluate is not None and on_evaluate(self, self.step, {"val_loss": self.last_val}):
+                            status = "stopped"
+                            break
                 except FloatingPointError as exc:
                     status = "diverged"
                     self._log({"step": failing_step, "event": "diverged", "reason": str(exc)})
@@ -502,6 +508,8 @@ class LMTrainer:
             self.plot()
             message = (f"interrupted at step {self.step}; checkpoint saved in {self.checkpoint_path} "
                        f"(continue with --resume --out {cfg.out})")
+        elif status == "stopped":
+            message = f"stopped early at step {self.step}; checkpoint in {self.checkpoint_path}"
         elif status == "done":
             message = f"done: {self.step} steps, validation loss {self.last_val:.4f}; checkpoint in {self.checkpoint_path}"
         return TrainResult(status, self.step, self.last_val,
