@@ -477,7 +477,10 @@ def work(study, echo=print):
     options = tunable_options(spec.kind)
     ran = 0
 
+    mine = []  # the number of the trial this worker runs now
+
     def objective(trial):
+        mine.append(trial.number)
         if spec.sampler == "grid" and not trial.user_attrs.get(ATTR + "grid"):
             trial.set_user_attr(ATTR + "spare", True)
             raise _GridDone()
@@ -520,15 +523,12 @@ def work(study, echo=print):
             c = counts(study)
             if c["COMPLETE"] + c["PRUNED"] + c["FAIL"] + c["RUNNING"] >= spec.trials:
                 break
-        finished = {t.number for t in trials if t.state.is_finished()}
+        mine.clear()
         study.optimize(objective, n_trials=1, catch=(TrialFailed, _GridDone))
         ran += 1
         for t in study.get_trials(deepcopy=False):
-            if t.number in finished or not t.state.is_finished():
-                continue
-            if t.user_attrs.get(ATTR + "spare"):
-                continue
-            echo(describe_trial(t, metric))
+            if t.number in mine and not t.user_attrs.get(ATTR + "spare"):
+                echo(describe_trial(t, metric))
     return ran
 
 
@@ -607,7 +607,7 @@ def refine_space(space, trials, direction="minimize", fraction=0.25, margin=0.1)
         if p.kind == "log":  # exp(log(x)) may step just outside the old range
             low, high = max(low, p.low), min(high, p.high)
         if p.kind == "int":
-            low, high = int(math.floor(low)), int(math.ceil(high))
+            low, high = int(math.ceil(low - 1e-9)), int(math.floor(high + 1e-9))  # still holds every best value
             if low == high:
                 refined.append(Param(p.name, "choice", choices=(low,)))
                 continue
