@@ -1,9 +1,11 @@
 """`tgs tune` and tinygrad_seq.tune: grid search by two workers, log-scale sampling, coarse-to-fine,
 studies shared by processes, a killed worker, pruning, and the one-line errors."""
+import contextlib
 import math
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -144,20 +146,20 @@ def test_two_processes_share_one_study_without_duplicates(tmp_path, corpus):
 
 def test_a_worker_killed_mid_trial_leaves_a_study_that_continues(tmp_path, corpus):
     storage = "sqlite:///" + str(tmp_path / "kill.db")
-    args = [str(a) for a in ["tune", "charlm", corpus, *TINY, "--sampler", "grid", "--param", "lr=choice:0.003,0.01",
-                             "--steps", 60, "--eval-every", 20, "--study", "kill", "--storage", storage,
-                             "--out", tmp_path / "runs", "--heartbeat", 1]]
+    args = [str(a) for a in ["tune", "charlm", corpus, *TINY, "--set", "hidden=16", "--sampler", "grid",
+                             "--param", "lr=choice:0.003,0.01", "--steps", 200, "--eval-every", 100,
+                             "--study", "kill", "--storage", storage, "--out", tmp_path / "runs", "--heartbeat", 1]]
     victim = subprocess.Popen(TGS + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    running = []
-    while not running and time.monotonic() < deadline and victim.poll() is None:
-        time.sleep(0.2)
-        if os.path.exists(tmp_path / "kill.db"):
-            try:
-                running = [t for t in trials_of("kill", storage) if t.state.name == "RUNNING"]
-            except Exception:  # the study is being created
-                running = []
-    assert running, "the first worker never started a trial"
+    running = None
+    while running is None and time.monotonic() < deadline and victim.poll() is None:
+        time.sleep(0.1)
+        with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(tmp_path / "kill.db")) as db:
+            row = db.execute("SELECT number FROM trials WHERE state = 'RUNNING'").fetchone()
+            running = None if row is None else row[0]
+        if running is not None and not os.path.exists(tmp_path / "runs" / f"trial-{running}" / "train.log"):
+            running = None  # kill it once it trains
+    assert running is not None, "the first worker never started a trial"
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     time.sleep(2.5)  # past the grace period of two missed heartbeats
@@ -165,9 +167,9 @@ def test_a_worker_killed_mid_trial_leaves_a_study_that_continues(tmp_path, corpu
     again = run_tgs(*args)
     assert again.returncode == 0, again.stderr
     trials = trials_of("kill", storage)
-    killed = next(t for t in trials if t.number == running[0].number)
+    killed = next(t for t in trials if t.number == running)
     assert killed.state.name == "FAIL"
-    retry = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    retry = [t for t in trials if t.user_attrs.get("tgs:retry_of") == killed.number]
     assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == killed.params
     done = {t.params["lr"] for t in trials if t.state.name == "COMPLETE"}
     assert done == {0.003, 0.01} and not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]

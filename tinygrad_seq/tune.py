@@ -19,11 +19,13 @@ resumed or sampled with the usual commands, and the best one's `tgs train` comma
 
 The study lives in a database: SQLite in the run directory by default, any SQLAlchemy URL, or
 an Optuna journal file (`journal:PATH`).  Workers (processes here, or `tgs tune` started on
-other machines with the same --study and --storage) share it.  With a database storage each
-running trial sends a heartbeat; a trial whose worker was killed is marked failed when the
-heartbeat goes stale and is retried once with the same parameters, so restarting the command
-continues the study.  The kind, the space and the fixed settings are stored in the study, so a
-worker joining it needs only its name and storage.
+other machines with the same --study and --storage) share it.  A running trial stamps the time
+into its attributes every `heartbeat` seconds (any storage can hold that, and a trial killed
+before its first stamp still has its start time); before each trial a worker fails the running
+trials silent for more than two heartbeats and queues each once more with the same parameters,
+so restarting the command continues the study.  (Machines sharing a study need synchronised
+clocks, as NTP gives.)  The kind, the space and the fixed settings are stored in the study, so
+a worker joining it needs only its name and storage.
 """
 import contextlib
 import io
@@ -300,7 +302,7 @@ def default_storage(out):
     return "sqlite:///" + os.path.abspath(os.path.join(out, "study.db"))
 
 
-def open_storage(url, heartbeat=30):
+def open_storage(url):
     """An Optuna storage for `url`: `journal:PATH` (or a path ending .log/.journal) is a journal
     file, anything else an SQLAlchemy URL.  TuneError (one line) when it cannot be opened."""
     import optuna
@@ -322,12 +324,7 @@ def open_storage(url, heartbeat=30):
             if folder and not os.path.isdir(folder):
                 raise TuneError(f"cannot open --storage {url}: the folder {folder} does not exist")
         _quiet_optuna()
-        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
-            retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
-        else:
-            retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
-                                          grace_period=2 * heartbeat, **retry)
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
     except TuneError:
         raise
     except Exception as exc:  # a driver that is not installed, a refused connection, a bad URL
@@ -360,17 +357,19 @@ class StudySpec:
     startup_trials: int = 5
     out: str = None
     parent: str = None
+    heartbeat: int = 30
 
     def attrs(self):
         return {"kind": self.kind, "space": [p.spec() for p in self.space], "corpus": self.corpus,
                 "fixed": self.fixed, "sampler": self.sampler, "pruner": self.pruner, "trials": self.trials,
-                "startup_trials": self.startup_trials, "out": self.out, "parent": self.parent}
+                "startup_trials": self.startup_trials, "out": self.out, "parent": self.parent,
+                "heartbeat": self.heartbeat}
 
     @classmethod
     def from_study(cls, study):
         a = {k[len(ATTR):]: v for k, v in study.user_attrs.items() if k.startswith(ATTR)}
         return cls(a["kind"], parse_space(a["space"]), a["corpus"], a["fixed"], a["sampler"], a["pruner"],
-                   a["trials"], a["startup_trials"], a["out"], a.get("parent"))
+                   a["trials"], a["startup_trials"], a["out"], a.get("parent"), a.get("heartbeat", 30))
 
 
 def make_sampler(name, seed=None, startup_trials=5):
@@ -452,7 +451,7 @@ def counts(study):
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
-    retried = {t.system_attrs.get("failed_trial") for t in trials}
+    retried = {t.user_attrs.get(ATTR + "retry_of") for t in trials}
     result = {s.name: 0 for s in TrialState}
     for t in trials:
         if t.number in retried or t.user_attrs.get(ATTR + "spare"):
@@ -462,6 +461,54 @@ def counts(study):
 
 
 # ---------------------------------------------------------------------------- a worker
+class Heartbeat:
+    """Stamps the time into `trial`'s attributes now and every `interval` seconds until closed."""
+
+    def __init__(self, trial, interval):
+        import threading
+
+        self.trial, self.interval = trial, interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="tgs-tune-heartbeat", daemon=True)
+
+    def _beat(self):
+        while not self.stop.wait(self.interval):
+            with contextlib.suppress(Exception):  # a storage hiccup must not kill the trial
+                self.trial.set_user_attr(ATTR + "alive", time.time())
+
+    def __enter__(self):
+        self.trial.set_user_attr(ATTR + "alive", time.time())
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def fail_stale_trials(study, heartbeat):
+    """Fail the running trials silent for more than two heartbeats (their worker was killed) and
+    queue each once more with its parameters.  Returns the numbers failed here."""
+    from optuna.trial import TrialState
+
+    now, failed = time.time(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        last = t.user_attrs.get(ATTR + "alive") or t.datetime_start.timestamp()
+        if now - last <= 2 * heartbeat:
+            continue
+        try:
+            study.tell(t.number, state=TrialState.FAIL)
+        except Exception:  # another worker failed it first, or it just finished
+            continue
+        failed.append(t.number)
+        if t.user_attrs.get(ATTR + "retry_of") is None:  # a retry that dies too is not retried again
+            attrs = {k: v for k, v in t.user_attrs.items() if k in (ATTR + "grid",)}
+            # a trial killed before it drew its parameters still holds the ones queued for it
+            params = t.params or t.system_attrs.get("fixed_params", {})
+            study.enqueue_trial(params, user_attrs=dict(attrs, **{ATTR + "retry_of": t.number}))
+    return failed
+
+
 class _GridDone(Exception):
     """The grid's queue was emptied by another worker between the check and this trial."""
 
@@ -503,7 +550,8 @@ def work(study, echo=print):
             return False
 
         try:
-            run = run_trial(spec.kind, spec.corpus, settings, out_dir, on_evaluate)
+            with Heartbeat(trial, spec.heartbeat):
+                run = run_trial(spec.kind, spec.corpus, settings, out_dir, on_evaluate)
         except TrialFailed as exc:
             trial.set_user_attr(ATTR + "error", str(exc))
             raise
@@ -514,7 +562,7 @@ def work(study, echo=print):
         return trial_value(spec.kind, run)
 
     while True:
-        optuna.storages.fail_stale_trials(study)  # a killed worker's trial must not count as running
+        fail_stale_trials(study, spec.heartbeat)  # a killed worker's trial must not count as running
         trials = study.get_trials(deepcopy=False)
         if spec.sampler == "grid":
             if not any(t.state == TrialState.WAITING for t in trials):
@@ -561,11 +609,11 @@ def thread_env(workers, cores=None):
     return env
 
 
-def run_workers(name, storage_url, workers, heartbeat=30, seed=None):
+def run_workers(name, storage_url, workers, seed=None):
     """Start `workers` processes on study `name`, wait for them; the exit status of the worst."""
     procs = []
     for index in range(workers):
-        argv = [sys.executable, "-m", "tinygrad_seq.tune", "worker", name, storage_url, str(heartbeat),
+        argv = [sys.executable, "-m", "tinygrad_seq.tune", "worker", name, storage_url,
                 "" if seed is None else str(seed + index)]
         procs.append(subprocess.Popen(argv, env=thread_env(workers)))
     try:
@@ -619,7 +667,7 @@ def refine_space(space, trials, direction="minimize", fraction=0.25, margin=0.1)
 def report_rows(study):
     """One dict per trial: number, state, parameters, metric, steps, seconds."""
     spec = StudySpec.from_study(study)
-    retried = {t.system_attrs.get("failed_trial") for t in study.get_trials(deepcopy=False)}
+    retried = {t.user_attrs.get(ATTR + "retry_of") for t in study.get_trials(deepcopy=False)}
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get(ATTR + "spare"):
@@ -797,28 +845,28 @@ def search(kind, space, corpus=None, *, trials=20, sampler="tpe", pruner="median
         raise TuneError(f"tgs train {kind} takes no corpus argument")
     os.makedirs(out, exist_ok=True)
     storage = storage or default_storage(out)
-    spec = StudySpec(kind, space, corpus, fixed, sampler, pruner, trials, startup_trials, out)
-    result = SearchResult(_run_study(name, storage, spec, workers, seed, heartbeat, echo))
+    spec = StudySpec(kind, space, corpus, fixed, sampler, pruner, trials, startup_trials, out, heartbeat=heartbeat)
+    result = SearchResult(_run_study(name, storage, spec, workers, seed, echo))
     if refine:
         coarse = result.study
         narrow = refine_space(space, coarse.get_trials(deepcopy=False), OBJECTIVES[kind][1])
         echo(f"refining around the best trials of {name}: " + " ".join(p.spec() for p in narrow))
         spec = StudySpec(kind, narrow, corpus, fixed, "random", pruner, refine_trials or trials, startup_trials,
-                         os.path.join(out, "refine"), parent=name)
-        result.refined = _run_study(f"{name}-refine", storage, spec, workers, seed, heartbeat, echo)
+                         os.path.join(out, "refine"), parent=name, heartbeat=heartbeat)
+        result.refined = _run_study(f"{name}-refine", storage, spec, workers, seed, echo)
         coarse.set_user_attr(ATTR + "refined_by", f"{name}-refine")
     return result
 
 
-def _run_study(name, storage_url, spec, workers, seed, heartbeat, echo):
-    storage = open_storage(storage_url, heartbeat)
+def _run_study(name, storage_url, spec, workers, seed, echo):
+    storage = open_storage(storage_url)
     study = open_study(name, storage, spec, seed)
     echo(f"study {name} in {storage_url}: {StudySpec.from_study(study).trials} trials of {spec.kind}; "
          f"runs in {spec.out}")
     if workers == 1:
         work(study, echo)
     else:
-        status = run_workers(name, storage_url, workers, heartbeat, seed)
+        status = run_workers(name, storage_url, workers, seed)
         if status:
             raise TuneError(f"a worker stopped with exit status {status}; run the same command again to continue")
     return study
@@ -830,8 +878,8 @@ def load(name, storage_url):
 
 
 def _worker_main(argv):
-    name, storage_url, heartbeat, seed = argv
-    study = open_study(name, open_storage(storage_url, int(heartbeat)), None, int(seed) if seed else None)
+    name, storage_url, seed = argv
+    study = open_study(name, open_storage(storage_url), None, int(seed) if seed else None)
     try:
         work(study, lambda line: print(line, flush=True))
     except KeyboardInterrupt:
@@ -840,6 +888,6 @@ def _worker_main(argv):
 
 
 if __name__ == "__main__":  # the worker processes of run_workers
-    if len(sys.argv) == 6 and sys.argv[1] == "worker":
+    if len(sys.argv) == 5 and sys.argv[1] == "worker":
         sys.exit(_worker_main(sys.argv[2:]))
-    sys.exit("usage: python -m tinygrad_seq.tune worker STUDY STORAGE HEARTBEAT SEED")
+    sys.exit("usage: python -m tinygrad_seq.tune worker STUDY STORAGE SEED")
