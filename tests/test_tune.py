@@ -57,8 +57,8 @@ def test_grid_by_two_workers_reports_the_best_and_its_command_reproduces_it(tmp_
         assert os.path.exists(out / f"trial-{t.number}" / "checkpoint.npz")
         assert t.user_attrs["tgs:steps"] == 20
 
-    report = run_tgs("tune", "--report", "grid", "--out", out)
-    assert report.returncode == 0, report.stderr
+    report = tgs("tune", "--report", "grid", "--out", out)
+    assert report.exit_code == 0, report.output
     table = [line for line in report.stdout.splitlines() if re.match(r"\| \d", line)]
     assert len(table) == 4 + 2  # the grid, then its refine study's two trials
     best = min(trials, key=lambda t: t.value)
@@ -67,8 +67,8 @@ def test_grid_by_two_workers_reports_the_best_and_its_command_reproduces_it(tmp_
 
     command = report.stdout.split("reproduce it with:\n")[1].splitlines()[0].split()
     assert command[:3] == ["tgs", "train", "charlm"]
-    rerun = run_tgs(*command[1:-1], tmp_path / "best")  # same command, its own --out
-    assert rerun.returncode == 0, rerun.stderr
+    rerun = tgs(*command[1:-1], tmp_path / "best")  # same command, its own --out
+    assert rerun.exit_code == 0, rerun.output
     loss = float(re.search(r"done: 20 steps, validation loss ([0-9.]+)", rerun.stderr).group(1))
     assert loss == pytest.approx(best.value, abs=2e-4)
 

@@ -324,7 +324,14 @@ def open_storage(url):
             if folder and not os.path.isdir(folder):
                 raise TuneError(f"cannot open --storage {url}: the folder {folder} does not exist")
         _quiet_optuna()
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+            except Exception as exc:
+                # two workers creating the tables of a new database at once: one loses, then finds them
+                if attempt == 4 or "already exists" not in str(exc):
+                    raise
+                time.sleep(0.5 * (attempt + 1))
     except TuneError:
         raise
     except Exception as exc:  # a driver that is not installed, a refused connection, a bad URL
