@@ -225,3 +225,15 @@ def test_a_study_of_another_kind_is_refused(tmp_path, corpus):
     assert_one_line_error(result, "study 'mine' searches lr=log:0.0001:0.01")
     assert_one_line_error(tgs("tune", "--report", "other", "--storage", storage), "no study 'other'")
     assert_one_line_error(tgs("tune", "ngram", "--param", "n=int:2:5"), "cannot search 'ngram'")
+
+
+def test_classifiers_are_tuned_on_dev_accuracy_maximised(tmp_path):
+    result = tgs("tune", "mlp", "--param", "lr=log:1e-3:1e-2", "--param", "hidden=choice:16,32", "--steps", 2,
+                 "--trials", 3, "--sampler", "random", "--seed", 1, "--study", "mlp", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    study = tune.load("mlp", tune.default_storage(tmp_path))
+    done = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert len(done) == 3 and all(0 < t.value <= 1 and t.user_attrs["tgs:steps"] == 2 for t in done)
+    best = max(done, key=lambda t: t.value)
+    assert f"best: trial {best.number}, dev_accuracy {best.value:.4f}" in result.stdout
+    assert "tgs train mlp --epochs 2 --lr " in result.stdout
