@@ -69,6 +69,16 @@ def _fit(name, run, steps, unit_per_step, unit):
         return losses, interrupted()
 
 
+def _report_to_tuner(step, metrics):
+    """tune hook (issue 18): these loops have no periodic validation, so `tgs tune` sees the
+    held-out score once, at the end (no pruning)."""
+    from tinygrad_seq.tune import ON_EVALUATE
+
+    on_evaluate = click.get_current_context().meta.get(ON_EVALUATE)
+    if on_evaluate is not None:
+        on_evaluate(None, step, metrics)
+
+
 # ---------------------------------------------------------------------------- seq2seq: dates
 @click.command()
 @click.option("--cell", type=click.Choice(["gru", "lstm"]), default="gru", show_default=True)
@@ -118,6 +128,7 @@ def seq2seq(cell, attention, embed, hidden, layers, bidirectional, dropout, trai
                                                            clip=clip, seed=seed, callback=cb, log_every=1),
                                steps, batch_size, "pairs")
     accuracy, predictions = exact_match(model, test_pairs)
+    _report_to_tuner(len(losses), {"exact_match": accuracy})
     state = {"kind": "seq2seq", "model_config": config.to_dict(), "src_vocab": src_vocab.to_dict(),
              "tgt_vocab": tgt_vocab.to_dict(), "model": {k: v.numpy() for k, v in model.state_dict().items()},
              "train": {"steps": len(losses), "final_loss": losses[-1] if losses else None, "seed": seed,
@@ -289,6 +300,7 @@ def tagger(cell, embed, hidden, layers, dropout, train_verses, test_verses, step
                                                                  callback=cb, log_every=1),
                                steps, batch_size, "verses")
     scores = tagging_scores(model.predict(data.test_tokens), data.test_tags)
+    _report_to_tuner(len(losses), {"name_f1": scores["f1"], "token_accuracy": scores["accuracy"]})
     baseline = tagging_scores(lexicon_baseline(data.train_tokens, data.train_tags, data.test_tokens), data.test_tags)
     state = {"kind": "tagger", "model_config": config.to_dict(), "vocab": vocab.to_dict(),
              "model": {k: v.numpy() for k, v in model.state_dict().items()},

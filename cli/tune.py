@@ -50,7 +50,7 @@ def _settings(pairs):
               help="Print the report of STUDY (table, best `tgs train` command) and write its plots; no training.")
 def tune(kind, corpus, params, fixed, trials, steps, eval_every, sampler, pruner, startup_trials, study, storage,
          out, workers, refine, refine_trials, seed, heartbeat, report_name):
-    """Search hyper-parameters of `tgs train KIND` (charlm, wordlm, cnn, mlp).
+    """Search hyper-parameters of `tgs train KIND` (charlm, wordlm, cnn, mlp, seq2seq, tagger).
 
     \b
     tgs tune charlm corpus.txt --trials 40 --steps 500 --param lr=log:1e-4:1e-2 \\
@@ -65,7 +65,7 @@ def tune(kind, corpus, params, fixed, trials, steps, eval_every, sampler, pruner
             _report(library, report_name, storage, out)
             return
         if kind is None:
-            fail("give the KIND to tune (charlm, wordlm, cnn, mlp), or --report STUDY")
+            fail("give the KIND to tune (charlm, wordlm, cnn, mlp, seq2seq, tagger), or --report STUDY")
         for name, value in (("--trials", trials), ("--workers", workers), ("--heartbeat", heartbeat),
                             ("--startup-trials", startup_trials), ("--steps", steps), ("--eval-every", eval_every),
                             ("--refine-trials", refine_trials)):

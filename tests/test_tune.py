@@ -237,3 +237,18 @@ def test_classifiers_are_tuned_on_dev_accuracy_maximised(tmp_path):
     best = max(done, key=lambda t: t.value)
     assert f"best: trial {best.number}, dev_accuracy {best.value:.4f}" in result.stdout
     assert "tgs train mlp --epochs 2 --lr " in result.stdout
+
+
+@pytest.mark.parametrize("kind, args, metric", [
+    ("seq2seq", ["--set", "train-size=200", "--set", "test-size=20", "--set", "hidden=8", "--set", "embed=8"],
+     "exact_match"),
+    ("tagger", ["--set", "train-verses=40", "--set", "test-verses=10", "--set", "embed=8", "--set", "layers=1"],
+     "name_f1"),
+])
+def test_seq2seq_and_tagger_are_tuned_on_their_held_out_score(tmp_path, kind, args, metric):
+    result = tgs("tune", kind, *args, "--param", "lr=choice:0.003,0.01", "--sampler", "grid", "--steps", 2,
+                 "--study", kind, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    done = [t for t in tune.load(kind, tune.default_storage(tmp_path)).get_trials() if t.state.name == "COMPLETE"]
+    assert len(done) == 2 and all(0 <= t.value <= 1 for t in done)
+    assert f"best: trial {max(done, key=lambda t: t.value).number}, {metric} " in result.stdout

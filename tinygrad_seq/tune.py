@@ -45,6 +45,9 @@ OBJECTIVES = {
     "wordlm": ("val_loss", "minimize", "last"),
     "cnn": ("dev_accuracy", "maximize", "best"),
     "mlp": ("dev_accuracy", "maximize", "best"),
+    # no periodic validation in these loops yet: one report, the held-out score, at the end
+    "seq2seq": ("exact_match", "maximize", "last"),
+    "tagger": ("name_f1", "maximize", "last"),
 }
 # options a trial sets itself (or that make no sense to search)
 RESERVED = {"out", "resume", "overwrite", "val_file", "corpus"}
