@@ -321,7 +321,11 @@ def open_storage(url):
             if os.path.dirname(path) and not os.path.isdir(os.path.dirname(path)):
                 raise TuneError(f"the folder of journal file {path} does not exist")
             return JournalStorage(JournalFileBackend(path))
-        engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+        engine = {}
+        if url.startswith("sqlite"):
+            engine = {"connect_args": {"timeout": 120}}  # wait for the other workers' writes
+        elif url.startswith(("postgresql", "mysql")):
+            engine = {"connect_args": {"connect_timeout": 20}}  # an unreachable host fails, not hangs
         if url.startswith("sqlite:///"):
             folder = os.path.dirname(url[len("sqlite:///"):])
             if folder and not os.path.isdir(folder):
@@ -450,6 +454,8 @@ def open_study(name, storage, spec=None, seed=None, wait=30.0):
             if [p.spec() for p in stored.space] != [p.spec() for p in spec.space] or stored.fixed != spec.fixed:
                 raise TuneError(f"study {name!r} searches {' '.join(p.spec() for p in stored.space)} with "
                                 f"{stored.fixed or 'no fixed settings'}; give the same, or choose another --study")
+            if spec.trials > stored.trials and stored.sampler != "grid":  # asking for more extends the study
+                study.set_user_attr(ATTR + "trials", spec.trials)
     stored = StudySpec.from_study(study)
     study.sampler = make_sampler(stored.sampler, seed, stored.startup_trials)
     study.pruner = make_pruner(stored.pruner, stored.startup_trials)
@@ -564,6 +570,11 @@ def work(study, echo=print):
                 run = run_trial(spec.kind, spec.corpus, settings, out_dir, on_evaluate)
         except TrialFailed as exc:
             trial.set_user_attr(ATTR + "error", str(exc))
+            raise
+        except KeyboardInterrupt:  # queued again, so that running the command again finishes the study
+            trial.set_user_attr(ATTR + "error", "interrupted")
+            keep = {k: v for k, v in trial.user_attrs.items() if k == ATTR + "grid"}
+            study.enqueue_trial(params, user_attrs=dict(keep, **{ATTR + "retry_of": trial.number}))
             raise
         if run.reports:
             trial.set_user_attr(ATTR + "steps", run.reports[-1][0])
