@@ -770,7 +770,13 @@ def plot_study(study, folder=None):
                     xs = [p.choices.index(x) for x in xs]
                 ax.plot(xs, ys, style, label=label, alpha=0.8)
         if p.kind == "log":
+            from matplotlib.ticker import NullFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overprint each other
+            ax.set_xlim(p.low / 1.1, p.high * 1.1)  # the declared range, not just where the trials fell
+        elif p.kind in ("float", "int"):
+            ax.set_xlim(p.low - 0.05 * (p.high - p.low), p.high + 0.05 * (p.high - p.low))
         if p.kind == "choice":
             ax.set_xticks(range(len(p.choices)))
             ax.set_xticklabels([str(c) for c in p.choices])
