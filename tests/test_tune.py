@@ -42,6 +42,7 @@ def trials_of(name, storage):
 
 
 # ---------------------------------------------------------------------------- grid, workers, report, refine
+@pytest.mark.slow
 def test_grid_by_two_workers_reports_the_best_and_its_command_reproduces_it(tmp_path, corpus):
     out = tmp_path / "tune"
     result = run_tgs("tune", "charlm", corpus, *TINY, "--sampler", "grid", "--param", "lr=log:0.002:0.02:2",
@@ -128,6 +129,7 @@ def test_refine_narrows_every_range_around_the_best_trials():
 
 
 # ---------------------------------------------------------------------------- shared studies, killed workers
+@pytest.mark.slow
 def test_two_processes_share_one_study_without_duplicates(tmp_path, corpus):
     storage = "sqlite:///" + str(tmp_path / "shared.db")
     args = ["tune", "charlm", corpus, *TINY, "--sampler", "grid", "--param", "lr=choice:0.003,0.01",
@@ -144,6 +146,7 @@ def test_two_processes_share_one_study_without_duplicates(tmp_path, corpus):
     assert sum(ran) == 4 and min(ran) >= 1  # both did some of the work
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_trial_leaves_a_study_that_continues(tmp_path, corpus):
     storage = "sqlite:///" + str(tmp_path / "kill.db")
     args = [str(a) for a in ["tune", "charlm", corpus, *TINY, "--set", "hidden=16", "--sampler", "grid",
@@ -252,3 +255,9 @@ def test_seq2seq_and_tagger_are_tuned_on_their_held_out_score(tmp_path, kind, ar
     done = [t for t in tune.load(kind, tune.default_storage(tmp_path)).get_trials() if t.state.name == "COMPLETE"]
     assert len(done) == 2 and all(0 <= t.value <= 1 for t in done)
     assert f"best: trial {max(done, key=lambda t: t.value).number}, {metric} " in result.stdout
+
+
+def test_workers_split_the_cores_between_them():
+    env = tune.thread_env(2, cores=16)
+    assert all(env[v] == "8" for v in ("TGS_CYTHON_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS"))
+    assert tune.thread_env(4, cores=2)["TGS_CYTHON_THREADS"] == "1"  # never zero threads

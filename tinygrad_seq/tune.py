@@ -331,12 +331,15 @@ def open_storage(url):
             if folder and not os.path.isdir(folder):
                 raise TuneError(f"cannot open --storage {url}: the folder {folder} does not exist")
         _quiet_optuna()
+        lock = url[len("sqlite:///"):] + ".lock" if url.startswith("sqlite:///") else None
         for attempt in range(5):
             try:
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+                with _file_lock(lock):  # workers starting together must not create the tables twice
+                    return optuna.storages.RDBStorage(url, engine_kwargs=engine)
             except Exception as exc:
-                # two workers creating the tables of a new database at once: one loses, then finds them
-                if attempt == 4 or "already exists" not in str(exc):
+                # on a server database the same race shows up as a duplicate table or version row
+                racing = ("already exists", "UNIQUE constraint", "duplicate", "locked")
+                if attempt == 4 or not any(word in str(exc) for word in racing):
                     raise
                 time.sleep(0.5 * (attempt + 1))
     except TuneError:
@@ -344,6 +347,24 @@ def open_storage(url):
     except Exception as exc:  # a driver that is not installed, a refused connection, a bad URL
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TuneError(f"cannot open --storage {url}: {message}") from None
+
+
+@contextlib.contextmanager
+def _file_lock(path):
+    """An exclusive lock on `path` (a no-op for None, or where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        fcntl = None
+    if path is None or fcntl is None:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _quiet_optuna():
