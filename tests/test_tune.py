@@ -211,6 +211,7 @@ def test_median_pruner_stops_a_bad_learning_rate_early(tmp_path, corpus):
     (["--param", "lr=log:1e-4:1e-2", "--storage", "sqlite:////no/such/folder/s.db"], ["cannot open --storage"]),
     (["--param", "lr=log:1e-4:1e-2", "--storage", "nosuchdb://host/x"], ["cannot open --storage"]),
     (["--param", "lr=log:1e-4:1e-2", "--set", "hidden"], ["--set 'hidden' is malformed"]),
+    (["--param", "lr=log:1e-4:1e-2", "--set", "hidden=many"], ["--set hidden=many", "not a valid --hidden"]),
     ([], ["give at least one --param"]),
 ])
 def test_bad_input_is_one_line(tmp_path, corpus, args, fragments):

@@ -214,11 +214,17 @@ def check_space(kind, space, fixed):
             raise TuneError(f"--{p.name.replace('_', '-')} takes integers; use {p.name}=int:LOW:HIGH or log:LOW:HIGH")
         if p.kind == "choice" and not getattr(option, "is_flag", False):
             for value in p.choices:
-                try:
-                    option.type.convert(str(value), option, None)
-                except Exception:
-                    raise TuneError(f"--param {p.spec()}: {value!r} is not a valid --{p.name.replace('_', '-')}") \
-                        from None
+                _check_value(option, value, f"--param {p.spec()}")
+    for name, value in fixed.items():
+        if not getattr(options[name], "is_flag", False):
+            _check_value(options[name], value, f"--set {name.replace('_', '-')}={value}")
+
+
+def _check_value(option, value, where):
+    try:
+        option.type.convert(str(value), option, None)
+    except Exception:
+        raise TuneError(f"{where}: {value!r} is not a valid --{option.name.replace('_', '-')}") from None
 
 
 def train_argv(kind, corpus, settings):
@@ -281,12 +287,20 @@ def run_trial(kind, corpus, settings, out_dir, on_evaluate=None):
             if exc.exit_code == 130:
                 raise KeyboardInterrupt from None
             if exc.exit_code:
-                raise TrialFailed(f"training stopped with exit status {exc.exit_code}; see "
-                                  f"{os.path.join(out_dir, 'train.log')}") from None
+                log.flush()
+                raise TrialFailed(_last_error(log.name) or f"training stopped with exit status "
+                                  f"{exc.exit_code}; see {log.name}") from None
         except click.ClickException as exc:
             print("Error: " + exc.format_message())
             raise TrialFailed(exc.format_message()) from None
     return run
+
+
+def _last_error(log_path):
+    """The last 'Error: ...' line the training command wrote (a divergence, say), without 'Error: '."""
+    with open(log_path) as f:
+        errors = [line.strip() for line in f if line.startswith("Error: ")]
+    return errors[-1][len("Error: "):] if errors else None
 
 
 def trial_value(kind, run):
