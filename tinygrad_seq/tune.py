@@ -818,7 +818,7 @@ def plot_study(study, folder=None):
         ax.set_xlabel(p.name + (" (log scale)" if p.kind == "log" else ""))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-        if i == 0:
+        if i == 0 and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.suptitle(f"study {study.study_name}: {metric} against each parameter")
     fig.tight_layout()
@@ -845,7 +845,8 @@ def plot_study(study, folder=None):
     ax.set_ylabel(metric)
     ax.set_title(f"study {study.study_name}: optimisation history")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     path = os.path.join(folder, f"{study.study_name}-history.png")
     fig.savefig(path, dpi=90)
