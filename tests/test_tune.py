@@ -196,6 +196,8 @@ def test_median_pruner_stops_a_bad_learning_rate_early(tmp_path, corpus):
     metrics = (tmp_path / "runs" / f"trial-{bad.number}" / "metrics.jsonl").read_text()
     assert max(int(m) for m in re.findall(r'"step": (\d+)', metrics)) < 60
     assert os.path.exists(tmp_path / "runs" / f"trial-{bad.number}" / "checkpoint.npz")
+    resumed = tgs("train", "charlm", "--resume", "--out", tmp_path / "runs" / f"trial-{bad.number}")
+    assert resumed.exit_code == 0 and "done: 60 steps" in resumed.stderr, resumed.output
 
 
 # ---------------------------------------------------------------------------- bad input
