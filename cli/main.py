@@ -23,6 +23,7 @@ TOP_COMMANDS = {
     "translate": "train_seq2seq:translate",
     "bench": "bench:bench",
     "backends": "backends:backends",
+    "tune": "tune:tune",
 }
 SHORT_HELP = {
     "train": "Train a model (charlm, wordlm, ngram, cnn, mlp, seq2seq, tagger).",
@@ -38,6 +39,7 @@ SHORT_HELP = {
     "translate": "Translate dates with a trained seq2seq model.",
     "bench": "Benchmark every backend against PyTorch.",
     "backends": "List the kernel backends and why any is unavailable.",
+    "tune": "Search hyper-parameters of a training kind (Optuna; grid, random, TPE).",
 }
 
 

@@ -17,6 +17,9 @@ from .kinds import fail
 # what `--resume` may change; every other option is fixed by the checkpoint
 RESUME_CHANGEABLE = ("steps", "eval_every", "lr", "clip", "dropout", "backend", "device")
 NOT_SETTINGS = ("out", "resume", "overwrite", "val_file", "corpus")
+# click context meta key: Trainer callbacks that an in-process caller of a `tgs train` command
+# (`tgs tune`, reporting to Optuna) adds to the run; see Trainer's `callbacks`
+CALLBACKS = "tinygrad_seq.cli.runs.callbacks"
 
 
 def checkpoint_of(out):
@@ -134,10 +137,11 @@ def echo(text, err=True):
 
 
 def run(trainer, echo=echo):
-    """trainer.train(), then the result's last line and exit code (0 done, 1 diverged, 130
-    interrupted, 143 terminated)."""
+    """trainer.train() with the context's CALLBACKS added, then the result's last line and exit
+    code (0 done or pruned, 1 diverged, 130 interrupted, 143 terminated)."""
     from tinygrad_seq.trainer import RunDirectoryError
 
+    trainer.callbacks.extend(click.get_current_context().meta.get(CALLBACKS, ()))
     try:
         result = trainer.train(echo=echo)
     except RunDirectoryError as exc:
