@@ -1,9 +1,10 @@
 """The kernel registry: the one place where a hot loop is bound to an implementation.
 
-Four families of hot loops have kernels: `recurrence` (whole-sequence RNN/GRU/LSTM
+Five families of hot loops have kernels: `recurrence` (whole-sequence RNN/GRU/LSTM
 forward and backward), `conv` (convolution and pooling forward and backward),
-`softmax` (masked softmax forward and backward) and `activation` (the exact GELU, whose erf
-is too slow as a NumPy/SciPy ufunc).  Each backend is a package under
+`softmax` (masked softmax forward and backward), `activation` (the exact GELU, whose erf
+is too slow as a NumPy/SciPy ufunc) and `matmul` (every matrix product of the engine, so
+that the GEMMs can run on the same thread team as the other kernels).  Each backend is a package under
 `tinygrad_seq.kernels` with one module per family; every module of a family exposes the
 same functions, whose contract is written in `tinygrad_seq/kernels/reference/`.
 
@@ -30,7 +31,7 @@ import json
 import os
 import threading
 
-FAMILIES = ("recurrence", "conv", "softmax", "activation")
+FAMILIES = ("recurrence", "conv", "softmax", "activation", "matmul")
 
 # name -> (package, devices it serves)
 BACKENDS = {
