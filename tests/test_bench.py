@@ -51,7 +51,7 @@ def test_table_ratios_and_the_fastest_backend_per_family():
     table = benchmark.format_table(results)
     assert "| lstm_lm | tgs[numba] | 15.0 | 1.50 |" in table and "| cnn | tgs[numpy] | 3.0 | - |" in table
     assert benchmark.fastest_per_family(results) == {"recurrence": "numba", "conv": "numba", "softmax": "numpy",
-                                                     "activation": "numpy"}
+                                                     "activation": "numpy", "matmul": "numba"}
 
 
 def test_bench_command_writes_auto_choice(tmp_path, monkeypatch):
@@ -66,7 +66,7 @@ def test_bench_command_writes_auto_choice(tmp_path, monkeypatch):
                                       "--warmup", "0", "--no-torch", "--write-choice"])
     assert result.exit_code == 0, result.output
     assert "| rnn_lm | tgs[numpy] |" in result.stdout
-    assert json.loads(table.read_text()) == {"cpu": {"recurrence": "numpy"}} == saved
+    assert json.loads(table.read_text()) == {"cpu": {"matmul": "numpy", "recurrence": "numpy"}} == saved
 
 
 def test_peak_memory_is_the_measured_process_own():
@@ -106,3 +106,19 @@ def test_kernel_race_has_a_workload_for_every_family(capsys):
     assert race["main"](["--families", "activation", "--repeats", "1", "--warmup", "0"]) in (None, 0)
     out = capsys.readouterr().out
     assert "activation" in out and "numpy" in out
+
+
+def test_numpy_first_runs_the_bench_in_a_process_like_a_users_script():
+    """`tgs bench --numpy-first`: a child that imports numpy before tinygrad_seq, without the
+    thread settings the `tgs` process made for itself, prints the same table."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "GOMP_SPINCOUNT")}
+    result = subprocess.run([sys.executable, "-m", "tinygrad_seq.cli.main", "bench", "--numpy-first", "-w",
+                             "scalar_mlp", "--repeats", "1", "--warmup", "0", "--no-torch"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "numpy imported first; OPENBLAS_THREAD_TIMEOUT=unset" in result.stderr
+    assert "| scalar_mlp | tgs |" in result.stdout

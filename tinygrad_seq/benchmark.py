@@ -269,8 +269,10 @@ def _on_backend(name, step):
 
 
 # the kernel families whose backend a workload's time mostly depends on
-WORKLOAD_FAMILIES = {"lstm_lm": ("recurrence",), "gru_lm": ("recurrence",), "rnn_lm": ("recurrence",),
-                     "cnn": ("conv",), "transformer": ("softmax", "activation")}
+WORKLOAD_FAMILIES = {"lstm_lm": ("recurrence", "matmul"), "gru_lm": ("recurrence", "matmul"),
+                     "rnn_lm": ("recurrence", "matmul"), "cnn": ("conv",),
+                     "transformer": ("softmax", "activation", "matmul"),
+                     "transformer_block": ("softmax", "activation", "matmul")}
 
 
 def fastest_per_family(results):

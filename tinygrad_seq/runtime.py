@@ -24,6 +24,8 @@ THREAD_SETTINGS = {
     # the wait at the recurrent kernels' per-step barrier.
     "GOMP_SPINCOUNT": ("10000", "libgomp"),
 }
+# the variables configure_for_speed() set in this process (not those the user had set)
+SET_HERE = []
 
 
 def _loaded(library):
@@ -55,6 +57,7 @@ def configure_for_speed(allocator=True, threads=True):
             if name in os.environ:
                 continue
             os.environ[name] = value
+            SET_HERE.append(name)
             late = " (too late: already loaded)" if _loaded(reader) else ""
             changed.append(f"{name}={value}{late}")
     if allocator and _keep_freed_memory():
