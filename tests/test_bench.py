@@ -13,7 +13,8 @@ from tinygrad_seq.cli.main import cli
 backend = importlib.import_module("tinygrad_seq.backend")  # the module; tinygrad_seq.backend is also a function
 
 TINY = {"lstm_lm": dict(V=7, H=4, B=2, T=3), "gru_lm": dict(V=7, H=4, B=2, T=3), "rnn_lm": dict(V=7, H=4, B=2, T=3),
-        "cnn": dict(B=2), "transformer": dict(V=7, d=8, heads=2, layers=1, B=2, T=4), "scalar_mlp": dict(points=5)}
+        "cnn": dict(B=2), "transformer": dict(V=7, d=8, heads=2, layers=1, B=2, T=4),
+        "transformer_block": dict(V=7, d=8, heads=2, layers=1, B=2, T=4), "scalar_mlp": dict(points=5)}
 
 
 @pytest.mark.parametrize("workload", list(TINY))
@@ -122,3 +123,22 @@ def test_numpy_first_runs_the_bench_in_a_process_like_a_users_script():
     assert result.returncode == 0, result.stderr
     assert "numpy imported first; OPENBLAS_THREAD_TIMEOUT=unset" in result.stderr
     assert "| scalar_mlp | tgs |" in result.stdout
+
+
+def test_the_user_written_block_model_is_the_transformer_workloads_network():
+    """transformer_block times the same network as transformer (same parameter count), written
+    from public ops, and the one definition builds in both frameworks."""
+    import torch
+
+    from tinygrad_seq import nn
+    from tinygrad_seq.nn import functional as F
+    import tinygrad_seq as tgs
+    from tinygrad_seq.models.transformer_lm import TransformerLM, TransformerLMConfig
+
+    sizes = dict(V=7, d=8, heads=2, layers=2, T=4)
+    ours = benchmark.user_block_lm(nn, F, tgs.arange, **sizes)
+    theirs = benchmark.user_block_lm(torch.nn, torch.nn.functional, torch.arange, **sizes)
+    lm = TransformerLM(TransformerLMConfig(vocab_size=7, block_size=4, n_embd=8, n_head=2, n_layer=2))
+    count = lambda model: sum(int(p.numel()) if hasattr(p, "numel") else p.data.size for p in model.parameters())
+    assert count(ours) == count(theirs) == count(lm)
+    assert ours(tgs.Tensor([[1, 2, 3, 4]])).shape == (1, 4, 7)
