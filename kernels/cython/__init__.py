@@ -30,3 +30,7 @@ def set_num_threads(n):
     """Threads for every compiled module's OpenMP regions (1 = serial; default: all cores)."""
     for name in COMPILED:
         importlib.import_module(f"{__name__}.{name}").set_num_threads(n)
+    try:                              # the matmul family's team (optional: matmul.py)
+        importlib.import_module(f"{__name__}.matmul").set_num_threads(n)
+    except ImportError:
+        pass
