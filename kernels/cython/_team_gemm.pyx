@@ -14,12 +14,33 @@ Operands are strided batches of matrices in which one of the last two axes has u
 (C order, or a transposed view: no copy), passed as pointer, batch stride, leading dimension
 and whether each matrix is stored transposed.
 """
+from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from cython cimport floating
 from cython.parallel cimport parallel, threadid
 cimport numpy as cnp
-from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 cnp.import_array()
+
+# BLAS's Fortran GEMMs, taken from SciPy's cython_blas when this module loads, as `cimport`
+# would, but without needing SciPy's .pxd files at build time (pip builds in an isolated
+# environment that has only NumPy and Cython).
+ctypedef void (*sgemm_t)(char *, char *, int *, int *, int *, float *, float *, int *, float *, int *,
+                         float *, float *, int *) noexcept nogil
+ctypedef void (*dgemm_t)(char *, char *, int *, int *, int *, double *, double *, int *, double *, int *,
+                         double *, double *, int *) noexcept nogil
+cdef sgemm_t sgemm
+cdef dgemm_t dgemm
+
+
+def _load_blas():
+    global sgemm, dgemm
+    from scipy.linalg import cython_blas
+    capsules = cython_blas.__pyx_capi__
+    sgemm = <sgemm_t> PyCapsule_GetPointer(capsules["sgemm"], PyCapsule_GetName(capsules["sgemm"]))
+    dgemm = <dgemm_t> PyCapsule_GetPointer(capsules["dgemm"], PyCapsule_GetName(capsules["dgemm"]))
+
+
+_load_blas()
 
 
 cdef inline void gemm_block(char ta, char tb, int m, int n, int k, floating *x, int ldx,
