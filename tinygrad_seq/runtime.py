@@ -1,9 +1,11 @@
 """Process-wide settings that speed tinygrad_seq up, made only when asked for.
 
 `import tinygrad_seq` changes nothing in the process: no environment variable, no allocator
-option.  The engine runs at full speed without these settings (see `blas_threads` in
-backend.py for how its thread pools share the cores); they are a few percent more on top,
-for a process that belongs to tinygrad_seq.  The `tgs` command applies them to itself;
+option.  The engine does not need these settings to share the cores well: on the cython
+backend its matrix products run on the compiled kernels' own thread team (the `matmul` kernel
+family, kernels/cython/matmul.py), so NumPy's OpenBLAS pool is never woken whatever was
+imported first.  They are extra speed on top, for a process that belongs to tinygrad_seq:
+freed memory kept for reuse, and idle threads that sleep sooner.  The `tgs` command applies them to itself;
 a script opts in with one call, as early as possible:
 
     import tinygrad_seq.runtime
