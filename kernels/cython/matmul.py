@@ -7,6 +7,7 @@ NumPy loaded) to stop its idle threads spinning.  Products too small to share, o
 broadcast batches go to NumPy, which runs products that small on the calling thread.
 """
 import os
+import threading
 
 import numpy as np
 
@@ -30,6 +31,9 @@ def _threads():
 
 
 _state = {"threads": _threads(), "blas": None}
+# one product at a time holds the BLAS libraries: two Python threads interleaving their
+# hold-and-restore could otherwise leave them at one thread for good
+_holding = threading.Lock()
 
 
 def set_num_threads(n):
@@ -59,14 +63,15 @@ def matmul(a, b):
         return a @ b
     a3, b3 = a.reshape(batch, M, K), b.reshape(batch, K, N)   # views, except merged batch axes
     out = np.empty((batch, M, N), dtype=a.dtype)
-    held = [(lib, lib.num_threads) for lib in _blas_libraries()]
-    for lib, _ in held:
-        lib.set_num_threads(1)
-    try:
-        done = _team_gemm.matmul3(a3, b3, out, threads)
-    finally:
-        for lib, n in held:
-            lib.set_num_threads(n)
+    with _holding:
+        held = [(lib, lib.num_threads) for lib in _blas_libraries()]
+        for lib, _ in held:
+            lib.set_num_threads(1)
+        try:
+            done = _team_gemm.matmul3(a3, b3, out, threads)
+        finally:
+            for lib, n in held:
+                lib.set_num_threads(n)
     if not done:
         return a @ b
     return out.reshape(*batch_shape, M, N)
