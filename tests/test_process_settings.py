@@ -81,3 +81,20 @@ def test_the_tgs_command_configures_its_own_process_before_numpy_loads():
     assert _python(code).stdout.split() == ["False", "4", "10000"]
     if sys.platform.startswith("linux"):
         assert _faults("import tinygrad_seq.cli.main\n") < PAGES // 10
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="GNU OpenMP's loading is configured on Linux")
+def test_the_kernels_team_spin_count_leaves_the_environment_unchanged():
+    """The Cython kernels load GNU OpenMP with a short spin count for their team, and leave no
+    variable behind; a spin count or wait policy the user chose is kept."""
+    code = ("import os, numpy, tinygrad_seq as tgs\n"
+            "from tinygrad_seq import nn\n"
+            "with tgs.backend('cython'):\n"
+            "    nn.GELU()(tgs.randn(64, 64)).sum()\n"
+            "print(os.environ.get('GOMP_SPINCOUNT', '-'),\n"
+            "      any('/libgomp.so.1' in line for line in open('/proc/self/maps')))")
+    from tinygrad_seq.backend import unavailable_reason
+    if unavailable_reason("cython") is not None:
+        pytest.skip("needs the compiled Cython kernels (a C compiler at install)")
+    assert _python(code).stdout.split() == ["-", "True"]
+    assert _python(code, GOMP_SPINCOUNT="123").stdout.split() == ["123", "True"]
