@@ -172,8 +172,35 @@ def activation_workload():
     return ours, torch_step
 
 
+def matmul_workload():
+    """The lstm_lm step's weight-gradient GEMM and a Transformer layer's attention products."""
+    lstm, tr = CPU_SIZES["lstm_lm"], CPU_SIZES["transformer"]
+    rng = np.random.default_rng(0)
+    rows = lstm["B"] * lstm["T"]
+    d_gates = rng.standard_normal((rows, 4 * lstm["H"])).astype(DTYPE)
+    inputs = rng.standard_normal((rows, lstm["V"] + 1 + lstm["H"])).astype(DTYPE)
+    heads, dk = tr["heads"], tr["d"] // tr["heads"]
+    q, k = (rng.standard_normal((tr["B"], heads, tr["T"], dk)).astype(DTYPE) for _ in range(2))
+
+    def ours(kern):
+        def step():
+            kern.matmul(d_gates.T, inputs)
+            kern.matmul(q, np.swapaxes(k, -1, -2))
+        return step
+
+    def torch_step():
+        import torch
+        tg, ti, tq, tk = (torch.from_numpy(a) for a in (d_gates, inputs, q, k))
+
+        def step():
+            tg.T @ ti
+            tq @ tk.transpose(-1, -2)
+        return step
+    return ours, torch_step
+
+
 WORKLOADS = {"recurrence": recurrence_workload, "conv": conv_workload, "softmax": softmax_workload,
-             "activation": activation_workload}
+             "activation": activation_workload, "matmul": matmul_workload}
 
 
 # ----------------------------------------------------------------------------- timing

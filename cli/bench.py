@@ -1,10 +1,15 @@
 """`tgs bench`: time every workload on every available backend beside PyTorch."""
+import os
+import subprocess
+import sys
+
 import click
 
 
 @click.command()
 @click.option("--workload", "-w", multiple=True,
-              help="lstm_lm, gru_lm, rnn_lm, cnn, transformer, scalar_mlp (default: all).")
+              help="lstm_lm, gru_lm, rnn_lm, cnn, transformer, transformer_block (the same network, its blocks "
+                   "written from public ops), scalar_mlp (default: all).")
 @click.option("--backend", "backends", multiple=True,
               help="Backends to time, repeated or comma-separated (default: every available one).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
@@ -15,7 +20,10 @@ import click
 @click.option("--write-choice", is_flag=True,
               help="Store the fastest backend of each kernel family as `auto`'s choice on this device, in "
                    "$XDG_CONFIG_HOME/tinygrad_seq/auto_backend.json (default ~/.config/...).")
-def bench(workload, backends, device, repeats, warmup, no_torch, memory, write_choice):
+@click.option("--numpy-first", is_flag=True,
+              help="Run in a fresh process that imports numpy before tinygrad_seq and makes none of the "
+                   "`tgs` command's process settings: what a script or notebook gets.")
+def bench(workload, backends, device, repeats, warmup, no_torch, memory, write_choice, numpy_first):
     """Median ms per training step, and the ratio to PyTorch measured in the same run."""
     from tinygrad_seq import benchmark
 
@@ -30,6 +38,12 @@ def bench(workload, backends, device, repeats, warmup, no_torch, memory, write_c
     if unknown:   # before any timing, not after PyTorch's first workload
         raise click.BadParameter(f"unknown backend {unknown[0]!r}; choose from {', '.join(BACKENDS)}",
                                  param_hint="--backend")
+    if numpy_first:
+        argv = ([f"--workload={w}" for w in workload] + [f"--backend={b}" for b in backends]
+                + [f"--device={device}", f"--repeats={repeats}", f"--warmup={warmup}"]
+                + [flag for flag, on in (("--no-torch", no_torch), ("--memory", memory),
+                                         ("--write-choice", write_choice)) if on])
+        sys.exit(_in_a_library_users_process(argv))
     with_torch = not no_torch
     if with_torch:
         try:
@@ -61,3 +75,19 @@ def bench(workload, backends, device, repeats, warmup, no_torch, memory, write_c
         for r in results:
             impl = "pytorch" if r.impl == "pytorch" else r.impl[4:-1] if r.impl.startswith("tgs[") else "auto"
             click.echo(f"| {r.workload} | {r.impl} | {benchmark.peak_memory_mb(r.workload, impl, device):.0f} |")
+
+
+def _in_a_library_users_process(argv):
+    """Runs `tgs bench` with the options `argv` (this command's, less --numpy-first) in a child Python that
+    imports numpy first and never calls tinygrad_seq.runtime.configure_for_speed(): the
+    environment variables the `tgs` process set for itself are removed (the user's own kept),
+    and the allocator is left alone.  Returns the child's exit status."""
+    from tinygrad_seq.runtime import SET_HERE
+
+    code = ("import numpy, os, sys\n"
+            "from tinygrad_seq.cli.bench import bench\n"
+            "print('numpy-first: a fresh process; numpy imported first; OPENBLAS_THREAD_TIMEOUT=' +\n"
+            "      os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset'), file=sys.stderr)\n"
+            "bench.main(args=sys.argv[1:], prog_name='tgs bench')\n")
+    env = {name: value for name, value in os.environ.items() if name not in SET_HERE}
+    return subprocess.run([sys.executable, "-c", code, *argv], env=env).returncode

@@ -5,6 +5,12 @@ import sys
 
 import click
 
+from tinygrad_seq.runtime import configure_for_speed
+
+# The `tgs` process belongs to tinygrad_seq, so it takes the process-wide settings a library
+# import must not make; here, before NumPy loads (importing tinygrad_seq loads nothing).
+configure_for_speed()
+
 from tinygrad_seq._version import __version__
 
 # command name -> "module:function" inside tinygrad_seq.cli

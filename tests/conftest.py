@@ -1,6 +1,9 @@
-# tinygrad_seq before anything imports numpy: it sets OPENBLAS_THREAD_TIMEOUT, which NumPy's
-# OpenBLAS reads only when it loads (see tinygrad_seq/__init__.py).
-import tinygrad_seq  # noqa: F401
+# The test process is tinygrad_seq's own, so it takes the settings `tgs` takes (before anything
+# imports numpy: OpenBLAS reads its spin time only when it loads).  Subprocesses inherit the
+# environment variables; tests of what `import tinygrad_seq` does remove them.
+import tinygrad_seq.runtime
+
+tinygrad_seq.runtime.configure_for_speed()
 
 import atexit  # noqa: E402
 import os  # noqa: E402

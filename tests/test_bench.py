@@ -13,7 +13,8 @@ from tinygrad_seq.cli.main import cli
 backend = importlib.import_module("tinygrad_seq.backend")  # the module; tinygrad_seq.backend is also a function
 
 TINY = {"lstm_lm": dict(V=7, H=4, B=2, T=3), "gru_lm": dict(V=7, H=4, B=2, T=3), "rnn_lm": dict(V=7, H=4, B=2, T=3),
-        "cnn": dict(B=2), "transformer": dict(V=7, d=8, heads=2, layers=1, B=2, T=4), "scalar_mlp": dict(points=5)}
+        "cnn": dict(B=2), "transformer": dict(V=7, d=8, heads=2, layers=1, B=2, T=4),
+        "transformer_block": dict(V=7, d=8, heads=2, layers=1, B=2, T=4), "scalar_mlp": dict(points=5)}
 
 
 @pytest.mark.parametrize("workload", list(TINY))
@@ -51,7 +52,7 @@ def test_table_ratios_and_the_fastest_backend_per_family():
     table = benchmark.format_table(results)
     assert "| lstm_lm | tgs[numba] | 15.0 | 1.50 |" in table and "| cnn | tgs[numpy] | 3.0 | - |" in table
     assert benchmark.fastest_per_family(results) == {"recurrence": "numba", "conv": "numba", "softmax": "numpy",
-                                                     "activation": "numpy"}
+                                                     "activation": "numpy", "matmul": "numba"}
 
 
 def test_bench_write_choice_goes_to_the_user_config_and_auto_follows_it(tmp_path, monkeypatch):
@@ -67,7 +68,7 @@ def test_bench_write_choice_goes_to_the_user_config_and_auto_follows_it(tmp_path
     assert result.exit_code == 0, result.output
     assert "| rnn_lm | tgs[numpy] |" in result.stdout
     table = tmp_path / "config" / "tinygrad_seq" / "auto_backend.json"
-    assert json.loads(table.read_text()) == {"cpu": {"recurrence": "numpy"}}
+    assert json.loads(table.read_text()) == {"cpu": {"matmul": "numpy", "recurrence": "numpy"}}
     assert str(table) in result.stderr
     with open(backend.CHOICE_TABLE, "rb") as f:
         assert f.read() == shipped
@@ -124,3 +125,38 @@ def test_kernel_race_has_a_workload_for_every_family(capsys):
     assert race["main"](["--families", "activation", "--repeats", "1", "--warmup", "0"]) in (None, 0)
     out = capsys.readouterr().out
     assert "activation" in out and "numpy" in out
+
+
+def test_numpy_first_runs_the_bench_in_a_process_like_a_users_script():
+    """`tgs bench --numpy-first`: a child that imports numpy before tinygrad_seq, without the
+    thread settings the `tgs` process made for itself, prints the same table."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "GOMP_SPINCOUNT")}
+    result = subprocess.run([sys.executable, "-m", "tinygrad_seq.cli.main", "bench", "--numpy-first", "-w",
+                             "scalar_mlp", "--repeats", "1", "--warmup", "0", "--no-torch"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "numpy imported first; OPENBLAS_THREAD_TIMEOUT=unset" in result.stderr
+    assert "| scalar_mlp | tgs |" in result.stdout
+
+
+def test_the_user_written_block_model_is_the_transformer_workloads_network():
+    """transformer_block times the same network as transformer (same parameter count), written
+    from public ops, and the one definition builds in both frameworks."""
+    import torch
+
+    from tinygrad_seq import nn
+    from tinygrad_seq.nn import functional as F
+    import tinygrad_seq as tgs
+    from tinygrad_seq.models.transformer_lm import TransformerLM, TransformerLMConfig
+
+    sizes = dict(V=7, d=8, heads=2, layers=2, T=4)
+    ours = benchmark.user_block_lm(nn, F, tgs.arange, **sizes)
+    theirs = benchmark.user_block_lm(torch.nn, torch.nn.functional, torch.arange, **sizes)
+    lm = TransformerLM(TransformerLMConfig(vocab_size=7, block_size=4, n_embd=8, n_head=2, n_layer=2))
+    count = lambda model: sum(int(p.numel()) if hasattr(p, "numel") else p.data.size for p in model.parameters())
+    assert count(ours) == count(theirs) == count(lm)
+    assert ours(tgs.Tensor([[1, 2, 3, 4]])).shape == (1, 4, 7)

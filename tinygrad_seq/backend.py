@@ -1,9 +1,10 @@
 """The kernel registry: the one place where a hot loop is bound to an implementation.
 
-Four families of hot loops have kernels: `recurrence` (whole-sequence RNN/GRU/LSTM
+Five families of hot loops have kernels: `recurrence` (whole-sequence RNN/GRU/LSTM
 forward and backward), `conv` (convolution and pooling forward and backward),
-`softmax` (masked softmax forward and backward) and `activation` (the exact GELU, whose erf
-is too slow as a NumPy/SciPy ufunc).  Each backend is a package under
+`softmax` (masked softmax forward and backward), `activation` (the exact GELU, whose erf
+is too slow as a NumPy/SciPy ufunc) and `matmul` (every matrix product of the engine, so
+that the GEMMs can run on the same thread team as the other kernels).  Each backend is a package under
 `tinygrad_seq.kernels` with one module per family; every module of a family exposes the
 same functions, whose contract is written in `tinygrad_seq/kernels/reference/`.
 
@@ -37,7 +38,7 @@ import threading
 from types import ModuleType
 from typing import Dict, Iterator, List, Optional, Tuple
 
-FAMILIES = ("recurrence", "conv", "softmax", "activation")
+FAMILIES = ("recurrence", "conv", "softmax", "activation", "matmul")
 
 # The kernel contract: every backend's module of a family exports these functions with these
 # parameters, in this order (their shapes, dtypes and equations: kernels/API.md and the
@@ -67,6 +68,9 @@ CONTRACT = {
     "activation": {
         "gelu_forward": ("x",),
         "gelu_backward": ("dy", "x", "cdf"),
+    },
+    "matmul": {
+        "matmul": ("a", "b"),
     },
 }
 

@@ -26,6 +26,8 @@ CPU_SIZES = {
     "rnn_lm": dict(V=65, H=256, B=32, T=64),
     "cnn": dict(B=64),
     "transformer": dict(V=65, d=128, heads=4, layers=2, B=16, T=128),
+    # the same network as `transformer`, its blocks written by hand from public ops (user_block_lm)
+    "transformer_block": dict(V=65, d=128, heads=4, layers=2, B=16, T=128),
     "scalar_mlp": dict(points=100),
 }
 GPU_SIZES = {
@@ -76,6 +78,40 @@ def interleaved_median_ms(steps, warmup=3, repeats=15):
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def user_block_lm(nn, F, arange, V, d, heads, layers, T):
+    """The `transformer` workload's network with its blocks written the way a PyTorch user writes
+    one: nn.Linear for q, k and v at once, reshape/transpose into heads,
+    F.scaled_dot_product_attention(is_causal=True), nn.LayerNorm, nn.GELU.  Written once, for
+    either framework: `nn`, `F` and `arange` are torch's or tinygrad_seq's."""
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+            self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+            self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+        def forward(self, x):
+            B, L, _ = x.shape
+            q, k, v = (t.reshape(B, L, heads, d // heads).transpose(1, 2)
+                       for t in self.qkv(self.ln1(x)).chunk(3, dim=-1))
+            attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + self.proj(attended.transpose(1, 2).reshape(B, L, d))
+            return x + self.mlp(self.ln2(x))
+
+    class LM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok, self.pos = nn.Embedding(V, d), nn.Embedding(T, d)
+            self.blocks = nn.Sequential(*(Block() for _ in range(layers)))
+            self.ln, self.head = nn.LayerNorm(d), nn.Linear(d, V)
+
+        def forward(self, idx):
+            x = self.tok(idx) + self.pos(arange(idx.shape[1]))
+            return self.head(self.ln(self.blocks(x)))
+    return LM()
+
+
 # ---------------------------------------------------------------------------- tinygrad_seq steps
 def tgs_step(workload, sizes, device="cpu", seed=0):
     """A zero-argument function running one training step of `workload` in tinygrad_seq."""
@@ -119,11 +155,14 @@ def tgs_step(workload, sizes, device="cpu", seed=0):
             loss.backward()
             opt.step()
         return step
-    if workload == "transformer":
+    if workload in ("transformer", "transformer_block"):
         from tinygrad_seq.models.transformer_lm import TransformerLM, TransformerLMConfig
         V, d, heads, layers, B, T = (sizes[k] for k in ("V", "d", "heads", "layers", "B", "T"))
-        model = TransformerLM(TransformerLMConfig(vocab_size=V, block_size=T, n_embd=d, n_head=heads,
-                                                  n_layer=layers, dropout=0.0)).to(device)
+        if workload == "transformer":
+            model = TransformerLM(TransformerLMConfig(vocab_size=V, block_size=T, n_embd=d, n_head=heads,
+                                                      n_layer=layers, dropout=0.0)).to(device)
+        else:
+            model = user_block_lm(nn, F, lambda n: tgs.arange(n, device=device), V, d, heads, layers, T).to(device)
         opt = optim.Adam(model.parameters(), lr=1e-3)
         tokens = rng.integers(0, V, size=(B, T + 1))
         x, y = tgs.Tensor(tokens[:, :-1]).to(device), tgs.Tensor(tokens[:, 1:]).to(device)
@@ -198,7 +237,7 @@ def torch_step(workload, sizes, device="cpu", seed=0):
             loss.backward()
             opt.step()
         return step
-    if workload == "transformer":
+    if workload in ("transformer", "transformer_block"):
         V, d, heads, layers, B, T = (sizes[k] for k in ("V", "d", "heads", "layers", "B", "T"))
 
         class TorchLM(torch.nn.Module):
@@ -217,7 +256,11 @@ def torch_step(workload, sizes, device="cpu", seed=0):
                 h = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
                 return self.head(self.ln(self.blocks(h, mask=self.mask, is_causal=True)))
 
-        model = TorchLM().to(dev)
+        if workload == "transformer":
+            model = TorchLM().to(dev)
+        else:
+            model = user_block_lm(torch.nn, F, lambda n: torch.arange(n, device=dev), V, d, heads, layers,
+                                  T).to(dev)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         tokens = torch.as_tensor(rng.integers(0, V, size=(B, T + 1)), device=dev)
         x, y = tokens[:, :-1], tokens[:, 1:]
@@ -343,8 +386,10 @@ def _on_backend(name, step, tf32_switch=None, tf32=False):
 
 
 # the kernel families whose backend a workload's time mostly depends on
-WORKLOAD_FAMILIES = {"lstm_lm": ("recurrence",), "gru_lm": ("recurrence",), "rnn_lm": ("recurrence",),
-                     "cnn": ("conv",), "transformer": ("softmax", "activation")}
+WORKLOAD_FAMILIES = {"lstm_lm": ("recurrence", "matmul"), "gru_lm": ("recurrence", "matmul"),
+                     "rnn_lm": ("recurrence", "matmul"), "cnn": ("conv",),
+                     "transformer": ("softmax", "activation", "matmul"),
+                     "transformer_block": ("softmax", "activation", "matmul")}
 
 
 def fastest_per_family(results):

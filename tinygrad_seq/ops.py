@@ -8,7 +8,8 @@ import math
 
 import numpy as np
 
-from .device import to_device, xp_of
+from .backend import kernels
+from .device import device_of, to_device, xp_of
 from .tensor import Function
 
 
@@ -139,11 +140,14 @@ class PowTensor(Function):
 
 
 def matmul_rows(a, b):
-    """a @ b, with a stack of matrices times one matrix done as ONE GEMM over all rows:
-    NumPy would run one small product per matrix of the stack (x (B, T, d) @ W: B of them)."""
+    """a @ b of two arrays, the one place the engine multiplies matrices: through the `matmul`
+    kernel family (on the cython backend the GEMMs share the other kernels' thread team), and
+    a stack of matrices times one matrix as ONE GEMM over all rows (NumPy would run one small
+    product per matrix of the stack: x (B, T, d) @ W, B of them)."""
+    product = kernels("matmul", device_of(a)).matmul
     if a.ndim > 2 and b.ndim == 2:
-        return (a.reshape(-1, a.shape[-1]) @ b).reshape(*a.shape[:-1], b.shape[-1])
-    return a @ b
+        return product(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[-1])
+    return product(a, b)
 
 
 class MatMul(Function):
@@ -176,9 +180,9 @@ class MatMul(Function):
         if self.needs_input_grad[1]:
             if b2.ndim == 2 and a2.ndim > 2:
                 # a weight shared by a batch: one GEMM over all rows instead of a batched sum
-                db = a2.reshape(-1, a2.shape[-1]).T @ dy2.reshape(-1, dy2.shape[-1])
+                db = matmul_rows(a2.reshape(-1, a2.shape[-1]).T, dy2.reshape(-1, dy2.shape[-1]))
             else:
-                db = unbroadcast(xp.swapaxes(a2, -1, -2) @ dy2, b2.shape)
+                db = unbroadcast(matmul_rows(xp.swapaxes(a2, -1, -2), dy2), b2.shape)
             db = db.reshape(b.shape)
         return da, db
 

@@ -21,8 +21,39 @@ missing, `unavailable_reason()` says so and the registry falls back to another b
 import glob
 import importlib
 import os
+import sys
 
 COMPILED = ("_recurrence", "_conv", "_softmax", "_activation")
+# Idle threads of the kernels' OpenMP team spin this many times before they sleep (GNU OpenMP's
+# default, 300,000 pause instructions, is milliseconds on AMD Zen: after every kernel and team GEMM
+# the team's idle thread held a core the rest of the step needed; numpy-first transformer step
+# on a loaded 2-core EPYC: 116-411 ms with the default, 79-170 ms with this).
+TEAM_SPINCOUNT = "10000"
+
+
+def _load_openmp_with_brief_spinning():
+    """Load GNU OpenMP for the kernels with GOMP_SPINCOUNT=TEAM_SPINCOUNT, which it reads only
+    as it loads, and take the variable out of the environment again: the setting belongs to the
+    kernels' team, and nothing else (another library, a child process) sees a changed environment.
+    Left alone when OpenMP is already loaded or the user chose a spin count or wait policy."""
+    if not sys.platform.startswith("linux") or {"GOMP_SPINCOUNT", "OMP_WAIT_POLICY"} & set(os.environ):
+        return
+    try:
+        with open("/proc/self/maps") as maps:
+            # any libgomp.so.1 (PyTorch ships one of that name): the modules would share it
+            if any(os.path.basename(line.rstrip()).startswith("libgomp.so.1") for line in maps):
+                return
+        import ctypes
+        os.environ["GOMP_SPINCOUNT"] = TEAM_SPINCOUNT
+        try:
+            ctypes.CDLL("libgomp.so.1")     # the library the compiled modules link (their DT_NEEDED)
+        finally:
+            del os.environ["GOMP_SPINCOUNT"]
+    except OSError:       # no /proc, or no GNU OpenMP: the modules load whatever they link
+        pass
+
+
+_load_openmp_with_brief_spinning()
 
 # Best first.  What each x86-64 level needs beyond the one below it (NumPy's feature names);
 # NumPy 2 also reports the levels themselves (X86_V2..X86_V4), which then must agree.
@@ -137,3 +168,7 @@ def set_num_threads(n):
     """Threads for every compiled module's OpenMP regions (1 = serial; default: all cores)."""
     for name in COMPILED:
         importlib.import_module(f"{__name__}.{name}").set_num_threads(n)
+    try:                              # the matmul family's team (optional: matmul.py)
+        importlib.import_module(f"{__name__}.matmul").set_num_threads(n)
+    except ImportError:
+        pass

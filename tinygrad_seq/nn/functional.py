@@ -207,7 +207,7 @@ class LinearFunction(Function):
                              f"expects {weight.shape[1]}")
         rows = _rows2d(x, weight.shape[1])   # a copy when x is a transposed view: made once, kept
         self.save_for_backward(rows, weight)
-        y = (rows @ weight.T).reshape(*x.shape[:-1], weight.shape[0])
+        y = ops.matmul_rows(rows, weight.T).reshape(*x.shape[:-1], weight.shape[0])
         if bias is not None:
             y += bias
         return y
@@ -216,7 +216,7 @@ class LinearFunction(Function):
         rows, weight = self.saved
         dy_rows = _rows2d(dy, weight.shape[0])
         dx = ops.matmul_rows(dy, weight) if self.needs_input_grad[0] else None
-        dw = dy_rows.T @ rows if self.needs_input_grad[1] else None
+        dw = ops.matmul_rows(dy_rows.T, rows) if self.needs_input_grad[1] else None
         db = dy_rows.sum(axis=0) if self.needs_input_grad[2] else None
         return dx, dw, db
 

@@ -30,6 +30,7 @@ import numpy as np
 from ..backend import kernels
 from ..creation import cat, stack
 from ..device import device_of, xp_of
+from ..ops import matmul_rows
 from ..tensor import Function, Tensor
 from . import functional as F
 from . import init
@@ -74,7 +75,7 @@ class _Sequence(Function):
             inputs[..., :I] = x
             inputs[..., I] = 1
             weight = xp.concatenate([w_ih, bias[:, None]], axis=1)
-        xw = (inputs.reshape(T * B, -1) @ weight.T).reshape(T, B, -1)
+        xw = matmul_rows(inputs.reshape(T * B, -1), weight.T).reshape(T, B, -1)
         self.kernels = kernels("recurrence", device_of(x))
         return inputs, xw
 
@@ -101,18 +102,18 @@ class _Sequence(Function):
         wide = inputs.shape[-1]          # I, or I + 1 with the bias column
         dx = dw_ih = db = dw_hh = None
         if self.needs_input_grad[0]:
-            dx = (flat @ w_ih).reshape(T, B, I)
+            dx = matmul_rows(flat, w_ih).reshape(T, B, I)
             dx = dx[::-1] if self.reverse else dx
         want_hh = self.needs_input_grad[self.W_IH + 1]
         if d_hidden is d_proj and want_hh:
-            both = flat.T @ self._previous(h0, hs, beside=inputs).reshape(T * B, -1)
+            both = matmul_rows(flat.T, self._previous(h0, hs, beside=inputs).reshape(T * B, -1))
             dw_hh = both[:, wide:]
         else:
             both = None
             if self.needs_input_grad[self.W_IH] or wide > I:
-                both = flat.T @ inputs.reshape(T * B, -1)
+                both = matmul_rows(flat.T, inputs.reshape(T * B, -1))
             if want_hh:
-                dw_hh = d_hidden.reshape(T * B, -1).T @ self._previous(h0, hs).reshape(T * B, -1)
+                dw_hh = matmul_rows(d_hidden.reshape(T * B, -1).T, self._previous(h0, hs).reshape(T * B, -1))
         if both is not None:
             dw_ih = both[:, :I]
             db = both[:, I] if wide > I else None
