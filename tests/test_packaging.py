@@ -54,7 +54,7 @@ def test_metadata_license_and_runtime_dependencies():
     assert text.startswith("MIT License") and "Copyright (c) 2026 the tinygrad_seq developers" in text
     requirements = importlib.metadata.requires("tinygrad_seq")
     runtime = {re.split(r"[<>=!;\[ ]", r)[0].lower() for r in requirements if "extra ==" not in r}
-    assert runtime == {"numpy", "numba", "scipy", "click"}      # no cython (build only), no scikit-learn
+    assert runtime == {"numpy", "numba", "scipy", "click", "threadpoolctl"}   # no cython (build only), no scikit-learn
     extras = {}
     for r in requirements:
         if "extra ==" in r:
@@ -81,7 +81,7 @@ def test_the_built_package_holds_the_mapped_folders_and_its_data(tmp_path):
                  "cli/main.py"):
         assert (package / name).is_file(), name
     assert sorted(p.name for p in (package / "kernels" / "cython").glob("_*.pyx")) == [
-        "_activation.pyx", "_conv.pyx", "_recurrence.pyx", "_softmax.pyx"]
+        "_activation.pyx", "_conv.pyx", "_recurrence.pyx", "_softmax.pyx", "_team_gemm.pyx"]
 
 
 LOAD_WITHOUT_SKLEARN = """

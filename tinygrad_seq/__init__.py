@@ -33,6 +33,9 @@ _SUBMODULES = ("nn", "optim", "autograd", "utils", "viz")
 # torch.* spellings (dtype aliases, device, cuda, float, int, bool, max, sum, ...): whatever
 # tinygrad_seq.torch_compat.__all__ lists, looked up there when no name above matches.
 _TORCH_COMPAT = "torch_compat"
+# Submodules whose names the public API gives to something else: tgs.device is torch's device
+# class (torch_compat), not the tinygrad_seq.device module of array-module helpers.
+_SHADOWED_SUBMODULES = ("device",)
 
 float32 = "float32"
 float64 = "float64"
@@ -63,11 +66,11 @@ def __dir__():
 
 
 class _Package(_types.ModuleType):
-    """Keeps `tgs.backend` and `tgs.tensor` the functions: importing the submodules of the same
-    names would otherwise bind the modules over them (what the eager imports used to overwrite)."""
+    """Keeps `tgs.backend`, `tgs.tensor` and `tgs.device` the public functions and class:
+    importing the submodules of the same names would otherwise bind the modules over them."""
 
     def __setattr__(self, name, value):
-        if name in _EXPORTS and isinstance(value, _types.ModuleType):
+        if (name in _EXPORTS or name in _SHADOWED_SUBMODULES) and isinstance(value, _types.ModuleType):
             return
         super().__setattr__(name, value)
 
