@@ -27,6 +27,8 @@ hypothesis = pytest.importorskip("hypothesis", reason="the property-based tests 
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from kernel_checks import RECURRENCE_KINDS, assert_matches, recurrence_args  # noqa: E402
+
 from tinygrad_seq.backend import BACKENDS, unavailable_reason  # noqa: E402
 from tinygrad_seq.kernels import reference  # noqa: E402
 from tinygrad_seq.kernels.reference import activation as ref_activation  # noqa: E402,F401
@@ -42,7 +44,6 @@ PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 COMPILED_CPU = [name for name, (_, devices) in BACKENDS.items() if "cpu" in devices and name != "numpy"]
 CPU = ["numpy"] + COMPILED_CPU
-TOLERANCE = {np.dtype(np.float32): (2e-4, 2e-5), np.dtype(np.float64): (1e-10, 1e-12)}
 
 
 def family(name, fam):
@@ -54,32 +55,6 @@ def family(name, fam):
 
 def ref(fam):
     return importlib.import_module(f"{reference.__name__}.{fam}")
-
-
-def assert_matches(got, expected, dtype, what=""):
-    """Same structure, dtypes and shapes; numbers close relative to the output's magnitude;
-    NaN exactly where the reference has NaN, infinities of the same sign where it has them."""
-    got = got if isinstance(got, tuple) else (got,)
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    assert len(got) == len(expected), what
-    rtol, atol = TOLERANCE[np.dtype(dtype)]
-    for k, (g, e) in enumerate(zip(got, expected)):
-        if e is None:
-            assert g is None, what
-            continue
-        g, e = np.asarray(g), np.asarray(e)
-        label = f"{what} output {k}"
-        assert g.shape == e.shape, label
-        if e.dtype.kind == "f":
-            assert g.dtype == e.dtype == np.dtype(dtype), label
-            np.testing.assert_array_equal(np.isnan(g), np.isnan(e), err_msg=f"{label}: NaN positions")
-            np.testing.assert_array_equal(np.isposinf(g), np.isposinf(e), err_msg=f"{label}: +inf")
-            np.testing.assert_array_equal(np.isneginf(g), np.isneginf(e), err_msg=f"{label}: -inf")
-            finite = np.isfinite(e)
-            scale = 1.0 + (np.max(np.abs(e[finite])) if finite.any() else 0.0)
-            np.testing.assert_allclose(g[finite], e[finite], rtol=rtol, atol=atol * scale, err_msg=label)
-        else:
-            np.testing.assert_array_equal(g, e, err_msg=label)
 
 
 def both(name, fam, kernel, *args):
@@ -210,23 +185,6 @@ def test_pooling_matches_the_reference(name, case, dtype, seed):
 
 # ----------------------------------------------------------------------------- recurrences
 
-def recurrence_args(kind, rng, dtype, T, B, H):
-    """(forward args, backward args after the forward's outputs) of one recurrence kind."""
-    def arr(*shape, scale=1.0):
-        return (scale * rng.standard_normal(shape)).astype(dtype)
-
-    gates = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}[kind]
-    xw, w_hh = arr(T, B, gates * H, scale=1.5), arr(gates * H, H, scale=H ** -0.5)
-    h0, c0, dhs, dcT = arr(B, H), arr(B, H), arr(T, B, H), arr(B, H)
-    if kind.startswith("rnn"):
-        act = kind[4:]
-        return "rnn", (xw, w_hh, h0, act), lambda out: (dhs, w_hh, h0, out, act)
-    if kind == "lstm":
-        return "lstm", (xw, w_hh, h0, c0), lambda out: (dhs, dcT, w_hh, h0, c0, *out)
-    b_hh = arr(3 * H, scale=0.3)
-    return "gru", (xw, w_hh, b_hh, h0), lambda out: (dhs, w_hh, h0, *out)
-
-
 def check_recurrence(name, kind, dtype, rng, T, B, H, edit=None):
     cell, forward_args, backward_args = recurrence_args(kind, rng, dtype, T, B, H)
     if edit is not None:
@@ -239,7 +197,7 @@ def check_recurrence(name, kind, dtype, rng, T, B, H, edit=None):
 
 @pytest.mark.parametrize("name", COMPILED_CPU)
 @settings(PROFILE)
-@given(kind=st.sampled_from(["rnn_tanh", "rnn_relu", "lstm", "gru"]), dtype=dtypes, seed=seeds,
+@given(kind=st.sampled_from(RECURRENCE_KINDS), dtype=dtypes, seed=seeds,
        T=st.integers(1, 4), B=st.integers(1, 3), H=st.integers(1, 20))
 @example(kind="lstm", dtype=np.float32, seed=0, T=1, B=1, H=1)
 @example(kind="gru", dtype=np.float64, seed=0, T=1, B=1, H=1)
@@ -289,7 +247,7 @@ DTYPE_IDS = [np.float32, np.float64]
 
 @pytest.mark.parametrize("name", CPU)
 @pytest.mark.parametrize("dtype", DTYPE_IDS)
-@pytest.mark.parametrize("kind", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("kind", RECURRENCE_KINDS)
 @pytest.mark.parametrize("where", ["w_hh", "xw", "h0"])
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 def test_recurrence_nan_and_inf_propagate(name, dtype, kind, where, value):

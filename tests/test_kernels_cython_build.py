@@ -578,20 +578,20 @@ for dtype in ("float32", "float64"):
     dg = arr(3, 50)
     check(dtype, activation.gelu_backward(dg, g, out[1]), ra.gelu_backward(dg, g, out[1]))
 files = sorted({__import__("tinygrad_seq.kernels.cython." + m, fromlist=["x"]).__file__.split("/")[-2] for m in cy.COMPILED})
-print(json.dumps({"variant": cy.variant()[0], "folders": files, "worst": worst}))
+print(json.dumps({"variant": cy.variant()[0], "folders": files, "worst": worst, "package": cy.__file__}))
 """
 VARIANT_TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
 
 
-def _run_variant_check(command, **env):
-    """Run VARIANT_CHECK with `command` (an interpreter, maybe under an emulator) in an
+def _run_variant_check(command, cwd=None, **env):
+    """Run VARIANT_CHECK with `command` (an interpreter, maybe under an emulator) in `cwd`, in an
     environment without TGS_CYTHON_VARIANT unless given; its report, checked against the
     tolerances."""
     import json
     environment = {k: v for k, v in os.environ.items() if k != cython_backend.FORCE_VARIANT}
     environment.update(env)
     result = subprocess.run(command + ["-c", VARIANT_CHECK], capture_output=True, text=True,
-                            timeout=600, env=environment)
+                            timeout=600, env=environment, cwd=cwd)
     assert result.returncode == 0, (result.returncode, result.stderr[-3000:])
     report = json.loads(result.stdout.strip().splitlines()[-1])
     for dtype, tolerance in VARIANT_TOLERANCE.items():
@@ -637,4 +637,72 @@ def test_an_avx2_only_cpu_runs_the_avx2_variant_under_qemu():
     if "x86_64_v3" not in cython_backend.built_variants():
         pytest.skip("the x86_64_v3 variant is not built")
     report = _run_variant_check(["qemu-x86_64", "-cpu", "EPYC-Rome", sys.executable])
+    assert report["variant"] == "x86_64_v3" and report["folders"] == ["x86_64_v3"], report
+
+
+# ----------------------------------------------------------------------------- a wheel
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# what a source tree holds besides its sources: build outputs, environments, caches
+NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__",
+                                     "*.so", "*.pyd", "*.c", "*.html", ".pytest_cache", ".hypothesis", "runs",
+                                     ".whl", ".site", ".gl", "*.nbi", "*.nbc", *cython_backend.LEVEL_NAMES,
+                                     *cython_backend.OTHER_VARIANTS)
+
+
+@pytest.fixture(scope="session")
+def installed_wheel(tmp_path_factory):
+    """`pip install .` as a user does it: a wheel built from a copy of the source tree (no build
+    outputs, so every extension is compiled afresh, and the editable install here is left alone),
+    installed by pip into a folder of its own; (that folder, a folder outside both trees)."""
+    root = tmp_path_factory.mktemp("wheel")
+    source, dist, site, elsewhere = root / "src", root / "dist", root / "site", root / "elsewhere"
+    shutil.copytree(ROOT, source, ignore=NOT_SOURCES)
+    elsewhere.mkdir()
+    environment = {k: v for k, v in os.environ.items() if k not in ("TGS_NATIVE_BUILD", "PYTHONPATH")}
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    build = subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), "."],
+                           cwd=source, env=environment, capture_output=True, text=True, timeout=900)
+    assert build.returncode == 0, build.stderr[-3000:]
+    (wheel,) = dist.glob("tinygrad_seq-*.whl")
+    install = subprocess.run(pip + ["install", "--no-deps", "--target", str(site), str(wheel)],
+                             cwd=elsewhere, env=environment, capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr[-3000:]
+    return site, elsewhere
+
+
+def _check_the_installed_wheel(installed_wheel, command):
+    """VARIANT_CHECK against the wheel's installation only (PYTHONPATH, run outside the source
+    tree): every module of every variant was built into the wheel, and the check imported them
+    from there."""
+    site, elsewhere = installed_wheel
+    package = site / "tinygrad_seq" / "kernels" / "cython"
+    variants = cython_backend.LEVEL_NAMES if _is_x86() else ["portable"]
+    for variant in variants:
+        for name in cython_backend.COMPILED:
+            assert list((package / variant).glob(name + ".*.so")), f"the wheel lacks {variant}/{name}"
+    report = _run_variant_check(command, cwd=str(elsewhere), PYTHONPATH=str(site))
+    assert os.path.dirname(report["package"]) == str(package), report
+    return report
+
+
+@pytest.mark.slow
+def test_the_installed_wheel_runs_the_best_variant_of_this_cpu(installed_wheel):
+    """The wheel's own extensions pass one kernel of each family here, and dispatch picks this
+    CPU's best level (x86_64_v4 on an AVX-512 machine, x86_64_v3 on an AVX2-only one; off x86
+    the portable build)."""
+    best = cython_backend.supported_levels()[0] if _is_x86() else "portable"
+    report = _check_the_installed_wheel(installed_wheel, [sys.executable])
+    assert report["variant"] == best and report["folders"] == [best], report
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None,
+                    reason="qemu-x86_64 (Debian package qemu-user) is not installed")
+@pytest.mark.skipif(not _is_x86(), reason="qemu-x86_64 emulates an x86-64 CPU running this interpreter")
+def test_the_installed_wheel_runs_on_an_avx2_only_cpu_under_qemu(installed_wheel):
+    """Issue 15's "Done when": `pip install .` on this (AVX-512) machine gives extensions that
+    import and compute correctly on an emulated AVX2-only CPU (AMD EPYC Rome), where dispatch
+    picks x86_64_v3; the old -march=native wheel died there with SIGILL."""
+    report = _check_the_installed_wheel(installed_wheel, ["qemu-x86_64", "-cpu", "EPYC-Rome", sys.executable])
     assert report["variant"] == "x86_64_v3" and report["folders"] == ["x86_64_v3"], report

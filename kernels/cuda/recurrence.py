@@ -65,7 +65,8 @@ def _rnn_step(xw, work, t, relu):
     for k in range(cuda.grid(1), BH, cuda.gridsize(1)):
         a = xw[t, k // H, k % H] + work[rec + k]
         if relu:
-            work[states + (t + 1) * BH + k] = a if a > zero else zero
+            # `a <= 0`, not `a > 0`: a NaN fails both tests and must come out as NaN
+            work[states + (t + 1) * BH + k] = zero if a <= zero else a
         else:
             work[states + (t + 1) * BH + k] = math.tanh(a)
 
@@ -87,7 +88,8 @@ def _rnn_grad_step(dhs, hs, work, t, relu):
         h = hs[t, b, j]
         dh = dhs[t, b, j] + work[dh_rec + k]
         if relu:
-            work[dpre + t * BH + k] = dh if h > zero else zero
+            # times relu' as the reference does: 0 * NaN and 0 * inf stay NaN
+            work[dpre + t * BH + k] = dh * (one if h > zero else zero)
         else:
             work[dpre + t * BH + k] = dh * (one - h * h)
 
