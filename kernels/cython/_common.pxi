@@ -75,7 +75,7 @@ def default_threads():
     """Threads of the OpenMP regions: $TGS_CYTHON_THREADS, else every core this process may
     run on.  Each region is one per kernel call (a whole batch, or a whole sequence for the
     recurrences' teams), never one per time step, so waking the threads is paid once.  That,
-    and GOMP_SPINCOUNT=10000 (set by `import tinygrad_seq`) so the team's idle threads sleep
+    and GOMP_SPINCOUNT=10000 (set while GNU OpenMP loads: kernels/cython/__init__.py) so the team's idle threads sleep
     soon and leave the cores to the NumPy GEMMs around each call, is what makes the threads
     pay on 2 cores; with one region per step and libgomp's default spinning, a threaded
     recurrence was 50x slower than a serial one."""
