@@ -311,3 +311,15 @@ def test_scatter_and_index_add_in_place_under_no_grad():
         x.index_add_(0, tgs.tensor([1, 1]), tgs.ones(2, 3))
         x.scatter_add_(1, tgs.tensor([[0, 0]]), tgs.tensor([[1.0, 1.0]]))
     assert x.tolist() == [[2.0, 0.0, 5.0], [8.0, 2.0, 2.0]]
+
+
+def test_module_to_a_dtype_casts_as_in_pytorch():
+    """model.to(torch.float64): a dtype in the device's place casts every parameter."""
+    model = tgs.nn.Sequential(tgs.nn.Linear(3, 4), tgs.nn.ReLU(), tgs.nn.Linear(4, 2))
+    assert model.to(tgs.float64) is model
+    assert {p.dtype for p in model.parameters()} == {np.dtype("float64")}
+    model.to("cpu", tgs.float32)
+    assert {p.dtype for p in model.parameters()} == {np.dtype("float32")}
+    model.to(np.float64)
+    out = model(tgs.randn(5, 3, dtype="float64"))
+    assert out.dtype == np.float64 and model.device == "cpu"

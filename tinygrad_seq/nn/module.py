@@ -210,7 +210,10 @@ class Module:
         return self
 
     def to(self: M, device: Optional[DeviceLike] = None, dtype: DTypeLike = None) -> M:
-        """Move (and/or cast) every parameter and buffer in place; returns self."""
+        """Move (and/or cast) every parameter and buffer in place; returns self.  As in PyTorch,
+        `model.to(tgs.float64)` (a dtype in the first place) casts."""
+        if dtype is None and _is_dtype(device):
+            device, dtype = None, device
         if device is not None:
             device = normalize_device(device)
             self._map_arrays(lambda a: to_device(a, device))
@@ -341,3 +344,14 @@ class ModuleDict(Module):
 
     def values(self) -> ValuesView[Module]:
         return self._modules.values()
+
+
+def _is_dtype(value) -> bool:
+    """Whether `value` names a dtype (np.float64, "float64", tgs.float64), not a device."""
+    if value is None or (isinstance(value, str) and value.split(":")[0] in ("cpu", "cuda")):
+        return False
+    try:
+        np.dtype(value)
+    except TypeError:
+        return False
+    return True
