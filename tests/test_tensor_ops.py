@@ -640,3 +640,23 @@ def test_tensor_conveniences():
     assert (t == 3).numpy().sum() == 1 and (t != 3).numpy().sum() == 5 and (t >= 3).numpy().sum() == 3
     assert t.device == "cpu" and t.to("cpu") is t
     assert Tensor(np.ones(3)).zero_().numpy().sum() == 0
+
+
+def test_index_and_mask_arrays_are_freed_after_backward():
+    """Where, indexing, setitem, NLL and embedding keep their index/mask arrays through
+    save_for_backward, so one backward releases them with the rest of the graph."""
+    import tinygrad_seq.nn.functional as F
+    x = tgs.randn(6, 5, requires_grad=True)
+    weight = tgs.randn(10, 3, requires_grad=True)
+    ids = np.array([[1, 2], [3, 1]])
+    y = x.clone()
+    y[np.array([0, 2])] = tgs.zeros(2, 5)
+    outputs = [tgs.where(tgs.Tensor(np.arange(30).reshape(6, 5) % 2 == 0), x, x * 2),
+               x[np.array([0, 0, 3])], y,
+               F.cross_entropy(x, tgs.Tensor(np.array([0, 1, 2, 3, 4, -100])), ignore_index=-100),
+               F.embedding(tgs.Tensor(ids), weight)]
+    nodes = [out._ctx for out in outputs]
+    assert all(node.saved for node in nodes)
+    sum(out.sum() for out in outputs).backward()
+    assert all(node.saved is None for node in nodes)
+    assert x.grad is not None and weight.grad is not None

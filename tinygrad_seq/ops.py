@@ -349,14 +349,16 @@ class Where(Function):
         xp = xp_of(a)
         cond = xp.asarray(cond, dtype=bool)
         _broadcast_shape("where", a, b)
-        self.cond, self.shapes = cond, (a.shape, b.shape)
+        self.save_for_backward(cond)
+        self.shapes = (a.shape, b.shape)
         return xp.where(cond, a, b)
 
     def backward(self, dy):
         xp = xp_of(dy)
+        cond, = self.saved
         zero = xp.zeros((), dtype=dy.dtype)
-        da = unbroadcast(xp.where(self.cond, dy, zero), self.shapes[0]) if self.needs_input_grad[1] else None
-        db = unbroadcast(xp.where(self.cond, zero, dy), self.shapes[1]) if self.needs_input_grad[2] else None
+        da = unbroadcast(xp.where(cond, dy, zero), self.shapes[0]) if self.needs_input_grad[1] else None
+        db = unbroadcast(xp.where(cond, zero, dy), self.shapes[1]) if self.needs_input_grad[2] else None
         return None, da, db
 
 
@@ -501,7 +503,8 @@ class GetItem(Function):
     dx = zeros with dy scattered back (added, so repeated indices accumulate)."""
 
     def forward(self, x, index):
-        self.shape, self.dtype, self.index = x.shape, x.dtype, index
+        self.shape, self.dtype = x.shape, x.dtype
+        self.save_for_backward(index)        # may hold integer or boolean arrays
         try:
             return x[index]
         except IndexError as exc:
@@ -509,11 +512,12 @@ class GetItem(Function):
 
     def backward(self, dy):
         xp = xp_of(dy)
+        index, = self.saved
         dx = xp.zeros(self.shape, dtype=dy.dtype)
-        if _is_basic_index(self.index):
-            dx[self.index] = dy
+        if _is_basic_index(index):
+            dx[index] = dy
         else:
-            xp.add.at(dx, self.index, dy)
+            xp.add.at(dx, index, dy)
         return dx
 
 
@@ -610,7 +614,8 @@ class NLLLoss(Function):
         w = keep.astype(logp.dtype) if weight is None else xp.where(keep, weight[safe], 0).astype(logp.dtype)
         picked = logp[xp.arange(n), safe]
         losses = -w * picked
-        self.safe, self.w, self.shape, self.reduction = safe, w, logp.shape, reduction
+        self.shape, self.reduction = logp.shape, reduction
+        self.save_for_backward(safe, w)
         if reduction == "none":
             return losses
         if reduction == "sum":
@@ -622,11 +627,12 @@ class NLLLoss(Function):
 
     def backward(self, dy):
         xp = xp_of(dy)
+        safe, w = self.saved
         dlogp = xp.zeros(self.shape, dtype=dy.dtype)
-        scale = -self.w * dy
+        scale = -w * dy
         if self.reduction == "mean":
             scale = scale / self.total
-        dlogp[xp.arange(self.shape[0]), self.safe] = scale
+        dlogp[xp.arange(self.shape[0]), safe] = scale
         return dlogp, None
 
 
@@ -931,15 +937,17 @@ class SetItem(Function):
         except (IndexError, ValueError) as exc:
             raise type(exc)(f"setitem: cannot assign a value of shape {tuple(xp.shape(value))} to index "
                             f"{index!r} of a tensor of shape {tuple(x.shape)}: {exc}") from None
-        self.index, self.value_shape = index, xp.shape(value)
+        self.value_shape = xp.shape(value)
+        self.save_for_backward(index)
         return y
 
     def backward(self, dy):
+        index, = self.saved
         dx = None
         if self.needs_input_grad[0]:
             dx = dy.copy()
-            dx[self.index] = 0
-        dv = unbroadcast(dy[self.index], self.value_shape) if self.needs_input_grad[1] else None
+            dx[index] = 0
+        dv = unbroadcast(dy[index], self.value_shape) if self.needs_input_grad[1] else None
         return dx, dv
 
 

@@ -255,14 +255,16 @@ class EmbeddingFunction(Function):
         if ids.size and (int(ids.min()) < -weight.shape[0] or int(ids.max()) >= weight.shape[0]):
             raise IndexError(f"embedding: indices must lie in [0, {weight.shape[0]}), "
                              f"got [{int(ids.min())}, {int(ids.max())}]")
-        self.ids, self.num, self.padding_idx = ids, weight.shape[0], padding_idx
+        self.num, self.padding_idx = weight.shape[0], padding_idx
+        self.save_for_backward(ids)
         return xp.take(weight, ids, axis=0)
 
     def backward(self, dy):
         xp = xp_of(dy)
+        ids, = self.saved
         dim = dy.shape[-1]
         dw = xp.zeros((self.num, dim), dtype=dy.dtype)
-        _scatter_add(dw, self.ids.reshape(-1), dy.reshape(-1, dim))
+        _scatter_add(dw, ids.reshape(-1), dy.reshape(-1, dim))
         if self.padding_idx is not None:
             dw[self.padding_idx] = 0
         return dw, None
