@@ -40,7 +40,8 @@ from ..text.vocab import CharVocab
 from ..trainer import Trainer, check_rates
 
 __all__ = ["PAD", "BOS", "EOS", "PAD_ID", "BOS_ID", "EOS_ID", "special_vocab", "pad_batch", "reverse_padded",
-           "RecurrentEncoder", "Seq2SeqConfig", "Seq2Seq", "Seq2SeqTrainConfig", "RandomPairs", "Seq2SeqTrainer", "make_batch",
+           "RecurrentEncoder", "Seq2SeqConfig", "Seq2Seq", "Seq2SeqTrainConfig", "RandomPairs", "rank_share", "share_weighted",
+           "Seq2SeqTrainer", "make_batch",
            "train", "exact_match"]
 
 # one control character each, so the vocabularies stay CharVocabs of single characters
@@ -385,30 +386,75 @@ class RandomPairs:
         return [self.pairs[i] for i in rng.integers(len(self.pairs), size=self.batch_size)]
 
 
+def rank_share(batches, batch_size):
+    """A batch source giving this process its share of each of `batches`' batches (a list of
+    examples, or a tuple of parallel lists): (examples [n r / N, n (r+1) / N) of the batch of
+    n, the whole batch) for rank r of N under MPI; (the batch, the batch) in one process."""
+    from .. import distributed as dist
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if batch_size < world:
+        raise ValueError(f"--batch-size {batch_size} is smaller than the {world} ranks; give every rank at "
+                         "least one example")
+
+    def share(step):
+        batch = batches(step)
+        n = len(batch[0]) if isinstance(batch, tuple) else len(batch)
+        rows = slice(n * rank // world, n * (rank + 1) // world)
+        return (tuple(part[rows] for part in batch) if isinstance(batch, tuple) else batch[rows]), batch
+    return share
+
+
+def share_weighted(loss, units, total_units, world_size):
+    """The loss of a share, a mean over its `units` (target tokens), scaled so that the mean over
+    the ranks (what the Trainer averages, losses and gradients alike) is the whole batch's mean
+    over its `total_units`: each rank's count weighs in, however the tokens fell among them."""
+    return loss if units * world_size == total_units else loss * (units * world_size / total_units)
+
+
+def _no_loss(params):
+    """A zero loss on `params`, for a rank whose share of a batch is empty (it still joins the
+    gradient average, adding nothing)."""
+    return sum((p * 0).sum() for p in params)
+
+
 class Seq2SeqTrainer(Trainer):
     """Teacher-forced training of a Seq2Seq on (source, target) string pairs with the shared loop:
     Adam on the mean per-token NLL of random batches, the gradient norm clipped at `clip`.
-    Validation: the loss on held-out pairs; at the last step also the exact match on them."""
+    Validation (what callbacks and a tuner see): the loss on the dev pairs `val_pairs`, at the
+    last step also their exact match.  `test_pairs` are touched once, at the last step, for the
+    final score (`exact_match`, `predictions`); they never steer the run.
+
+    Under MPI each rank takes its share of every batch (`--batch-size` stays the global batch)."""
 
     kind = "seq2seq"
     metric = "val_loss"
     unit = "pairs"
 
-    def __init__(self, config, model, train_pairs, val_pairs=None, info=None, **trainer_options):
+    def __init__(self, config, model, train_pairs, val_pairs=None, info=None, test_pairs=None, **trainer_options):
         from .. import optim
 
         batches = RandomPairs(train_pairs, config.batch_size, config.seed)
-        super().__init__(config, model, optim.Adam(list(model.parameters()), lr=config.lr), batches,
-                         **trainer_options)
+        super().__init__(config, model, optim.Adam(list(model.parameters()), lr=config.lr),
+                         rank_share(batches, config.batch_size), **trainer_options)
         self.val_pairs = list(val_pairs or [])
+        self.test_pairs = list(test_pairs or [])
         self.info = dict(info or {})
         self.units_per_step = config.batch_size
         self.losses = []
-        self.exact_match = None
+        self.exact_match = None          # on the test pairs, after the last step
+        self.predictions = None
 
     def compute_loss(self, batch):
-        src, tgt_in, tgt_out = make_batch(batch, self.model.src_vocab, self.model.tgt_vocab)
-        return self.model.loss(Tensor(src), Tensor(tgt_in), Tensor(tgt_out))
+        pairs, whole = batch
+        if not pairs:
+            return _no_loss(self.params)
+        src, tgt_in, tgt_out = make_batch(pairs, self.model.src_vocab, self.model.tgt_vocab)
+        loss = self.model.loss(Tensor(src), Tensor(tgt_in), Tensor(tgt_out))
+        if self.world_size == 1:
+            return loss
+        tokens = lambda ps: sum(len(self.model.tgt_vocab.encode(t)) + 1 for _, t in ps)  # noqa: E731 (+ </s>)
+        return share_weighted(loss, tokens(pairs), tokens(whole), self.world_size)
 
     def train_step(self):
         value = super().train_step()
@@ -423,14 +469,15 @@ class Seq2SeqTrainer(Trainer):
             src, tgt_in, tgt_out = make_batch(held, self.model.src_vocab, self.model.tgt_vocab)
             metrics = {"val_loss": float(self.model.loss(Tensor(src), Tensor(tgt_in), Tensor(tgt_out)).item())}
         if self.step >= self.config.steps:
-            self.exact_match, self.predictions = exact_match(self.model, self.val_pairs)
-            metrics["exact_match"] = self.exact_match
+            metrics["exact_match"], _ = exact_match(self.model, self.val_pairs)
+            if self.test_pairs:  # the final report: the only look at the test split
+                self.exact_match, self.predictions = exact_match(self.model, self.test_pairs)
         return metrics
 
     def report(self, metrics):
         line = f"step {self.step}: validation loss {metrics['val_loss']:.4f} nats/character"
         if "exact_match" in metrics:
-            line += f", exact match {metrics['exact_match']:.2%} on {len(self.val_pairs):,} held-out pairs"
+            line += f", dev exact match {metrics['exact_match']:.2%} on {len(self.val_pairs):,} dev pairs"
         return line
 
     def checkpoint_extra(self):
