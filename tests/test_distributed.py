@@ -317,8 +317,8 @@ def test_rank_shares_partition_each_batch_and_weigh_to_the_whole_batchs_token_me
     of a step's batch are disjoint, in order and cover it; scaled by share_weighted, the mean of
     the shares' per-token losses is the whole batch's per-token loss."""
     import tinygrad_seq as tgs
-    from tinygrad_seq.models.seq2seq import (RandomPairs, Seq2Seq, Seq2SeqConfig, make_batch, rank_share,
-                                             share_weighted, special_vocab)
+    from tinygrad_seq.models.seq2seq import RandomPairs, Seq2Seq, Seq2SeqConfig, make_batch, special_vocab
+    from tinygrad_seq.trainer import rank_share, share_weighted
     from tinygrad_seq.text.dates import date_pairs
 
     pairs = date_pairs(50, "train", seed=2)

@@ -37,11 +37,10 @@ from ..nn.module import Module, ModuleList
 from ..tensor import Tensor, no_grad
 from ..text import decoding
 from ..text.vocab import CharVocab
-from ..trainer import Trainer, check_rates
+from ..trainer import Trainer, check_rates, rank_share, share_weighted, zero_loss
 
 __all__ = ["PAD", "BOS", "EOS", "PAD_ID", "BOS_ID", "EOS_ID", "special_vocab", "pad_batch", "reverse_padded",
-           "RecurrentEncoder", "Seq2SeqConfig", "Seq2Seq", "Seq2SeqTrainConfig", "RandomPairs", "rank_share", "share_weighted",
-           "Seq2SeqTrainer", "make_batch",
+           "RecurrentEncoder", "Seq2SeqConfig", "Seq2Seq", "Seq2SeqTrainConfig", "RandomPairs", "Seq2SeqTrainer", "make_batch",
            "train", "exact_match"]
 
 # one control character each, so the vocabularies stay CharVocabs of single characters
@@ -386,38 +385,6 @@ class RandomPairs:
         return [self.pairs[i] for i in rng.integers(len(self.pairs), size=self.batch_size)]
 
 
-def rank_share(batches, batch_size):
-    """A batch source giving this process its share of each of `batches`' batches (a list of
-    examples, or a tuple of parallel lists): (examples [n r / N, n (r+1) / N) of the batch of
-    n, the whole batch) for rank r of N under MPI; (the batch, the batch) in one process."""
-    from .. import distributed as dist
-
-    rank, world = dist.get_rank(), dist.get_world_size()
-    if batch_size < world:
-        raise ValueError(f"--batch-size {batch_size} is smaller than the {world} ranks; give every rank at "
-                         "least one example")
-
-    def share(step):
-        batch = batches(step)
-        n = len(batch[0]) if isinstance(batch, tuple) else len(batch)
-        rows = slice(n * rank // world, n * (rank + 1) // world)
-        return (tuple(part[rows] for part in batch) if isinstance(batch, tuple) else batch[rows]), batch
-    return share
-
-
-def share_weighted(loss, units, total_units, world_size):
-    """The loss of a share, a mean over its `units` (target tokens), scaled so that the mean over
-    the ranks (what the Trainer averages, losses and gradients alike) is the whole batch's mean
-    over its `total_units`: each rank's count weighs in, however the tokens fell among them."""
-    return loss if units * world_size == total_units else loss * (units * world_size / total_units)
-
-
-def _no_loss(params):
-    """A zero loss on `params`, for a rank whose share of a batch is empty (it still joins the
-    gradient average, adding nothing)."""
-    return sum((p * 0).sum() for p in params)
-
-
 class Seq2SeqTrainer(Trainer):
     """Teacher-forced training of a Seq2Seq on (source, target) string pairs with the shared loop:
     Adam on the mean per-token NLL of random batches, the gradient norm clipped at `clip`.
@@ -448,7 +415,7 @@ class Seq2SeqTrainer(Trainer):
     def compute_loss(self, batch):
         pairs, whole = batch
         if not pairs:
-            return _no_loss(self.params)
+            return zero_loss(self.params)
         src, tgt_in, tgt_out = make_batch(pairs, self.model.src_vocab, self.model.tgt_vocab)
         loss = self.model.loss(Tensor(src), Tensor(tgt_in), Tensor(tgt_out))
         if self.world_size == 1:

@@ -31,8 +31,8 @@ from ..nn.layers import Linear
 from ..nn.module import Module
 from ..tensor import Tensor, no_grad
 from ..text.vocab import WordVocab
-from ..trainer import Trainer
-from .seq2seq import RecurrentEncoder, _no_loss, rank_share, share_weighted
+from ..trainer import Trainer, rank_share, share_weighted, zero_loss
+from .seq2seq import RecurrentEncoder
 
 __all__ = ["TAGS", "NAME", "tokenize", "kjv_verses", "name_types", "label_tokens", "TaggingData", "default_dev_verses", "load_kjv_tagging",
            "TaggerConfig", "Tagger", "tagging_scores", "LengthWindowBatches", "TaggerTrainer", "train_tagger",
@@ -307,7 +307,7 @@ class TaggerTrainer(Trainer):
     def compute_loss(self, batch):
         (tokens, tags), (all_tokens, _) = batch
         if not tokens:
-            return _no_loss(self.params)
+            return zero_loss(self.params)
         loss = self.model.loss(tokens, tags)
         if self.world_size == 1:
             return loss
