@@ -56,7 +56,7 @@ def _prepare(kind, out, resume, overwrite, options, model_config_of):
     if state is None:
         _positive(**{k: v for k, v in options.items()
                      if k in ("embed", "hidden", "layers", "train_size", "test_size", "steps", "batch_size",
-                              "eval_every", "train_verses", "test_verses") and v is not None})
+                              "eval_every", "train_verses", "test_verses", "dev_size", "dev_verses") and v is not None})
         _check_rates(options["lr"], options["clip"], options["dropout"])
         fields = {k: options[k] for k in ("steps", "batch_size", "lr", "clip", "dropout", "seed", "eval_every")}
         return None, Seq2SeqTrainConfig(out=out, **fields), {}
@@ -97,60 +97,80 @@ def _restore(trainer, state, changes, out):
 @click.option("--bidirectional/--unidirectional", default=True, show_default=True, help="Encoder directions.")
 @click.option("--dropout", type=float, default=0.0, show_default=True)
 @click.option("--train-size", type=int, default=20000, show_default=True, help="Generated training pairs.")
-@click.option("--test-size", type=int, default=1000, show_default=True, help="Held-out pairs (days never trained on).")
+@click.option("--test-size", type=int, default=1000, show_default=True,
+              help="Held-out pairs (days never trained on), scored once, after the last step.")
+@click.option("--dev-size", type=int, default=None,
+              help="Pairs set aside from the generated training draws for validation (the loss at every "
+                   "--eval-every, what `tgs tune` sees)  [default: a tenth of --train-size, at most 1000]")
 @click.option("--steps", type=int, default=400, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True,
+              help="Pairs per step: the global batch, shared out among the ranks under mpiexec/srun.")
 @click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate.")
 @click.option("--clip", type=float, default=5.0, show_default=True, help="Global gradient-norm clip (0 = off).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--eval-every", type=int, default=100, show_default=True, help="Steps between validation and checkpoint.")
 @click.option("--out", type=click.Path(), default="runs/seq2seq", show_default=True, help="Run directory.")
 @_run_options
-def seq2seq(cell, attention, embed, hidden, layers, bidirectional, dropout, train_size, test_size, steps,
+def seq2seq(cell, attention, embed, hidden, layers, bidirectional, dropout, train_size, test_size, dev_size, steps,
             batch_size, lr, clip, seed, eval_every, out, resume, overwrite):
     """Train the date translator: human-written dates ("3rd of March 2021", "Tue 14 Jun 1988",
     "12/25/99", ...) to ISO dates, a seq2seq GRU/LSTM with attention and teacher forcing.
-    Prints the exact-match accuracy on held-out days and writes attention.png (with matplotlib)."""
-    from tinygrad_seq import random as tgs_random
-    from tinygrad_seq.models.seq2seq import Seq2Seq, Seq2SeqConfig, Seq2SeqTrainer, special_vocab
-    from tinygrad_seq.text.dates import date_pairs
-
+    Validates on dev pairs set aside from the training draws; prints the exact-match accuracy
+    on held-out days at the end and writes attention.png (with matplotlib).  Under mpiexec/srun
+    every rank runs it: one model trained data-parallel, rank 0 talking and writing."""
     from . import runs
 
     options = dict(cell=cell, attention=attention, embed=embed, hidden=hidden, layers=layers,
                    bidirectional=bidirectional, dropout=dropout, train_size=train_size, test_size=test_size,
-                   steps=steps, batch_size=batch_size, lr=lr, clip=clip, seed=seed, eval_every=eval_every)
+                   dev_size=dev_size, steps=steps, batch_size=batch_size, lr=lr, clip=clip, seed=seed,
+                   eval_every=eval_every)
+    runs.on_every_rank(out, _train_seq2seq, out, resume, overwrite, options)
+
+
+def _train_seq2seq(out, resume, overwrite, options):
+    from tinygrad_seq import random as tgs_random
+    from tinygrad_seq.models.seq2seq import Seq2Seq, Seq2SeqConfig, Seq2SeqTrainer, special_vocab
+    from tinygrad_seq.text.dates import date_splits, default_dev_size
+
+    from . import runs
+
+    o = options
     state, train_config, changes = _prepare("seq2seq", out, resume, overwrite, options,
                                             lambda s: s["model_config"])
     if state is not None:
         model = _load_model(state, out, load_seq2seq)
-        info = state["train"]["data"]
+        info = dict(state["train"]["data"])
+        info.setdefault("dev_size", default_dev_size(info["train_size"]))  # a run saved before dev splits
     else:
-        info = {"train_size": train_size, "test_size": test_size}
+        dev_size = default_dev_size(o["train_size"]) if o["dev_size"] is None else o["dev_size"]
+        info = {"train_size": o["train_size"], "test_size": o["test_size"], "dev_size": dev_size}
     tgs_random.manual_seed(train_config.seed)
-    train_pairs = date_pairs(info["train_size"], "train", seed=train_config.seed)
-    test_pairs = date_pairs(info["test_size"], "test", seed=train_config.seed + 1)
+    train_pairs, dev_pairs, test_pairs = date_splits(info["train_size"], info["test_size"], info["dev_size"],
+                                                     seed=train_config.seed)
     if state is None:
         src_vocab = special_vocab(DATE_CHARACTERS + "".join(s for s, _ in train_pairs))
         tgt_vocab = special_vocab(string.digits + "-")
-        config = Seq2SeqConfig(len(src_vocab), len(tgt_vocab), cell=cell, embed=embed, hidden=hidden, layers=layers,
-                               bidirectional=bidirectional, attention=attention, dropout=dropout,
-                               max_target_len=len("2021-03-03") + 1)
+        config = Seq2SeqConfig(len(src_vocab), len(tgt_vocab), cell=o["cell"], embed=o["embed"], hidden=o["hidden"],
+                               layers=o["layers"], bidirectional=o["bidirectional"], attention=o["attention"],
+                               dropout=o["dropout"], max_target_len=len("2021-03-03") + 1)
         model = Seq2Seq(config, src_vocab, tgt_vocab)
-    trainer = Seq2SeqTrainer(train_config, model, train_pairs, test_pairs, info, overwrite=overwrite)
+    try:
+        trainer = Seq2SeqTrainer(train_config, model, train_pairs, dev_pairs, info, test_pairs, overwrite=overwrite)
+    except ValueError as exc:
+        fail(exc)
     trainer.extra_plots = lambda: _attention_png(model, [s for s, _ in test_pairs[:4]],
                                                  os.path.join(out, "attention.png"))
     if state is not None:
         _restore(trainer, state, changes, out)
     c = model.config
     n_params = sum(p.numel() for p in model.parameters())
-    click.echo(f"{'Resuming at step ' + str(trainer.step) + ': ' if state is not None else ''}"
-               f"seq2seq {c.cell.upper()} with {c.attention} attention ({n_params:,} parameters) on "
-               f"{info['train_size']:,} generated dates; {info['test_size']:,} held-out dates; run directory {out}",
-               err=True)
+    runs.echo(f"{'Resuming at step ' + str(trainer.step) + ': ' if state is not None else ''}"
+              f"seq2seq {c.cell.upper()} with {c.attention} attention ({n_params:,} parameters) on "
+              f"{len(train_pairs):,} generated dates; {len(dev_pairs):,} dev, {len(test_pairs):,} held-out dates; "
+              f"run directory {out}" + (f"; {trainer.world_size} ranks" if trainer.world_size > 1 else ""))
     started = time.perf_counter()
     runs.run(trainer)
-    if trainer.exact_match is None:  # a run already at its last step
+    if trainer.exact_match is None:  # a run already at its last step, or a rank other than 0
         return
     for (source, target), guess in list(zip(test_pairs, trainer.predictions))[:5]:
         click.echo(f"  {source!r:32} -> {guess}  {'ok' if guess == target else 'expected ' + target}", err=True)
@@ -298,54 +318,73 @@ def _evaluate_seq2seq(state, file, path):
 @click.option("--hidden", type=int, default=64, show_default=True, help="Hidden units per direction.")
 @click.option("--layers", type=int, default=2, show_default=True, help="Stacked bidirectional layers.")
 @click.option("--dropout", type=float, default=0.2, show_default=True, help="Dropout between the stacked layers.")
-@click.option("--train-verses", type=int, default=None, help="Train on a random subset of the verses.")
+@click.option("--train-verses", type=int, default=None,
+              help="Use a random subset of the training verses (the dev verses are set aside from them).")
 @click.option("--test-verses", type=int, default=None, help="Score on a random subset of the held-out verses.")
+@click.option("--dev-verses", type=int, default=None,
+              help="Verses set aside from the training side for validation (the loss at every --eval-every, what "
+                   "`tgs tune` sees)  [default: a tenth of the training side, at most 1000]")
 @click.option("--steps", type=int, default=1500, show_default=True, help="Optimisation steps (about 85 s on 2 cores with the defaults).")
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True,
+              help="Verses per step: the global batch, shared out among the ranks under mpiexec/srun.")
 @click.option("--lr", type=float, default=3e-3, show_default=True)
 @click.option("--clip", type=float, default=5.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--eval-every", type=int, default=250, show_default=True, help="Steps between validation and checkpoint.")
 @click.option("--out", type=click.Path(), default="runs/tagger", show_default=True, help="Run directory.")
 @_run_options
-def tagger(cell, embed, hidden, layers, dropout, train_verses, test_verses, steps, batch_size, lr, clip, seed,
-           eval_every, out, resume, overwrite):
-    """Train a bidirectional LSTM that tags the proper names in lower-cased KJV verses; prints
-    per-token accuracy and the NAME tag's precision, recall and F1 on held-out verses."""
+def tagger(cell, embed, hidden, layers, dropout, train_verses, test_verses, dev_verses, steps, batch_size, lr, clip,
+           seed, eval_every, out, resume, overwrite):
+    """Train a bidirectional LSTM that tags the proper names in lower-cased KJV verses; validates
+    on dev verses set aside from the training side and prints per-token accuracy and the NAME
+    tag's precision, recall and F1 on held-out verses at the end.  Under mpiexec/srun every rank
+    runs it: one model trained data-parallel, rank 0 talking and writing."""
+    from . import runs
+
+    options = dict(cell=cell, embed=embed, hidden=hidden, layers=layers, dropout=dropout, train_verses=train_verses,
+                   test_verses=test_verses, dev_verses=dev_verses, steps=steps, batch_size=batch_size, lr=lr,
+                   clip=clip, seed=seed, eval_every=eval_every)
+    runs.on_every_rank(out, _train_tagger, out, resume, overwrite, options)
+
+
+def _train_tagger(out, resume, overwrite, options):
     from tinygrad_seq import random as tgs_random
     from tinygrad_seq.models.tagger import (Tagger, TaggerConfig, TaggerTrainer, lexicon_baseline, load_kjv_tagging,
                                             tagger_vocab, tagging_scores)
 
     from . import runs
 
-    options = dict(cell=cell, embed=embed, hidden=hidden, layers=layers, dropout=dropout, train_verses=train_verses,
-                   test_verses=test_verses, steps=steps, batch_size=batch_size, lr=lr, clip=clip, seed=seed,
-                   eval_every=eval_every)
+    o = options
     state, train_config, changes = _prepare("tagger", out, resume, overwrite, options, lambda s: s["model_config"])
     if state is not None:
         model = _load_model(state, out, load_tagger)
-        info = {k: state["train"]["data"].get(k) for k in ("train_verses", "test_verses")}
+        info = {k: state["train"]["data"].get(k) for k in ("train_verses", "test_verses", "dev_verses")}
     else:
-        info = {"train_verses": train_verses, "test_verses": test_verses}
+        info = {"train_verses": o["train_verses"], "test_verses": o["test_verses"], "dev_verses": o["dev_verses"]}
     tgs_random.manual_seed(train_config.seed)
-    data = load_kjv_tagging(train_verses=info["train_verses"], test_verses=info["test_verses"], seed=train_config.seed)
+    data = load_kjv_tagging(train_verses=info["train_verses"], test_verses=info["test_verses"],
+                            dev_verses=info["dev_verses"], seed=train_config.seed)
     if state is None:
         vocab = tagger_vocab(data.train_tokens)
-        config = TaggerConfig(vocab_size=len(vocab), cell=cell, embed=embed, hidden=hidden, layers=layers,
-                              dropout=dropout)
+        config = TaggerConfig(vocab_size=len(vocab), cell=o["cell"], embed=o["embed"], hidden=o["hidden"],
+                              layers=o["layers"], dropout=o["dropout"])
         model = Tagger(config, vocab)
-    trainer = TaggerTrainer(train_config, model, data.train_tokens, data.train_tags, data.test_tokens, data.test_tags,
-                            dict(info, data=info), overwrite=overwrite)
+    try:
+        trainer = TaggerTrainer(train_config, model, data.train_tokens, data.train_tags, data.dev_tokens,
+                                data.dev_tags, dict(info, data=info), data.test_tokens, data.test_tags,
+                                overwrite=overwrite)
+    except ValueError as exc:
+        fail(exc)
     if state is not None:
         _restore(trainer, state, changes, out)
     c = model.config
-    click.echo(f"{'Resuming at step ' + str(trainer.step) + ': ' if state is not None else ''}"
-               f"tagger: bidirectional {c.cell.upper()} x{c.layers} on {len(data.train_tokens):,} verses "
-               f"({len(model.vocab):,} words); {len(data.test_tokens):,} held-out verses; run directory {out}",
-               err=True)
+    runs.echo(f"{'Resuming at step ' + str(trainer.step) + ': ' if state is not None else ''}"
+              f"tagger: bidirectional {c.cell.upper()} x{c.layers} on {len(data.train_tokens):,} verses "
+              f"({len(model.vocab):,} words); {len(data.dev_tokens):,} dev, {len(data.test_tokens):,} held-out "
+              f"verses; run directory {out}" + (f"; {trainer.world_size} ranks" if trainer.world_size > 1 else ""))
     started = time.perf_counter()
     runs.run(trainer)
-    if trainer.scores is None:  # a run already at its last step
+    if trainer.scores is None:  # a run already at its last step, or a rank other than 0
         return
     baseline = tagging_scores(lexicon_baseline(data.train_tokens, data.train_tags, data.test_tokens), data.test_tags)
     click.echo(f"{trainer.step} steps in {time.perf_counter() - started:.0f}s; held-out: "

@@ -30,7 +30,10 @@ def tagger_run(tmp_path_factory):
 def test_train_seq2seq_reports_and_saves(dates_run):
     out, result = dates_run
     assert "exact match on 20 held-out dates" in result.stderr and "step 25/25" in result.stderr
+    # validated on 30 dev pairs set aside from the 300 generated for training, never on the test dates
+    assert "30 dev, 20 held-out dates" in result.stderr and "dev exact match" in result.stderr
     state = load_checkpoint(out)
+    assert state["train"]["data"] == {"train_size": 300, "test_size": 20, "dev_size": 30}
     assert state["kind"] == "seq2seq" and state["model_config"]["attention"] == "general"
     assert (out / "attention.png").exists() or "attention maps" not in result.stderr
 
@@ -67,6 +70,7 @@ def test_seq2seq_errors(dates_run, tmp_path):
 def test_train_tagger_sample_and_eval(tagger_run):
     out, result = tagger_run
     assert "held-out: token accuracy" in result.stderr and "lexicon baseline" in result.stderr
+    assert "on 180 verses" in result.stderr and "20 dev, 50 held-out verses" in result.stderr
     saved = load_checkpoint(out)["train"]["test_scores"]
     tagged = tgs("sample", out, "--prime", "and moses went up unto the lord")
     assert tagged.exit_code == 0 and tagged.stdout.split()[0] in ("and", "[and]")

@@ -285,3 +285,63 @@ def test_the_mlp_classifier_on_two_ranks_follows_one_rank(tmp_path):
     for a, b in zip(one, two):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
         assert b["dev_loss"] == pytest.approx(a["dev_loss"], rel=1e-4)
+
+
+@needs_mpi
+@pytest.mark.parametrize("kind, args", [
+    # batch 9: shares of 4 and 5 pairs whose target tokens differ too (the loss is a mean per token)
+    ("seq2seq", ["--train-size", 100, "--test-size", 10, "--embed", 4, "--hidden", 6, "--batch-size", 9]),
+    ("tagger", ["--train-verses", 60, "--test-verses", 10, "--embed", 4, "--hidden", 4, "--layers", 1,
+                "--dropout", 0, "--batch-size", 7]),
+])
+def test_seq2seq_and_tagger_on_two_ranks_follow_one_rank(tmp_path, kind, args):
+    """Each rank trains on its share of every batch (unequal ones included), the Trainer averages
+    the gradients, rank 0 alone reports and writes: the losses follow the one-rank run."""
+    common = ["train", kind, *args, "--steps", 6, "--eval-every", 3]
+    r1 = run(TGS + common + ["--out", tmp_path / "one"])
+    assert r1.returncode == 0, r1.stderr
+    r2 = run(TGS + common + ["--out", tmp_path / "two"], ranks=2)
+    assert r2.returncode == 0, r2.stderr
+    assert "; 2 ranks" in r2.stderr and r2.stderr.count("done: 6 steps") == 1, r2.stderr
+    assert r2.stderr.count("held-out") == r1.stderr.count("held-out") > 0  # the final report once
+    l1, l2 = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert sorted(l1) == sorted(l2) == list(range(1, 7))
+    for step in l1:
+        assert l2[step] == pytest.approx(l1[step], rel=1e-4), step
+    assert load_checkpoint(tmp_path / "two")["train"]["step"] == 6
+    assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
+
+
+def test_rank_shares_partition_each_batch_and_weigh_to_the_whole_batchs_token_mean(monkeypatch):
+    """What each rank of seq2seq/tagger trains on (no MPI needed: the rank is faked): the shares
+    of a step's batch are disjoint, in order and cover it; scaled by share_weighted, the mean of
+    the shares' per-token losses is the whole batch's per-token loss."""
+    import tinygrad_seq as tgs
+    from tinygrad_seq.models.seq2seq import RandomPairs, Seq2Seq, Seq2SeqConfig, make_batch, special_vocab
+    from tinygrad_seq.trainer import rank_share, share_weighted
+    from tinygrad_seq.text.dates import date_pairs
+
+    pairs = date_pairs(50, "train", seed=2)
+    batches = RandomPairs(pairs, 9, seed=0)
+    src, tgt = special_vocab("".join(s for s, _ in pairs)), special_vocab("0123456789-")
+    tgs.manual_seed(0)
+    model = Seq2Seq(Seq2SeqConfig(len(src), len(tgt), embed=4, hidden=4, attention_dim=4), src, tgt)
+
+    def loss(ps):
+        with tgs.no_grad():
+            return model.loss(*map(tgs.Tensor, make_batch(ps, src, tgt)))
+
+    tokens = lambda ps: sum(len(t) + 1 for _, t in ps)  # noqa: E731 (the characters and </s>)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    shares = []
+    for rank in range(2):
+        monkeypatch.setattr(dist, "get_rank", lambda: rank)
+        mine, whole = rank_share(batches, 9)(3)
+        assert whole == batches(3)
+        shares.append(mine)
+    assert [len(s) for s in shares] == [4, 5] and shares[0] + shares[1] == batches(3)
+    assert len({tokens(s) for s in shares}) == 2  # unequal token counts: the weighting matters
+    weighted = [share_weighted(loss(s), tokens(s), tokens(batches(3)), 2).item() for s in shares]
+    assert np.mean(weighted) == pytest.approx(loss(batches(3)).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="smaller than the 2 ranks"):
+        rank_share(batches, 1)

@@ -10,10 +10,11 @@ import tinygrad_seq as tgs
 from tinygrad_seq import gradcheck
 from tinygrad_seq.models.seq2seq import (BOS_ID, EOS_ID, PAD_ID, RecurrentEncoder, Seq2Seq, Seq2SeqConfig, exact_match,
                                          make_batch, pad_batch, reverse_padded, special_vocab, train)
-from tinygrad_seq.models.tagger import (NAME, Tagger, TaggerConfig, label_tokens, lexicon_baseline, name_types,
-                                        tagger_vocab, tagging_scores, tokenize, train_tagger)
+from tinygrad_seq.models.tagger import (NAME, Tagger, TaggerConfig, TaggerTrainer, label_tokens, lexicon_baseline,
+                                        load_kjv_tagging, name_types, tagger_vocab, tagging_scores, tokenize,
+                                        train_tagger)
 from tinygrad_seq.nn.attention import AdditiveAttention, DotAttention, GeneralAttention
-from tinygrad_seq.text.dates import FORMATS, date_pairs, parse_date, split_of
+from tinygrad_seq.text.dates import FORMATS, date_pairs, date_splits, parse_date, split_of
 
 RNG = np.random.default_rng(0)
 
@@ -204,3 +205,72 @@ def test_tagger_learns_names_from_context():
     assert dict(model.tag_text("and moses said unto the lord"))["moses"] == "NAME"
     baseline = tagging_scores(lexicon_baseline(tokens, tags, tokens), tags)
     assert baseline["tokens"] == scores["tokens"]
+
+
+# ---------------------------------------------------------------------------- dev splits: validation never sees test
+def test_date_dev_pairs_are_set_aside_from_training_and_share_no_day_with_test():
+    train_pairs, dev, test = date_splits(400, 50, 60, seed=3)
+    assert (train_pairs, dev, test) == date_splits(400, 50, 60, seed=3)
+    assert date_splits(400, 50, 60, seed=4)[1] != dev
+    assert len(train_pairs) == 400 and 50 <= len(dev) <= 60 and len(test) == 50
+    assert not set(dev) & set(train_pairs) and not set(dev) & set(test)
+    assert not {iso for _, iso in dev} & {iso for _, iso in test}  # not even a day in common
+    assert all(split_of(datetime.date.fromisoformat(iso)) == "train" for _, iso in dev)
+    assert test == date_pairs(50, "test", seed=4)  # the test split does not move with the dev carve
+
+
+def _letters(i):
+    """A word of its own for each number (the tokenizer keeps letters only): 0 -> "aa", 27 -> "bb"."""
+    return "abcdefghijklmnopqrstuvwxyz"[i // 26] + "abcdefghijklmnopqrstuvwxyz"[i % 26]
+
+
+def test_kjv_dev_verses_are_apart_from_training_and_test_verses():
+    text = "\n".join(f"Ge1:{i} And Moses spake unto Aaron the word {_letters(i)}." for i in range(300))
+    data = load_kjv_tagging(text, seed=5)
+    verses = {name: {" ".join(v) for v in getattr(data, name + "_tokens")} for name in ("train", "dev", "test")}
+    assert len(verses["test"]) == 30 and len(verses["dev"]) == 27 and len(verses["train"]) == 243
+    assert not verses["dev"] & verses["test"] and not verses["dev"] & verses["train"]
+    assert not verses["train"] & verses["test"]
+    again = load_kjv_tagging(text, seed=5)
+    assert again.dev_tokens == data.dev_tokens and load_kjv_tagging(text, seed=6).dev_tokens != data.dev_tokens
+    subset = load_kjv_tagging(text, train_verses=100, test_verses=10, dev_verses=20, seed=5)
+    assert len(subset.train_tokens) == 80 and len(subset.dev_tokens) == 20 and len(subset.test_tokens) == 10
+    assert {" ".join(v) for v in subset.test_tokens} <= verses["test"]  # the test verses stay the fixed tenth
+
+
+def _evaluations(trainer):
+    seen = []
+    trainer.callbacks.append(lambda t, step, metrics: seen.append(dict(metrics)))
+    assert trainer.train(echo=lambda line: None, progress=False).status == "done"
+    return seen
+
+
+def test_seq2seq_and_tagger_validate_on_dev_and_score_test_only_at_the_end():
+    from tinygrad_seq.models.seq2seq import Seq2SeqTrainConfig, Seq2SeqTrainer
+
+    train_pairs, dev, test = date_splits(60, 12, 8, seed=0)
+    src, tgt = special_vocab("".join(s for s, _ in train_pairs + dev + test)), special_vocab("0123456789-")
+    tgs.manual_seed(0)
+    model = Seq2Seq(Seq2SeqConfig(len(src), len(tgt), embed=4, hidden=4, attention_dim=4), src, tgt)
+    trainer = Seq2SeqTrainer(Seq2SeqTrainConfig(steps=4, eval_every=2, batch_size=8), model, train_pairs, dev, {},
+                             test)
+    seen = _evaluations(trainer)
+    with tgs.no_grad():
+        on_dev = model.loss(*map(tgs.Tensor, make_batch(dev, src, tgt))).item()
+        on_test = model.loss(*map(tgs.Tensor, make_batch(test, src, tgt))).item()
+    assert [("exact_match" in m) for m in seen] == [False, True]
+    assert seen[-1]["val_loss"] == pytest.approx(on_dev, rel=1e-12) and on_dev != pytest.approx(on_test, rel=1e-9)
+    assert seen[-1]["exact_match"] == exact_match(model, dev)[0]
+    assert len(trainer.predictions) == len(test) and trainer.exact_match == exact_match(model, test)[0]
+
+    text = "\n".join(f"Ge1:{i} And Moses spake unto Aaron in Egypt, verse {_letters(i)}." for i in range(120))
+    data = load_kjv_tagging(text, seed=0)
+    vocab = tagger_vocab(data.train_tokens, min_count=1)
+    tagger = Tagger(TaggerConfig(vocab_size=len(vocab), embed=4, hidden=4), vocab)
+    trainer = TaggerTrainer(Seq2SeqTrainConfig(steps=2, eval_every=2, batch_size=4), tagger, data.train_tokens,
+                            data.train_tags, data.dev_tokens, data.dev_tags, {}, data.test_tokens, data.test_tags)
+    seen = _evaluations(trainer)
+    with tgs.no_grad():
+        assert seen[-1]["val_loss"] == pytest.approx(tagger.loss(data.dev_tokens, data.dev_tags).item(), rel=1e-12)
+    assert seen[-1]["f1"] == tagging_scores(tagger.predict(data.dev_tokens), data.dev_tags)["f1"]
+    assert trainer.scores == tagging_scores(tagger.predict(data.test_tokens), data.test_tags)

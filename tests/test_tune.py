@@ -202,6 +202,26 @@ def test_median_pruner_stops_a_bad_learning_rate_early(tmp_path, corpus):
     assert resumed.exit_code == 0 and "done: 60 steps" in resumed.stderr, resumed.output
 
 
+def test_successive_halving_stops_a_bad_learning_rate_at_its_first_rung(tmp_path, corpus):
+    """Rungs at evaluations 1, 4, 16 (steps 10, 40, 160): the good lr, run first, passes its rungs
+    alone; the bad one meets it at step 10, is not the best of the two there, and stops."""
+    storage = "sqlite:///" + str(tmp_path / "study.db")
+    result = run_tgs("tune", "charlm", corpus, *TINY, "--set", "hidden=32", "--sampler", "grid",
+                     "--param", "lr=choice:0.01,1e-7", "--pruner", "halving", "--steps", 60, "--eval-every", 10,
+                     "--study", "halving", "--storage", storage, "--out", tmp_path / "runs")
+    assert result.returncode == 0, result.stderr
+    trials = {t.params["lr"]: t for t in trials_of("halving", storage)}
+    good, bad = trials[0.01], trials[1e-7]
+    assert good.state.name == "COMPLETE" and good.user_attrs["tgs:steps"] == 60
+    assert {k for k in good.system_attrs if k.startswith("completed_rung_")} == {"completed_rung_0",
+                                                                                 "completed_rung_1"}
+    assert bad.state.name == "PRUNED" and bad.user_attrs["tgs:steps"] == 10 and max(bad.intermediate_values) == 10
+    assert bad.intermediate_values[10] > good.intermediate_values[10]
+    assert f"trial {bad.number}: pruned at step" in result.stderr
+    study = tune.load("halving", storage)
+    assert isinstance(study.pruner, optuna.pruners.SuccessiveHalvingPruner)
+
+
 # ---------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("args, fragments", [
     (["--param", "colour=choice:1,2"], ["no option --colour", "searchable:"]),

@@ -22,7 +22,7 @@ from .config import Config
 from .data_utils import evaluate_classifier
 from .nn import functional as F
 from .tensor import Tensor
-from .trainer import Trainer, check_rates
+from .trainer import Trainer, check_rates, share_weighted, zero_loss
 from .vision import random_shift
 
 
@@ -145,13 +145,9 @@ class ClassifierTrainer(Trainer):
             group["lr"] = float(lr)
         self._batch_size = n
         if len(yb) == 0:  # a last batch with fewer examples than ranks: this one adds nothing
-            return sum((p * 0).sum() for p in self.params)
+            return zero_loss(self.params)
         loss = F.cross_entropy(self.model(Tensor(xb, dtype=xb.dtype)), Tensor(yb, dtype=yb.dtype))
-        if len(yb) * self.world_size != n:
-            # unequal shares: the Trainer averages the ranks' losses and gradients, so this share's
-            # mean counts examples N / n times for that average to be the whole batch's mean
-            loss = loss * (len(yb) * self.world_size / n)
-        return loss
+        return share_weighted(loss, len(yb), n, self.world_size)
 
     def train_step(self):
         value = super().train_step()

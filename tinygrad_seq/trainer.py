@@ -55,7 +55,8 @@ Extension points:
   batch scales its loss so that this mean is the global batch's loss), on a signal received by
   any of them, and on the validation metrics (computed by rank 0), so that all stop together;
   dropout draws from a generator seeded by (seed, step, rank).  A kind gives each rank its own
-  shard of the batch (`batches`).  With one process nothing of this runs.
+  shard of the batch (`batches`; `rank_share` cuts each batch of a one-process source) and
+  weighs unequal shards' losses with `share_weighted`.  With one process nothing of this runs.
 - settings that do not change the model's shape can change when a run is resumed
   (`change_settings(lr=..., clip=..., dropout=..., eval_every=..., steps=...)`); the change is
   recorded in metrics.jsonl.  Shape-defining settings are fixed by the checkpoint.
@@ -333,6 +334,38 @@ def safe_exp(x):
         return math.exp(x)
     except OverflowError:
         return math.inf
+
+
+# ---------------------------------------------------------------------------- data-parallel shares
+def rank_share(batches, batch_size):
+    """A batch source giving this process its share of each of `batches`' batches (a list of
+    examples, or a tuple of parallel lists): (examples [n r / N, n (r+1) / N) of the batch of
+    n, the whole batch) for rank r of N under MPI; (the batch, the batch) in one process."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if batch_size < world:
+        raise ValueError(f"--batch-size {batch_size} is smaller than the {world} ranks; give every rank at "
+                         "least one example")
+
+    def share(step):
+        batch = batches(step)
+        n = len(batch[0]) if isinstance(batch, tuple) else len(batch)
+        rows = slice(n * rank // world, n * (rank + 1) // world)
+        return (tuple(part[rows] for part in batch) if isinstance(batch, tuple) else batch[rows]), batch
+    return share
+
+
+def share_weighted(loss, units, total_units, world_size):
+    """The loss of this rank's share of a batch, a mean over its `units` (examples, rows or target
+    tokens), scaled by units N / total_units so that the mean over the N ranks (what the Trainer
+    averages, losses and gradients alike) is the whole batch's mean over its `total_units`,
+    however unequally the units fell among the ranks."""
+    return loss if units * world_size == total_units else loss * (units * world_size / total_units)
+
+
+def zero_loss(params):
+    """A zero loss on `params`, for a rank whose share of a batch is empty (it still joins the
+    gradient average, adding nothing)."""
+    return sum((p * 0).sum() for p in params)
 
 
 # ---------------------------------------------------------------------------- the loop

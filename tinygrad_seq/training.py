@@ -33,7 +33,8 @@ from .models.charlm import (LMConfig, build_lm, detach_state, evaluate_stream, g
                             state_to_arrays)
 from .tensor import Tensor
 from .text.vocab import CharVocab, WordVocab, vocab_from_dict
-from .trainer import Progress, Trainer, TrainResult, check_rates, deferred_signals, safe_exp  # noqa: F401  (re-exported)
+from .trainer import (Progress, Trainer, TrainResult, check_rates, deferred_signals, safe_exp,  # noqa: F401  (re-exported)
+                      share_weighted)
 
 LN2 = math.log(2)
 KINDS = {"char": "charlm", "word": "wordlm"}
@@ -257,12 +258,8 @@ class LMTrainer(Trainer):
         self._next_carry = state
         V = logits.shape[-1]
         loss = F.cross_entropy(logits.reshape(-1, V), Tensor(y.reshape(-1), device=device))
-        share = self.batches.shard_size / self.batches.batch_size
-        if self.world_size > 1 and share * self.world_size != 1:
-            # unequal shards: the Trainer averages the ranks' losses and gradients, so this rank's
-            # mean counts rows N / B times for that average to be the global batch's mean
-            loss = loss * (share * self.world_size)
-        return loss
+        # every row has seq_len tokens: the rows weigh the shards
+        return share_weighted(loss, self.batches.shard_size, self.batches.batch_size, self.world_size)
 
     def after_step(self, batch):
         self.carry = detach_state(self._next_carry) if self.model.carries_state else None

@@ -37,7 +37,7 @@ from ..nn.module import Module, ModuleList
 from ..tensor import Tensor, no_grad
 from ..text import decoding
 from ..text.vocab import CharVocab
-from ..trainer import Trainer, check_rates
+from ..trainer import Trainer, check_rates, rank_share, share_weighted, zero_loss
 
 __all__ = ["PAD", "BOS", "EOS", "PAD_ID", "BOS_ID", "EOS_ID", "special_vocab", "pad_batch", "reverse_padded",
            "RecurrentEncoder", "Seq2SeqConfig", "Seq2Seq", "Seq2SeqTrainConfig", "RandomPairs", "Seq2SeqTrainer", "make_batch",
@@ -388,27 +388,40 @@ class RandomPairs:
 class Seq2SeqTrainer(Trainer):
     """Teacher-forced training of a Seq2Seq on (source, target) string pairs with the shared loop:
     Adam on the mean per-token NLL of random batches, the gradient norm clipped at `clip`.
-    Validation: the loss on held-out pairs; at the last step also the exact match on them."""
+    Validation (what callbacks and a tuner see): the loss on the dev pairs `val_pairs`, at the
+    last step also their exact match.  `test_pairs` are touched once, at the last step, for the
+    final score (`exact_match`, `predictions`); they never steer the run.
+
+    Under MPI each rank takes its share of every batch (`--batch-size` stays the global batch)."""
 
     kind = "seq2seq"
     metric = "val_loss"
     unit = "pairs"
 
-    def __init__(self, config, model, train_pairs, val_pairs=None, info=None, **trainer_options):
+    def __init__(self, config, model, train_pairs, val_pairs=None, info=None, test_pairs=None, **trainer_options):
         from .. import optim
 
         batches = RandomPairs(train_pairs, config.batch_size, config.seed)
-        super().__init__(config, model, optim.Adam(list(model.parameters()), lr=config.lr), batches,
-                         **trainer_options)
+        super().__init__(config, model, optim.Adam(list(model.parameters()), lr=config.lr),
+                         rank_share(batches, config.batch_size), **trainer_options)
         self.val_pairs = list(val_pairs or [])
+        self.test_pairs = list(test_pairs or [])
         self.info = dict(info or {})
         self.units_per_step = config.batch_size
         self.losses = []
-        self.exact_match = None
+        self.exact_match = None          # on the test pairs, after the last step
+        self.predictions = None
 
     def compute_loss(self, batch):
-        src, tgt_in, tgt_out = make_batch(batch, self.model.src_vocab, self.model.tgt_vocab)
-        return self.model.loss(Tensor(src), Tensor(tgt_in), Tensor(tgt_out))
+        pairs, whole = batch
+        if not pairs:
+            return zero_loss(self.params)
+        src, tgt_in, tgt_out = make_batch(pairs, self.model.src_vocab, self.model.tgt_vocab)
+        loss = self.model.loss(Tensor(src), Tensor(tgt_in), Tensor(tgt_out))
+        if self.world_size == 1:
+            return loss
+        tokens = lambda ps: sum(len(self.model.tgt_vocab.encode(t)) + 1 for _, t in ps)  # noqa: E731 (+ </s>)
+        return share_weighted(loss, tokens(pairs), tokens(whole), self.world_size)
 
     def train_step(self):
         value = super().train_step()
@@ -423,14 +436,15 @@ class Seq2SeqTrainer(Trainer):
             src, tgt_in, tgt_out = make_batch(held, self.model.src_vocab, self.model.tgt_vocab)
             metrics = {"val_loss": float(self.model.loss(Tensor(src), Tensor(tgt_in), Tensor(tgt_out)).item())}
         if self.step >= self.config.steps:
-            self.exact_match, self.predictions = exact_match(self.model, self.val_pairs)
-            metrics["exact_match"] = self.exact_match
+            metrics["exact_match"], _ = exact_match(self.model, self.val_pairs)
+            if self.test_pairs:  # the final report: the only look at the test split
+                self.exact_match, self.predictions = exact_match(self.model, self.test_pairs)
         return metrics
 
     def report(self, metrics):
         line = f"step {self.step}: validation loss {metrics['val_loss']:.4f} nats/character"
         if "exact_match" in metrics:
-            line += f", exact match {metrics['exact_match']:.2%} on {len(self.val_pairs):,} held-out pairs"
+            line += f", dev exact match {metrics['exact_match']:.2%} on {len(self.val_pairs):,} dev pairs"
         return line
 
     def checkpoint_extra(self):

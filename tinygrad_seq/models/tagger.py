@@ -21,7 +21,7 @@ recall / F1 of the NAME tag.
 """
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,10 +31,10 @@ from ..nn.layers import Linear
 from ..nn.module import Module
 from ..tensor import Tensor, no_grad
 from ..text.vocab import WordVocab
-from ..trainer import Trainer
+from ..trainer import Trainer, rank_share, share_weighted, zero_loss
 from .seq2seq import RecurrentEncoder
 
-__all__ = ["TAGS", "NAME", "tokenize", "kjv_verses", "name_types", "label_tokens", "TaggingData", "load_kjv_tagging",
+__all__ = ["TAGS", "NAME", "tokenize", "kjv_verses", "name_types", "label_tokens", "TaggingData", "default_dev_verses", "load_kjv_tagging",
            "TaggerConfig", "Tagger", "tagging_scores", "LengthWindowBatches", "TaggerTrainer", "train_tagger",
            "lexicon_baseline"]
 
@@ -98,17 +98,28 @@ def label_tokens(tokens, names):
 
 @dataclass
 class TaggingData:
-    """Lower-cased token lists and their tags, split into train and held-out test verses."""
+    """Lower-cased token lists and their tags: training verses, dev verses (set aside from the
+    training side, for validation) and the held-out test verses (for the final score)."""
 
     train_tokens: list
     train_tags: list
     test_tokens: list
     test_tags: list
+    dev_tokens: list = field(default_factory=list)
+    dev_tags: list = field(default_factory=list)
 
 
-def load_kjv_tagging(text=None, train_verses=None, test_verses=None, seed=0):
-    """The name-tagging task on the KJV.  The held-out 10% of verses is fixed; `train_verses` /
-    `test_verses` take random subsets of each side (drawn with `seed`) for quicker runs."""
+def default_dev_verses(train_side):
+    """Dev verses set aside from a training side of `train_side` verses: a tenth, at most 1000."""
+    return max(1, min(1000, train_side // 10))
+
+
+def load_kjv_tagging(text=None, train_verses=None, test_verses=None, seed=0, dev_verses=None):
+    """The name-tagging task on the KJV.  The held-out 10% of verses (test) is fixed; `dev_verses`
+    (default: default_dev_verses of the rest) are set aside from the rest by a generator seeded
+    with `seed`, and the training verses are what remains.  `train_verses` / `test_verses` take
+    random subsets of their side (drawn with `seed`) for quicker runs; dev, train and test never
+    share a verse."""
     raw = [tokenize(v) for v in kjv_verses(text)]
     names = name_types(raw)
     order = np.random.default_rng(SPLIT_SEED).permutation(len(raw))
@@ -119,12 +130,15 @@ def load_kjv_tagging(text=None, train_verses=None, test_verses=None, seed=0):
         train_idx = rng.permutation(train_idx)[:train_verses]
     if test_verses is not None:
         test_idx = rng.permutation(test_idx)[:test_verses]
+    n_dev = default_dev_verses(len(train_idx)) if dev_verses is None else dev_verses
+    shuffled = np.random.default_rng([seed, 1]).permutation(train_idx)
+    dev_idx, train_idx = shuffled[:n_dev], shuffled[n_dev:]
 
     def side(indices):
         indices = sorted(int(i) for i in indices)
         return [[t.lower() for t in raw[i]] for i in indices], [label_tokens(raw[i], names) for i in indices]
 
-    return TaggingData(*side(train_idx), *side(test_idx))
+    return TaggingData(*side(train_idx), *side(test_idx), *side(dev_idx))
 
 
 def tagger_vocab(token_lists, min_count=2):
@@ -265,27 +279,39 @@ class LengthWindowBatches:
 
 
 class TaggerTrainer(Trainer):
-    """Adam on random batches of verses with the shared loop.  Validation: the loss on held-out
-    verses; at the last step also the per-token accuracy and the NAME tag's precision, recall, F1."""
+    """Adam on random batches of verses with the shared loop.  Validation (what callbacks and a
+    tuner see): the loss on the dev verses, at the last step also their per-token accuracy and
+    the NAME tag's precision, recall and F1.  The test verses (`test_tokens`, `test_tags`) are
+    scored once, at the last step, for the final report (`scores`); they never steer the run.
+
+    Under MPI each rank takes its share of every batch (`--batch-size` stays the global batch)."""
 
     kind = "tagger"
     metric = "val_loss"
     unit = "verses"
 
-    def __init__(self, config, model, tokens, tags, val_tokens=None, val_tags=None, info=None, **trainer_options):
+    def __init__(self, config, model, tokens, tags, val_tokens=None, val_tags=None, info=None, test_tokens=None,
+                 test_tags=None, **trainer_options):
         from .. import optim
 
         batches = LengthWindowBatches(tokens, tags, config.batch_size, config.seed)
-        super().__init__(config, model, optim.Adam(list(model.parameters()), lr=config.lr), batches,
-                         **trainer_options)
+        super().__init__(config, model, optim.Adam(list(model.parameters()), lr=config.lr),
+                         rank_share(batches, config.batch_size), **trainer_options)
         self.val_tokens, self.val_tags = list(val_tokens or []), list(val_tags or [])
+        self.test_tokens, self.test_tags = list(test_tokens or []), list(test_tags or [])
         self.info = dict(info or {})
         self.units_per_step = config.batch_size
         self.losses = []
         self.scores = None
 
     def compute_loss(self, batch):
-        return self.model.loss(*batch)
+        (tokens, tags), (all_tokens, _) = batch
+        if not tokens:
+            return zero_loss(self.params)
+        loss = self.model.loss(tokens, tags)
+        if self.world_size == 1:
+            return loss
+        return share_weighted(loss, sum(map(len, tokens)), sum(map(len, all_tokens)), self.world_size)
 
     def train_step(self):
         value = super().train_step()
@@ -299,14 +325,16 @@ class TaggerTrainer(Trainer):
         with no_grad():
             metrics = {"val_loss": float(self.model.loss(self.val_tokens[:n], self.val_tags[:n]).item())}
         if self.step >= self.config.steps:
-            self.scores = tagging_scores(self.model.predict(self.val_tokens), self.val_tags)
-            metrics.update({k: v for k, v in self.scores.items() if k in ("accuracy", "precision", "recall", "f1")})
+            dev = tagging_scores(self.model.predict(self.val_tokens), self.val_tags)
+            metrics.update({k: v for k, v in dev.items() if k in ("accuracy", "precision", "recall", "f1")})
+            if self.test_tokens:  # the final report: the only look at the test split
+                self.scores = tagging_scores(self.model.predict(self.test_tokens), self.test_tags)
         return metrics
 
     def report(self, metrics):
         line = f"step {self.step}: validation loss {metrics['val_loss']:.4f} nats/token"
         if "f1" in metrics:
-            line += f", NAME F1 {metrics['f1']:.3f}"
+            line += f", dev NAME F1 {metrics['f1']:.3f} on {len(self.val_tokens):,} dev verses"
         return line
 
     def checkpoint_extra(self):

@@ -2,6 +2,7 @@
 
     pairs = date_pairs(10000, split="train", seed=0)   # [("3rd of March 2021", "2021-03-03"), ...]
     held_out = date_pairs(1000, split="test", seed=1)  # dates the training split never contains
+    train, dev, test = date_splits(20000, 1000, seed=0)  # dev: set aside from the training draws
 
 Every date between 1900-01-01 and 2099-12-31 belongs to exactly one split: a fixed permutation
 of all days puts one day in ten in "test", so a model is scored on DATES it has never seen, not
@@ -137,6 +138,30 @@ def date_pairs(n, split="train", seed=0, formats=None):
         pairs.append((render(date, fmt), date.isoformat()))
     return pairs
 
+
+
+def default_dev_size(train_size):
+    """The dev pairs carved beside `train_size` training pairs when none are asked for: a tenth,
+    at most 1000 (enough for a steady validation loss), at least 1."""
+    return max(1, min(1000, train_size // 10))
+
+
+def date_splits(train_size, test_size, dev_size=None, seed=0):
+    """(train, dev, test) pair lists for training a translator.  train and dev are drawn together
+    from the "train" days (seed `seed`) and `dev_size` of them, chosen by a generator seeded
+    with `seed`, set aside for validation (a dev pair that also occurs among the training pairs
+    is dropped, so dev is never trained on); test comes from the held-out "test" days (seed
+    seed + 1), so it shares no day with either and is kept for the final score."""
+    dev_size = default_dev_size(train_size) if dev_size is None else dev_size
+    if min(train_size, test_size, dev_size) < 0:
+        raise ValueError(f"sizes must be non-negative, got train {train_size}, dev {dev_size}, test {test_size}")
+    pool = date_pairs(train_size + dev_size, "train", seed=seed)
+    chosen = np.zeros(len(pool), dtype=bool)
+    chosen[np.random.default_rng([seed, len(pool)]).permutation(len(pool))[:dev_size]] = True
+    train = [p for p, dev in zip(pool, chosen) if not dev]
+    seen = set(train)
+    dev = [p for p, dev in zip(pool, chosen) if dev and p not in seen]
+    return train, dev, date_pairs(test_size, "test", seed=seed + 1)
 
 # ---------------------------------------------------------------------------- the rule-based reader
 _MONTH_NUMBER = {name.lower(): i + 1 for i, name in enumerate(MONTHS)}
