@@ -108,19 +108,28 @@ def save_checkpoint(path, state):
     header = {"format": FORMAT, "version": VERSION, "state": header}
     buffer = io.BytesIO()
     np.savez(buffer, __header__=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    write_atomically(path, buffer.getvalue())
+    return path
+
+
+def write_atomically(path, payload, suffix=".npz"):
+    """Write the bytes `payload` to `path` so that it is never seen half-written: into a
+    temporary `.tmp-*` file of the same folder, flushed to disk, then renamed over `path`; a
+    failure removes the temporary.  The file gets the permissions of any new file (the umask),
+    not mkstemp's private 0600."""
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
+            f.write(payload)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
 
 
 def remove_stale_temporaries(folder):

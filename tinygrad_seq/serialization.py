@@ -9,11 +9,11 @@ state_dict is keyed by integers).  Writing to a path is atomic (temporary file, 
 import io
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
+from .checkpoint import write_atomically
 from .tensor import Tensor
 
 FORMAT = "tinygrad_seq-save"
@@ -83,24 +83,6 @@ def save(obj, f):
         f.write(buffer.getvalue())
     else:
         write_atomically(f, buffer.getvalue())
-
-
-def write_atomically(path, payload):
-    """Write the bytes `payload` to `path` so that it is never seen half-written: into a
-    temporary file of the same folder, flushed to disk, then renamed over `path`."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(payload)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load(f, map_location=None, weights_only=True, **kwargs):

@@ -31,6 +31,7 @@ import zlib
 
 import numpy as np
 
+from ..checkpoint import write_atomically
 from .corpus import CorpusError, gzip_error
 from .vocab import CharVocab, VocabError, _preview
 
@@ -269,10 +270,7 @@ def _build(sources, key_data, has_val_file, val_fraction, meta_path, ids_path, p
             "fingerprints": {"train": {"length": train_chars, "crc32": crcs["train"]},
                              "val": {"length": total - train_chars, "crc32": crcs["val"]}},
             "build_seconds": round(time.perf_counter() - began, 3)}
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=cache_dir)
-    with os.fdopen(fd, "w") as f:
-        json.dump(meta, f)
-    os.replace(tmp, meta_path)  # last: a meta file means a complete entry
+    write_atomically(meta_path, json.dumps(meta).encode(), suffix=".json")  # last: a meta file means a complete entry
     return meta
 
 
