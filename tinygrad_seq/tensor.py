@@ -8,11 +8,15 @@ the gradients of its tensor inputs.  Both sit side by side in one small class (s
 `Tensor.backward()` walks the Functions in reverse topological order without recursion,
 so a graph of any depth works.
 """
+from __future__ import annotations
+
 import contextlib
 from collections import namedtuple
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ._typing import ArrayLike, DeviceLike, DTypeLike, IntOrTuple
 from .device import check_same_device, device_of, normalize_device, to_device, xp_of
 
 _grad_enabled = [True]
@@ -21,24 +25,32 @@ _grad_enabled = [True]
 _post_backward_hooks = []
 
 
-def is_grad_enabled():
+# Tensor has methods named int/float/bool, which would shadow the builtins inside its body for a
+# type checker; the hints there use these names instead (as PyTorch's stubs do).
+_int, _float, _bool = int, float, bool
+# A plain number, and what arithmetic accepts on the other side of a Tensor
+Scalar = Union[int, float, bool]
+TensorOrScalar = Union["Tensor", int, float, bool, np.ndarray]
+
+
+def is_grad_enabled() -> bool:
     return _grad_enabled[0]
 
 
 class no_grad(contextlib.ContextDecorator):
     """`with no_grad():` (or `@no_grad()`) builds no graph: for evaluation and updates."""
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         self._prev = _grad_enabled[0]
         _grad_enabled[0] = False
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> bool:
         _grad_enabled[0] = self._prev
         return False
 
 
 class enable_grad(no_grad):
-    def __enter__(self):
+    def __enter__(self) -> None:
         self._prev = _grad_enabled[0]
         _grad_enabled[0] = True
 
@@ -47,12 +59,12 @@ class set_grad_enabled(no_grad):
     """`with set_grad_enabled(False):` as no_grad, `(True)` as enable_grad; calling it without
     `with` switches recording on or off from here on, as in PyTorch."""
 
-    def __init__(self, mode):
+    def __init__(self, mode: bool) -> None:
         self._prev = _grad_enabled[0]
         self.mode = bool(mode)
         _grad_enabled[0] = self.mode
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         _grad_enabled[0] = self.mode
 
 
@@ -142,7 +154,8 @@ class Tensor:
 
     __array_priority__ = 1000  # so ndarray + Tensor calls Tensor.__radd__
 
-    def __init__(self, data, requires_grad=False, dtype=None, device=None):
+    def __init__(self, data: ArrayLike, requires_grad: _bool = False, dtype: DTypeLike = None,
+                 device: Optional[DeviceLike] = None) -> None:
         self.data = _as_array(data, dtype, device)
         self.grad = None
         self._ctx = None
@@ -160,78 +173,84 @@ class Tensor:
         return t
 
     # ------------------------------------------------------------------ properties
-    shape = property(lambda self: tuple(self.data.shape))
-    dtype = property(lambda self: self.data.dtype)
-    ndim = property(lambda self: self.data.ndim)
-    device = property(lambda self: device_of(self.data))
-    is_leaf = property(lambda self: self._ctx is None)
-    T = property(lambda self: self.permute(*reversed(range(self.ndim))))
+    @property
+    def shape(self) -> Tuple[_int, ...]: return tuple(self.data.shape)
+    @property
+    def dtype(self) -> np.dtype: return self.data.dtype
+    @property
+    def ndim(self) -> _int: return self.data.ndim
+    @property
+    def device(self) -> DeviceLike: return device_of(self.data)
+    @property
+    def is_leaf(self) -> _bool: return self._ctx is None
+    @property
+    def T(self) -> Tensor: return self.permute(*reversed(range(self.ndim)))
 
-    def size(self, dim=None):
+    def size(self, dim: Optional[_int] = None) -> Union[Tuple[_int, ...], _int]:
         return self.shape if dim is None else self.shape[dim]
 
-    def dim(self):
+    def dim(self) -> _int:
         return self.ndim
 
-    def numel(self):
+    def numel(self) -> _int:
         return int(self.data.size)
 
-    def __len__(self):
+    def __len__(self) -> _int:
         return self.shape[0]
 
-    def numpy(self):
+    def numpy(self) -> np.ndarray:
         """The data as a NumPy array on the host (no graph)."""
         return to_device(self.data, "cpu")
 
-    def item(self):
+    def item(self) -> Union[_float, _int, _bool]:
         if self.numel() != 1:
             raise ValueError(f"item() needs a tensor with one element, this one has shape {self.shape}")
         return self.numpy().reshape(()).item()
 
-    def tolist(self):
+    def tolist(self) -> Any:
         return self.numpy().tolist()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         grad = ", requires_grad=True" if self.requires_grad else ""
         dev = ", device='cuda'" if self.device == "cuda" else ""
         return f"Tensor({np.array2string(self.numpy(), precision=4, separator=', ')}, dtype={self.dtype}{dev}{grad})"
 
-    def __hash__(self):
+    def __hash__(self) -> _int:
         return id(self)
 
-    def __bool__(self):
+    def __bool__(self) -> _bool:
         if self.numel() != 1:
             raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous; use .any() or .all()")
         return bool(self.item())
 
-    def __float__(self):
+    def __float__(self) -> _float:
         return float(self.item())
 
-    def __int__(self):
+    def __int__(self) -> _int:
         return int(self.item())
 
-    def __index__(self):
+    def __index__(self) -> _int:
         if self.dtype.kind not in "iu":
             raise TypeError("only integer tensors of one element can be used as an index")
         return int(self.item())
 
     # ------------------------------------------------------------------ graph
-    def requires_grad_(self, requires_grad=True):
+    def requires_grad_(self, requires_grad: _bool = True) -> Tensor:
         if requires_grad and self.dtype.kind != "f":
             raise TypeError(f"only floating-point tensors can require gradients, not {self.dtype}")
         self.requires_grad = bool(requires_grad)
         return self
 
-    def retain_grad(self):
+    def retain_grad(self) -> Tensor:
         """Keep .grad on a non-leaf tensor too (PyTorch's retain_grad)."""
         self._retains_grad = True
         return self
 
-    def detach(self):
+    def detach(self) -> Tensor:
         """The same data, cut from the graph (for truncated BPTT and targets)."""
         return Tensor._wrap(self.data)
 
-    def backward(self, gradient=None, retain_graph=False):
+    def backward(self, gradient: Optional[Tensor] = None, retain_graph: _bool = False) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's `.grad`.
 
         Without `gradient`, self must hold one element (a loss).  The graph's saved arrays are
@@ -266,7 +285,8 @@ class Tensor:
             self.grad = Tensor._wrap(self.grad.data + grad)
 
     # ------------------------------------------------------------------ devices and dtypes
-    def to(self, *args, device=None, dtype=None, non_blocking=False, copy=False):
+    def to(self, *args: Any, device: Optional[DeviceLike] = None, dtype: DTypeLike = None, non_blocking: _bool = False,
+           copy: _bool = False) -> Tensor:
         """Move to 'cpu' / 'cuda' and/or cast; differentiable (the gradient moves back).
         As PyTorch: `x.to("cuda")`, `x.to(tgs.float64)`, `x.to("cpu", tgs.float64)`, `x.to(other)`."""
         for arg in args:
@@ -283,58 +303,61 @@ class Tensor:
             out = _ops().ToDevice.apply(out, device=normalize_device(device))
         return out.clone() if copy and out is self else out
 
-    def cpu(self):
+    def cpu(self) -> Tensor:
         return self.to("cpu")
 
-    def cuda(self, device=None):
+    def cuda(self, device: Optional[DeviceLike] = None) -> Tensor:
         return self.to("cuda")
 
-    def astype(self, dtype):
+    def astype(self, dtype: DTypeLike) -> Tensor:
         return _ops().Cast.apply(self, dtype=np.dtype(dtype))
 
-    def type(self, dtype=None):
+    def type(self, dtype: DTypeLike = None) -> Union[str, Tensor]:
         """The dtype's name without an argument, else a cast (`x.type(tgs.float64)`)."""
         return str(self.dtype) if dtype is None else self.to(dtype=dtype)
 
-    def type_as(self, other):
+    def type_as(self, other: Tensor) -> Tensor:
         return self.to(dtype=other.dtype)
 
-    def float(self): return self.astype(np.float32)
-    def double(self): return self.astype(np.float64)
-    def half(self): return self.astype(np.float16)
-    def long(self): return self.astype(np.int64)
-    def int(self): return self.astype(np.int32)
-    def short(self): return self.astype(np.int16)
-    def char(self): return self.astype(np.int8)
-    def byte(self): return self.astype(np.uint8)
-    def bool(self): return self.astype(np.bool_)
+    def float(self) -> Tensor: return self.astype(np.float32)
+    def double(self) -> Tensor: return self.astype(np.float64)
+    def half(self) -> Tensor: return self.astype(np.float16)
+    def long(self) -> Tensor: return self.astype(np.int64)
+    def int(self) -> Tensor: return self.astype(np.int32)
+    def short(self) -> Tensor: return self.astype(np.int16)
+    def char(self) -> Tensor: return self.astype(np.int8)
+    def byte(self) -> Tensor: return self.astype(np.uint8)
+    def bool(self) -> Tensor: return self.astype(np.bool_)
 
-    def is_floating_point(self):
+    def is_floating_point(self) -> _bool:
         return self.dtype.kind == "f"
 
-    def element_size(self):
+    def element_size(self) -> _int:
         return self.dtype.itemsize
 
     nelement = numel
 
-    def contiguous(self):
+    def contiguous(self) -> Tensor:
         return self
 
-    def clone(self):
+    def clone(self) -> Tensor:
         return _ops().Clone.apply(self)
 
-    def new_tensor(self, data, dtype=None, requires_grad=False):
+    def new_tensor(self, data: ArrayLike, dtype: DTypeLike = None, requires_grad: _bool = False) -> Tensor:
         return Tensor(data, dtype=dtype or self.dtype, device=self.device, requires_grad=requires_grad)
 
-    def new_full(self, size, fill_value, dtype=None, requires_grad=False):
+    def new_full(self, size: Sequence[_int], fill_value: Scalar, dtype: DTypeLike = None,
+                 requires_grad: _bool = False) -> Tensor:
         xp = xp_of(self.data)
         return Tensor(xp.full(_shape_args((size,)), fill_value, dtype=np.dtype(dtype or self.dtype)),
                       requires_grad=requires_grad)
 
-    def new_zeros(self, *size, dtype=None, requires_grad=False):
+    def new_zeros(self, *size: Union[_int, Sequence[_int]], dtype: DTypeLike = None,
+                  requires_grad: _bool = False) -> Tensor:
         return self.new_full(_shape_args(size), 0, dtype, requires_grad)
 
-    def new_ones(self, *size, dtype=None, requires_grad=False):
+    def new_ones(self, *size: Union[_int, Sequence[_int]], dtype: DTypeLike = None,
+                 requires_grad: _bool = False) -> Tensor:
         return self.new_full(_shape_args(size), 1, dtype, requires_grad)
 
     new_empty = new_zeros
@@ -351,48 +374,49 @@ class Tensor:
             arr = arr.astype(self.dtype)
         return Tensor._wrap(arr)
 
-    def __add__(self, other): return _ops().Add.apply(self, self._operand(other))
-    def __radd__(self, other): return _ops().Add.apply(self._operand(other), self)
-    def __sub__(self, other): return _ops().Sub.apply(self, self._operand(other))
-    def __rsub__(self, other): return _ops().Sub.apply(self._operand(other), self)
-    def __mul__(self, other): return _ops().Mul.apply(self, self._operand(other))
-    def __rmul__(self, other): return _ops().Mul.apply(self._operand(other), self)
-    def __truediv__(self, other):
+    def __add__(self, other: TensorOrScalar) -> Tensor: return _ops().Add.apply(self, self._operand(other))
+    def __radd__(self, other: TensorOrScalar) -> Tensor: return _ops().Add.apply(self._operand(other), self)
+    def __sub__(self, other: TensorOrScalar) -> Tensor: return _ops().Sub.apply(self, self._operand(other))
+    def __rsub__(self, other: TensorOrScalar) -> Tensor: return _ops().Sub.apply(self._operand(other), self)
+    def __mul__(self, other: TensorOrScalar) -> Tensor: return _ops().Mul.apply(self, self._operand(other))
+    def __rmul__(self, other: TensorOrScalar) -> Tensor: return _ops().Mul.apply(self._operand(other), self)
+    def __truediv__(self, other: TensorOrScalar) -> Tensor:
         if self.dtype.kind in "iub":   # true division of integers is float32, as PyTorch's
             return self.float() / other
         return _ops().Div.apply(self, self._operand(other))
 
-    def __rtruediv__(self, other):
+    def __rtruediv__(self, other: TensorOrScalar) -> Tensor:
         if self.dtype.kind in "iub":
             return other / self.float()
         return _ops().Div.apply(self._operand(other), self)
-    def __floordiv__(self, other): return self.div(other, rounding_mode="floor")
-    def __rfloordiv__(self, other): return self._operand(other).div(self, rounding_mode="floor")
-    def __mod__(self, other): return self.remainder(other)
-    def __rmod__(self, other): return self._operand(other).remainder(self)
-    def __neg__(self): return _ops().Neg.apply(self)
-    def __abs__(self): return self.abs()
-    def __matmul__(self, other): return _ops().MatMul.apply(self, self._operand(other))
-    def __rmatmul__(self, other): return _ops().MatMul.apply(self._operand(other), self)
+    def __floordiv__(self, other: TensorOrScalar) -> Tensor: return self.div(other, rounding_mode="floor")
+    def __rfloordiv__(self, other: TensorOrScalar) -> Tensor:
+        return self._operand(other).div(self, rounding_mode="floor")
+    def __mod__(self, other: TensorOrScalar) -> Tensor: return self.remainder(other)
+    def __rmod__(self, other: TensorOrScalar) -> Tensor: return self._operand(other).remainder(self)
+    def __neg__(self) -> Tensor: return _ops().Neg.apply(self)
+    def __abs__(self) -> Tensor: return self.abs()
+    def __matmul__(self, other: TensorOrScalar) -> Tensor: return _ops().MatMul.apply(self, self._operand(other))
+    def __rmatmul__(self, other: TensorOrScalar) -> Tensor: return _ops().MatMul.apply(self._operand(other), self)
 
-    def __pow__(self, exponent):
+    def __pow__(self, exponent: TensorOrScalar) -> Tensor:
         if isinstance(exponent, Tensor):
             if self.dtype.kind == "f" and exponent.dtype.kind in "iub":
                 exponent = exponent.to(dtype=self.dtype)   # float ** int keeps the float's dtype
             return _ops().PowTensor.apply(self, exponent)
         return _ops().Pow.apply(self, exponent=exponent)
 
-    def __rpow__(self, base):
+    def __rpow__(self, base: TensorOrScalar) -> Tensor:
         return _ops().PowTensor.apply(self._operand(base), self)
 
-    def add(self, other, *, alpha=1):
+    def add(self, other: TensorOrScalar, *, alpha: _float = 1) -> Tensor:
         return self + (other if alpha == 1 else self._operand(other) * alpha)
 
-    def sub(self, other, *, alpha=1):
+    def sub(self, other: TensorOrScalar, *, alpha: _float = 1) -> Tensor:
         return self - (other if alpha == 1 else self._operand(other) * alpha)
 
-    def mul(self, other): return self * other
-    def div(self, other, *, rounding_mode=None):
+    def mul(self, other: TensorOrScalar) -> Tensor: return self * other
+    def div(self, other: TensorOrScalar, *, rounding_mode: Optional[str] = None) -> Tensor:
         """a / b; rounding_mode 'floor' or 'trunc' rounds the quotient (its gradient is zero)."""
         if rounding_mode is None:
             return self / other
@@ -406,7 +430,7 @@ class Tensor:
             raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', not {rounding_mode!r}")
         return _ops().StepFunction.apply(self / other, kind=rounding_mode)
 
-    def remainder(self, other):
+    def remainder(self, other: TensorOrScalar) -> Tensor:
         """a - b * floor(a / b) (the sign of b, as Python's % and PyTorch's remainder)."""
         if self.dtype.kind in "iu" and not isinstance(other, (float, Tensor)):
             return Tensor._wrap(self.data % other)
@@ -415,32 +439,32 @@ class Tensor:
     multiply, divide, true_divide, subtract = mul, div, div, sub
     floor_divide = __floordiv__
 
-    def pow(self, exponent): return self ** exponent
-    def neg(self): return -self
+    def pow(self, exponent: TensorOrScalar) -> Tensor: return self ** exponent
+    def neg(self) -> Tensor: return -self
     negative = neg
-    def reciprocal(self): return 1.0 / self
-    def matmul(self, other): return self @ other
+    def reciprocal(self) -> Tensor: return 1.0 / self
+    def matmul(self, other: TensorOrScalar) -> Tensor: return self @ other
     mm = bmm = mv = matmul
 
-    def dot(self, other):
+    def dot(self, other: TensorOrScalar) -> Tensor:
         if self.ndim != 1 or other.ndim != 1:
             raise ValueError(f"dot: needs two 1-D tensors, got shapes {self.shape} and {tuple(other.shape)}")
         return self @ other
 
-    def outer(self, other):
+    def outer(self, other: TensorOrScalar) -> Tensor:
         return self.reshape(-1, 1) * other.reshape(1, -1)
 
-    def maximum(self, other): return _ops().Maximum.apply(self, self._operand(other))
-    def minimum(self, other): return -_ops().Maximum.apply(-self, -self._operand(other))
+    def maximum(self, other: TensorOrScalar) -> Tensor: return _ops().Maximum.apply(self, self._operand(other))
+    def minimum(self, other: TensorOrScalar) -> Tensor: return -_ops().Maximum.apply(-self, -self._operand(other))
 
-    def lerp(self, end, weight):
+    def lerp(self, end: TensorOrScalar, weight: TensorOrScalar) -> Tensor:
         """self + weight * (end - self)."""
         return self + (self._operand(end) - self) * weight
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: Any) -> Tensor:
         return _ops().GetItem.apply(self, index=_unwrap_index(index))
 
-    def __setitem__(self, index, value):
+    def __setitem__(self, index: Any, value: TensorOrScalar) -> None:
         """x[index] = value, as PyTorch: in place, recorded in the graph when x or value takes
         part in one (refused for a leaf that requires grad, whose .grad would be ill-defined)."""
         index = _unwrap_index(index)
@@ -456,125 +480,132 @@ class Tensor:
             other = other.data
         return Tensor._wrap(op(self.data, other))
 
-    def __eq__(self, other): return self._compare(other, lambda a, b: a == b)
-    def __ne__(self, other): return self._compare(other, lambda a, b: a != b)
-    def __lt__(self, other): return self._compare(other, lambda a, b: a < b)
-    def __le__(self, other): return self._compare(other, lambda a, b: a <= b)
-    def __gt__(self, other): return self._compare(other, lambda a, b: a > b)
-    def __ge__(self, other): return self._compare(other, lambda a, b: a >= b)
-    def __invert__(self): return Tensor._wrap(~self.data)
-    def __and__(self, other): return self._compare(other, lambda a, b: a & b)
-    def __or__(self, other): return self._compare(other, lambda a, b: a | b)
-    def __xor__(self, other): return self._compare(other, lambda a, b: a ^ b)
+    def __eq__(self, other: TensorOrScalar) -> Tensor:  # type: ignore[override]
+        return self._compare(other, lambda a, b: a == b)
+    def __ne__(self, other: TensorOrScalar) -> Tensor:  # type: ignore[override]
+        return self._compare(other, lambda a, b: a != b)
+    def __lt__(self, other: TensorOrScalar) -> Tensor: return self._compare(other, lambda a, b: a < b)
+    def __le__(self, other: TensorOrScalar) -> Tensor: return self._compare(other, lambda a, b: a <= b)
+    def __gt__(self, other: TensorOrScalar) -> Tensor: return self._compare(other, lambda a, b: a > b)
+    def __ge__(self, other: TensorOrScalar) -> Tensor: return self._compare(other, lambda a, b: a >= b)
+    def __invert__(self) -> Tensor: return Tensor._wrap(~self.data)
+    def __and__(self, other: TensorOrScalar) -> Tensor: return self._compare(other, lambda a, b: a & b)
+    def __or__(self, other: TensorOrScalar) -> Tensor: return self._compare(other, lambda a, b: a | b)
+    def __xor__(self, other: TensorOrScalar) -> Tensor: return self._compare(other, lambda a, b: a ^ b)
     eq, ne, lt, le, gt, ge = __eq__, __ne__, __lt__, __le__, __gt__, __ge__
     greater, less, greater_equal, less_equal, not_equal = gt, lt, ge, le, ne
 
-    def logical_not(self): return Tensor._wrap(xp_of(self.data).logical_not(self.data))
-    def logical_and(self, other): return self._compare(other, lambda a, b: xp_of(a).logical_and(a, b))
-    def logical_or(self, other): return self._compare(other, lambda a, b: xp_of(a).logical_or(a, b))
-    def isnan(self): return Tensor._wrap(xp_of(self.data).isnan(self.data))
-    def isinf(self): return Tensor._wrap(xp_of(self.data).isinf(self.data))
-    def isfinite(self): return Tensor._wrap(xp_of(self.data).isfinite(self.data))
+    def logical_not(self) -> Tensor: return Tensor._wrap(xp_of(self.data).logical_not(self.data))
+    def logical_and(self, other: TensorOrScalar) -> Tensor:
+        return self._compare(other, lambda a, b: xp_of(a).logical_and(a, b))
+    def logical_or(self, other: TensorOrScalar) -> Tensor:
+        return self._compare(other, lambda a, b: xp_of(a).logical_or(a, b))
+    def isnan(self) -> Tensor: return Tensor._wrap(xp_of(self.data).isnan(self.data))
+    def isinf(self) -> Tensor: return Tensor._wrap(xp_of(self.data).isinf(self.data))
+    def isfinite(self) -> Tensor: return Tensor._wrap(xp_of(self.data).isfinite(self.data))
 
-    def isclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    def isclose(self, other: TensorOrScalar, rtol: _float = 1e-05, atol: _float = 1e-08,
+                equal_nan: _bool = False) -> Tensor:
         return self._compare(other, lambda a, b: xp_of(a).isclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan))
 
-    def allclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    def allclose(self, other: TensorOrScalar, rtol: _float = 1e-05, atol: _float = 1e-08,
+                 equal_nan: _bool = False) -> _bool:
         return bool(self.isclose(other, rtol, atol, equal_nan).all())
 
-    def equal(self, other):
+    def equal(self, other: TensorOrScalar) -> _bool:
         return self.shape == other.shape and bool((self == other).all())
 
-    def any(self, dim=None, keepdim=False):
+    def any(self, dim: Optional[IntOrTuple] = None, keepdim: _bool = False) -> Tensor:
         return Tensor._wrap(xp_of(self.data).asarray(self.data.any(axis=_axis(dim, self.ndim), keepdims=keepdim)))
 
-    def all(self, dim=None, keepdim=False):
+    def all(self, dim: Optional[IntOrTuple] = None, keepdim: _bool = False) -> Tensor:
         return Tensor._wrap(xp_of(self.data).asarray(self.data.all(axis=_axis(dim, self.ndim), keepdims=keepdim)))
 
-    def nonzero(self, *, as_tuple=False):
+    def nonzero(self, *, as_tuple: _bool = False) -> Union[Tensor, Tuple[Tensor, ...]]:
         found = xp_of(self.data).nonzero(self.data)
         if as_tuple:
             return tuple(Tensor._wrap(i) for i in found)
         return Tensor._wrap(xp_of(self.data).stack(found, axis=-1) if found else xp_of(self.data).zeros((1, 0), np.int64))
 
-    def count_nonzero(self, dim=None):
+    def count_nonzero(self, dim: Optional[IntOrTuple] = None) -> Tensor:
         return Tensor._wrap(xp_of(self.data).asarray(xp_of(self.data).count_nonzero(self.data, axis=_axis(dim, self.ndim))))
 
     # ------------------------------------------------------------------ elementwise
-    def exp(self): return _ops().Exp.apply(self)
-    def log(self): return _ops().Log.apply(self)
-    def log2(self): return self.log() * (1 / np.log(2))
-    def log10(self): return self.log() * (1 / np.log(10))
-    def log1p(self): return _ops().Log1p.apply(self)
-    def expm1(self): return _ops().Expm1.apply(self)
-    def exp2(self): return _ops().PowTensor.apply(self._operand(2.0), self)
-    def sqrt(self): return _ops().Sqrt.apply(self)
-    def rsqrt(self): return _ops().Rsqrt.apply(self)
-    def abs(self): return _ops().Abs.apply(self)
+    def exp(self) -> Tensor: return _ops().Exp.apply(self)
+    def log(self) -> Tensor: return _ops().Log.apply(self)
+    def log2(self) -> Tensor: return self.log() * (1 / np.log(2))
+    def log10(self) -> Tensor: return self.log() * (1 / np.log(10))
+    def log1p(self) -> Tensor: return _ops().Log1p.apply(self)
+    def expm1(self) -> Tensor: return _ops().Expm1.apply(self)
+    def exp2(self) -> Tensor: return _ops().PowTensor.apply(self._operand(2.0), self)
+    def sqrt(self) -> Tensor: return _ops().Sqrt.apply(self)
+    def rsqrt(self) -> Tensor: return _ops().Rsqrt.apply(self)
+    def abs(self) -> Tensor: return _ops().Abs.apply(self)
     absolute = abs
-    def sin(self): return _ops().Sin.apply(self)
-    def cos(self): return _ops().Cos.apply(self)
-    def tan(self): return _ops().Tan.apply(self)
-    def asin(self): return _ops().Asin.apply(self)
-    def acos(self): return _ops().Acos.apply(self)
-    def atan(self): return _ops().Atan.apply(self)
-    def sinh(self): return _ops().Sinh.apply(self)
-    def cosh(self): return _ops().Cosh.apply(self)
-    def asinh(self): return _ops().Asinh.apply(self)
-    def acosh(self): return _ops().Acosh.apply(self)
-    def atanh(self): return _ops().Atanh.apply(self)
+    def sin(self) -> Tensor: return _ops().Sin.apply(self)
+    def cos(self) -> Tensor: return _ops().Cos.apply(self)
+    def tan(self) -> Tensor: return _ops().Tan.apply(self)
+    def asin(self) -> Tensor: return _ops().Asin.apply(self)
+    def acos(self) -> Tensor: return _ops().Acos.apply(self)
+    def atan(self) -> Tensor: return _ops().Atan.apply(self)
+    def sinh(self) -> Tensor: return _ops().Sinh.apply(self)
+    def cosh(self) -> Tensor: return _ops().Cosh.apply(self)
+    def asinh(self) -> Tensor: return _ops().Asinh.apply(self)
+    def acosh(self) -> Tensor: return _ops().Acosh.apply(self)
+    def atanh(self) -> Tensor: return _ops().Atanh.apply(self)
     arcsin, arccos, arctan, arcsinh, arccosh, arctanh = asin, acos, atan, asinh, acosh, atanh
-    def erf(self): return _ops().Erf.apply(self)
-    def tanh(self): return _ops().Tanh.apply(self)
-    def sigmoid(self): return _ops().Sigmoid.apply(self)
-    def relu(self): return _ops().ReLU.apply(self)
-    def leaky_relu(self, negative_slope=0.01): return _ops().LeakyReLU.apply(self, negative_slope=negative_slope)
-    def gelu(self, approximate="none"): return _ops().GELU.apply(self, approximate=approximate)
-    def square(self): return self * self
+    def erf(self) -> Tensor: return _ops().Erf.apply(self)
+    def tanh(self) -> Tensor: return _ops().Tanh.apply(self)
+    def sigmoid(self) -> Tensor: return _ops().Sigmoid.apply(self)
+    def relu(self) -> Tensor: return _ops().ReLU.apply(self)
+    def leaky_relu(self, negative_slope: _float = 0.01) -> Tensor:
+        return _ops().LeakyReLU.apply(self, negative_slope=negative_slope)
+    def gelu(self, approximate: str = "none") -> Tensor: return _ops().GELU.apply(self, approximate=approximate)
+    def square(self) -> Tensor: return self * self
 
     def _step(self, kind):
         if self.dtype.kind != "f":
             return Tensor._wrap(xp_of(self.data).sign(self.data)) if kind == "sign" else self.clone()
         return _ops().StepFunction.apply(self, kind=kind)
 
-    def floor(self): return self._step("floor")
-    def ceil(self): return self._step("ceil")
-    def trunc(self): return self._step("trunc")
+    def floor(self) -> Tensor: return self._step("floor")
+    def ceil(self) -> Tensor: return self._step("ceil")
+    def trunc(self) -> Tensor: return self._step("trunc")
     fix = trunc
-    def sign(self): return self._step("sign")
+    def sign(self) -> Tensor: return self._step("sign")
 
-    def round(self, decimals=0):
+    def round(self, decimals: _int = 0) -> Tensor:
         """Round half to even (as PyTorch); `decimals` places after the point."""
         if decimals == 0:
             return self._step("round")
         scale = 10.0 ** decimals
         return (self * scale)._step("round") / scale
 
-    def clip(self, min=None, max=None):
+    def clip(self, min: Optional[TensorOrScalar] = None, max: Optional[TensorOrScalar] = None) -> Tensor:
         if isinstance(min, Tensor) or isinstance(max, Tensor):
             out = self if min is None else self.maximum(min)
             return out if max is None else out.minimum(max)
         return _ops().Clip.apply(self, low=min, high=max)
 
     clamp = clip
-    def clamp_min(self, min): return self.clip(min=min)
-    def clamp_max(self, max): return self.clip(max=max)
+    def clamp_min(self, min: TensorOrScalar) -> Tensor: return self.clip(min=min)
+    def clamp_max(self, max: TensorOrScalar) -> Tensor: return self.clip(max=max)
 
-    def masked_fill(self, mask, value):
+    def masked_fill(self, mask: Tensor, value: TensorOrScalar) -> Tensor:
         """Positions where `mask` is True take `value`; the gradient there is zero."""
         mask = mask.data if isinstance(mask, Tensor) else mask
         return _ops().Where.apply(mask, self._operand(value), self)
 
-    def where(self, condition, other):
+    def where(self, condition: Tensor, other: TensorOrScalar) -> Tensor:
         """self where condition holds, else other (Tensor.where as PyTorch)."""
         condition = condition.data if isinstance(condition, Tensor) else condition
         return _ops().Where.apply(condition, self, self._operand(other))
 
-    def tril(self, diagonal=0):
+    def tril(self, diagonal: _int = 0) -> Tensor:
         """The lower triangle (entries j <= i + diagonal of the last two axes), the rest 0."""
         return self._triangle(diagonal, lower=True)
 
-    def triu(self, diagonal=0):
+    def triu(self, diagonal: _int = 0) -> Tensor:
         """The upper triangle (entries j >= i + diagonal of the last two axes), the rest 0."""
         return self._triangle(diagonal, lower=False)
 
@@ -586,29 +617,33 @@ class Tensor:
         keep = to_device(keep, self.device)
         return _ops().Where.apply(keep, self, self._operand(0))
 
-    def softmax(self, dim=-1):
+    def softmax(self, dim: _int = -1) -> Tensor:
         from .nn import functional as F
         return F.softmax(self, dim)
 
-    def log_softmax(self, dim=-1):
+    def log_softmax(self, dim: _int = -1) -> Tensor:
         from .nn import functional as F
         return F.log_softmax(self, dim)
 
     # ------------------------------------------------------------------ reductions
-    def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):
+    def sum(self, dim: Optional[IntOrTuple] = None, keepdim: _bool = False, *, axis: Optional[IntOrTuple] = None,
+            keepdims: Optional[_bool] = None, dtype: DTypeLike = None) -> Tensor:
         dim, keepdim = _dims(dim, axis, keepdim, keepdims)
         x = self if dtype is None else self.to(dtype=dtype)
         if x.dtype.kind == "b":
             x = x.long()
         return _ops().Sum.apply(x, axis=dim, keepdims=keepdim)
 
-    def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    def mean(self, dim: Optional[IntOrTuple] = None, keepdim: _bool = False, *, axis: Optional[IntOrTuple] = None,
+             keepdims: Optional[_bool] = None) -> Tensor:
         """The mean over `dim`; NaN over zero elements, as PyTorch."""
         dim, keepdim = _dims(dim, axis, keepdim, keepdims)
         count = _count(self.shape, dim)
         return self.sum(dim, keepdim) * (1.0 / count if count else float("nan"))
 
-    def var(self, dim=None, keepdim=False, *, unbiased=None, correction=None, axis=None, keepdims=None):
+    def var(self, dim: Optional[IntOrTuple] = None, keepdim: _bool = False, *, unbiased: Optional[_bool] = None,
+            correction: Optional[_float] = None, axis: Optional[IntOrTuple] = None,
+            keepdims: Optional[_bool] = None) -> Tensor:
         """Variance; like PyTorch the default is unbiased (correction=1), and NaN where the
         reduced axis has no more than `correction` elements."""
         dim, keepdim = _dims(dim, axis, keepdim, keepdims)
@@ -620,10 +655,10 @@ class Tensor:
         centred = self - self.mean(dim, keepdim=True)
         return (centred * centred).sum(dim, keepdim) * (1.0 / dof if dof > 0 else float("nan"))
 
-    def std(self, dim=None, keepdim=False, **kw):
+    def std(self, dim: Optional[IntOrTuple] = None, keepdim: _bool = False, **kw: Any) -> Tensor:
         return self.var(dim, keepdim, **kw).sqrt()
 
-    def prod(self, dim=None, keepdim=False, *, dtype=None):
+    def prod(self, dim: Optional[IntOrTuple] = None, keepdim: _bool = False, *, dtype: DTypeLike = None) -> Tensor:
         x = self if dtype is None else self.to(dtype=dtype)
         if dim is None:
             return _ops().Prod.apply(x.reshape(-1), axis=0)
@@ -631,20 +666,20 @@ class Tensor:
             return x.clone()
         return _ops().Prod.apply(x, axis=dim % x.ndim, keepdims=bool(keepdim))
 
-    def cumsum(self, dim, *, dtype=None):
+    def cumsum(self, dim: _int, *, dtype: DTypeLike = None) -> Tensor:
         x = self if dtype is None else self.to(dtype=dtype)
         if x.ndim == 0:
             return x.clone()
         return _ops().CumSum.apply(x, axis=dim % x.ndim)
 
-    def logsumexp(self, dim, keepdim=False):
+    def logsumexp(self, dim: IntOrTuple, keepdim: _bool = False) -> Tensor:
         """log sum exp x over `dim`, computed as m + log sum exp(x - m) with m the (constant) max."""
         shift = Tensor._wrap(self.data.max(axis=_axis(dim, self.ndim), keepdims=True))
         shift = Tensor._wrap(xp_of(shift.data).where(xp_of(shift.data).isfinite(shift.data), shift.data, 0))
         out = (self - shift).exp().sum(dim, keepdim=True).log() + shift
         return out if keepdim else out.squeeze(dim)
 
-    def norm(self, p="fro", dim=None, keepdim=False):
+    def norm(self, p: Union[str, _float] = "fro", dim: Optional[IntOrTuple] = None, keepdim: _bool = False) -> Tensor:
         """The p-norm over `dim` (all elements by default): (sum |x|^p)^(1/p)."""
         if p in ("fro", 2, 2.0):
             return (self * self).sum(dim, keepdim).sqrt()
@@ -654,17 +689,20 @@ class Tensor:
             return self.abs().sum(dim, keepdim)
         return (self.abs() ** p).sum(dim, keepdim) ** (1.0 / p)
 
-    def amax(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    def amax(self, dim: Optional[IntOrTuple] = None, keepdim: _bool = False, *, axis: Optional[IntOrTuple] = None,
+             keepdims: Optional[_bool] = None) -> Tensor:
         """The largest values over `dim` (one or several); the gradient is split among ties."""
         dim, keepdim = _dims(dim, axis, keepdim, keepdims)
         if dim == ():
             dim = None
         return _ops().Max.apply(self, axis=dim, keepdims=keepdim)
 
-    def amin(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    def amin(self, dim: Optional[IntOrTuple] = None, keepdim: _bool = False, *, axis: Optional[IntOrTuple] = None,
+             keepdims: Optional[_bool] = None) -> Tensor:
         return -(-self).amax(dim, keepdim, axis=axis, keepdims=keepdims)
 
-    def max(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    def max(self, dim: Optional[_int] = None, keepdim: _bool = False, *, axis: Optional[IntOrTuple] = None,
+            keepdims: Optional[_bool] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """As PyTorch: max() is the largest value (gradient split among ties); max(dim) the
         named tuple (values, indices), the gradient going to the index returned (the first
         maximum); max(other_tensor) the elementwise maximum.  NumPy's axis= gives the values."""
@@ -674,7 +712,8 @@ class Tensor:
             return self.amax(dim, keepdim, axis=axis, keepdims=keepdims)
         return self._pick(return_types.max, self.argmax(dim, keepdim=True), dim, keepdim)
 
-    def min(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    def min(self, dim: Optional[_int] = None, keepdim: _bool = False, *, axis: Optional[IntOrTuple] = None,
+            keepdims: Optional[_bool] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         if isinstance(dim, Tensor):
             return self.minimum(dim)
         if dim is None or axis is not None or isinstance(dim, (tuple, list)):
@@ -691,7 +730,8 @@ class Tensor:
             values, index = values.squeeze(dim), index.squeeze(dim)
         return kind(values, index)
 
-    def argmax(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    def argmax(self, dim: Optional[_int] = None, keepdim: _bool = False, *, axis: Optional[IntOrTuple] = None,
+               keepdims: Optional[_bool] = None) -> Tensor:
         dim, keepdim = _dims(dim, axis, keepdim, keepdims)
         xp = xp_of(self.data)
         if dim is None:
@@ -704,11 +744,12 @@ class Tensor:
             idx = xp.expand_dims(idx, dim)
         return Tensor._wrap(idx.astype(np.int64, copy=False))
 
-    def argmin(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    def argmin(self, dim: Optional[_int] = None, keepdim: _bool = False, *, axis: Optional[IntOrTuple] = None,
+               keepdims: Optional[_bool] = None) -> Tensor:
         data = self.data if self.dtype.kind != "b" else self.data.astype(np.int8)
         return Tensor._wrap(-data).argmax(dim, keepdim, axis=axis, keepdims=keepdims)
 
-    def argsort(self, dim=-1, descending=False, stable=False):
+    def argsort(self, dim: _int = -1, descending: _bool = False, stable: _bool = False) -> Tensor:
         """Indices that sort `dim` (ties keep their order, as PyTorch's stable sort)."""
         data = self.data if self.ndim else self.data.reshape(1)
         xp = xp_of(data)
@@ -722,12 +763,12 @@ class Tensor:
             idx = xp.argsort(data, axis=dim, kind="stable")
         return Tensor._wrap(idx.astype(np.int64, copy=False).reshape(self.shape))
 
-    def sort(self, dim=-1, descending=False, stable=False):
+    def sort(self, dim: _int = -1, descending: _bool = False, stable: _bool = False) -> Tuple[Tensor, Tensor]:
         """Named tuple (values, indices) of `dim` sorted; the gradient follows the indices."""
         index = self.argsort(dim, descending)
         return return_types.sort(self.gather(dim, index) if self.ndim else self.clone(), index)
 
-    def topk(self, k, dim=-1, largest=True, sorted=True):
+    def topk(self, k: _int, dim: _int = -1, largest: _bool = True, sorted: _bool = True) -> Tuple[Tensor, Tensor]:
         """Named tuple (values, indices) of the k largest (largest=False: smallest) along `dim`."""
         if self.ndim == 0:
             dim_size = 1
@@ -740,14 +781,14 @@ class Tensor:
             index = index[(slice(None),) * (dim % self.ndim) + (slice(0, k),)]
         return return_types.topk(self.gather(dim, index) if self.ndim else self.clone(), index)
 
-    def kthvalue(self, k, dim=-1, keepdim=False):
+    def kthvalue(self, k: _int, dim: _int = -1, keepdim: _bool = False) -> Tuple[Tensor, Tensor]:
         """Named tuple (values, indices) of the k-th smallest entry (k from 1) along `dim`."""
         size = self.shape[dim] if self.ndim else 1
         if not 1 <= k <= size:
             raise ValueError(f"kthvalue: k={k} is out of range for dimension {dim} of size {size}")
         return self._order_statistic(return_types.kthvalue, k - 1, dim, keepdim)
 
-    def median(self, dim=None, keepdim=False):
+    def median(self, dim: Optional[_int] = None, keepdim: _bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """median() is the lower median of all elements; median(dim) the named tuple
         (values, indices) of the lower median along `dim` (PyTorch's rule for even counts)."""
         if dim is None:
@@ -763,29 +804,30 @@ class Tensor:
         index = self.argsort(dim)[(slice(None),) * dim + (slice(position, position + 1),)]
         return self._pick(kind, index, dim, keepdim)
 
-    def gather(self, dim, index):
+    def gather(self, dim: _int, index: Tensor) -> Tensor:
         """out[i][j] = self[index[i][j]][j] for dim 0 (torch.gather); differentiable in self."""
         index = index.data if isinstance(index, Tensor) else xp_of(self.data).asarray(index)
         return _ops().Gather.apply(self, index, axis=dim % max(self.ndim, 1))
 
-    def take_along_dim(self, indices, dim=None):
+    def take_along_dim(self, indices: Tensor, dim: Optional[_int] = None) -> Tensor:
         """self picked at `indices` along `dim` (the flattened tensor when dim is None)."""
         if dim is None:
             return self.reshape(-1).gather(0, indices.reshape(-1) if isinstance(indices, Tensor) else np.ravel(indices))
         return self.gather(dim, indices)
 
-    def scatter(self, dim, index, src=None, *, value=None):
+    def scatter(self, dim: _int, index: Tensor, src: Optional[Tensor] = None, *,
+                value: Optional[Scalar] = None) -> Tensor:
         """A copy with src (a tensor, or `value`) written at `index` along `dim` (torch.scatter)."""
         src = value if src is None else src
         index = index.data if isinstance(index, Tensor) else np.asarray(index)
         return _ops().Scatter.apply(self, index, self._operand(src), axis=dim % self.ndim)
 
-    def scatter_add(self, dim, index, src):
+    def scatter_add(self, dim: _int, index: Tensor, src: Tensor) -> Tensor:
         """A copy with src added at `index` along `dim`, repeated positions adding up."""
         index = index.data if isinstance(index, Tensor) else np.asarray(index)
         return _ops().ScatterAdd.apply(self, index, self._operand(src), axis=dim % self.ndim)
 
-    def index_add(self, dim, index, source, *, alpha=1):
+    def index_add(self, dim: _int, index: Tensor, source: Tensor, *, alpha: _float = 1) -> Tensor:
         """A copy with source's slices added at positions `index` along `dim`."""
         index = index.data if isinstance(index, Tensor) else np.asarray(index)
         shape = [1] * source.ndim
@@ -793,24 +835,26 @@ class Tensor:
         full = xp_of(index).broadcast_to(index.reshape(shape), source.shape)
         return self.scatter_add(dim, full, source if alpha == 1 else source * alpha)
 
-    def scatter_(self, dim, index, src=None, *, value=None):
+    def scatter_(self, dim: _int, index: Tensor, src: Optional[Tensor] = None, *,
+                 value: Optional[Scalar] = None) -> Tensor:
         return self._inplace(lambda t: t.scatter(dim, index, src, value=value), "scatter_", src)
 
-    def scatter_add_(self, dim, index, src):
+    def scatter_add_(self, dim: _int, index: Tensor, src: Tensor) -> Tensor:
         return self._inplace(lambda t: t.scatter_add(dim, index, src), "scatter_add_", src)
 
-    def index_add_(self, dim, index, source, *, alpha=1):
+    def index_add_(self, dim: _int, index: Tensor, source: Tensor, *, alpha: _float = 1) -> Tensor:
         return self._inplace(lambda t: t.index_add(dim, index, source, alpha=alpha), "index_add_", source)
 
-    def masked_select(self, mask):
+    def masked_select(self, mask: Tensor) -> Tensor:
         """The entries where `mask` (broadcast to this shape) holds, as a 1-D tensor."""
         mask = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
         return self[xp_of(self.data).broadcast_to(mask, self.shape)]
 
-    def argwhere(self):
+    def argwhere(self) -> Tensor:
         return self.nonzero()
 
-    def unique(self, sorted=True, return_inverse=False, return_counts=False, dim=None):
+    def unique(self, sorted: _bool = True, return_inverse: _bool = False, return_counts: _bool = False,
+               dim: Optional[_int] = None) -> Union[Tensor, Tuple[Tensor, ...]]:
         """The distinct values, sorted (no gradient); optionally the inverse indices and counts."""
         if dim is not None:
             raise NotImplementedError("unique(dim=...) is not supported; flatten first")
@@ -822,21 +866,21 @@ class Tensor:
             out += (Tensor._wrap(to_device(counts.astype(np.int64), self.device)),)
         return out[0] if len(out) == 1 else out
 
-    def index_select(self, dim, index):
+    def index_select(self, dim: _int, index: Tensor) -> Tensor:
         index = index.data if isinstance(index, Tensor) else np.asarray(index)
         return self[(slice(None),) * (dim % self.ndim) + (index.reshape(-1),)]
 
     # ------------------------------------------------------------------ shapes
-    def reshape(self, *shape):
+    def reshape(self, *shape: Union[_int, Sequence[_int]]) -> Tensor:
         shape = _shape_args(shape)
         return _ops().Reshape.apply(self, shape=shape)
 
     view = reshape
 
-    def view_as(self, other): return self.reshape(other.shape)
+    def view_as(self, other: Tensor) -> Tensor: return self.reshape(other.shape)
     reshape_as = view_as
 
-    def flatten(self, start_dim=0, end_dim=-1):
+    def flatten(self, start_dim: _int = 0, end_dim: _int = -1) -> Tensor:
         nd = self.ndim
         if nd == 0:
             return self.reshape(1)
@@ -844,7 +888,7 @@ class Tensor:
         new = self.shape[:s] + (int(np.prod(self.shape[s:e + 1])),) + self.shape[e + 1:]
         return self.reshape(new)
 
-    def unflatten(self, dim, sizes):
+    def unflatten(self, dim: _int, sizes: Sequence[_int]) -> Tensor:
         """Split dimension `dim` into `sizes` (one of them may be -1)."""
         dim %= self.ndim
         sizes = tuple(sizes)
@@ -853,11 +897,11 @@ class Tensor:
             sizes = tuple(self.shape[dim] // known if s == -1 else s for s in sizes)
         return self.reshape(self.shape[:dim] + sizes + self.shape[dim + 1:])
 
-    def permute(self, *dims):
+    def permute(self, *dims: Union[_int, Sequence[_int]]) -> Tensor:
         dims = _shape_args(dims)
         return _ops().Permute.apply(self, dims=tuple(d % self.ndim for d in dims))
 
-    def transpose(self, dim0=0, dim1=1):
+    def transpose(self, dim0: _int = 0, dim1: _int = 1) -> Tensor:
         """Swap two dimensions (PyTorch's semantics, not NumPy's full reversal)."""
         if self.ndim == 0:
             return self.reshape(())
@@ -867,7 +911,7 @@ class Tensor:
 
     swapaxes = swapdims = transpose
 
-    def movedim(self, source, destination):
+    def movedim(self, source: IntOrTuple, destination: IntOrTuple) -> Tensor:
         source = (source,) if isinstance(source, int) else tuple(source)
         destination = (destination,) if isinstance(destination, int) else tuple(destination)
         source = [s % self.ndim for s in source]
@@ -879,23 +923,23 @@ class Tensor:
 
     moveaxis = movedim
 
-    def t(self):
+    def t(self) -> Tensor:
         if self.ndim > 2:
             raise ValueError(f"t() expects a tensor of at most 2 dimensions, got shape {self.shape}; use transpose(dim0, dim1)")
         return self.T
 
-    def expand(self, *shape):
+    def expand(self, *shape: Union[_int, Sequence[_int]]) -> Tensor:
         shape = _shape_args(shape)
         shape = tuple(s if s != -1 else self.shape[i - len(shape) + self.ndim] for i, s in enumerate(shape))
         return _ops().Expand.apply(self, shape=shape)
 
-    def expand_as(self, other):
+    def expand_as(self, other: Tensor) -> Tensor:
         return self.expand(other.shape)
 
-    def broadcast_to(self, *shape):
+    def broadcast_to(self, *shape: Union[_int, Sequence[_int]]) -> Tensor:
         return self.expand(*shape)
 
-    def repeat(self, *sizes):
+    def repeat(self, *sizes: Union[_int, Sequence[_int]]) -> Tensor:
         """Tile the tensor `sizes` times along each dimension (torch's repeat, NumPy's tile)."""
         sizes = _shape_args(sizes)
         if len(sizes) < self.ndim:
@@ -905,11 +949,11 @@ class Tensor:
         tiled = spread.expand(tuple(v for r, s in zip(sizes, shape) for v in (r, s)))
         return tiled.reshape(tuple(r * s for r, s in zip(sizes, shape)))
 
-    def tile(self, *dims):
+    def tile(self, *dims: Union[_int, Sequence[_int]]) -> Tensor:
         dims = _shape_args(dims)
         return self.repeat((1,) * (self.ndim - len(dims)) + dims)
 
-    def repeat_interleave(self, repeats, dim=None):
+    def repeat_interleave(self, repeats: Union[_int, Tensor], dim: Optional[_int] = None) -> Tensor:
         """Each element repeated `repeats` times (an int, or one count per element) along `dim`."""
         x = self.reshape(-1) if dim is None else self
         dim = 0 if dim is None else dim % self.ndim
@@ -917,17 +961,17 @@ class Tensor:
         index = np.repeat(np.arange(x.shape[dim]), repeats)
         return x[(slice(None),) * dim + (to_device(index, x.device),)]
 
-    def flip(self, *dims):
+    def flip(self, *dims: Union[_int, Sequence[_int]]) -> Tensor:
         dims = _shape_args(dims)
         index = [slice(None)] * self.ndim
         for d in dims:
             index[d % self.ndim] = slice(None, None, -1)
         return self[tuple(index)]
 
-    def fliplr(self): return self.flip(1)
-    def flipud(self): return self.flip(0)
+    def fliplr(self) -> Tensor: return self.flip(1)
+    def flipud(self) -> Tensor: return self.flip(0)
 
-    def roll(self, shifts, dims=None):
+    def roll(self, shifts: IntOrTuple, dims: Optional[IntOrTuple] = None) -> Tensor:
         """Shift entries `shifts` places along `dims`, the last ones coming back at the front."""
         if dims is None:
             return self.reshape(-1).roll(shifts, 0).reshape(self.shape)
@@ -941,7 +985,7 @@ class Tensor:
             out = out[(slice(None),) * d + (index,)]
         return out
 
-    def diagonal(self, offset=0, dim1=0, dim2=1):
+    def diagonal(self, offset: _int = 0, dim1: _int = 0, dim2: _int = 1) -> Tensor:
         """The diagonal of dims (dim1, dim2), `offset` above (> 0) or below (< 0) the main one,
         as the last dimension."""
         d1, d2 = dim1 % self.ndim, dim2 % self.ndim
@@ -952,7 +996,7 @@ class Tensor:
         cols = rows + offset
         return moved[(Ellipsis, to_device(rows, self.device), to_device(cols, self.device))]
 
-    def diag(self, diagonal=0):
+    def diag(self, diagonal: _int = 0) -> Tensor:
         """1-D: the square matrix with this on its `diagonal`; 2-D: that diagonal as 1-D."""
         if self.ndim == 2:
             return self.diagonal(diagonal)
@@ -963,12 +1007,12 @@ class Tensor:
         index = (to_device(rows, self.device), to_device(rows + diagonal, self.device))
         return _ops().SetItem.apply(Tensor._wrap(xp_of(self.data).zeros((n, n), self.dtype)), self, index=index)
 
-    def diag_embed(self):
+    def diag_embed(self) -> Tensor:
         n = self.shape[-1]
         eye = Tensor._wrap(to_device(np.eye(n, dtype=self.dtype), self.device))
         return self.unsqueeze(-1) * eye
 
-    def unfold(self, dimension, size, step):
+    def unfold(self, dimension: _int, size: _int, step: _int) -> Tensor:
         """All windows of `size` entries, `step` apart, along `dimension`, as a new last
         dimension: shape (..., (n - size) // step + 1, ..., size)."""
         d = dimension % max(self.ndim, 1)
@@ -980,14 +1024,14 @@ class Tensor:
         windows = self[(slice(None),) * d + (index,)]
         return windows.movedim(d + 1, -1)
 
-    def narrow(self, dim, start, length):
+    def narrow(self, dim: _int, start: _int, length: _int) -> Tensor:
         return self[(slice(None),) * (dim % self.ndim) + (slice(start, start + length),)]
 
-    def unsqueeze(self, dim):
+    def unsqueeze(self, dim: _int) -> Tensor:
         dim = dim if dim >= 0 else dim + self.ndim + 1
         return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
 
-    def squeeze(self, dim=None):
+    def squeeze(self, dim: Optional[IntOrTuple] = None) -> Tensor:
         """Drop dimensions of size 1 (all, or those of `dim`, an int or a tuple; others stay)."""
         if dim is None:
             dims = {d for d, s in enumerate(self.shape) if s == 1}
@@ -996,7 +1040,7 @@ class Tensor:
             dims = {d for d in dims if self.ndim and self.shape[d] == 1}
         return self.reshape(tuple(s for d, s in enumerate(self.shape) if d not in dims))
 
-    def split(self, split_size_or_sections, dim=0):
+    def split(self, split_size_or_sections: Union[_int, Sequence[_int]], dim: _int = 0) -> Tuple[Tensor, ...]:
         """Pieces of `split_size` along `dim` (the last may be smaller), or of the given sizes."""
         length = self.shape[dim]
         if isinstance(split_size_or_sections, int):
@@ -1014,11 +1058,11 @@ class Tensor:
             start += size
         return tuple(pieces)
 
-    def chunk(self, chunks, dim=0):
+    def chunk(self, chunks: _int, dim: _int = 0) -> Tuple[Tensor, ...]:
         size = -(-self.shape[dim] // chunks)
         return self.split(size, dim)
 
-    def unbind(self, dim=0):
+    def unbind(self, dim: _int = 0) -> Tuple[Tensor, ...]:
         return tuple(self[(slice(None),) * (dim % self.ndim) + (i,)] for i in range(self.shape[dim]))
 
     # ------------------------------------------------------------------ in place
@@ -1049,55 +1093,58 @@ class Tensor:
             self.data[...] = result.astype(self.dtype, copy=False) if result.dtype != self.dtype else result
         return self._assign(fn, direct, what, *operands)
 
-    def copy_(self, src):
+    def copy_(self, src: ArrayLike) -> Tensor:
         src = src if isinstance(src, Tensor) else Tensor._wrap(xp_of(self.data).asarray(src))
         src = src.to(device=self.device)
         return self._inplace(lambda t: src.expand(self.shape) * 1 if src.shape != self.shape else src * 1,
                              "copy_", src)
 
-    def fill_(self, value):
+    def fill_(self, value: Scalar) -> Tensor:
         if isinstance(value, Tensor):
             return self.copy_(value.reshape(()).expand(self.shape))
         everywhere = xp_of(self.data).ones((), dtype=bool)
         return self._inplace(lambda t: t.masked_fill(everywhere, value), "fill_")
 
-    def zero_(self):
+    def zero_(self) -> Tensor:
         return self.fill_(0)
 
-    def add_(self, other, *, alpha=1): return self._inplace(lambda t: t.add(other, alpha=alpha), "add_", other)
-    def sub_(self, other, *, alpha=1): return self._inplace(lambda t: t.sub(other, alpha=alpha), "sub_", other)
-    def mul_(self, other): return self._inplace(lambda t: t * other, "mul_", other)
-    def div_(self, other): return self._inplace(lambda t: t / other, "div_", other)
-    def pow_(self, exponent): return self._inplace(lambda t: t ** exponent, "pow_", exponent)
-    def clamp_(self, min=None, max=None): return self._inplace(lambda t: t.clamp(min, max), "clamp_", min, max)
+    def add_(self, other: TensorOrScalar, *, alpha: _float = 1) -> Tensor:
+        return self._inplace(lambda t: t.add(other, alpha=alpha), "add_", other)
+    def sub_(self, other: TensorOrScalar, *, alpha: _float = 1) -> Tensor:
+        return self._inplace(lambda t: t.sub(other, alpha=alpha), "sub_", other)
+    def mul_(self, other: TensorOrScalar) -> Tensor: return self._inplace(lambda t: t * other, "mul_", other)
+    def div_(self, other: TensorOrScalar) -> Tensor: return self._inplace(lambda t: t / other, "div_", other)
+    def pow_(self, exponent: TensorOrScalar) -> Tensor: return self._inplace(lambda t: t ** exponent, "pow_", exponent)
+    def clamp_(self, min: Optional[TensorOrScalar] = None, max: Optional[TensorOrScalar] = None) -> Tensor:
+        return self._inplace(lambda t: t.clamp(min, max), "clamp_", min, max)
     clip_ = clamp_
-    def neg_(self): return self._inplace(lambda t: -t, "neg_")
-    def exp_(self): return self._inplace(lambda t: t.exp(), "exp_")
-    def sqrt_(self): return self._inplace(lambda t: t.sqrt(), "sqrt_")
-    def abs_(self): return self._inplace(lambda t: t.abs(), "abs_")
-    def relu_(self): return self._inplace(lambda t: t.relu(), "relu_")
-    def tanh_(self): return self._inplace(lambda t: t.tanh(), "tanh_")
-    def sigmoid_(self): return self._inplace(lambda t: t.sigmoid(), "sigmoid_")
+    def neg_(self) -> Tensor: return self._inplace(lambda t: -t, "neg_")
+    def exp_(self) -> Tensor: return self._inplace(lambda t: t.exp(), "exp_")
+    def sqrt_(self) -> Tensor: return self._inplace(lambda t: t.sqrt(), "sqrt_")
+    def abs_(self) -> Tensor: return self._inplace(lambda t: t.abs(), "abs_")
+    def relu_(self) -> Tensor: return self._inplace(lambda t: t.relu(), "relu_")
+    def tanh_(self) -> Tensor: return self._inplace(lambda t: t.tanh(), "tanh_")
+    def sigmoid_(self) -> Tensor: return self._inplace(lambda t: t.sigmoid(), "sigmoid_")
 
-    def masked_fill_(self, mask, value):
+    def masked_fill_(self, mask: Tensor, value: TensorOrScalar) -> Tensor:
         return self._inplace(lambda t: t.masked_fill(mask, value), "masked_fill_", value)
 
-    def uniform_(self, a=0.0, b=1.0):
+    def uniform_(self, a: _float = 0.0, b: _float = 1.0) -> Tensor:
         from .random import generator
         with no_grad():
             return self.copy_(Tensor._wrap(to_device(generator().uniform(a, b, self.shape), self.device)))
 
-    def normal_(self, mean=0.0, std=1.0):
+    def normal_(self, mean: _float = 0.0, std: _float = 1.0) -> Tensor:
         from .random import generator
         with no_grad():
             return self.copy_(Tensor._wrap(to_device(generator().normal(mean, std, self.shape), self.device)))
 
-    def __iadd__(self, other): return self.add_(other)
-    def __isub__(self, other): return self.sub_(other)
-    def __imul__(self, other): return self.mul_(other)
-    def __itruediv__(self, other): return self.div_(other)
+    def __iadd__(self, other: TensorOrScalar) -> Tensor: return self.add_(other)
+    def __isub__(self, other: TensorOrScalar) -> Tensor: return self.sub_(other)
+    def __imul__(self, other: TensorOrScalar) -> Tensor: return self.mul_(other)
+    def __itruediv__(self, other: TensorOrScalar) -> Tensor: return self.div_(other)
 
-    def detach_(self):
+    def detach_(self) -> Tensor:
         self._ctx, self.requires_grad = None, False
         return self
 
