@@ -50,3 +50,18 @@ def recurrence_args(kind, rng, dtype, T, B, H):
         return "lstm", (xw, w_hh, h0, c0), lambda out: (dhs, dcT, w_hh, h0, c0, *out)
     b_hh = arr(3 * H, scale=0.3)
     return "gru", (xw, w_hh, b_hh, h0), lambda out: (dhs, w_hh, h0, *out)
+
+
+def softmax_special_values(dtype):
+    """Logits and mask covering the IEEE cases of a masked softmax: a NaN row, a +inf row, -inf
+    logits, an all -inf row, a NaN under the mask (row 4) and a fully masked row (row 5)."""
+    x = np.array([[1.0, np.nan, 2.0, 0.5],
+                  [1.0, np.inf, 2.0, 0.5],
+                  [-np.inf, 3.0, -np.inf, 1.0],
+                  [-np.inf, -np.inf, -np.inf, -np.inf],
+                  [0.5, np.nan, 1.5, 2.0],
+                  [7.0, 8.0, 9.0, 1.0]], dtype=dtype)
+    mask = np.zeros_like(x, dtype=bool)
+    mask[4, 1] = True
+    mask[5] = True
+    return x, mask

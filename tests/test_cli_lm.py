@@ -14,18 +14,7 @@ import pytest
 from tinygrad_seq.checkpoint import load_checkpoint
 from tinygrad_seq.cli import kinds
 
-from cli_helpers import assert_one_line_error, tgs
-
-TEXT = ("In the beginning God created the heaven and the earth. And the earth was without form, "
-        "and void; and darkness was upon the face of the deep.\n") * 12
-TINY = ["--hidden", "16", "--embed", "8", "--seq-len", "12", "--batch-size", "4"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "corpus.txt"
-    path.write_text(TEXT)
-    return path
+from cli_helpers import TEXT, TINY, assert_one_line_error, corpus, tgs  # noqa: F401 (corpus: a fixture)
 
 
 @pytest.fixture(scope="module")

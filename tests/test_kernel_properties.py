@@ -27,7 +27,7 @@ hypothesis = pytest.importorskip("hypothesis", reason="the property-based tests 
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from kernel_checks import RECURRENCE_KINDS, assert_matches, recurrence_args  # noqa: E402
+from kernel_checks import RECURRENCE_KINDS, assert_matches, recurrence_args, softmax_special_values  # noqa: E402
 
 from tinygrad_seq.backend import BACKENDS, unavailable_reason  # noqa: E402
 from tinygrad_seq.kernels import reference  # noqa: E402
@@ -308,15 +308,7 @@ def test_softmax_nan_inf_and_masks(name, dtype):
     """NaN in a row makes that row NaN (as the reference); +inf too (inf - inf); -inf logits and
     masked entries give exactly 0 and a fully masked or all -inf row all zeros, never NaN; a NaN
     under the mask is excluded like any masked value."""
-    x = np.array([[1.0, np.nan, 2.0, 0.5],
-                  [1.0, np.inf, 2.0, 0.5],
-                  [-np.inf, 3.0, -np.inf, 1.0],
-                  [-np.inf, -np.inf, -np.inf, -np.inf],
-                  [0.5, np.nan, 1.5, 2.0],
-                  [7.0, 8.0, 9.0, 1.0]], dtype=dtype)
-    mask = np.zeros_like(x, dtype=bool)
-    mask[4, 1] = True                      # the NaN is masked out
-    mask[5] = True                         # a fully masked row
+    x, mask = softmax_special_values(dtype)
     for m in (None, mask):
         y, expected = both(name, "softmax", "softmax_forward", x, m)
         assert_matches(y, expected, dtype, f"softmax_forward mask={m is not None}")

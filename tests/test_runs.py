@@ -18,19 +18,9 @@ from tinygrad_seq.checkpoint import CheckpointError, load_checkpoint, save_check
 from tinygrad_seq.trainer import PruneRun, RunDirectoryError, RunLock, json_safe, safe_exp
 from tinygrad_seq.training import LMTrainer, TrainConfig, split_corpus
 
-from cli_helpers import assert_one_line_error, tgs, tgs_command
+from cli_helpers import TEXT, TINY, assert_one_line_error, corpus, tgs, tgs_command  # noqa: F401 (corpus: a fixture)
 
-TEXT = ("In the beginning God created the heaven and the earth. And the earth was without form, "
-        "and void; and darkness was upon the face of the deep.\n") * 12
-TINY = ["--hidden", "16", "--embed", "8", "--seq-len", "12", "--batch-size", "4"]
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="signals to a child process need POSIX")
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "corpus.txt"
-    path.write_text(TEXT)
-    return path
 
 
 @pytest.fixture(scope="module")

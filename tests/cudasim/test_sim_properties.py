@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 import pytest
-from kernel_checks import RECURRENCE_KINDS, assert_matches, recurrence_args
+from kernel_checks import RECURRENCE_KINDS, assert_matches, recurrence_args, softmax_special_values
 from simcheck import assert_close
 
 hypothesis = pytest.importorskip("hypothesis", reason="the property-based tests need hypothesis (test extra)")
@@ -176,15 +176,7 @@ def test_softmax_nan_inf_and_masks(dtype):
     """A NaN or +inf in a row makes that row NaN (as the reference: inf - inf); -inf logits and
     masked entries give exactly 0, an all -inf or fully masked row all zeros; a NaN under the
     mask is excluded like any masked value; a NaN gradient reaches its row only."""
-    x = np.array([[1.0, np.nan, 2.0, 0.5],
-                  [1.0, np.inf, 2.0, 0.5],
-                  [-np.inf, 3.0, -np.inf, 1.0],
-                  [-np.inf, -np.inf, -np.inf, -np.inf],
-                  [0.5, np.nan, 1.5, 2.0],
-                  [7.0, 8.0, 9.0, 1.0]], dtype=dtype)
-    mask = np.zeros_like(x, dtype=bool)
-    mask[4, 1] = True
-    mask[5] = True
+    x, mask = softmax_special_values(dtype)
     for m in (None, mask):
         y, expected = both(cuda_softmax, ref_softmax, "softmax_forward", x, m)
         assert_matches(y, expected, dtype, f"cuda softmax_forward mask={m is not None}")
