@@ -288,6 +288,67 @@ def test_seq2seq_and_tagger_report_their_validation_loss_at_every_evaluation(tmp
     assert f"best: trial {min(done, key=lambda t: t.value).number}, val_loss " in result.stdout
 
 
+class RecordingRunner:
+    """A trial runner that trains nothing: it records which trial directories it ran and reports
+    a validation loss made from the learning rate."""
+
+    def __init__(self):
+        self.ran = []
+
+    def command(self, kind):
+        import click
+
+        @click.command()
+        @click.option("--lr", type=float, default=0.001)
+        @click.option("--out")
+        def train(lr, out):
+            """A stand-in for `tgs train charlm`."""
+
+        return train
+
+    def run(self, kind, corpus, settings, out_dir, reporter):
+        self.ran.append(os.path.basename(out_dir))
+        reporter.on_evaluate(None, 1, {"val_loss": abs(math.log10(settings["lr"]) + 2.5)})
+
+
+RECORDING_RUNNER = RecordingRunner()
+
+
+def test_two_workers_on_one_machine_never_take_the_same_queued_trial(tmp_path, monkeypatch):
+    # Optuna takes a queued trial by reading WAITING, then writing RUNNING; SQLite cannot lock
+    # that read, so here the read and the write are pulled apart on purpose: without the
+    # trial-start lock both workers would read the same waiting trial and run it twice.
+    import threading
+
+    from optuna.study import Study
+    from optuna.trial import TrialState
+
+    def unlocked_pop(study):
+        waiting = study._storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,))
+        time.sleep(0.2)  # the other worker reads now
+        if not waiting:
+            return None
+        study._storage.set_trial_state_values(waiting[0]._trial_id, state=TrialState.RUNNING)
+        return waiting[0]._trial_id
+
+    monkeypatch.setattr(Study, "_pop_waiting_trial_id", unlocked_pop)
+    monkeypatch.setattr(RECORDING_RUNNER, "ran", [])
+    storage_url = "sqlite:///" + str(tmp_path / "race.db")
+    spec = tune.StudySpec("charlm", tune.parse_space(["lr=choice:0.001,0.002,0.004,0.008"]), sampler="grid",
+                          trials=4, out=str(tmp_path / "runs"), runner="test_tune:RECORDING_RUNNER")
+    tune.open_study("race", tune.open_storage(storage_url), spec)
+    workers = [threading.Thread(target=tune.work, args=(tune.load("race", storage_url),),
+                                kwargs={"echo": lambda line: None}) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    ran = RECORDING_RUNNER.ran
+    assert len(ran) == len(set(ran)) == 4, ran
+    done = [t for t in trials_of("race", storage_url) if t.state.name == "COMPLETE"]
+    assert sorted(t.params["lr"] for t in done) == [0.001, 0.002, 0.004, 0.008]
+
+
 def test_the_library_does_not_import_the_cli():
     # the trial runner (which knows the `tgs train` commands) is handed in; the engine names no CLI module
     code = ("import sys, tinygrad_seq.tune; "

@@ -580,6 +580,32 @@ class _GridDone(Exception):
     """The grid's queue was emptied by another worker between the check and this trial."""
 
 
+class _TrialStartLock:
+    """Workers of one study on one machine start their trials one at a time.
+
+    Optuna hands a queued (grid or retried) trial to a worker by reading that it is WAITING and
+    then marking it RUNNING; on SQLite that read holds no lock (no SELECT ... FOR UPDATE), so two
+    workers could both take the same trial and then collide in its run directory.  An exclusive
+    lock file in the study's --out is held from before the trial is taken until its objective
+    starts, which serializes only that moment."""
+
+    def __init__(self, folder):
+        os.makedirs(folder, exist_ok=True)
+        self.path = os.path.join(folder, ".trial-start.lock")
+        self.fd = None
+
+    def acquire(self):
+        import fcntl
+
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+
 def work(study, echo=print):
     """Run trials of `study` until it holds its number of trials (grid: until its queue is empty).
     Returns the number of trials this worker ran."""
@@ -593,8 +619,10 @@ def work(study, echo=print):
     ran = 0
 
     mine = []  # the number of the trial this worker runs now
+    start_lock = _TrialStartLock(spec.out)
 
     def objective(trial):
+        start_lock.release()  # this trial is ours now: the next worker may take one
         mine.append(trial.number)
         if spec.sampler == "grid" and not trial.user_attrs.get(ATTR + "grid"):
             trial.set_user_attr(ATTR + "spare", True)
@@ -633,7 +661,11 @@ def work(study, echo=print):
             if c["COMPLETE"] + c["PRUNED"] + c["FAIL"] + c["RUNNING"] >= spec.trials:
                 break
         mine.clear()
-        study.optimize(objective, n_trials=1, catch=(TrialFailed, _GridDone))
+        start_lock.acquire()
+        try:
+            study.optimize(objective, n_trials=1, catch=(TrialFailed, _GridDone))
+        finally:
+            start_lock.release()
         ran += 1
         for t in study.get_trials(deepcopy=False):
             if t.number in mine and not t.user_attrs.get(ATTR + "spare"):
