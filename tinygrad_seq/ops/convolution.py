@@ -88,7 +88,7 @@ class MaxPool2d(Function):
 
 class AvgPool2d(Function):
     """y[n, c, ho, wo] = (1 / (kh*kw)) sum_{i,j} xpad[n, c, ho*sh + i, wo*sw + j]  (zero padding counted);
-    dx: every input of a window receives dy / (kh*kw)."""
+    dx[n, c, ho*sh + i, wo*sw + j] += dy[n, c, ho, wo] / (kh*kw): each input of a window gets an equal share."""
 
     def forward(self, x, kernel_size, stride, padding):
         _float_array_check("avg_pool2d", x)

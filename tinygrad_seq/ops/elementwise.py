@@ -139,8 +139,8 @@ class PowTensor(Function):
 
 
 class Maximum(Function):
-    """y = max(a, b) elementwise;  the gradient goes to the larger input, split in half on ties
-    (PyTorch's rule)."""
+    """y = max(a, b) elementwise;  da = dy * ([a > b] + [a = b] / 2), db = dy * ([b > a] + [a = b] / 2):
+    the gradient goes to the larger input, split in half on ties (PyTorch's rule)."""
 
     def forward(self, a, b):
         _broadcast_shape("maximum", a, b)

@@ -86,9 +86,9 @@ class Linear(Function):
 
 
 class Einsum(Function):
-    """y = einsum(equation, *operands) (explicit '->' form, no '...');
-    d operand_k = einsum of dy with the other operands into operand_k's subscripts, broadcast
-    over any index that only operand_k has (it was summed out)."""
+    """y = einsum(equation, A_1, ..., A_n) (explicit '->' form, no '...');
+    dA_k = einsum of dy with the other operands into A_k's subscripts, broadcast over any
+    index that only A_k has (it was summed out)."""
 
     def forward(self, *operands, equation):
         xp = xp_of(operands[0])

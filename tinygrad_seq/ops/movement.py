@@ -116,7 +116,7 @@ class Concat(Function):
     def forward(self, *arrays, axis=0):
         xp = xp_of(arrays[0])
         self.axis = axis
-        self.bounds = np.cumsum([a.shape[axis] for a in arrays])[:-1]
+        self.bounds = np.cumsum([a.shape[axis] for a in arrays])[:-1].tolist()
         try:
             return xp.concatenate(arrays, axis=axis)
         except ValueError:
