@@ -1199,13 +1199,10 @@ def _is_device(arg):
     return type(arg).__name__ == "device"
 
 
-def _run_backward(root, grad, retain_graph, capture=None):
-    """Reverse-mode sweep over the Functions reachable from `root`, without recursion.
-
-    Gradients accumulate into the leaves' (and retain_grad tensors') .grad; with `capture`, a
-    dict {id(tensor): [tensor, None]} (autograd.grad), they are summed into it instead and no
-    .grad changes."""
-    order, seen, stack = [], set(), [(root._ctx, False)]
+def _topological_order(root_fn):
+    """The Functions reachable from `root_fn`, each after every Function it reads from (a
+    depth-first walk with an explicit stack, so a graph of any depth works)."""
+    order, seen, stack = [], set(), [(root_fn, False)]
     while stack:
         fn, expanded = stack.pop()
         if expanded:
@@ -1222,7 +1219,16 @@ def _run_backward(root, grad, retain_graph, capture=None):
         for edge in fn.edges:
             if edge is not None and edge[0] is not None and id(edge[0]) not in seen:
                 stack.append((edge[0], False))
+    return order
 
+
+def _run_backward(root, grad, retain_graph, capture=None):
+    """Reverse-mode sweep over the Functions reachable from `root`, without recursion.
+
+    Gradients accumulate into the leaves' (and retain_grad tensors') .grad; with `capture`, a
+    dict {id(tensor): [tensor, None]} (autograd.grad), they are summed into it instead and no
+    .grad changes."""
+    order = _topological_order(root._ctx)
     pending = {id(root._ctx): [None] * root._ctx.n_outputs}
     pending[id(root._ctx)][root._out_index] = grad
     retained = {}
