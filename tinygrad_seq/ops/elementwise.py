@@ -32,7 +32,6 @@ def _broadcast_shape(op, a, b):
 
 
 # ---------------------------------------------------------------------------- arithmetic
-
 class Add(Function):
     """y = a + b;  da = dy, db = dy (summed over broadcast dims)."""
 
@@ -197,54 +196,6 @@ class Clone(Function):
 
 
 # ---------------------------------------------------------------------------- unary functions
-
-class Exp(Function):
-    """y = e^x;  dx = dy * y."""
-
-    def forward(self, x):
-        y = xp_of(x).exp(x)
-        self.save_for_backward(y)
-        return y
-
-    def backward(self, dy):
-        return dy * self.saved[0]
-
-
-class Log(Function):
-    """y = ln x;  dx = dy / x."""
-
-    def forward(self, x):
-        self.save_for_backward(x)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return xp_of(x).log(x)
-
-    def backward(self, dy):
-        return dy / self.saved[0]
-
-
-class Sqrt(Function):
-    """y = sqrt(x);  dx = dy / (2 y)."""
-
-    def forward(self, x):
-        y = xp_of(x).sqrt(x)
-        self.save_for_backward(y)
-        return y
-
-    def backward(self, dy):
-        return dy / (2 * self.saved[0])
-
-
-class Abs(Function):
-    """y = |x|;  dx = dy * sign(x)."""
-
-    def forward(self, x):
-        self.save_for_backward(x)
-        return xp_of(x).abs(x)
-
-    def backward(self, dy):
-        return dy * xp_of(dy).sign(self.saved[0])
-
-
 class Clip(Function):
     """y = min(max(x, low), high);  dx = dy where low <= x <= high, else 0."""
 
@@ -290,6 +241,11 @@ def unary(name, equation, forward, derivative, of_output=False):
 
 
 # one line per function: name, equation, y = f(x), f'(x) (or f' from y)
+Exp = unary("Exp", "y = e^x;  dx = dy * y", lambda xp, x: xp.exp(x), lambda xp, y: y, of_output=True)
+Log = unary("Log", "y = ln x;  dx = dy / x", lambda xp, x: xp.log(x), lambda xp, x: 1 / x)
+Sqrt = unary("Sqrt", "y = sqrt(x);  dx = dy / (2 y)", lambda xp, x: xp.sqrt(x), lambda xp, y: 1 / (2 * y),
+             of_output=True)
+Abs = unary("Abs", "y = |x|;  dx = dy * sign(x)", lambda xp, x: xp.abs(x), lambda xp, x: xp.sign(x))
 Sin = unary("Sin", "y = sin x;  dx = dy * cos x", lambda xp, x: xp.sin(x), lambda xp, x: xp.cos(x))
 Cos = unary("Cos", "y = cos x;  dx = -dy * sin x", lambda xp, x: xp.cos(x), lambda xp, x: -xp.sin(x))
 Tan = unary("Tan", "y = tan x;  dx = dy * (1 + y^2)", lambda xp, x: xp.tan(x), lambda xp, y: 1 + y * y,
@@ -330,7 +286,6 @@ class Step(Function):
 
 
 # ---------------------------------------------------------------------------- activations
-
 class Tanh(Function):
     """y = tanh(x);  dx = dy * (1 - y^2)."""
 
