@@ -315,8 +315,9 @@ class Conv2d(_ConvNd):
 
 class _PoolNd(Module):
     """What the max and average pooling layers share: the window (stride defaults to
-    kernel_size), checked when the layer is made rather than at its first call."""
-    dims = 2
+    kernel_size), checked when the layer is made rather than at its first call, and a forward
+    that hands it with the layer's own `options` to its functional form `pool`."""
+    dims, pool, options = 2, None, ()
 
     def __init__(self, kernel_size, stride, padding, ceil_mode, dilation=1):
         super().__init__()
@@ -324,18 +325,21 @@ class _PoolNd(Module):
         self.ceil_mode = ceil_mode
         _pool_args(type(self).__name__, self.dims, kernel_size, stride, padding, ceil_mode, dilation)
 
+    def forward(self, x):
+        options = {name: getattr(self, name) for name in self.options}
+        return type(self).pool(x, self.kernel_size, self.stride, self.padding, ceil_mode=self.ceil_mode,
+                               dims=self.dims, **options)
+
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
 class _MaxPoolNd(_PoolNd):
+    pool, options = max_pool, ("dilation", "return_indices")
+
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
         super().__init__(kernel_size, stride, padding, ceil_mode, dilation)
         self.dilation, self.return_indices = dilation, return_indices
-
-    def forward(self, x):
-        return max_pool(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
-                        self.return_indices, dims=self.dims)
 
 
 class MaxPool1d(_MaxPoolNd):
@@ -349,14 +353,12 @@ class MaxPool2d(_MaxPoolNd):
 
 
 class _AvgPoolNd(_PoolNd):
+    pool, options = avg_pool, ("count_include_pad", "divisor_override")
+
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                  divisor_override=None):
         super().__init__(kernel_size, stride, padding, ceil_mode)
         self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
-
-    def forward(self, x):
-        return avg_pool(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
-                        self.divisor_override, dims=self.dims)
 
 
 class AvgPool1d(_AvgPoolNd):
