@@ -215,6 +215,7 @@ class Clip(Function):
 
 
 def _erf(x):
+    """erf x elementwise: SciPy's ufunc (NumPy has none), through the host for a CuPy array."""
     from scipy.special import erf
     return erf(to_device(x, "cpu")).astype(x.dtype) if xp_of(x) is np else xp_of(x).asarray(erf(x.get()))
 
@@ -254,7 +255,8 @@ Asin = unary("Asin", "y = arcsin x;  dx = dy / sqrt(1 - x^2)",
              lambda xp, x: xp.arcsin(x), lambda xp, x: 1 / xp.sqrt(1 - x * x))
 Acos = unary("Acos", "y = arccos x;  dx = -dy / sqrt(1 - x^2)",
              lambda xp, x: xp.arccos(x), lambda xp, x: -1 / xp.sqrt(1 - x * x))
-Atan = unary("Atan", "y = arctan x;  dx = dy / (1 + x^2)", lambda xp, x: xp.arctan(x), lambda xp, x: 1 / (1 + x * x))
+Atan = unary("Atan", "y = arctan x;  dx = dy / (1 + x^2)",
+             lambda xp, x: xp.arctan(x), lambda xp, x: 1 / (1 + x * x))
 Sinh = unary("Sinh", "y = sinh x;  dx = dy * cosh x", lambda xp, x: xp.sinh(x), lambda xp, x: xp.cosh(x))
 Cosh = unary("Cosh", "y = cosh x;  dx = dy * sinh x", lambda xp, x: xp.cosh(x), lambda xp, x: xp.sinh(x))
 Asinh = unary("Asinh", "y = arsinh x;  dx = dy / sqrt(x^2 + 1)",
@@ -266,11 +268,13 @@ Atanh = unary("Atanh", "y = artanh x (|x| < 1);  dx = dy / (1 - x^2)",
 Rsqrt = unary("Rsqrt", "y = 1 / sqrt x;  dx = -dy * y^3 / 2",
               lambda xp, x: (1 / xp.sqrt(x)).astype(x.dtype, copy=False), lambda xp, y: -0.5 * y * y * y,
               of_output=True)
-Log1p = unary("Log1p", "y = ln(1 + x);  dx = dy / (1 + x)", lambda xp, x: xp.log1p(x), lambda xp, x: 1 / (1 + x))
+Log1p = unary("Log1p", "y = ln(1 + x);  dx = dy / (1 + x)",
+              lambda xp, x: xp.log1p(x), lambda xp, x: 1 / (1 + x))
 Expm1 = unary("Expm1", "y = e^x - 1;  dx = dy * (y + 1)", lambda xp, x: xp.expm1(x), lambda xp, y: y + 1,
               of_output=True)
 Erf = unary("Erf", "y = erf x;  dx = dy * 2 / sqrt(pi) * e^(-x^2)",
             lambda xp, x: _erf(x), lambda xp, x: (2 / math.sqrt(math.pi)) * xp.exp(-x * x))
+
 
 class Step(Function):
     """y = floor / ceil / round (half to even) / trunc / sign of x;  dx = 0 (a step function's

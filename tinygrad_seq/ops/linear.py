@@ -5,7 +5,7 @@ import numpy as np
 from ..backend import kernels
 from ..device import device_of, xp_of
 from ..tensor import Function
-from .elementwise import _broadcast_shape, unbroadcast  # noqa: F401
+from .elementwise import unbroadcast
 
 
 def matmul_rows(a, b):
