@@ -5,7 +5,7 @@ import re
 import pytest
 
 import tinygrad_seq as tgs
-from tinygrad_seq import nn, optim
+from tinygrad_seq import nn, ops, optim
 from tinygrad_seq.nn import functional as F
 from tinygrad_seq.nn import init
 from tinygrad_seq.utils import data
@@ -32,12 +32,19 @@ def names(text):
     ("`torch.nn.init`", [init, nn.utils]),
     ("`torch.optim`", [optim, optim.lr_scheduler]),
     ("`torch.utils.data`", [data]),
+    ("Engine ops", [ops]),
 ])
 def test_every_listed_name_exists(title, owners):
     listed = names(section(title).split("\n", 1)[1].split("Operators:")[0].split("dtype aliases")[0])
     assert len(listed) >= 5
     missing = [n for n in listed if not any(hasattr(owner, n) for owner in owners)]
     assert not missing, f"docs/API.md lists {missing} under {title}, which do not exist"
+
+
+def test_engine_ops_section_lists_every_op():
+    listed = names(section("Engine ops").split("\n", 1)[1])
+    assert sorted(listed) == sorted(ops.__all__)
+    assert f"`tinygrad_seq.ops`, {len(ops.__all__)})" in DOC
 
 
 def test_dtype_aliases_listed_exist():

@@ -3,7 +3,7 @@
 `autograd.Function` is PyTorch's custom-op protocol (static `forward(ctx, ...)` and
 `backward(ctx, *grad_outputs)` on Tensors, `ctx.save_for_backward`), carried by one engine
 Function node; `autograd.grad` returns gradients instead of accumulating them into `.grad`.
-The engine's own ops use the array-level protocol of tensor.Function instead (see ops.py).
+The engine's own ops use the array-level protocol of tensor.Function instead (see the ops package).
 """
 from .gradcheck import gradcheck  # noqa: F401 (torch.autograd.gradcheck)
 from .tensor import Function as _EngineFunction

@@ -2,8 +2,8 @@
 
 A `Function` is one node of the define-by-run graph.  Its `forward` computes arrays and
 saves what the `backward` needs; its `backward` maps the gradient of its output(s) to
-the gradients of its tensor inputs.  Both sit side by side in one small class (see
-`ops.py`), written once against `xp`, the array module of the data.
+the gradients of its tensor inputs.  Both sit side by side in one small class (see the
+`ops` package), written once against `xp`, the array module of the data.
 
 `Tensor.backward()` walks the Functions in reverse topological order without recursion,
 so a graph of any depth works.
@@ -300,7 +300,7 @@ class Tensor:
         if dtype is not None and np.dtype(dtype) != self.dtype:
             out = out.astype(dtype)
         if device is not None and normalize_device(device) != self.device:
-            out = _ops().ToDevice.apply(out, device=normalize_device(device))
+            out = ops.ToDevice.apply(out, device=normalize_device(device))
         return out.clone() if copy and out is self else out
 
     def cpu(self) -> Tensor:
@@ -310,7 +310,7 @@ class Tensor:
         return self.to("cuda")
 
     def astype(self, dtype: DTypeLike) -> Tensor:
-        return _ops().Cast.apply(self, dtype=np.dtype(dtype))
+        return ops.Cast.apply(self, dtype=np.dtype(dtype))
 
     def type(self, dtype: DTypeLike = None) -> Union[str, Tensor]:
         """The dtype's name without an argument, else a cast (`x.type(tgs.float64)`)."""
@@ -341,7 +341,7 @@ class Tensor:
         return self
 
     def clone(self) -> Tensor:
-        return _ops().Clone.apply(self)
+        return ops.Clone.apply(self)
 
     def new_tensor(self, data: ArrayLike, dtype: DTypeLike = None, requires_grad: _bool = False) -> Tensor:
         return Tensor(data, dtype=dtype or self.dtype, device=self.device, requires_grad=requires_grad)
@@ -374,40 +374,40 @@ class Tensor:
             arr = arr.astype(self.dtype)
         return Tensor._wrap(arr)
 
-    def __add__(self, other: TensorOrScalar) -> Tensor: return _ops().Add.apply(self, self._operand(other))
-    def __radd__(self, other: TensorOrScalar) -> Tensor: return _ops().Add.apply(self._operand(other), self)
-    def __sub__(self, other: TensorOrScalar) -> Tensor: return _ops().Sub.apply(self, self._operand(other))
-    def __rsub__(self, other: TensorOrScalar) -> Tensor: return _ops().Sub.apply(self._operand(other), self)
-    def __mul__(self, other: TensorOrScalar) -> Tensor: return _ops().Mul.apply(self, self._operand(other))
-    def __rmul__(self, other: TensorOrScalar) -> Tensor: return _ops().Mul.apply(self._operand(other), self)
+    def __add__(self, other: TensorOrScalar) -> Tensor: return ops.Add.apply(self, self._operand(other))
+    def __radd__(self, other: TensorOrScalar) -> Tensor: return ops.Add.apply(self._operand(other), self)
+    def __sub__(self, other: TensorOrScalar) -> Tensor: return ops.Sub.apply(self, self._operand(other))
+    def __rsub__(self, other: TensorOrScalar) -> Tensor: return ops.Sub.apply(self._operand(other), self)
+    def __mul__(self, other: TensorOrScalar) -> Tensor: return ops.Mul.apply(self, self._operand(other))
+    def __rmul__(self, other: TensorOrScalar) -> Tensor: return ops.Mul.apply(self._operand(other), self)
     def __truediv__(self, other: TensorOrScalar) -> Tensor:
         if self.dtype.kind in "iub":   # true division of integers is float32, as PyTorch's
             return self.float() / other
-        return _ops().Div.apply(self, self._operand(other))
+        return ops.Div.apply(self, self._operand(other))
 
     def __rtruediv__(self, other: TensorOrScalar) -> Tensor:
         if self.dtype.kind in "iub":
             return other / self.float()
-        return _ops().Div.apply(self._operand(other), self)
+        return ops.Div.apply(self._operand(other), self)
     def __floordiv__(self, other: TensorOrScalar) -> Tensor: return self.div(other, rounding_mode="floor")
     def __rfloordiv__(self, other: TensorOrScalar) -> Tensor:
         return self._operand(other).div(self, rounding_mode="floor")
     def __mod__(self, other: TensorOrScalar) -> Tensor: return self.remainder(other)
     def __rmod__(self, other: TensorOrScalar) -> Tensor: return self._operand(other).remainder(self)
-    def __neg__(self) -> Tensor: return _ops().Neg.apply(self)
+    def __neg__(self) -> Tensor: return ops.Neg.apply(self)
     def __abs__(self) -> Tensor: return self.abs()
-    def __matmul__(self, other: TensorOrScalar) -> Tensor: return _ops().MatMul.apply(self, self._operand(other))
-    def __rmatmul__(self, other: TensorOrScalar) -> Tensor: return _ops().MatMul.apply(self._operand(other), self)
+    def __matmul__(self, other: TensorOrScalar) -> Tensor: return ops.MatMul.apply(self, self._operand(other))
+    def __rmatmul__(self, other: TensorOrScalar) -> Tensor: return ops.MatMul.apply(self._operand(other), self)
 
     def __pow__(self, exponent: TensorOrScalar) -> Tensor:
         if isinstance(exponent, Tensor):
             if self.dtype.kind == "f" and exponent.dtype.kind in "iub":
                 exponent = exponent.to(dtype=self.dtype)   # float ** int keeps the float's dtype
-            return _ops().PowTensor.apply(self, exponent)
-        return _ops().Pow.apply(self, exponent=exponent)
+            return ops.PowTensor.apply(self, exponent)
+        return ops.Pow.apply(self, exponent=exponent)
 
     def __rpow__(self, base: TensorOrScalar) -> Tensor:
-        return _ops().PowTensor.apply(self._operand(base), self)
+        return ops.PowTensor.apply(self._operand(base), self)
 
     def add(self, other: TensorOrScalar, *, alpha: _float = 1) -> Tensor:
         return self + (other if alpha == 1 else self._operand(other) * alpha)
@@ -428,7 +428,7 @@ class Tensor:
             return Tensor._wrap(q)
         if rounding_mode not in ("floor", "trunc"):
             raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', not {rounding_mode!r}")
-        return _ops().StepFunction.apply(self / other, kind=rounding_mode)
+        return ops.Step.apply(self / other, kind=rounding_mode)
 
     def remainder(self, other: TensorOrScalar) -> Tensor:
         """a - b * floor(a / b) (the sign of b, as Python's % and PyTorch's remainder)."""
@@ -454,22 +454,22 @@ class Tensor:
     def outer(self, other: TensorOrScalar) -> Tensor:
         return self.reshape(-1, 1) * other.reshape(1, -1)
 
-    def maximum(self, other: TensorOrScalar) -> Tensor: return _ops().Maximum.apply(self, self._operand(other))
-    def minimum(self, other: TensorOrScalar) -> Tensor: return -_ops().Maximum.apply(-self, -self._operand(other))
+    def maximum(self, other: TensorOrScalar) -> Tensor: return ops.Maximum.apply(self, self._operand(other))
+    def minimum(self, other: TensorOrScalar) -> Tensor: return -ops.Maximum.apply(-self, -self._operand(other))
 
     def lerp(self, end: TensorOrScalar, weight: TensorOrScalar) -> Tensor:
         """self + weight * (end - self)."""
         return self + (self._operand(end) - self) * weight
 
     def __getitem__(self, index: Any) -> Tensor:
-        return _ops().GetItem.apply(self, index=_unwrap_index(index))
+        return ops.GetItem.apply(self, index=_unwrap_index(index))
 
     def __setitem__(self, index: Any, value: TensorOrScalar) -> None:
         """x[index] = value, as PyTorch: in place, recorded in the graph when x or value takes
         part in one (refused for a leaf that requires grad, whose .grad would be ill-defined)."""
         index = _unwrap_index(index)
         value = value if isinstance(value, Tensor) else self._operand(value)
-        self._assign(lambda old: _ops().SetItem.apply(old, value, index=index),
+        self._assign(lambda old: ops.SetItem.apply(old, value, index=index),
                      lambda: self.data.__setitem__(index, value.data.astype(self.dtype, copy=False)),
                      "an index assignment", value)
 
@@ -531,42 +531,42 @@ class Tensor:
         return Tensor._wrap(xp_of(self.data).asarray(xp_of(self.data).count_nonzero(self.data, axis=_axis(dim, self.ndim))))
 
     # ------------------------------------------------------------------ elementwise
-    def exp(self) -> Tensor: return _ops().Exp.apply(self)
-    def log(self) -> Tensor: return _ops().Log.apply(self)
+    def exp(self) -> Tensor: return ops.Exp.apply(self)
+    def log(self) -> Tensor: return ops.Log.apply(self)
     def log2(self) -> Tensor: return self.log() * (1 / np.log(2))
     def log10(self) -> Tensor: return self.log() * (1 / np.log(10))
-    def log1p(self) -> Tensor: return _ops().Log1p.apply(self)
-    def expm1(self) -> Tensor: return _ops().Expm1.apply(self)
-    def exp2(self) -> Tensor: return _ops().PowTensor.apply(self._operand(2.0), self)
-    def sqrt(self) -> Tensor: return _ops().Sqrt.apply(self)
-    def rsqrt(self) -> Tensor: return _ops().Rsqrt.apply(self)
-    def abs(self) -> Tensor: return _ops().Abs.apply(self)
+    def log1p(self) -> Tensor: return ops.Log1p.apply(self)
+    def expm1(self) -> Tensor: return ops.Expm1.apply(self)
+    def exp2(self) -> Tensor: return ops.PowTensor.apply(self._operand(2.0), self)
+    def sqrt(self) -> Tensor: return ops.Sqrt.apply(self)
+    def rsqrt(self) -> Tensor: return ops.Rsqrt.apply(self)
+    def abs(self) -> Tensor: return ops.Abs.apply(self)
     absolute = abs
-    def sin(self) -> Tensor: return _ops().Sin.apply(self)
-    def cos(self) -> Tensor: return _ops().Cos.apply(self)
-    def tan(self) -> Tensor: return _ops().Tan.apply(self)
-    def asin(self) -> Tensor: return _ops().Asin.apply(self)
-    def acos(self) -> Tensor: return _ops().Acos.apply(self)
-    def atan(self) -> Tensor: return _ops().Atan.apply(self)
-    def sinh(self) -> Tensor: return _ops().Sinh.apply(self)
-    def cosh(self) -> Tensor: return _ops().Cosh.apply(self)
-    def asinh(self) -> Tensor: return _ops().Asinh.apply(self)
-    def acosh(self) -> Tensor: return _ops().Acosh.apply(self)
-    def atanh(self) -> Tensor: return _ops().Atanh.apply(self)
+    def sin(self) -> Tensor: return ops.Sin.apply(self)
+    def cos(self) -> Tensor: return ops.Cos.apply(self)
+    def tan(self) -> Tensor: return ops.Tan.apply(self)
+    def asin(self) -> Tensor: return ops.Asin.apply(self)
+    def acos(self) -> Tensor: return ops.Acos.apply(self)
+    def atan(self) -> Tensor: return ops.Atan.apply(self)
+    def sinh(self) -> Tensor: return ops.Sinh.apply(self)
+    def cosh(self) -> Tensor: return ops.Cosh.apply(self)
+    def asinh(self) -> Tensor: return ops.Asinh.apply(self)
+    def acosh(self) -> Tensor: return ops.Acosh.apply(self)
+    def atanh(self) -> Tensor: return ops.Atanh.apply(self)
     arcsin, arccos, arctan, arcsinh, arccosh, arctanh = asin, acos, atan, asinh, acosh, atanh
-    def erf(self) -> Tensor: return _ops().Erf.apply(self)
-    def tanh(self) -> Tensor: return _ops().Tanh.apply(self)
-    def sigmoid(self) -> Tensor: return _ops().Sigmoid.apply(self)
-    def relu(self) -> Tensor: return _ops().ReLU.apply(self)
+    def erf(self) -> Tensor: return ops.Erf.apply(self)
+    def tanh(self) -> Tensor: return ops.Tanh.apply(self)
+    def sigmoid(self) -> Tensor: return ops.Sigmoid.apply(self)
+    def relu(self) -> Tensor: return ops.ReLU.apply(self)
     def leaky_relu(self, negative_slope: _float = 0.01) -> Tensor:
-        return _ops().LeakyReLU.apply(self, negative_slope=negative_slope)
-    def gelu(self, approximate: str = "none") -> Tensor: return _ops().GELU.apply(self, approximate=approximate)
+        return ops.LeakyReLU.apply(self, negative_slope=negative_slope)
+    def gelu(self, approximate: str = "none") -> Tensor: return ops.GELU.apply(self, approximate=approximate)
     def square(self) -> Tensor: return self * self
 
     def _step(self, kind):
         if self.dtype.kind != "f":
             return Tensor._wrap(xp_of(self.data).sign(self.data)) if kind == "sign" else self.clone()
-        return _ops().StepFunction.apply(self, kind=kind)
+        return ops.Step.apply(self, kind=kind)
 
     def floor(self) -> Tensor: return self._step("floor")
     def ceil(self) -> Tensor: return self._step("ceil")
@@ -585,7 +585,7 @@ class Tensor:
         if isinstance(min, Tensor) or isinstance(max, Tensor):
             out = self if min is None else self.maximum(min)
             return out if max is None else out.minimum(max)
-        return _ops().Clip.apply(self, low=min, high=max)
+        return ops.Clip.apply(self, low=min, high=max)
 
     clamp = clip
     def clamp_min(self, min: TensorOrScalar) -> Tensor: return self.clip(min=min)
@@ -594,12 +594,12 @@ class Tensor:
     def masked_fill(self, mask: Tensor, value: TensorOrScalar) -> Tensor:
         """Positions where `mask` is True take `value`; the gradient there is zero."""
         mask = mask.data if isinstance(mask, Tensor) else mask
-        return _ops().Where.apply(mask, self._operand(value), self)
+        return ops.Where.apply(mask, self._operand(value), self)
 
     def where(self, condition: Tensor, other: TensorOrScalar) -> Tensor:
         """self where condition holds, else other (Tensor.where as PyTorch)."""
         condition = condition.data if isinstance(condition, Tensor) else condition
-        return _ops().Where.apply(condition, self, self._operand(other))
+        return ops.Where.apply(condition, self, self._operand(other))
 
     def tril(self, diagonal: _int = 0) -> Tensor:
         """The lower triangle (entries j <= i + diagonal of the last two axes), the rest 0."""
@@ -615,7 +615,7 @@ class Tensor:
         n, m = self.shape[-2:]
         keep = np.tri(n, m, diagonal, dtype=bool) if lower else ~np.tri(n, m, diagonal - 1, dtype=bool)
         keep = to_device(keep, self.device)
-        return _ops().Where.apply(keep, self, self._operand(0))
+        return ops.Where.apply(keep, self, self._operand(0))
 
     def softmax(self, dim: _int = -1) -> Tensor:
         from .nn import functional as F
@@ -632,7 +632,7 @@ class Tensor:
         x = self if dtype is None else self.to(dtype=dtype)
         if x.dtype.kind == "b":
             x = x.long()
-        return _ops().Sum.apply(x, axis=dim, keepdims=keepdim)
+        return ops.Sum.apply(x, axis=dim, keepdims=keepdim)
 
     def mean(self, dim: Optional[IntOrTuple] = None, keepdim: _bool = False, *, axis: Optional[IntOrTuple] = None,
              keepdims: Optional[_bool] = None) -> Tensor:
@@ -661,16 +661,16 @@ class Tensor:
     def prod(self, dim: Optional[IntOrTuple] = None, keepdim: _bool = False, *, dtype: DTypeLike = None) -> Tensor:
         x = self if dtype is None else self.to(dtype=dtype)
         if dim is None:
-            return _ops().Prod.apply(x.reshape(-1), axis=0)
+            return ops.Prod.apply(x.reshape(-1), axis=0)
         if x.ndim == 0:
             return x.clone()
-        return _ops().Prod.apply(x, axis=dim % x.ndim, keepdims=bool(keepdim))
+        return ops.Prod.apply(x, axis=dim % x.ndim, keepdims=bool(keepdim))
 
     def cumsum(self, dim: _int, *, dtype: DTypeLike = None) -> Tensor:
         x = self if dtype is None else self.to(dtype=dtype)
         if x.ndim == 0:
             return x.clone()
-        return _ops().CumSum.apply(x, axis=dim % x.ndim)
+        return ops.CumSum.apply(x, axis=dim % x.ndim)
 
     def logsumexp(self, dim: IntOrTuple, keepdim: _bool = False) -> Tensor:
         """log sum exp x over `dim`, computed as m + log sum exp(x - m) with m the (constant) max."""
@@ -695,7 +695,7 @@ class Tensor:
         dim, keepdim = _dims(dim, axis, keepdim, keepdims)
         if dim == ():
             dim = None
-        return _ops().Max.apply(self, axis=dim, keepdims=keepdim)
+        return ops.Max.apply(self, axis=dim, keepdims=keepdim)
 
     def amin(self, dim: Optional[IntOrTuple] = None, keepdim: _bool = False, *, axis: Optional[IntOrTuple] = None,
              keepdims: Optional[_bool] = None) -> Tensor:
@@ -807,7 +807,7 @@ class Tensor:
     def gather(self, dim: _int, index: Tensor) -> Tensor:
         """out[i][j] = self[index[i][j]][j] for dim 0 (torch.gather); differentiable in self."""
         index = index.data if isinstance(index, Tensor) else xp_of(self.data).asarray(index)
-        return _ops().Gather.apply(self, index, axis=dim % max(self.ndim, 1))
+        return ops.Gather.apply(self, index, axis=dim % max(self.ndim, 1))
 
     def take_along_dim(self, indices: Tensor, dim: Optional[_int] = None) -> Tensor:
         """self picked at `indices` along `dim` (the flattened tensor when dim is None)."""
@@ -820,12 +820,12 @@ class Tensor:
         """A copy with src (a tensor, or `value`) written at `index` along `dim` (torch.scatter)."""
         src = value if src is None else src
         index = index.data if isinstance(index, Tensor) else np.asarray(index)
-        return _ops().Scatter.apply(self, index, self._operand(src), axis=dim % self.ndim)
+        return ops.Scatter.apply(self, index, self._operand(src), axis=dim % self.ndim)
 
     def scatter_add(self, dim: _int, index: Tensor, src: Tensor) -> Tensor:
         """A copy with src added at `index` along `dim`, repeated positions adding up."""
         index = index.data if isinstance(index, Tensor) else np.asarray(index)
-        return _ops().ScatterAdd.apply(self, index, self._operand(src), axis=dim % self.ndim)
+        return ops.ScatterAdd.apply(self, index, self._operand(src), axis=dim % self.ndim)
 
     def index_add(self, dim: _int, index: Tensor, source: Tensor, *, alpha: _float = 1) -> Tensor:
         """A copy with source's slices added at positions `index` along `dim`."""
@@ -873,7 +873,7 @@ class Tensor:
     # ------------------------------------------------------------------ shapes
     def reshape(self, *shape: Union[_int, Sequence[_int]]) -> Tensor:
         shape = _shape_args(shape)
-        return _ops().Reshape.apply(self, shape=shape)
+        return ops.Reshape.apply(self, shape=shape)
 
     view = reshape
 
@@ -899,7 +899,7 @@ class Tensor:
 
     def permute(self, *dims: Union[_int, Sequence[_int]]) -> Tensor:
         dims = _shape_args(dims)
-        return _ops().Permute.apply(self, dims=tuple(d % self.ndim for d in dims))
+        return ops.Permute.apply(self, dims=tuple(d % self.ndim for d in dims))
 
     def transpose(self, dim0: _int = 0, dim1: _int = 1) -> Tensor:
         """Swap two dimensions (PyTorch's semantics, not NumPy's full reversal)."""
@@ -931,7 +931,7 @@ class Tensor:
     def expand(self, *shape: Union[_int, Sequence[_int]]) -> Tensor:
         shape = _shape_args(shape)
         shape = tuple(s if s != -1 else self.shape[i - len(shape) + self.ndim] for i, s in enumerate(shape))
-        return _ops().Expand.apply(self, shape=shape)
+        return ops.Expand.apply(self, shape=shape)
 
     def expand_as(self, other: Tensor) -> Tensor:
         return self.expand(other.shape)
@@ -1005,7 +1005,7 @@ class Tensor:
         n = self.shape[0] + abs(diagonal)
         rows = np.arange(self.shape[0]) + max(0, -diagonal)
         index = (to_device(rows, self.device), to_device(rows + diagonal, self.device))
-        return _ops().SetItem.apply(Tensor._wrap(xp_of(self.data).zeros((n, n), self.dtype)), self, index=index)
+        return ops.SetItem.apply(Tensor._wrap(xp_of(self.data).zeros((n, n), self.dtype)), self, index=index)
 
     def diag_embed(self) -> Tensor:
         n = self.shape[-1]
@@ -1149,12 +1149,6 @@ class Tensor:
         return self
 
 
-def _ops():
-
-    from . import ops
-    return ops
-
-
 def _unwrap_index(index):
     if isinstance(index, Tensor):
         return index.data
@@ -1205,13 +1199,10 @@ def _is_device(arg):
     return type(arg).__name__ == "device"
 
 
-def _run_backward(root, grad, retain_graph, capture=None):
-    """Reverse-mode sweep over the Functions reachable from `root`, without recursion.
-
-    Gradients accumulate into the leaves' (and retain_grad tensors') .grad; with `capture`, a
-    dict {id(tensor): [tensor, None]} (autograd.grad), they are summed into it instead and no
-    .grad changes."""
-    order, seen, stack = [], set(), [(root._ctx, False)]
+def _topological_order(root_fn):
+    """The Functions reachable from `root_fn`, each after every Function it reads from (a
+    depth-first walk with an explicit stack, so a graph of any depth works)."""
+    order, seen, stack = [], set(), [(root_fn, False)]
     while stack:
         fn, expanded = stack.pop()
         if expanded:
@@ -1228,7 +1219,16 @@ def _run_backward(root, grad, retain_graph, capture=None):
         for edge in fn.edges:
             if edge is not None and edge[0] is not None and id(edge[0]) not in seen:
                 stack.append((edge[0], False))
+    return order
 
+
+def _run_backward(root, grad, retain_graph, capture=None):
+    """Reverse-mode sweep over the Functions reachable from `root`, without recursion.
+
+    Gradients accumulate into the leaves' (and retain_grad tensors') .grad; with `capture`, a
+    dict {id(tensor): [tensor, None]} (autograd.grad), they are summed into it instead and no
+    .grad changes."""
+    order = _topological_order(root._ctx)
     pending = {id(root._ctx): [None] * root._ctx.n_outputs}
     pending[id(root._ctx)][root._out_index] = grad
     retained = {}
@@ -1285,3 +1285,7 @@ def _zeros_like_meta(fn, index, like):
     shape, dtype = fn.output_meta[index]
     return xp_of(like).zeros(shape, dtype=dtype)
 
+
+# Last, because the ops subclass Function above: importing ops here, once, gives every method
+# its op by name (ops -> tensor is the import every op module makes).
+from . import ops  # noqa: E402

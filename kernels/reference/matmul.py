@@ -2,8 +2,9 @@
 
     matmul(a, b) = a @ b        (NumPy's / CuPy's rules: stacks of matrices, broadcasting, 1-D)
 
-The engine runs every product of arrays through this family (`ops.matmul_rows`), so that a
-backend can run the GEMMs on the same threads as its other kernels (cython/matmul.py).
+The engine runs every product of arrays through this family (`matmul_rows` in
+tinygrad_seq/ops/linear.py), so that a backend can run the GEMMs on the same threads as its
+other kernels (cython/matmul.py).
 Here: the array library's own matmul (NumPy's OpenBLAS, cuBLAS on CuPy).
 """
 

@@ -10,7 +10,7 @@ from tinygrad_seq.kernels.cuda import _launch
 from tinygrad_seq.kernels.cuda import recurrence as cuda_rec
 from tinygrad_seq.nn import functional as F
 
-rnn_module = __import__("tinygrad_seq.nn.rnn", fromlist=["kernels"])
+rnn_module = __import__("tinygrad_seq.ops.recurrence", fromlist=["kernels"])
 
 # mode: (forward kernel, backward kernel, array arguments of each) -- before packing, 6/7 for
 # the LSTM, 7/9 for the GRU, 3/4 for the plain RNN

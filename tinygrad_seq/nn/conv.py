@@ -1,4 +1,4 @@
-"""Convolution and pooling: the differentiable ops and the layers, with PyTorch's arguments,
+"""Convolution and pooling: the functional forms and the layers, with PyTorch's arguments,
 parameter names and shapes (NCL for 1-D, NCHW for 2-D).
 
 A convolutional layer slides a small filter over the input and takes a dot product at every
@@ -10,10 +10,10 @@ so an input of size n, padded by p on each side, filtered by a kernel of size f 
 d*(f-1) + 1) with stride s gives floor((n + 2p - d*(f-1) - 1) / s) + 1 outputs.  Pooling
 slides a window the same way and keeps its maximum or its mean.
 
-Each of convolution, max pooling and average pooling is ONE Function whose forward and
-backward call the `conv` kernel family (`tinygrad_seq.backend.kernels("conv", device)`):
-the NumPy reference (im2col + GEMM) or a compiled backend.  The kernels take symmetric
-zero padding only, so the engine does the rest before calling them: the asymmetric
+Each of convolution, max pooling and average pooling is ONE op (`ops.Conv2d`,
+`ops.MaxPool2d`, `ops.AvgPool2d`, in tinygrad_seq/ops/convolution.py) whose forward and
+backward call the `conv` kernel family.  The kernels take symmetric zero padding only, so
+the functional forms here do the rest before calling them: the asymmetric
 'same' padding of even kernels (PyTorch puts the extra row/column at the end), other
 padding modes, and 1-D ops, which run as 2-D ops on (N, C, 1, L).
 """
@@ -21,10 +21,11 @@ import math
 
 import numpy as np
 
-from ..backend import kernels
-from ..device import device_of, to_device, xp_of
+from .. import ops
+from ..device import to_device, xp_of
+from ..ops.movement import PAD_MODES
 from ..random import generator
-from ..tensor import Function, Tensor
+from ..tensor import Tensor
 from .module import Module, Parameter
 
 __all__ = ["Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d",
@@ -32,7 +33,6 @@ __all__ = ["Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d
            "GlobalMaxPool1d", "ConstantPad1d", "ConstantPad2d", "ZeroPad2d"]
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")  # of a Conv layer
-PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}  # -> np.pad's
 
 
 # ---------------------------------------------------------------------------- argument helpers
@@ -71,155 +71,6 @@ def padding_pairs(op, padding, kernel_size, stride, dilation):
     return [(p, p) for p in pads]
 
 
-def _float_array_check(op, *arrays):
-    """The kernels compute in one float dtype: refuse integers and mixed precisions up front."""
-    dtypes = [a.dtype for a in arrays if a is not None]
-    if any(d.kind != "f" for d in dtypes):
-        raise TypeError(f"{op}: expects floating-point tensors, got dtypes {[str(d) for d in dtypes]}; "
-                        "convert with .float()")
-    if len(set(dtypes)) > 1:
-        raise TypeError(f"{op}: input, weight and bias must share one dtype, got {[str(d) for d in dtypes]}; "
-                        "cast with .float() or .double()")
-
-
-def _contiguous(a):
-    return xp_of(a).ascontiguousarray(a)
-
-
-# ---------------------------------------------------------------------------- the differentiable ops
-class Conv2dOp(Function):
-    """y = conv2d(x, w) + b, cross-correlation with symmetric zero padding:
-
-        y[n, f, ho, wo] = b[f] + sum_{c,i,j} w[f, c, i, j] * xpad[n, c, ho*sh + i*dh, wo*sw + j*dw]
-
-    Backward reads the same sum the other two ways:
-        dw[f, c, i, j] = sum_{n,ho,wo} dy[n, f, ho, wo] * xpad[n, c, ho*sh + i*dh, wo*sw + j*dw]
-        dxpad[n, c, ho*sh + i*dh, wo*sw + j*dw] += sum_f w[f, c, i, j] * dy[n, f, ho, wo]
-        db[f] = sum_{n,ho,wo} dy[n, f, ho, wo]
-    With groups > 1 the channels split into `groups` independent convolutions.
-    """
-
-    def forward(self, x, w, b, stride, padding, dilation, groups=1):
-        _float_array_check("conv2d", x, w, b)
-        self.kernels = kernels("conv", device_of(x))
-        self.args, self.groups, self.has_bias = (stride, padding, dilation), groups, b is not None
-        x, w = _contiguous(x), _contiguous(w)
-        self.save_for_backward(x, w)
-        if groups == 1:
-            return self.kernels.conv2d_forward(x, w, b, stride, padding, dilation)
-        xp = xp_of(x)
-        pieces = zip(self._split(x, 1), self._split(w, 0), self._split(b, 0) if b is not None else [None] * groups)
-        return xp.concatenate([self.kernels.conv2d_forward(xg, wg, bg, stride, padding, dilation)
-                               for xg, wg, bg in pieces], axis=1)
-
-    def backward(self, dy):
-        x, w = self.saved
-        need_bias = self.has_bias and self.needs_input_grad[2]
-        dy = _contiguous(dy)
-        if self.groups == 1:
-            dx, dw, db = self.kernels.conv2d_backward(dy, x, w, *self.args, need_bias)
-        else:
-            xp = xp_of(dy)
-            parts = [self.kernels.conv2d_backward(dyg, xg, wg, *self.args, need_bias)
-                     for dyg, xg, wg in zip(self._split(dy, 1), self._split(x, 1), self._split(w, 0))]
-            dx = xp.concatenate([p[0] for p in parts], axis=1)
-            dw = xp.concatenate([p[1] for p in parts], axis=0)
-            db = xp.concatenate([p[2] for p in parts]) if need_bias else None
-        return (dx if self.needs_input_grad[0] else None,
-                dw if self.needs_input_grad[1] else None,
-                db)
-
-    def _split(self, a, axis):
-        return [_contiguous(part) for part in xp_of(a).split(a, self.groups, axis=axis)]
-
-
-class MaxPool2dOp(Function):
-    """y[n, c, ho, wo] = max_{i,j} xpad[n, c, ho*sh + i, wo*sw + j]  (padding is -inf);
-    dx = dy routed to the position of each window's maximum (the first one on ties).
-
-    With return_indices=True also returns the argmax: the flat index h*W + w of each maximum
-    in its unpadded (H, W) plane, as torch.nn.functional.max_pool2d does."""
-
-    def forward(self, x, kernel_size, stride, padding, return_indices=False):
-        _float_array_check("max_pool2d", x)
-        self.kernels = kernels("conv", device_of(x))
-        self.x_shape = x.shape
-        y, argmax = self.kernels.maxpool2d_forward(_contiguous(x), kernel_size, stride, padding)
-        self.save_for_backward(argmax)
-        return (y, argmax) if return_indices else y
-
-    def backward(self, dy, d_indices=None):
-        (argmax,) = self.saved
-        return self.kernels.maxpool2d_backward(_contiguous(dy), argmax, self.x_shape)
-
-
-class AvgPool2dOp(Function):
-    """y[n, c, ho, wo] = (1 / (kh*kw)) sum_{i,j} xpad[n, c, ho*sh + i, wo*sw + j]  (zero padding counted);
-    dx: every input of a window receives dy / (kh*kw)."""
-
-    def forward(self, x, kernel_size, stride, padding):
-        _float_array_check("avg_pool2d", x)
-        self.kernels = kernels("conv", device_of(x))
-        self.x_shape, self.args = x.shape, (kernel_size, stride, padding)
-        return self.kernels.avgpool2d_forward(_contiguous(x), kernel_size, stride, padding)
-
-    def backward(self, dy):
-        return self.kernels.avgpool2d_backward(_contiguous(dy), self.x_shape, *self.args)
-
-
-class Pad(Function):
-    """y = x grown by widths[d] = (before, after) entries along each dimension d:
-    'constant' fills them with `value` (a negative width crops instead); 'reflect',
-    'replicate' and 'circular' copy entries of x, as torch.nn.functional.pad does.
-    dx = dy at the positions x was copied to, summed where one entry was copied twice."""
-
-    def forward(self, x, widths, mode="constant", value=0.0):
-        xp = xp_of(x)
-        self.shape, self.widths, self.mode = x.shape, widths, mode
-        if mode == "constant":
-            out_shape = tuple(n + b + a for n, (b, a) in zip(x.shape, widths))
-            if min(out_shape) < 0:
-                raise ValueError(f"pad: widths {widths} crop more than the input shape {tuple(x.shape)} holds")
-            self.src, self.dst = self._inner_slices(x.shape, widths)
-            y = xp.full(out_shape, value, dtype=x.dtype)
-            y[self.dst] = x[self.src]
-            return y
-        # reflect / replicate / circular: gather x at the positions NumPy's pad maps each output to
-        self.gathers = []
-        y = x
-        for axis, (n, (before, after)) in enumerate(zip(x.shape, widths)):
-            if before or after:
-                index = np.pad(np.arange(n), (before, after), mode=PAD_MODES[mode])
-                index = to_device(index, device_of(x))
-                self.gathers.append((axis, n, index))
-                y = xp.take(y, index, axis=axis)
-        return y
-
-    def backward(self, dy):
-        xp = xp_of(dy)
-        if self.mode == "constant":
-            dx = xp.zeros(self.shape, dtype=dy.dtype)
-            dx[self.src] = dy[self.dst]
-            return dx
-        for axis, n, index in reversed(self.gathers):
-            shape = list(dy.shape)
-            shape[axis] = n
-            dx = xp.zeros(shape, dtype=dy.dtype)
-            xp.add.at(dx, (slice(None),) * axis + (index,), dy)
-            dy = dx
-        return dy
-
-    @staticmethod
-    def _inner_slices(shape, widths):
-        """Where x (src) lands in y (dst) when negative widths crop and positive ones pad."""
-        src, dst = [], []
-        for n, (before, after) in zip(shape, widths):
-            start, stop = max(-before, 0), n - max(-after, 0)
-            src.append(slice(start, max(stop, start)))
-            dst.append(slice(max(before, 0), max(before, 0) + max(stop - start, 0)))
-        return tuple(src), tuple(dst)
-
-
 # ---------------------------------------------------------------------------- the functional forms
 def pad(input, pad, mode="constant", value=None):
     """torch.nn.functional.pad: `pad` lists (before, after) widths starting from the LAST dimension,
@@ -239,7 +90,7 @@ def pad(input, pad, mode="constant", value=None):
         for n, (before, after) in zip(input.shape, widths):
             if max(before, after) >= n:
                 raise ValueError(f"pad: reflect padding {(before, after)} must be smaller than the dimension {n}")
-    return Pad.apply(input, widths=widths, mode=mode, value=0.0 if value is None else value)
+    return ops.Pad.apply(input, widths=widths, mode=mode, value=0.0 if value is None else value)
 
 
 def _batched(op, x, dims):
@@ -276,19 +127,19 @@ def convolution(input, weight, bias=None, stride=1, padding=0, dilation=1, group
         raise ValueError(f"{op}: padding_mode must be one of {', '.join(PADDING_MODES)}, not {padding_mode!r}")
     pads = padding_pairs(op, padding, kernel_size, stride, dilation)
     if padding_mode != "zeros":
-        x = Pad.apply(x, widths=((0, 0), (0, 0)) + tuple(pads), mode=padding_mode, value=0.0)
+        x = ops.Pad.apply(x, widths=((0, 0), (0, 0)) + tuple(pads), mode=padding_mode, value=0.0)
         symmetric = (0,) * dims
     else:
         # the kernel pads symmetrically; an uneven 'same' adds the odd row/column here first
         symmetric = tuple(min(before, after) for before, after in pads)
         extra = tuple((before - s, after - s) for (before, after), s in zip(pads, symmetric))
         if any(b or a for b, a in extra):
-            x = Pad.apply(x, widths=((0, 0), (0, 0)) + extra, mode="constant", value=0.0)
+            x = ops.Pad.apply(x, widths=((0, 0), (0, 0)) + extra, mode="constant", value=0.0)
     w = weight
     if dims == 1:  # a 1-D convolution is a 2-D one over a single row
         x, w = x.unsqueeze(2), weight.unsqueeze(2)
         stride, symmetric, dilation = (1,) + stride, (0,) + symmetric, (1,) + dilation
-    y = Conv2dOp.apply(x, w, bias, stride=stride, padding=symmetric, dilation=dilation, groups=groups)
+    y = ops.Conv2d.apply(x, w, bias, stride=stride, padding=symmetric, dilation=dilation, groups=groups)
     if dims == 1:
         y = y.reshape(y.shape[:2] + y.shape[3:])
     return y.reshape(y.shape[1:]) if unbatched else y
@@ -329,7 +180,7 @@ def max_pool(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False
     k, s, p = _pool_args(op, dims, kernel_size, stride, padding, ceil_mode, dilation)
 
     def run(x4):
-        out = MaxPool2dOp.apply(x4, kernel_size=k, stride=s, padding=p, return_indices=return_indices)
+        out = ops.MaxPool2d.apply(x4, kernel_size=k, stride=s, padding=p, return_indices=return_indices)
         if return_indices:  # indices are data, not part of the graph
             return out[0], Tensor._wrap(out[1].data)
         return out
@@ -344,7 +195,7 @@ def avg_pool(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_incl
     k, s, p = _pool_args(op, dims, kernel_size, stride, padding, ceil_mode)
 
     def run(x4):
-        y = AvgPool2dOp.apply(x4, kernel_size=k, stride=s, padding=p)
+        y = ops.AvgPool2d.apply(x4, kernel_size=k, stride=s, padding=p)
         window = math.prod(k)
         if divisor_override:
             return y * (window / divisor_override)
@@ -352,7 +203,7 @@ def avg_pool(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_incl
             # the mean of a plane of ones is the fraction of each window that is real input
             xp = xp_of(x4.data)
             ones = xp.ones((1, 1) + tuple(x4.shape[2:]), dtype=x4.dtype)
-            real = AvgPool2dOp.apply(Tensor._wrap(ones), kernel_size=k, stride=s, padding=p)
+            real = ops.AvgPool2d.apply(Tensor._wrap(ones), kernel_size=k, stride=s, padding=p)
             return y / real
         return y
     return _pool(op, dims, x, run)
@@ -462,21 +313,33 @@ class Conv2d(_ConvNd):
     dims = 2
 
 
-class _MaxPoolNd(Module):
-    dims = 2
+class _PoolNd(Module):
+    """What the max and average pooling layers share: the window (stride defaults to
+    kernel_size), checked when the layer is made rather than at its first call, and a forward
+    that hands it with the layer's own `options` to its functional form `pool`."""
+    dims, pool, options = 2, None, ()
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
+    def __init__(self, kernel_size, stride, padding, ceil_mode, dilation=1):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride if stride is not None else kernel_size, padding
-        self.dilation, self.return_indices, self.ceil_mode = dilation, return_indices, ceil_mode
+        self.ceil_mode = ceil_mode
         _pool_args(type(self).__name__, self.dims, kernel_size, stride, padding, ceil_mode, dilation)
 
     def forward(self, x):
-        return max_pool(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
-                        self.return_indices, dims=self.dims)
+        options = {name: getattr(self, name) for name in self.options}
+        return type(self).pool(x, self.kernel_size, self.stride, self.padding, ceil_mode=self.ceil_mode,
+                               dims=self.dims, **options)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class _MaxPoolNd(_PoolNd):
+    pool, options = max_pool, ("dilation", "return_indices")
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
+        super().__init__(kernel_size, stride, padding, ceil_mode, dilation)
+        self.dilation, self.return_indices = dilation, return_indices
 
 
 class MaxPool1d(_MaxPoolNd):
@@ -489,22 +352,13 @@ class MaxPool2d(_MaxPoolNd):
     dims = 2
 
 
-class _AvgPoolNd(Module):
-    dims = 2
+class _AvgPoolNd(_PoolNd):
+    pool, options = avg_pool, ("count_include_pad", "divisor_override")
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                  divisor_override=None):
-        super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride if stride is not None else kernel_size, padding
-        self.ceil_mode, self.count_include_pad, self.divisor_override = ceil_mode, count_include_pad, divisor_override
-        _pool_args(type(self).__name__, self.dims, kernel_size, stride, padding, ceil_mode)
-
-    def forward(self, x):
-        return avg_pool(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
-                        self.divisor_override, dims=self.dims)
-
-    def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
 
 
 class AvgPool1d(_AvgPoolNd):

@@ -9,7 +9,7 @@ from .. import ops
 from ..creation import one_hot  # noqa: F401  (re-exported: F.one_hot as in PyTorch)
 from ..device import xp_of
 from ..random import generator
-from ..tensor import Function, Tensor
+from ..tensor import Tensor
 
 
 def _last_dim_op(x, dim, fn):
@@ -192,82 +192,9 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Opti
 
 
 # ---------------------------------------------------------------------------- layers' functional forms
-def _rows2d(a, width):
-    """View an array as (rows, width): every leading axis is a batch axis."""
-    return a.reshape(-1, width)
-
-
-class LinearFunction(Function):
-    """y = x W^T + b for x (..., in), W (out, in), b (out,);
-    dx = dy W,  dW = dy^T x (summed over every batch row),  db = sum of dy over the rows."""
-
-    def forward(self, x, weight, bias=None):
-        if x.shape[-1] != weight.shape[1]:
-            raise ValueError(f"linear: input has {x.shape[-1]} features but the weight {tuple(weight.shape)} "
-                             f"expects {weight.shape[1]}")
-        rows = _rows2d(x, weight.shape[1])   # a copy when x is a transposed view: made once, kept
-        self.save_for_backward(rows, weight)
-        y = ops.matmul_rows(rows, weight.T).reshape(*x.shape[:-1], weight.shape[0])
-        if bias is not None:
-            y += bias
-        return y
-
-    def backward(self, dy):
-        rows, weight = self.saved
-        dy_rows = _rows2d(dy, weight.shape[0])
-        dx = ops.matmul_rows(dy, weight) if self.needs_input_grad[0] else None
-        dw = ops.matmul_rows(dy_rows.T, rows) if self.needs_input_grad[1] else None
-        db = dy_rows.sum(axis=0) if self.needs_input_grad[2] else None
-        return dx, dw, db
-
-
 def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """y = x W^T + b (torch.nn.functional.linear): one fused op, one GEMM per gradient."""
-    return LinearFunction.apply(input, weight, bias)
-
-
-def _scatter_add(target, index, values):
-    """target[index[i]] += values[i] for rows of values, with repeated indices adding up."""
-    xp = xp_of(target)
-    if xp is np and index.size:
-        # np.add.at adds one row at a time (a Transformer's embedding gradient: 5 ms); sorting
-        # the rows by index and adding each run of equal indices with one reduceat: 1 ms
-        index = np.where(index < 0, index + len(target), index)   # -1 and V-1 are one row
-        order = np.argsort(index, kind="stable")
-        ids = index[order]
-        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-        target[ids[starts]] += np.add.reduceat(values[order], starts, axis=0)
-    elif hasattr(xp.add, "at"):
-        xp.add.at(target, index, values)
-    else:  # older CuPy
-        import cupyx
-        cupyx.scatter_add(target, index, values)
-
-
-class EmbeddingFunction(Function):
-    """y = W[ids] (a row lookup);  dW[v] = sum of dy over the positions whose id is v
-    (a scatter-add), except the padding row, which never learns."""
-
-    def forward(self, weight, ids, padding_idx=None):
-        xp = xp_of(weight)
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"embedding: indices must be integers, not {ids.dtype}")
-        if ids.size and (int(ids.min()) < -weight.shape[0] or int(ids.max()) >= weight.shape[0]):
-            raise IndexError(f"embedding: indices must lie in [0, {weight.shape[0]}), "
-                             f"got [{int(ids.min())}, {int(ids.max())}]")
-        self.num, self.padding_idx = weight.shape[0], padding_idx
-        self.save_for_backward(ids)
-        return xp.take(weight, ids, axis=0)
-
-    def backward(self, dy):
-        xp = xp_of(dy)
-        ids, = self.saved
-        dim = dy.shape[-1]
-        dw = xp.zeros((self.num, dim), dtype=dy.dtype)
-        _scatter_add(dw, ids.reshape(-1), dy.reshape(-1, dim))
-        if self.padding_idx is not None:
-            dw[self.padding_idx] = 0
-        return dw, None
+    return ops.Linear.apply(input, weight, bias)
 
 
 def embedding(input: Tensor, weight: Tensor, padding_idx: Optional[int] = None) -> Tensor:
@@ -275,52 +202,7 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: Optional[int] = None) 
     ids = input.data if isinstance(input, Tensor) else np.asarray(input)
     if padding_idx is not None and padding_idx < 0:
         padding_idx += weight.shape[0]
-    return EmbeddingFunction.apply(weight, ids, padding_idx=padding_idx)
-
-
-def _normalize_backward(dxhat, xhat, invstd, axes):
-    """Backward of xhat = (x - mean) * invstd where mean and variance are over `axes`:
-    dx = invstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))."""
-    dx = xhat * (dxhat * xhat).mean(axis=axes, keepdims=True)
-    xp_of(dx).subtract(dxhat, dx, out=dx)
-    dx -= dxhat.mean(axis=axes, keepdims=True)
-    dx *= invstd
-    return dx
-
-
-class LayerNormFunction(Function):
-    """y = (x - mean) / sqrt(var + eps) * w + b, mean and (biased) var over the last `ndim` axes;
-    dx = see _normalize_backward with dxhat = dy * w;  dw = sum(dy * xhat);  db = sum(dy)."""
-
-    def forward(self, x, weight=None, bias=None, ndim=1, eps=1e-5):
-        xp = xp_of(x)
-        axes = tuple(range(x.ndim - ndim, x.ndim))
-        # in place where the array is ours: each pass over a Transformer's activations costs
-        xhat = x - x.mean(axis=axes, keepdims=True)
-        var = xp.square(xhat).mean(axis=axes, keepdims=True)
-        invstd = (1.0 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)
-        xhat *= invstd
-        self.axes = axes
-        self.save_for_backward(xhat, invstd, weight)
-        if weight is None:
-            return xhat + bias if bias is not None else xhat.copy()
-        y = xhat * weight
-        if bias is not None:
-            y += bias
-        return y
-
-    def backward(self, dy):
-        xhat, invstd, weight = self.saved
-        batch_axes = tuple(range(dy.ndim - len(self.axes)))
-        dx = dw = db = None
-        if self.needs_input_grad[0]:
-            dxhat = dy * weight if weight is not None else dy
-            dx = _normalize_backward(dxhat, xhat, invstd, self.axes)
-        if self.needs_input_grad[1]:
-            dw = (dy * xhat).sum(axis=batch_axes)
-        if self.needs_input_grad[2]:
-            db = dy.sum(axis=batch_axes)
-        return dx, dw, db
+    return ops.Embedding.apply(weight, ids, padding_idx=padding_idx)
 
 
 def layer_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]], weight: Optional[Tensor] = None,
@@ -329,59 +211,7 @@ def layer_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]], weigh
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
         raise ValueError(f"layer_norm: input of shape {input.shape} does not end in normalized_shape {normalized_shape}")
-    return LayerNormFunction.apply(input, weight, bias, ndim=len(normalized_shape), eps=eps)
-
-
-class BatchNormFunction(Function):
-    """y = (x - mean) / sqrt(var + eps) * w + b per channel (axis 1), with the mean and the
-    biased variance taken over the batch and every spatial axis when `training`, else the
-    running statistics.  Training updates the running statistics in place:
-    running = (1 - momentum) * running + momentum * batch (the variance unbiased, as PyTorch).
-
-    dx (training) = see _normalize_backward with dxhat = dy * w;  dx (eval) = dy * w * invstd;
-    dw = sum(dy * xhat);  db = sum(dy)."""
-
-    def forward(self, x, weight=None, bias=None, running_mean=None, running_var=None, training=True,
-                momentum=0.1, eps=1e-5):
-        xp = xp_of(x)
-        if x.ndim < 2:
-            raise ValueError(f"batch_norm: expects (N, C, ...) input, got shape {tuple(x.shape)}")
-        axes = (0,) + tuple(range(2, x.ndim))
-        channel_shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
-        if training:
-            count = x.size // x.shape[1]
-            if count <= 1:
-                raise ValueError(f"batch_norm: expected more than 1 value per channel when training, "
-                                 f"got input of shape {tuple(x.shape)}")
-            mean = x.mean(axis=axes, keepdims=True)
-            centred = x - mean
-            var = (centred * centred).mean(axis=axes, keepdims=True)
-            if running_mean is not None:
-                running_mean *= 1 - momentum
-                running_mean += momentum * mean.reshape(-1).astype(running_mean.dtype)
-                running_var *= 1 - momentum
-                running_var += momentum * (var.reshape(-1) * (count / (count - 1))).astype(running_var.dtype)
-        else:
-            centred = x - running_mean.reshape(channel_shape).astype(x.dtype, copy=False)
-            var = running_var.reshape(channel_shape).astype(x.dtype, copy=False)
-        invstd = (1.0 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)
-        xhat = centred * invstd
-        self.axes, self.training, self.channel_shape = axes, training, channel_shape
-        self.save_for_backward(xhat, invstd, weight)
-        y = xhat * weight.reshape(channel_shape) if weight is not None else xhat
-        return y + bias.reshape(channel_shape) if bias is not None else y
-
-    def backward(self, dy):
-        xhat, invstd, weight = self.saved
-        dx = dw = db = None
-        if self.needs_input_grad[0]:
-            dxhat = dy * weight.reshape(self.channel_shape) if weight is not None else dy
-            dx = _normalize_backward(dxhat, xhat, invstd, self.axes) if self.training else dxhat * invstd
-        if self.needs_input_grad[1]:
-            dw = (dy * xhat).sum(axis=self.axes)
-        if self.needs_input_grad[2]:
-            db = dy.sum(axis=self.axes)
-        return dx, dw, db
+    return ops.LayerNorm.apply(input, weight, bias, ndim=len(normalized_shape), eps=eps)
 
 
 def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
@@ -393,8 +223,8 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
     rv = running_var.data if isinstance(running_var, Tensor) else running_var
     if not training and (rm is None or rv is None):
         raise ValueError("batch_norm: evaluation mode needs running_mean and running_var")
-    return BatchNormFunction.apply(input, weight, bias, running_mean=rm, running_var=rv, training=training,
-                                   momentum=momentum, eps=eps)
+    return ops.BatchNorm.apply(input, weight, bias, running_mean=rm, running_var=rv, training=training,
+                               momentum=momentum, eps=eps)
 
 
 # ---------------------------------------------------------------------------- re-exported from their own modules

@@ -1,7 +1,7 @@
 """Convolution, pooling and padding as functions, with torch.nn.functional's names and arguments.
 
-The ops themselves (one differentiable Function each) live in `nn/conv.py`; these are the
-stateless forms the layers there call with their own weights.
+The ops themselves (one differentiable Function each) live in `tinygrad_seq/ops/convolution.py`;
+these are the stateless forms the layers of `nn/conv.py` call with their own weights.
 """
 from __future__ import annotations
 
