@@ -20,10 +20,10 @@ import time
 
 import numpy as np
 
+RNN_MODES = {"lstm_lm": "LSTM", "gru_lm": "GRU", "rnn_lm": "RNN"}
+# the three recurrent workloads share their sizes, so that their rows compare the cells alone
 CPU_SIZES = {
-    "lstm_lm": dict(V=65, H=256, B=32, T=64),
-    "gru_lm": dict(V=65, H=256, B=32, T=64),
-    "rnn_lm": dict(V=65, H=256, B=32, T=64),
+    **{workload: dict(V=65, H=256, B=32, T=64) for workload in RNN_MODES},
     "cnn": dict(B=64),
     "transformer": dict(V=65, d=128, heads=4, layers=2, B=16, T=128),
     # the same network as `transformer`, its blocks written by hand from public ops (user_block_lm)
@@ -31,13 +31,10 @@ CPU_SIZES = {
     "scalar_mlp": dict(points=100),
 }
 GPU_SIZES = {
-    "lstm_lm": dict(V=65, H=1024, B=256, T=128),
-    "gru_lm": dict(V=65, H=1024, B=256, T=128),
-    "rnn_lm": dict(V=65, H=1024, B=256, T=128),
+    **{workload: dict(V=65, H=1024, B=256, T=128) for workload in RNN_MODES},
     "cnn": dict(B=1024),
     "transformer": dict(V=65, d=512, heads=8, layers=4, B=64, T=256),
 }
-RNN_MODES = {"lstm_lm": "LSTM", "gru_lm": "GRU", "rnn_lm": "RNN"}
 # Approximate FLOPs of one lstm_lm-style step, for the GFLOP/s column (forward 1x, backward 2x).
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
