@@ -1,7 +1,7 @@
-"""Kernel-output comparison shared by the property tests of the CPU backends
-(tests/test_kernel_properties.py) and of the CUDA kernels under the simulator
-(tests/cudasim/test_sim_properties.py): IEEE-aware closeness to the NumPy reference, and the
-arguments of one recurrence kind."""
+"""Kernel checks shared by the tests of every backend against the NumPy reference (the CPU
+backends' property and build tests, the CUDA kernels under the simulator and on a GPU):
+IEEE-aware closeness, the arguments of one recurrence kind, a convolution case's inputs, the
+pooling round trip and the masked softmax's special values."""
 import numpy as np
 
 TOLERANCE = {np.dtype(np.float32): (2e-4, 2e-5), np.dtype(np.float64): (1e-10, 1e-12)}
@@ -65,3 +65,23 @@ def softmax_special_values(dtype):
     mask[4, 1] = True
     mask[5] = True
     return x, mask
+
+
+def conv_inputs(rng, dtype, x_shape, w_shape):
+    """Input, weight and bias of one convolution case: standard normal in `dtype`."""
+    return tuple(rng.standard_normal(shape).astype(dtype) for shape in (x_shape, w_shape, w_shape[:1]))
+
+
+def check_pooling(both, assert_close, rng, x, kernel, stride, padding):
+    """Max and average pooling, forward and backward, of one backend against the reference.
+    `both(name, *args)` gives (the backend's result as host arrays, the reference's result) of
+    conv kernel `name`; `assert_close(got, expected)` compares float outputs; the max-pooling
+    argmax must be int64 and equal to the reference's (ties included)."""
+    (y, argmax), (expected_y, expected_argmax) = both("maxpool2d_forward", x, kernel, stride, padding)
+    assert_close(y, expected_y)
+    assert argmax.dtype == np.int64
+    np.testing.assert_array_equal(argmax, expected_argmax)
+    dy = rng.standard_normal(expected_y.shape).astype(x.dtype)
+    assert_close(*both("maxpool2d_backward", dy, expected_argmax, x.shape))
+    assert_close(*both("avgpool2d_forward", x, kernel, stride, padding))
+    assert_close(*both("avgpool2d_backward", dy, x.shape, kernel, stride, padding))

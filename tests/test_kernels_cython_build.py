@@ -18,6 +18,8 @@ import sysconfig
 import numpy as np
 import pytest
 
+from kernel_checks import check_pooling, conv_inputs
+
 import tinygrad_seq.kernels.cython as cython_backend
 
 # the module, not tinygrad_seq.backend the context manager that the package re-exports
@@ -381,9 +383,7 @@ CONV_CASES = [  # x shape, w shape, stride, padding, dilation
 def test_conv2d_equals_the_reference(dtype, case):
     x_shape, w_shape, stride, padding, dilation = case
     rng = np.random.default_rng(len(x_shape) + x_shape[2])
-    x = rng.standard_normal(x_shape).astype(dtype)
-    w = rng.standard_normal(w_shape).astype(dtype)
-    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    x, w, b = conv_inputs(rng, dtype, x_shape, w_shape)
     for bias in (b, None):
         y, expected = both("conv2d_forward", "conv", x, w, bias, stride, padding, dilation)
         assert_all_close(y, expected, dtype)
@@ -407,14 +407,8 @@ def test_pooling_equals_the_reference(dtype, case):
     rng = np.random.default_rng(x_shape[3])
     x = rng.standard_normal(x_shape).astype(dtype)
     x.flat[::5] = x.flat[1]                   # ties: the first maximum must win, as in the reference
-    (y, argmax), (ry, rargmax) = both("maxpool2d_forward", "conv", x, kernel, stride, padding)
-    assert_all_close(y, ry, dtype)
-    assert argmax.dtype == np.int64
-    np.testing.assert_array_equal(argmax, rargmax)
-    dy = rng.standard_normal(y.shape).astype(dtype)
-    assert_all_close(*both("maxpool2d_backward", "conv", dy, rargmax, x.shape), dtype)
-    assert_all_close(*both("avgpool2d_forward", "conv", x, kernel, stride, padding), dtype)
-    assert_all_close(*both("avgpool2d_backward", "conv", dy, x.shape, kernel, stride, padding), dtype)
+    check_pooling(lambda name, *args: both(name, "conv", *args),
+                  lambda got, expected: assert_all_close(got, expected, dtype), rng, x, kernel, stride, padding)
 
 
 BAD_CALLS = [  # (module, kernel, arguments): each must raise the reference's ValueError

@@ -1,6 +1,7 @@
 """CUDA convolution (im2col/col2im kernels + GEMM) and pooling kernels vs the NumPy reference."""
 import numpy as np
 import pytest
+from kernel_checks import conv_inputs
 from simcheck import DTYPES, assert_close, assert_unchanged, directional_derivative, frozen
 
 from tinygrad_seq.kernels.cuda import conv as cuda_conv
@@ -21,9 +22,7 @@ CONV_CASES = [
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_conv2d_forward_backward(rng, dtype, case):
     x_shape, w_shape, stride, padding, dilation = case
-    x = rng.standard_normal(x_shape).astype(dtype)
-    w = rng.standard_normal(w_shape).astype(dtype)
-    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    x, w, b = conv_inputs(rng, dtype, x_shape, w_shape)
     copies = frozen(x, w, b)
     y = cuda_conv.conv2d_forward(x, w, b, stride, padding, dilation)
     assert_close(y, ref.conv2d_forward(x, w, b, stride, padding, dilation), dtype)

@@ -5,10 +5,7 @@ import pytest
 from simcheck import DTYPES, assert_close, assert_unchanged, directional_derivative, frozen
 
 from tinygrad_seq.kernels.cuda import recurrence as cuda_rec
-try:
-    from tinygrad_seq.kernels.reference import recurrence as ref
-except ImportError:  # the reference is being written: until then, the equations of API.md
-    import recurrence_formulas as ref
+from tinygrad_seq.kernels.reference import recurrence as ref
 
 # (T, B, H): one step, an odd size, and more (b, j) elements than the simulator grid's
 # threads (2 blocks of 32), so the grid-stride loop runs more than once
