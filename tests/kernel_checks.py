@@ -2,10 +2,23 @@
 backends' property and build tests, the CUDA kernels under the simulator and on a GPU):
 IEEE-aware closeness, the arguments of one recurrence kind, a convolution case's inputs, the
 pooling round trip and the masked softmax's special values."""
+import importlib
+
 import numpy as np
+import pytest
 
 TOLERANCE = {np.dtype(np.float32): (2e-4, 2e-5), np.dtype(np.float64): (1e-10, 1e-12)}
 RECURRENCE_KINDS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
+# (x shape, kernel, stride, padding) of the pooling checks: non-overlapping windows, overlapping
+# ones (stride < kernel), padding, odd sizes that leave pixels out, non-square everything, one row
+POOL_CASES = [
+    ((2, 2, 4, 4), (2, 2), (2, 2), (0, 0)),
+    ((1, 3, 5, 7), (3, 3), (1, 2), (1, 1)),
+    ((2, 1, 6, 5), (3, 2), (2, 1), (1, 0)),
+    ((1, 3, 7, 6), (3, 2), (2, 1), (1, 1)),
+    ((1, 2, 1, 8), (1, 3), (1, 2), (0, 1)),
+    ((2, 1, 1, 9), (1, 3), (1, 3), (0, 1)),
+]
 
 
 def assert_matches(got, expected, dtype, what=""):
@@ -85,3 +98,37 @@ def check_pooling(both, assert_close, rng, x, kernel, stride, padding):
     assert_close(*both("maxpool2d_backward", dy, expected_argmax, x.shape))
     assert_close(*both("avgpool2d_forward", x, kernel, stride, padding))
     assert_close(*both("avgpool2d_backward", dy, x.shape, kernel, stride, padding))
+
+
+def backend_kernels(backend_name, family):
+    """Backend `backend_name`'s kernel module of `family`; the test is skipped, naming why, where
+    that backend is unavailable on this machine (a compiled one not built, Numba missing)."""
+    from tinygrad_seq.backend import BACKENDS, unavailable_reason
+    reason = unavailable_reason(backend_name)
+    if reason:
+        pytest.skip(f"backend {backend_name} unavailable: {reason}")
+    return importlib.import_module(f"{BACKENDS[backend_name][0]}.{family}")
+
+
+def assert_same_dtype_and_close(got, expected, dtype, tolerance):
+    """`got` has `dtype` and the reference's shape, and its numbers are within
+    tolerance[dtype] (a dict of rtol and atol) of the reference's."""
+    assert got.dtype == np.dtype(dtype) and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, **tolerance[np.dtype(dtype)])
+
+
+def assert_raises_like_reference(kernels, reference, name, *args):
+    """Kernel `name` of module `kernels` refuses `args` with the ValueError, message and all,
+    that the reference module's kernel of that name raises."""
+    with pytest.raises(ValueError) as expected:
+        getattr(reference, name)(*args)
+    with pytest.raises(ValueError) as got:
+        getattr(kernels, name)(*args)
+    assert str(got.value) == str(expected.value)
+
+
+# calls every softmax backend must refuse as the reference does: a 1-D input, a mask of the
+# wrong shape, a gradient of the wrong shape
+SOFTMAX_BAD_CALLS = [("softmax_forward", (np.zeros(3), None)),
+                     ("softmax_forward", (np.zeros((2, 3)), np.zeros((2, 4), dtype=bool))),
+                     ("softmax_backward", (np.zeros((2, 4)), np.zeros((2, 3))))]

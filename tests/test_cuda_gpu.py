@@ -19,6 +19,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from kernel_checks import POOL_CASES as KERNEL_CHECKS_POOL_CASES
 from kernel_checks import RECURRENCE_KINDS, check_pooling, conv_inputs, recurrence_args
 
 from tinygrad_seq.device import cupy_or_none, cupy_unavailable_reason
@@ -137,11 +138,7 @@ def test_conv2d_on_gpu(rng, dtype, case):
         assert_gpu_close(g, e, dtype)
 
 
-POOL_CASES = [
-    ((2, 2, 4, 4), (2, 2), (2, 2), (0, 0)),
-    ((1, 3, 5, 7), (3, 3), (1, 2), (1, 1)),
-    ((64, 16, 28, 28), (2, 2), (2, 2), (0, 0)),
-]
+POOL_CASES = KERNEL_CHECKS_POOL_CASES + [((64, 16, 28, 28), (2, 2), (2, 2), (0, 0))]   # and the CNN's size
 
 
 @needs_gpu

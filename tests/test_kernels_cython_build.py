@@ -18,7 +18,7 @@ import sysconfig
 import numpy as np
 import pytest
 
-from kernel_checks import check_pooling, conv_inputs
+from kernel_checks import POOL_CASES, assert_raises_like_reference, check_pooling, conv_inputs
 
 import tinygrad_seq.kernels.cython as cython_backend
 
@@ -392,13 +392,6 @@ def test_conv2d_equals_the_reference(dtype, case):
         assert_all_close(got, expected, dtype)
 
 
-POOL_CASES = [  # x shape, kernel, stride, padding
-    ((2, 2, 4, 4), (2, 2), (2, 2), (0, 0)),
-    ((1, 3, 7, 6), (3, 2), (2, 1), (1, 1)),
-    ((2, 1, 1, 9), (1, 3), (1, 3), (0, 1)),
-]
-
-
 @needs_cython
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", POOL_CASES)
@@ -434,12 +427,8 @@ BAD_CALLS = [  # (module, kernel, arguments): each must raise the reference's Va
 @pytest.mark.parametrize("module, name, args", BAD_CALLS, ids=[f"{m}.{n}" for m, n, _ in BAD_CALLS])
 def test_bad_arguments_raise_the_reference_message(module, name, args):
     """Bounds checks are compiled out, so a wrong shape must be caught before the C loops run."""
-    from tinygrad_seq.kernels import reference
-    with pytest.raises(ValueError) as expected:
-        getattr(importlib.import_module(f"{reference.__name__}.{module}"), name)(*args)
-    with pytest.raises(ValueError) as got:
-        getattr(importlib.import_module(f"tinygrad_seq.kernels.cython.{module}"), name)(*args)
-    assert str(got.value) == str(expected.value)
+    assert_raises_like_reference(importlib.import_module(f"tinygrad_seq.kernels.cython.{module}"),
+                                 importlib.import_module(f"tinygrad_seq.kernels.reference.{module}"), name, *args)
 
 
 @needs_cython
