@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from kernel_checks import POOL_CASES as KERNEL_CHECKS_POOL_CASES
-from kernel_checks import RECURRENCE_KINDS, check_pooling, conv_inputs, recurrence_args
+from kernel_checks import RECURRENCE_KINDS, char_lstm_losses, check_pooling, conv_inputs, recurrence_args
 
 from tinygrad_seq.device import cupy_or_none, cupy_unavailable_reason
 
@@ -276,21 +276,10 @@ def test_layers_on_cuda_tensors_match_numpy_on_the_cpu(dtype):
 @needs_gpu
 def test_char_lstm_trains_the_same_on_cuda_and_numpy(tmp_path):
     """The whole model on the GPU: 20 training steps, same seed, same losses to 1e-3."""
-    import tinygrad_seq as tgs
-    from tinygrad_seq.training import LMTrainer, TrainConfig, split_corpus
-    text = ("In the beginning God created the heaven and the earth. And the earth was without form, "
-            "and void; and darkness was upon the face of the deep.\n") * 12
-    train, val = split_corpus(text)
     losses = {}
     for device, backend in (("cpu", "numpy"), ("cuda", "cuda")):
-        config = TrainConfig(model="lstm", hidden=32, embed=16, seq_len=12, batch_size=4, steps=20,
-                             eval_every=20, out=str(tmp_path / device), sample_length=20, lr=1e-2,
-                             backend=backend, device=device)
-        trainer = LMTrainer.from_texts(config, train, val)
-        if device == "cuda":
-            assert all(p.device == "cuda" for p in trainer.model.parameters())
-        with tgs.backend(backend):
-            losses[device] = [float(trainer.train_step()) for _ in range(20)]
+        trainer, losses[device] = char_lstm_losses(tmp_path / device, backend, device)
+        assert all(p.device == device for p in trainer.model.parameters())
     np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=1e-3)
     assert losses["cpu"][-1] < losses["cpu"][0]
 

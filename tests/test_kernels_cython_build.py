@@ -18,7 +18,7 @@ import sysconfig
 import numpy as np
 import pytest
 
-from kernel_checks import POOL_CASES, assert_raises_like_reference, check_pooling, conv_inputs
+from kernel_checks import POOL_CASES, assert_raises_like_reference, char_lstm_losses, check_pooling, conv_inputs
 
 import tinygrad_seq.kernels.cython as cython_backend
 
@@ -434,19 +434,9 @@ def test_bad_arguments_raise_the_reference_message(module, name, args):
 @needs_cython
 def test_char_lstm_trains_the_same_on_numpy_and_cython(tmp_path):
     """The whole model on the backend: 20 training steps, same seed, same losses to 1e-4."""
-    import tinygrad_seq as tgs
-    from tinygrad_seq.training import LMTrainer, TrainConfig, split_corpus
-
-    text = ("In the beginning God created the heaven and the earth. And the earth was without form, "
-            "and void; and darkness was upon the face of the deep.\n") * 12
-    train, val = split_corpus(text)
     losses = {}
     for name in ("numpy", "cython"):
-        config = TrainConfig(model="lstm", hidden=32, embed=16, seq_len=12, batch_size=4, steps=20,
-                             eval_every=20, out=str(tmp_path / name), sample_length=20, lr=1e-2, backend=name)
-        trainer = LMTrainer.from_texts(config, train, val)
-        with tgs.backend(name):
-            losses[name] = [trainer.train_step() for _ in range(20)]
+        trainer, losses[name] = char_lstm_losses(tmp_path / name, name)
     assert trainer.step == 20
     np.testing.assert_allclose(losses["cython"], losses["numpy"], rtol=1e-4)
     assert losses["numpy"][-1] < losses["numpy"][0]     # it trained: the comparison is not of two stalls
