@@ -80,6 +80,26 @@ def softmax_special_values(dtype):
     return x, mask
 
 
+def check_softmax_special_values(both, dtype, what=""):
+    """A softmax backend on softmax_special_values, against the reference and the IEEE rules
+    themselves: a NaN or +inf in a row makes that row NaN (inf - inf); -inf logits and masked
+    entries give exactly 0, an all -inf or fully masked row all zeros, never NaN; a NaN under
+    the mask is excluded like any masked value; NaN gradients (in a partly and in a fully masked
+    row) propagate as in the reference.  `both(name, *args)` gives (the backend's result, the
+    reference's result) of softmax kernel `name`."""
+    x, mask = softmax_special_values(dtype)
+    for m in (None, mask):
+        y, expected = both("softmax_forward", x, m)
+        assert_matches(y, expected, dtype, f"{what} softmax_forward mask={m is not None}")
+        assert np.all(np.isnan(y[0])) and np.all(np.isnan(y[1]))
+        assert y[2, 0] == 0 and y[2, 2] == 0 and np.all(y[3] == 0)
+        if m is not None:
+            assert np.all(np.isfinite(y[4])) and y[4, 1] == 0 and np.all(y[5] == 0)
+    dy = np.ones_like(x)
+    dy[4, 0] = dy[5, 0] = np.nan
+    assert_matches(*both("softmax_backward", dy, expected), dtype, f"{what} softmax_backward")
+
+
 def conv_inputs(rng, dtype, x_shape, w_shape):
     """Input, weight and bias of one convolution case: standard normal in `dtype`."""
     return tuple(rng.standard_normal(shape).astype(dtype) for shape in (x_shape, w_shape, w_shape[:1]))
