@@ -1,4 +1,8 @@
-"""What the CLI tests share: run `tgs` in-process, and check the one-line error contract."""
+"""What the CLI tests share: run `tgs` in-process or as a child process, check the one-line
+error contract, and the tiny corpus, options and run the LM tests train on."""
+import contextlib
+import subprocess
+
 import pytest
 from click.testing import CliRunner
 
@@ -31,6 +35,19 @@ def tgs_command():
     return [exe] if exe else [sys.executable, "-m", "tinygrad_seq.cli.main"]
 
 
+@contextlib.contextmanager
+def tgs_process(*args):
+    """`tgs ARGS...` started as a child process (stdout and stderr piped as text), for signals
+    and concurrency; killed on leaving the block if it is still running."""
+    proc = subprocess.Popen(tgs_command() + [str(a) for a in args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 # A short repeated text and the smallest LM options: what the CLI run tests train on.
 TEXT = ("In the beginning God created the heaven and the earth. And the earth was without form, "
         "and void; and darkness was upon the face of the deep.\n") * 12
@@ -43,3 +60,12 @@ def corpus(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "corpus.txt"
     path.write_text(TEXT)
     return path
+
+
+def train_tiny_charlm(tmp_path_factory, corpus, steps, eval_every):
+    """The run directory of a TINY `tgs train charlm` of `steps` steps on `corpus`, validating
+    every `eval_every` (for module-scoped fixtures: one run serves a module's tests)."""
+    out = tmp_path_factory.mktemp("runs") / "charlm"
+    result = tgs("train", "charlm", corpus, *TINY, "--steps", steps, "--eval-every", eval_every, "--out", out)
+    assert result.exit_code == 0, result.output
+    return out

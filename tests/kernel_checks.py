@@ -154,17 +154,14 @@ SOFTMAX_BAD_CALLS = [("softmax_forward", (np.zeros(3), None)),
                      ("softmax_backward", (np.zeros((2, 4)), np.zeros((2, 3))))]
 
 
-TRAINING_TEXT = ("In the beginning God created the heaven and the earth. And the earth was without form, "
-                 "and void; and darkness was upon the face of the deep.\n") * 12
-
-
 def char_lstm_losses(out_dir, backend, device="cpu", steps=20):
-    """(trainer, losses) of `steps` seeded training steps of a small char-LSTM on TRAINING_TEXT
-    under kernel backend `backend` on `device`: the whole-model check that a backend trains as
-    numpy does."""
+    """(trainer, losses) of `steps` seeded training steps of a small char-LSTM on the CLI tests'
+    short text under kernel backend `backend` on `device`: the whole-model check that a backend
+    trains as numpy does."""
+    from cli_helpers import TEXT
     import tinygrad_seq as tgs
     from tinygrad_seq.training import LMTrainer, TrainConfig, split_corpus
-    train, val = split_corpus(TRAINING_TEXT)
+    train, val = split_corpus(TEXT)
     config = TrainConfig(model="lstm", hidden=32, embed=16, seq_len=12, batch_size=4, steps=steps,
                          eval_every=steps, out=str(out_dir), sample_length=20, lr=1e-2,
                          backend=backend, device=device)
