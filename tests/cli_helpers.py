@@ -1,7 +1,10 @@
-"""What the CLI tests share: run `tgs` in-process or as a child process, check the one-line
-error contract, and the tiny corpus, options and run the LM tests train on."""
+"""What the CLI and script tests share: run `tgs` in-process or as a child process, run an
+example script, check the one-line error contract, and the tiny corpus, options and run the
+LM tests train on."""
 import contextlib
+import os
 import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -26,13 +29,23 @@ def assert_one_line_error(result, *fragments):
 
 def tgs_command():
     """The argv prefix that runs `tgs` in a child process (for signals and concurrency)."""
-    import os
     import shutil
-    import sys
 
     beside = os.path.join(os.path.dirname(sys.executable), "tgs")
     exe = beside if os.path.exists(beside) else shutil.which("tgs")
     return [exe] if exe else [sys.executable, "-m", "tinygrad_seq.cli.main"]
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_example(name, *args, timeout=300, cwd=ROOT):
+    """Run examples/NAME as a script with ARGS (paths or numbers) in `cwd`; its stdout, after
+    checking that it exited 0 (else the end of its stderr)."""
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", name), *map(str, args)],
+                            capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
-"""Kernel checks shared by the tests of every backend against the NumPy reference (the CPU
+"""Checks shared by the tests: kernels of every backend against the NumPy reference (the CPU
 backends' property and build tests, the CUDA kernels under the simulator and on a GPU):
 IEEE-aware closeness, the arguments of one recurrence kind, a convolution case's inputs, the
-pooling round trip and the masked softmax's special values."""
+pooling round trip and the masked softmax's special values; and engine results against
+PyTorch's (assert_close_to_torch)."""
 import importlib
 
 import numpy as np
@@ -169,3 +170,12 @@ def char_lstm_losses(out_dir, backend, device="cpu", steps=20):
     with tgs.backend(backend):
         losses = [float(trainer.train_step()) for _ in range(steps)]
     return trainer, losses
+
+
+def assert_close_to_torch(ours, theirs, tol=1e-9):
+    """A tinygrad_seq result (Tensor or array) of PyTorch's shape and within `tol` (relative and
+    absolute) of PyTorch's (a torch.Tensor or an array)."""
+    theirs = theirs.detach().numpy() if hasattr(theirs, "detach") else theirs
+    ours = ours.numpy() if hasattr(ours, "numpy") else np.asarray(ours)
+    assert ours.shape == np.shape(theirs), f"shape {ours.shape} != {np.shape(theirs)}"
+    np.testing.assert_allclose(ours, theirs, rtol=tol, atol=tol)

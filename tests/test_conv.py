@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from kernel_checks import assert_close_to_torch
 
 import tinygrad_seq as tgs
 from tinygrad_seq import Tensor, gradcheck, nn
@@ -20,8 +21,7 @@ def pair(shape, dtype=np.float32):
 
 
 def close(ours, theirs, tol=2e-5):
-    theirs = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else theirs
-    np.testing.assert_allclose(ours.numpy() if isinstance(ours, Tensor) else ours, theirs, rtol=tol, atol=tol)
+    assert_close_to_torch(ours, theirs, tol)
 
 
 def backward_both(y, ty):
