@@ -360,28 +360,38 @@ _COMPILE_ALL = textwrap.dedent('''
     def arr(dtype, ndim):
         return dtype + "[" + ", ".join([":"] * (ndim - 1) + ["::1"]) + "]"
 
+    # each kernel's argument types: aN an N-d array of the dtype, f its scalar, i4 the int64
+    # argmax array, mask a bool matrix, intsN N int64 scalars; a recurrence step takes the pass's
+    # inputs, its flat work array and t (kernels/cuda/recurrence.py)
+    SIGNATURES = """
+        C._im2col                    a4 a3 ints10
+        C._col2im                    a3 a4 ints10
+        C._maxpool_forward           a4 a4 i4 ints6
+        C._maxpool_backward          a4 i4 a2
+        C._avgpool_forward           a4 a4 ints6
+        C._avgpool_backward          a4 a4 ints6
+        S._softmax_forward_f{bits}   a2 mask boolean int64 a2
+        S._softmax_backward_f{bits}  a2 a2 a2
+        R._rnn_step                  a3 a1 int64 boolean
+        R._rnn_grad_step             a3 a3 a1 int64 boolean
+        R._lstm_step                 a3 a1 int64
+        R._lstm_grad_step            a3 a3 a3 a1 int64
+        R._gru_step                  a3 a1 int64
+        R._gru_grad_step             a3 a3 a3 a3 a1 int64
+        O._adam_step                 a1 a1 a1 a1 a1 f f f f f f f boolean
+    """
+    modules = {"C": C, "O": O, "R": R, "S": S}
+
     for dt in ("float32", "float64"):
-        a1, a2, a3, a4 = (arr(dt, n) for n in (1, 2, 3, 4))
-        i4, ints6, ints10 = "int64[:, :, :, ::1]", ", ".join(["int64"] * 6), ", ".join(["int64"] * 10)
-        bits = dt[-2:]
-        kernels = [
-            (C._im2col, f"void({a4}, {a3}, {ints10})"),
-            (C._col2im, f"void({a3}, {a4}, {ints10})"),
-            (C._maxpool_forward, f"void({a4}, {a4}, {i4}, {ints6})"),
-            (C._maxpool_backward, f"void({a4}, {i4}, {a2})"),
-            (C._avgpool_forward, f"void({a4}, {a4}, {ints6})"),
-            (C._avgpool_backward, f"void({a4}, {a4}, {ints6})"),
-            (getattr(S, "_softmax_forward_f" + bits), f"void({a2}, boolean[:, ::1], boolean, int64, {a2})"),
-            (getattr(S, "_softmax_backward_f" + bits), f"void({a2}, {a2}, {a2})"),
-            # the recurrences: the pass's inputs, its flat work array, t (kernels/cuda/recurrence.py)
-            (R._rnn_step, f"void({a3}, {a1}, int64, boolean)"),
-            (R._rnn_grad_step, f"void({a3}, {a3}, {a1}, int64, boolean)"),
-            (R._lstm_step, f"void({a3}, {a1}, int64)"),
-            (R._lstm_grad_step, f"void({a3}, {a3}, {a3}, {a1}, int64)"),
-            (R._gru_step, f"void({a3}, {a1}, int64)"),
-            (R._gru_grad_step, f"void({a3}, {a3}, {a3}, {a3}, {a1}, int64)"),
-            (O._adam_step, f"void({a1}, {a1}, {a1}, {a1}, {a1}, {', '.join([dt] * 7)}, boolean)"),
-        ]
+        types_of = {f"a{n}": arr(dt, n) for n in (1, 2, 3, 4)}
+        types_of.update(f=dt, i4="int64[:, :, :, ::1]", mask="boolean[:, ::1]",
+                        ints6=", ".join(["int64"] * 6), ints10=", ".join(["int64"] * 10))
+        kernels = []
+        for row in SIGNATURES.strip().splitlines():
+            where, *args = row.split()
+            module, name = where.split(".")
+            kernels.append((getattr(modules[module], name.format(bits=dt[-2:])),
+                            "void(" + ", ".join(types_of.get(a, a) for a in args) + ")"))
         for kernel, signature in kernels:
             ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=(9, 0))
             name = kernel.py_func.__name__
