@@ -18,8 +18,8 @@ import tinygrad_seq as tgs  # before numpy: it sets the OpenBLAS threads' spin t
 import numpy as np
 
 from tinygrad_seq import nn, optim
-from tinygrad_seq.data_utils import (EarlyStopping, early_stopped_scores, evaluate_classifier, load_digits,
-                                     minibatches, train_dev_test_split)
+from tinygrad_seq.data_utils import (EarlyStopping, early_stopped_scores, load_digits, minibatches, stop_on_dev_loss,
+                                     train_dev_test_split)
 from tinygrad_seq.models.mlp import LogisticRegression
 from tinygrad_seq.nn import functional as F
 
@@ -41,7 +41,7 @@ def main(epochs=100, lr=0.5, decay_rate=0.05, l2=1e-3, batch_size=32, patience=P
     optimizer = optim.SGD(model.parameters(), lr=lr)
     schedule = optim.lr_scheduler.InverseTimeDecay(optimizer, decay_rate=decay_rate)
     stopper = EarlyStopping(patience=patience)
-    for epoch in range(epochs):
+    for _ in range(epochs):
         model.train()
         for xb, yb in minibatches(*splits.train, batch_size=batch_size):
             logits = model(xb)
@@ -51,12 +51,7 @@ def main(epochs=100, lr=0.5, decay_rate=0.05, l2=1e-3, batch_size=32, patience=P
             loss.backward()
             optimizer.step()
         schedule.step()
-        dev_loss, dev_acc = evaluate_classifier(model, *splits.dev)
-        if verbose:
-            print(f"epoch {epoch + 1:3d}  lr {schedule.get_last_lr()[0]:.3f}  dev loss {dev_loss:.4f}  dev acc {dev_acc:.3f}")
-        if stopper.step(dev_loss, model):
-            if verbose:
-                print(f"dev loss has not improved for {patience} epochs: stopping, best epoch {stopper.best_epoch + 1}")
+        if stop_on_dev_loss(model, splits, stopper, f"lr {schedule.get_last_lr()[0]:.3f}  ", verbose):
             break
     return early_stopped_scores(model, splits, stopper, verbose)
 
