@@ -12,8 +12,6 @@ with the learning rate decayed as alpha = alpha_0 / (1 + decay_rate * epoch).  T
 decides when to stop (early stopping); the test set is scored once, at the end.
 Data: the 8x8 digits shipped with the package, so nothing is downloaded.
 """
-import argparse
-
 import tinygrad_seq as tgs  # before numpy: it sets the OpenBLAS threads' spin time
 import numpy as np
 
@@ -23,6 +21,9 @@ from tinygrad_seq.data_utils import (EarlyStopping, early_stopped_scores, load_d
 from tinygrad_seq.models.mlp import LogisticRegression
 from tinygrad_seq.nn import functional as F
 
+from script_options import run_main
+
+PATIENCE_HELP = {"patience": "stop after this many epochs without a better dev loss"}
 PATIENCE = 10
 
 
@@ -57,13 +58,4 @@ def main(epochs=100, lr=0.5, decay_rate=0.05, l2=1e-3, batch_size=32, patience=P
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=0.5)
-    parser.add_argument("--decay-rate", type=float, default=0.05)
-    parser.add_argument("--l2", type=float, default=1e-3)
-    parser.add_argument("--patience", type=int, default=PATIENCE,
-                        help="stop after this many epochs without a better dev loss")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    main(args.epochs, args.lr, args.decay_rate, args.l2, patience=args.patience, seed=args.seed)
+    run_main(main, __doc__, "epochs", "lr", "decay_rate", "l2", "patience", "seed", helps=PATIENCE_HELP)

@@ -9,8 +9,6 @@ has not improved for `patience` epochs training stops and the best weights are r
 (early stopping: the dev loss turning up is the start of overfitting).  The test set is
 scored once, at the end.  Data: the 8x8 digits shipped with the package (nothing is downloaded).
 """
-import argparse
-
 import tinygrad_seq as tgs
 from tinygrad_seq import optim
 from tinygrad_seq.data_utils import (EarlyStopping, early_stopped_scores, load_digits, minibatches, stop_on_dev_loss,
@@ -18,6 +16,9 @@ from tinygrad_seq.data_utils import (EarlyStopping, early_stopped_scores, load_d
 from tinygrad_seq.models.mlp import MLP, MLPConfig
 from tinygrad_seq.nn import functional as F
 
+from script_options import run_main
+
+PATIENCE_HELP = {"patience": "stop after this many epochs without a better dev loss"}
 PATIENCE = 8
 
 
@@ -44,13 +45,4 @@ def main(epochs=60, hidden=(64,), lr=3e-3, dropout=0.1, weight_decay=1e-4, batch
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--hidden", type=int, nargs="*", default=[64])
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--patience", type=int, default=PATIENCE,
-                        help="stop after this many epochs without a better dev loss")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    main(args.epochs, tuple(args.hidden), args.lr, args.dropout, patience=args.patience, seed=args.seed)
+    run_main(main, __doc__, "epochs", "hidden", "lr", "dropout", "patience", "seed", helps=PATIENCE_HELP)
