@@ -38,6 +38,9 @@ from .trainer import (Progress, Trainer, TrainResult, check_rates, deferred_sign
 
 LN2 = math.log(2)
 KINDS = {"char": "charlm", "word": "wordlm"}
+# validation keeps no graph, so reading many more streams at once than training does costs
+# little memory and saves Python steps: at least this many, however small --batch-size is
+MIN_VALIDATION_STREAMS = 64
 
 
 @dataclass
@@ -272,8 +275,8 @@ class LMTrainer(Trainer):
         self.model.eval()
         try:
             with use_backend(self.config.backend):
-                # no graph is kept, so many more streams than in training cost little
-                nats, count = evaluate_stream(self.model, self.val_ids, batch_size=max(self.config.batch_size, 64),
+                streams = max(self.config.batch_size, MIN_VALIDATION_STREAMS)
+                nats, count = evaluate_stream(self.model, self.val_ids, batch_size=streams,
                                               seq_len=self.config.seq_len, max_tokens=limit)
         finally:
             self.model.train(was_training)
