@@ -78,6 +78,7 @@ from . import random as tgs_random
 from .backend import backend as use_backend
 from .checkpoint import (DEFAULT_NAME, check_module_state, check_optimizer_state, check_step,
                          malformed_as_checkpoint_error, remove_stale_temporaries, save_checkpoint)
+from .config import check_dropout
 
 EXIT_CODES = {"done": 0, "pruned": 0, "diverged": 1, "interrupted": 130, "terminated": 143}
 CHANGEABLE = ("steps", "eval_every", "lr", "clip", "dropout", "backend", "device", "out")
@@ -90,8 +91,7 @@ def check_rates(lr, clip, dropout):
         raise ValueError(f"lr must be a positive number, got {lr}")
     if not (clip >= 0 and math.isfinite(clip)):
         raise ValueError(f"clip must be >= 0 (0 turns clipping off), got {clip}")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    check_dropout(dropout)
 
 
 def exit_code(status):

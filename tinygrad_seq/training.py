@@ -28,7 +28,7 @@ from . import distributed as dist
 from . import random as tgs_random
 from .backend import backend as use_backend
 from .checkpoint import CheckpointError, malformed_as_checkpoint_error
-from .config import Config
+from .config import Config, check_positive_ints
 from .models.charlm import (LMConfig, build_lm, detach_state, evaluate_stream, generate, state_from_arrays,
                             state_to_arrays)
 from .tensor import Tensor
@@ -73,10 +73,7 @@ class TrainConfig(Config):
     def __post_init__(self):
         positive = ("layers", "heads", "hidden", "seq_len", "batch_size", "steps", "eval_every", "sample_length",
                     "min_count", "max_vocab", "val_max_tokens")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        check_positive_ints(self, positive, option_names=True)
         if self.embed < 0:
             raise ValueError(f"embed must be a positive integer (or 0 for one-hot inputs), got {self.embed}")
         check_rates(self.lr, self.clip, self.dropout)

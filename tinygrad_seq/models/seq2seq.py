@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import Config
+from ..config import Config, check_dropout, check_positive_ints
 from ..creation import cat
 from ..nn import functional as F
 from ..nn import rnn as recurrent
@@ -154,13 +154,9 @@ class Seq2SeqConfig(Config):
             raise ValueError(f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
         if self.attention not in ATTENTIONS:
             raise ValueError(f"unknown attention {self.attention!r}: choose one of {', '.join(ATTENTIONS)}")
-        for name in ("src_vocab_size", "tgt_vocab_size", "embed", "hidden", "layers", "attention_dim",
-                     "max_target_len"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_positive_ints(self, ("src_vocab_size", "tgt_vocab_size", "embed", "hidden", "layers", "attention_dim",
+                                   "max_target_len"))
+        check_dropout(self.dropout)
 
 
 class Seq2Seq(Module):
@@ -364,10 +360,7 @@ class Seq2SeqTrainConfig(Config):
     device: str = "cpu"
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "eval_every", "val_examples"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("steps", "batch_size", "eval_every", "val_examples"), option_names=True)
         check_rates(self.lr, self.clip, self.dropout)
 
 

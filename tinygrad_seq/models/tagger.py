@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import Config
+from ..config import Config, check_dropout, check_positive_ints
 from ..nn import functional as F
 from ..nn.layers import Linear
 from ..nn.module import Module
@@ -161,14 +161,10 @@ class TaggerConfig(Config):
     dropout: float = 0.0
 
     def __post_init__(self):
-        for name in ("vocab_size", "num_tags", "embed", "hidden", "layers"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("vocab_size", "num_tags", "embed", "hidden", "layers"))
         if self.cell not in ("lstm", "gru"):
             raise ValueError(f"unknown cell {self.cell!r}: choose lstm or gru")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_dropout(self.dropout)
 
 
 class Tagger(Module):
