@@ -59,9 +59,9 @@ class MLPConfig(Config):
         if self.in_features < 1 or self.num_classes < 1 or any(h < 1 for h in self.hidden):
             raise ValueError(f"MLPConfig: sizes must be positive, got in_features={self.in_features}, "
                              f"hidden={self.hidden}, num_classes={self.num_classes}")
+        check_dropout(self.dropout, "MLPConfig: ")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"MLPConfig: unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
-        check_dropout(self.dropout, "MLPConfig: ")
 
 
 class MLP(nn.Module):

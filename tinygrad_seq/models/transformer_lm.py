@@ -36,6 +36,8 @@ class TransformerLMConfig:
 
 
 class TransformerLM(nn.Module):
+    """`TransformerLM(TransformerLMConfig(...))(ids (B, T))` -> logits (B, T, vocab_size), T <= block_size."""
+
     def __init__(self, config):
         super().__init__()
         self.config = config
