@@ -378,7 +378,41 @@ class RandomPairs:
         return [self.pairs[i] for i in rng.integers(len(self.pairs), size=self.batch_size)]
 
 
-class Seq2SeqTrainer(Trainer):
+class HeldOutTrainer(Trainer):
+    """The shared loop for a model trained on random batches of examples (Adam, the global
+    batch shared out among MPI ranks) and judged on held-out dev and test examples: the loss of
+    every step is kept in `losses`, and validation is the loss on the first `val_examples` dev
+    examples, at the last step also the dev scores; the test examples are scored once, at the
+    last step, for the final report, and never steer the run.
+
+    A subclass gives dev_size(), dev_loss(n) (a Tensor), dev_scores() (a dict) and
+    score_test() (keeps what the final report shows)."""
+
+    def __init__(self, config, model, batches, **trainer_options):
+        from .. import optim
+
+        super().__init__(config, model, optim.Adam(list(model.parameters()), lr=config.lr),
+                         rank_share(batches, config.batch_size), **trainer_options)
+        self.units_per_step = config.batch_size
+        self.losses = []
+
+    def train_step(self):
+        value = super().train_step()
+        self.losses.append(value)
+        return value
+
+    def validate(self):
+        if not self.dev_size():
+            return None
+        with no_grad():
+            metrics = {"val_loss": float(self.dev_loss(self.config.val_examples).item())}
+        if self.step >= self.config.steps:
+            metrics.update(self.dev_scores())
+            self.score_test()
+        return metrics
+
+
+class Seq2SeqTrainer(HeldOutTrainer):
     """Teacher-forced training of a Seq2Seq on (source, target) string pairs with the shared loop:
     Adam on the mean per-token NLL of random batches, the gradient norm clipped at `clip`.
     Validation (what callbacks and a tuner see): the loss on the dev pairs `val_pairs`, at the
@@ -392,16 +426,10 @@ class Seq2SeqTrainer(Trainer):
     unit = "pairs"
 
     def __init__(self, config, model, train_pairs, val_pairs=None, info=None, test_pairs=None, **trainer_options):
-        from .. import optim
-
-        batches = RandomPairs(train_pairs, config.batch_size, config.seed)
-        super().__init__(config, model, optim.Adam(list(model.parameters()), lr=config.lr),
-                         rank_share(batches, config.batch_size), **trainer_options)
+        super().__init__(config, model, RandomPairs(train_pairs, config.batch_size, config.seed), **trainer_options)
         self.val_pairs = list(val_pairs or [])
         self.test_pairs = list(test_pairs or [])
         self.info = dict(info or {})
-        self.units_per_step = config.batch_size
-        self.losses = []
         self.exact_match = None          # on the test pairs, after the last step
         self.predictions = None
 
@@ -416,23 +444,19 @@ class Seq2SeqTrainer(Trainer):
         tokens = lambda ps: sum(len(self.model.tgt_vocab.encode(t)) + 1 for _, t in ps)  # noqa: E731 (+ </s>)
         return share_weighted(loss, tokens(pairs), tokens(whole), self.world_size)
 
-    def train_step(self):
-        value = super().train_step()
-        self.losses.append(value)
-        return value
+    def dev_size(self):
+        return len(self.val_pairs)
 
-    def validate(self):
-        if not self.val_pairs:
-            return None
-        held = self.val_pairs[:self.config.val_examples]
-        with no_grad():
-            src, tgt_in, tgt_out = make_batch(held, self.model.src_vocab, self.model.tgt_vocab)
-            metrics = {"val_loss": float(self.model.loss(Tensor(src), Tensor(tgt_in), Tensor(tgt_out)).item())}
-        if self.step >= self.config.steps:
-            metrics["exact_match"], _ = exact_match(self.model, self.val_pairs)
-            if self.test_pairs:  # the final report: the only look at the test split
-                self.exact_match, self.predictions = exact_match(self.model, self.test_pairs)
-        return metrics
+    def dev_loss(self, n):
+        src, tgt_in, tgt_out = make_batch(self.val_pairs[:n], self.model.src_vocab, self.model.tgt_vocab)
+        return self.model.loss(Tensor(src), Tensor(tgt_in), Tensor(tgt_out))
+
+    def dev_scores(self):
+        return {"exact_match": exact_match(self.model, self.val_pairs)[0]}
+
+    def score_test(self):
+        if self.test_pairs:
+            self.exact_match, self.predictions = exact_match(self.model, self.test_pairs)
 
     def report(self, metrics):
         line = f"step {self.step}: validation loss {metrics['val_loss']:.4f} nats/character"
