@@ -385,8 +385,11 @@ class HeldOutTrainer(Trainer):
     examples, at the last step also the dev scores; the test examples are scored once, at the
     last step, for the final report, and never steer the run.
 
-    A subclass gives dev_size(), dev_loss(n) (a Tensor), dev_scores() (a dict) and
-    score_test() (keeps what the final report shows)."""
+    A subclass gives dev_size(), dev_loss(n) (a Tensor, mean nats per `loss_token`),
+    dev_scores() (a dict), dev_summary(metrics) (those scores in words) and score_test()
+    (keeps what the final report shows)."""
+
+    loss_token = "token"
 
     def __init__(self, config, model, batches, **trainer_options):
         from .. import optim
@@ -411,6 +414,11 @@ class HeldOutTrainer(Trainer):
             self.score_test()
         return metrics
 
+    def report(self, metrics):
+        line = f"step {self.step}: validation loss {metrics['val_loss']:.4f} nats/{self.loss_token}"
+        scored = len(metrics) > 1          # the dev scores join the loss at the last step
+        return line + (f", {self.dev_summary(metrics)}" if scored else "")
+
 
 class Seq2SeqTrainer(HeldOutTrainer):
     """Teacher-forced training of a Seq2Seq on (source, target) string pairs with the shared loop:
@@ -424,6 +432,7 @@ class Seq2SeqTrainer(HeldOutTrainer):
     kind = "seq2seq"
     metric = "val_loss"
     unit = "pairs"
+    loss_token = "character"
 
     def __init__(self, config, model, train_pairs, val_pairs=None, info=None, test_pairs=None, **trainer_options):
         super().__init__(config, model, RandomPairs(train_pairs, config.batch_size, config.seed), **trainer_options)
@@ -458,11 +467,8 @@ class Seq2SeqTrainer(HeldOutTrainer):
         if self.test_pairs:
             self.exact_match, self.predictions = exact_match(self.model, self.test_pairs)
 
-    def report(self, metrics):
-        line = f"step {self.step}: validation loss {metrics['val_loss']:.4f} nats/character"
-        if "exact_match" in metrics:
-            line += f", dev exact match {metrics['exact_match']:.2%} on {len(self.val_pairs):,} dev pairs"
-        return line
+    def dev_summary(self, metrics):
+        return f"dev exact match {metrics['exact_match']:.2%} on {len(self.val_pairs):,} dev pairs"
 
     def checkpoint_extra(self):
         return {"model_config": self.model.config.to_dict(), "src_vocab": self.model.src_vocab.to_dict(),

@@ -318,11 +318,8 @@ class TaggerTrainer(HeldOutTrainer):
         if self.test_tokens:
             self.scores = tagging_scores(self.model.predict(self.test_tokens), self.test_tags)
 
-    def report(self, metrics):
-        line = f"step {self.step}: validation loss {metrics['val_loss']:.4f} nats/token"
-        if "f1" in metrics:
-            line += f", dev NAME F1 {metrics['f1']:.3f} on {len(self.val_tokens):,} dev verses"
-        return line
+    def dev_summary(self, metrics):
+        return f"dev NAME F1 {metrics['f1']:.3f} on {len(self.val_tokens):,} dev verses"
 
     def checkpoint_extra(self):
         return {"model_config": self.model.config.to_dict(), "vocab": self.model.vocab.to_dict(),
