@@ -345,17 +345,18 @@ def make_batch(pairs, src_vocab, tgt_vocab):
 
 @dataclass
 class Seq2SeqTrainConfig(Config):
-    """How a seq2seq model is trained (its shape is the model's Seq2SeqConfig)."""
+    """How a seq2seq (or tagger) model is trained (its shape is the model's config): the run's
+    length and where it goes, then the optimisation, then where the kernels run."""
 
     steps: int = 400
+    eval_every: int = 100
+    val_examples: int = 256      # validation loss on at most this many held-out examples
+    out: str = None              # run directory (None: nothing is written)
     batch_size: int = 64
     lr: float = 3e-3
     clip: float = 5.0            # max global gradient norm; 0 = no clipping
     dropout: float = 0.0
     seed: int = 0
-    eval_every: int = 100
-    val_examples: int = 256      # validation loss on at most this many held-out examples
-    out: str = None              # run directory (None: nothing is written)
     backend: str = "auto"
     device: str = "cpu"
 
