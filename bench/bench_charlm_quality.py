@@ -39,37 +39,47 @@ def eval_rows(ids):
     return ids[:row * EVAL_STREAMS].reshape(EVAL_STREAMS, row), ids[1:row * EVAL_STREAMS + 1].reshape(EVAL_STREAMS, row)
 
 
-def train_tgs(batches, val_ids, steps, seed):
-    import tinygrad_seq as tgs
-    from tinygrad_seq import optim
-    from tinygrad_seq.models.charlm import LMConfig, build_lm, detach_state
-    from tinygrad_seq.nn import functional as F
-    from tinygrad_seq.nn.utils import clip_grad_norm_
+def detached(state):
+    """The recurrent state (tensors, nested in tuples) cut from the graph: truncated BPTT."""
+    return type(state)(detached(s) for s in state) if isinstance(state, (tuple, list)) else state.detach()
 
-    tgs.manual_seed(seed)
-    model = build_lm(LMConfig(model="lstm", vocab_size=256, embed=E, hidden=H))
+
+def train_and_score(lib, model, batches, val_ids, steps):
+    """Train `model`, (ids, state) -> (logits, state), for `steps` truncated-BPTT steps and return
+    its validation loss in nats/char.  `lib` is torch or tinygrad_seq: the loop uses only what
+    the two spell alike (from_numpy, no_grad, optim.Adam, nn.functional, nn.utils)."""
+    F = lib.nn.functional
     params = list(model.parameters())
-    opt = optim.Adam(params, lr=LR)
+    opt = lib.optim.Adam(params, lr=LR)
     state = None
     for step in range(steps):
         x, y, first = batches(step)
-        logits, state = model(tgs.Tensor(x), None if first else state)
-        loss = F.cross_entropy(logits.reshape(-1, 256), tgs.Tensor(y.reshape(-1)))
+        logits, state = model(lib.from_numpy(x), None if first else state)
+        loss = F.cross_entropy(logits.reshape(-1, 256), lib.from_numpy(y.reshape(-1)))
         opt.zero_grad()
         loss.backward()
-        clip_grad_norm_(params, CLIP)
+        lib.nn.utils.clip_grad_norm_(params, CLIP)
         opt.step()
-        state = detach_state(state)
+        state = detached(state)
     inputs, targets = eval_rows(val_ids)
     model.eval()
     total, state = 0.0, None
-    with tgs.no_grad():
+    with lib.no_grad():
         for start in range(0, inputs.shape[1], T):
-            logits, state = model(tgs.Tensor(inputs[:, start:start + T]), state)
+            logits, state = model(lib.from_numpy(inputs[:, start:start + T]), state)
             total += float(F.cross_entropy(logits.reshape(-1, 256).double(),
-                                           tgs.Tensor(targets[:, start:start + T].reshape(-1)),
+                                           lib.from_numpy(targets[:, start:start + T].reshape(-1)),
                                            reduction="sum").item())
     return total / targets.size
+
+
+def train_tgs(batches, val_ids, steps, seed):
+    import tinygrad_seq as tgs
+    from tinygrad_seq.models.charlm import LMConfig, build_lm
+
+    tgs.manual_seed(seed)
+    return train_and_score(tgs, build_lm(LMConfig(model="lstm", vocab_size=256, embed=E, hidden=H)),
+                           batches, val_ids, steps)
 
 
 def train_torch(batches, val_ids, steps, seed):
@@ -88,28 +98,7 @@ def train_torch(batches, val_ids, steps, seed):
             out, state = self.rnn(self.embedding(x), state)
             return self.head(out), state
 
-    model = CharLSTM()
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
-    state = None
-    for step in range(steps):
-        x, y, first = batches(step)
-        logits, state = model(torch.from_numpy(x), None if first else state)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 256), torch.from_numpy(y.reshape(-1)))
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-        opt.step()
-        state = tuple(s.detach() for s in state)
-    inputs, targets = eval_rows(val_ids)
-    model.eval()
-    total, state = 0.0, None
-    with torch.no_grad():
-        for start in range(0, inputs.shape[1], T):
-            logits, state = model(torch.from_numpy(inputs[:, start:start + T]), state)
-            total += float(torch.nn.functional.cross_entropy(
-                logits.reshape(-1, 256).double(), torch.from_numpy(targets[:, start:start + T].reshape(-1)),
-                reduction="sum"))
-    return total / targets.size
+    return train_and_score(torch, CharLSTM(), batches, val_ids, steps)
 
 
 def main(steps=1000, seed=0, out=None):

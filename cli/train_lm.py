@@ -121,6 +121,62 @@ def _open_cache(corpus, val_file, val_fraction, cache_dir):
     return CorpusCache.open_or_build(source, val_file, val_fraction, cache_dir, progress=False)
 
 
+def _run_settings(level, state, corpus, val_file, options):
+    """(settings, changes, corpus, val_file) of a run: a resumed run's saved settings with the
+    options it may change (and its corpus and --val file unless given again), or a new run's
+    options, checked.  Fails with one line on a malformed checkpoint, bad settings or a
+    device that is not there."""
+    from tinygrad_seq.training import TrainConfig
+
+    from . import runs
+
+    if state is not None:
+        saved = state["train"]["config"]
+        if not isinstance(saved, dict):
+            fail(f"cannot resume: {runs.checkpoint_of(options['out'])} is a malformed checkpoint "
+                 "(its config is not a table)")
+        changes = runs.resume_changes(saved, options, runs.RESUME_CHANGEABLE + ("val_max_tokens",))
+        data = state["train"].get("data", {}) if isinstance(state["train"].get("data"), dict) else {}
+        corpus = corpus if corpus is not None else data.get("corpus")
+        val_file = val_file if val_file is not None else data.get("val_file")
+        settings = dict(saved, **changes)
+        _check_device(settings.get("device", "cpu"), settings.get("backend", "auto"))
+        return settings, changes, corpus, val_file
+    settings = dict(options, level=level)
+    try:
+        TrainConfig.from_dict(settings)
+    except ValueError as exc:
+        fail(exc)
+    _check_device(options["device"], options["backend"])
+    return settings, None, corpus, val_file
+
+
+def _announce(trainer, resumed, source):
+    """The run's header line (model, size, data, run directory, ranks), and a note when the
+    text is too short for --batch-size streams."""
+    from . import runs
+
+    cfg = trainer.config
+    unit = cfg.unit
+    n_params = sum(p.numel() for p in trainer.params)
+    if cfg.model == "transformer":
+        shape = (f"{cfg.layers} block{'s' if cfg.layers > 1 else ''}, width {cfg.embed}, {cfg.heads} heads, "
+                 f"context {cfg.seq_len}")
+    else:
+        shape = (f"{cfg.layers} layer{'s' if cfg.layers > 1 else ''}, hidden {cfg.hidden}, "
+                 f"{'one-hot' if not cfg.embed else 'embedding ' + str(cfg.embed)}")
+    runs.echo(f"{'Resuming at step ' + str(trainer.step) + ': ' if resumed else ''}{cfg.model.upper()} "
+              f"({shape}, {n_params:,} parameters) on "
+              f"{source}: {trainer.train_ids.size:,} {unit} for training, {trainer.val_ids.size:,} for validation, "
+              f"vocabulary {len(trainer.vocab)}; run directory {cfg.out}"
+              + (f"; {trainer.world_size} ranks, {trainer.batches.batch_size // trainer.world_size}"
+                 f"{'+' if trainer.batches.batch_size % trainer.world_size else ''} streams each"
+                 if trainer.world_size > 1 else ""))
+    if trainer.batches.batch_size < cfg.batch_size:
+        runs.echo(f"note: the text is short, so {trainer.batches.batch_size} streams are used instead of "
+                  f"--batch-size {cfg.batch_size}")
+
+
 def _train_language_model(level, corpus, val_file, resume, options):
     from tinygrad_seq.checkpoint import CheckpointError
     from tinygrad_seq.training import LMTrainer, TrainConfig, split_corpus
@@ -132,24 +188,7 @@ def _train_language_model(level, corpus, val_file, resume, options):
     overwrite = options.pop("overwrite")
     expected = "charlm" if level == "char" else "wordlm"
     state = runs.open_run(out, (expected,), resume, overwrite)
-    if state is not None:
-        saved = state["train"]["config"]
-        if not isinstance(saved, dict):
-            fail(f"cannot resume: {runs.checkpoint_of(out)} is a malformed checkpoint (its config is not a table)")
-        changes = runs.resume_changes(saved, options, runs.RESUME_CHANGEABLE + ("val_max_tokens",))
-        data = state["train"].get("data", {}) if isinstance(state["train"].get("data"), dict) else {}
-        corpus = corpus if corpus is not None else data.get("corpus")
-        val_file = val_file if val_file is not None else data.get("val_file")
-        settings = dict(saved, **changes)
-        _check_device(settings.get("device", "cpu"), settings.get("backend", "auto"))
-    else:
-        settings = dict(options, level=level)
-        try:
-            TrainConfig.from_dict(settings)
-        except ValueError as exc:
-            fail(exc)
-        _check_device(options["device"], options["backend"])
-
+    settings, changes, corpus, val_file = _run_settings(level, state, corpus, val_file, options)
     data = {"corpus": os.path.abspath(corpus) if corpus is not None else None,
             "val_file": os.path.abspath(val_file) if val_file is not None else None}
     source = "the bundled King James Bible" if corpus is None else corpus
@@ -180,25 +219,7 @@ def _train_language_model(level, corpus, val_file, resume, options):
             message = f"{val_file if val_file is not None else source}: {message}"
         fail(message)
 
-    cfg = trainer.config
-    unit = cfg.unit
-    n_params = sum(p.numel() for p in trainer.params)
-    if cfg.model == "transformer":
-        shape = (f"{cfg.layers} block{'s' if cfg.layers > 1 else ''}, width {cfg.embed}, {cfg.heads} heads, "
-                 f"context {cfg.seq_len}")
-    else:
-        shape = (f"{cfg.layers} layer{'s' if cfg.layers > 1 else ''}, hidden {cfg.hidden}, "
-                 f"{'one-hot' if not cfg.embed else 'embedding ' + str(cfg.embed)}")
-    runs.echo(f"{'Resuming at step ' + str(trainer.step) + ': ' if state is not None else ''}{cfg.model.upper()} "
-              f"({shape}, {n_params:,} parameters) on "
-              f"{source}: {trainer.train_ids.size:,} {unit} for training, {trainer.val_ids.size:,} for validation, "
-              f"vocabulary {len(trainer.vocab)}; run directory {cfg.out}"
-              + (f"; {trainer.world_size} ranks, {trainer.batches.batch_size // trainer.world_size}"
-                 f"{'+' if trainer.batches.batch_size % trainer.world_size else ''} streams each"
-                 if trainer.world_size > 1 else ""))
-    if trainer.batches.batch_size < cfg.batch_size:
-        runs.echo(f"note: the text is short, so {trainer.batches.batch_size} streams are used instead of "
-                  f"--batch-size {cfg.batch_size}")
+    _announce(trainer, state is not None, source)
     runs.run(trainer)
 
 

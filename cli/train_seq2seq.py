@@ -86,6 +86,29 @@ def _restore(trainer, state, changes, out):
     return trainer
 
 
+def _trainer_or_fail(make_trainer):
+    """make_trainer(), or the one-line error of the ValueError it raises (a bad setting)."""
+    try:
+        return make_trainer()
+    except ValueError as exc:
+        fail(exc)
+
+
+def _resume_and_run(trainer, state, changes, out, description):
+    """Restore a resumed run (`state` not None) with its changed settings, print the run's
+    header line (`description`: the model and its data), and train; returns the seconds spent."""
+    from . import runs
+
+    if state is not None:
+        _restore(trainer, state, changes, out)
+    resuming = f"Resuming at step {trainer.step}: " if state is not None else ""
+    ranks = f"; {trainer.world_size} ranks" if trainer.world_size > 1 else ""
+    runs.echo(f"{resuming}{description}; run directory {out}{ranks}")
+    started = time.perf_counter()
+    runs.run(trainer)
+    return time.perf_counter() - started
+
+
 # ---------------------------------------------------------------------------- seq2seq: dates
 @click.command()
 @click.option("--cell", type=click.Choice(["gru", "lstm"]), default="gru", show_default=True)
@@ -132,8 +155,6 @@ def _train_seq2seq(out, resume, overwrite, options):
     from tinygrad_seq.models.seq2seq import Seq2Seq, Seq2SeqConfig, Seq2SeqTrainer, special_vocab
     from tinygrad_seq.text.dates import date_splits, default_dev_size
 
-    from . import runs
-
     o = options
     state, train_config, changes = _prepare("seq2seq", out, resume, overwrite, options,
                                             lambda s: s["model_config"])
@@ -154,29 +175,22 @@ def _train_seq2seq(out, resume, overwrite, options):
                                layers=o["layers"], bidirectional=o["bidirectional"], attention=o["attention"],
                                dropout=o["dropout"], max_target_len=len("2021-03-03") + 1)
         model = Seq2Seq(config, src_vocab, tgt_vocab)
-    try:
-        trainer = Seq2SeqTrainer(train_config, model, train_pairs, dev_pairs, info, test_pairs, overwrite=overwrite)
-    except ValueError as exc:
-        fail(exc)
-    trainer.extra_plots = lambda: _attention_png(model, [s for s, _ in test_pairs[:4]],
-                                                 os.path.join(out, "attention.png"))
-    if state is not None:
-        _restore(trainer, state, changes, out)
     c = model.config
     n_params = sum(p.numel() for p in model.parameters())
-    runs.echo(f"{'Resuming at step ' + str(trainer.step) + ': ' if state is not None else ''}"
-              f"seq2seq {c.cell.upper()} with {c.attention} attention ({n_params:,} parameters) on "
-              f"{len(train_pairs):,} generated dates; {len(dev_pairs):,} dev, {len(test_pairs):,} held-out dates; "
-              f"run directory {out}" + (f"; {trainer.world_size} ranks" if trainer.world_size > 1 else ""))
-    started = time.perf_counter()
-    runs.run(trainer)
+    description = (f"seq2seq {c.cell.upper()} with {c.attention} attention ({n_params:,} parameters) on "
+                   f"{len(train_pairs):,} generated dates; {len(dev_pairs):,} dev, {len(test_pairs):,} held-out dates")
+    trainer = _trainer_or_fail(lambda: Seq2SeqTrainer(train_config, model, train_pairs, dev_pairs, info, test_pairs,
+                                                      overwrite=overwrite))
+    trainer.extra_plots = lambda: _attention_png(model, [s for s, _ in test_pairs[:4]],
+                                                 os.path.join(out, "attention.png"))
+    seconds = _resume_and_run(trainer, state, changes, out, description)
     if trainer.exact_match is None:  # a run already at its last step, or a rank other than 0
         return
     for (source, target), guess in list(zip(test_pairs, trainer.predictions))[:5]:
         click.echo(f"  {source!r:32} -> {guess}  {'ok' if guess == target else 'expected ' + target}", err=True)
     if os.path.exists(os.path.join(out, "attention.png")):
         click.echo(f"attention maps: {os.path.join(out, 'attention.png')}", err=True)
-    click.echo(f"{trainer.step} steps in {time.perf_counter() - started:.0f}s; exact match on {len(test_pairs):,} "
+    click.echo(f"{trainer.step} steps in {seconds:.0f}s; exact match on {len(test_pairs):,} "
                f"held-out dates {trainer.exact_match:.2%}; checkpoint in {trainer.checkpoint_path}", err=True)
 
 
@@ -352,8 +366,6 @@ def _train_tagger(out, resume, overwrite, options):
     from tinygrad_seq.models.tagger import (Tagger, TaggerConfig, TaggerTrainer, lexicon_baseline, load_kjv_tagging,
                                             tagger_vocab, tagging_scores)
 
-    from . import runs
-
     o = options
     state, train_config, changes = _prepare("tagger", out, resume, overwrite, options, lambda s: s["model_config"])
     if state is not None:
@@ -369,25 +381,18 @@ def _train_tagger(out, resume, overwrite, options):
         config = TaggerConfig(vocab_size=len(vocab), cell=o["cell"], embed=o["embed"], hidden=o["hidden"],
                               layers=o["layers"], dropout=o["dropout"])
         model = Tagger(config, vocab)
-    try:
-        trainer = TaggerTrainer(train_config, model, data.train_tokens, data.train_tags, data.dev_tokens,
-                                data.dev_tags, dict(info, data=info), data.test_tokens, data.test_tags,
-                                overwrite=overwrite)
-    except ValueError as exc:
-        fail(exc)
-    if state is not None:
-        _restore(trainer, state, changes, out)
     c = model.config
-    runs.echo(f"{'Resuming at step ' + str(trainer.step) + ': ' if state is not None else ''}"
-              f"tagger: bidirectional {c.cell.upper()} x{c.layers} on {len(data.train_tokens):,} verses "
-              f"({len(model.vocab):,} words); {len(data.dev_tokens):,} dev, {len(data.test_tokens):,} held-out "
-              f"verses; run directory {out}" + (f"; {trainer.world_size} ranks" if trainer.world_size > 1 else ""))
-    started = time.perf_counter()
-    runs.run(trainer)
+    description = (f"tagger: bidirectional {c.cell.upper()} x{c.layers} on {len(data.train_tokens):,} verses "
+                   f"({len(model.vocab):,} words); {len(data.dev_tokens):,} dev, {len(data.test_tokens):,} held-out "
+                   "verses")
+    trainer = _trainer_or_fail(lambda: TaggerTrainer(train_config, model, data.train_tokens, data.train_tags,
+                                                     data.dev_tokens, data.dev_tags, dict(info, data=info),
+                                                     data.test_tokens, data.test_tags, overwrite=overwrite))
+    seconds = _resume_and_run(trainer, state, changes, out, description)
     if trainer.scores is None:  # a run already at its last step, or a rank other than 0
         return
     baseline = tagging_scores(lexicon_baseline(data.train_tokens, data.train_tags, data.test_tokens), data.test_tags)
-    click.echo(f"{trainer.step} steps in {time.perf_counter() - started:.0f}s; held-out: "
+    click.echo(f"{trainer.step} steps in {seconds:.0f}s; held-out: "
                f"{_format_scores(trainer.scores)}", err=True)
     click.echo(f"(lexicon baseline, each word's most frequent tag: {_format_scores(baseline)}); "
                f"checkpoint in {trainer.checkpoint_path}", err=True)

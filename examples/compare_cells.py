@@ -9,12 +9,13 @@ the King James Bible; the table shows the validation loss each reaches and its t
 Gated cells (GRU, LSTM) usually pull ahead as training goes on: their additive state update
 lets gradients reach further back than the RNN's repeated tanh.
 """
-import argparse
 import tempfile
 import time
 
 from tinygrad_seq.text.corpus import bundled_corpus
 from tinygrad_seq.training import LMTrainer, TrainConfig, split_corpus
+
+from script_options import run_main
 
 
 def main(steps=150, hidden=128, chars=300_000, seed=0, verbose=True):
@@ -37,9 +38,4 @@ def main(steps=150, hidden=128, chars=300_000, seed=0, verbose=True):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    main(steps=args.steps, hidden=args.hidden, seed=args.seed)
+    run_main(main, __doc__, "steps", "hidden", "seed")

@@ -8,12 +8,13 @@ contexts point the same way; cosine similarity then finds a word's neighbours.  
 `nearest_neighbours` works on any embedding matrix, e.g. the nn.Embedding weight of a
 word-level LM trained with `tgs train wordlm`.
 """
-import argparse
 
 
 from tinygrad_seq.text.corpus import bundled_corpus
 from tinygrad_seq.text.embeddings import nearest_neighbours, train_word2vec
 from tinygrad_seq.text.vocab import WordVocab
+
+from script_options import run_main
 
 QUERIES = ("god", "king", "water", "son", "gold")
 
@@ -37,9 +38,4 @@ def main(words=150_000, dim=48, window=3, epochs=2, min_count=5, seed=0, queries
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--words", type=int, default=150_000)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--dim", type=int, default=48)
-    args = parser.parse_args()
-    main(words=args.words, epochs=args.epochs, dim=args.dim)
+    run_main(main, __doc__, "words", "epochs", "dim")

@@ -12,17 +12,18 @@ with the learning rate decayed as alpha = alpha_0 / (1 + decay_rate * epoch).  T
 decides when to stop (early stopping); the test set is scored once, at the end.
 Data: the 8x8 digits shipped with the package, so nothing is downloaded.
 """
-import argparse
-
 import tinygrad_seq as tgs  # before numpy: it sets the OpenBLAS threads' spin time
 import numpy as np
 
 from tinygrad_seq import nn, optim
-from tinygrad_seq.data_utils import (EarlyStopping, early_stopped_scores, evaluate_classifier, load_digits,
-                                     minibatches, train_dev_test_split)
+from tinygrad_seq.data_utils import (EarlyStopping, early_stopped_scores, load_digits, minibatches, stop_on_dev_loss,
+                                     train_dev_test_split)
 from tinygrad_seq.models.mlp import LogisticRegression
 from tinygrad_seq.nn import functional as F
 
+from script_options import run_main
+
+PATIENCE_HELP = {"patience": "stop after this many epochs without a better dev loss"}
 PATIENCE = 10
 
 
@@ -41,7 +42,7 @@ def main(epochs=100, lr=0.5, decay_rate=0.05, l2=1e-3, batch_size=32, patience=P
     optimizer = optim.SGD(model.parameters(), lr=lr)
     schedule = optim.lr_scheduler.InverseTimeDecay(optimizer, decay_rate=decay_rate)
     stopper = EarlyStopping(patience=patience)
-    for epoch in range(epochs):
+    for _ in range(epochs):
         model.train()
         for xb, yb in minibatches(*splits.train, batch_size=batch_size):
             logits = model(xb)
@@ -51,24 +52,10 @@ def main(epochs=100, lr=0.5, decay_rate=0.05, l2=1e-3, batch_size=32, patience=P
             loss.backward()
             optimizer.step()
         schedule.step()
-        dev_loss, dev_acc = evaluate_classifier(model, *splits.dev)
-        if verbose:
-            print(f"epoch {epoch + 1:3d}  lr {schedule.get_last_lr()[0]:.3f}  dev loss {dev_loss:.4f}  dev acc {dev_acc:.3f}")
-        if stopper.step(dev_loss, model):
-            if verbose:
-                print(f"dev loss has not improved for {patience} epochs: stopping, best epoch {stopper.best_epoch + 1}")
+        if stop_on_dev_loss(model, splits, stopper, f"lr {schedule.get_last_lr()[0]:.3f}  ", verbose):
             break
     return early_stopped_scores(model, splits, stopper, verbose)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=0.5)
-    parser.add_argument("--decay-rate", type=float, default=0.05)
-    parser.add_argument("--l2", type=float, default=1e-3)
-    parser.add_argument("--patience", type=int, default=PATIENCE,
-                        help="stop after this many epochs without a better dev loss")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    main(args.epochs, args.lr, args.decay_rate, args.l2, patience=args.patience, seed=args.seed)
+    run_main(main, __doc__, "epochs", "lr", "decay_rate", "l2", "patience", "seed", helps=PATIENCE_HELP)

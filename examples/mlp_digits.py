@@ -9,15 +9,16 @@ has not improved for `patience` epochs training stops and the best weights are r
 (early stopping: the dev loss turning up is the start of overfitting).  The test set is
 scored once, at the end.  Data: the 8x8 digits shipped with the package (nothing is downloaded).
 """
-import argparse
-
 import tinygrad_seq as tgs
 from tinygrad_seq import optim
-from tinygrad_seq.data_utils import (EarlyStopping, early_stopped_scores, evaluate_classifier, load_digits,
-                                     minibatches, train_dev_test_split)
+from tinygrad_seq.data_utils import (EarlyStopping, early_stopped_scores, load_digits, minibatches, stop_on_dev_loss,
+                                     train_dev_test_split)
 from tinygrad_seq.models.mlp import MLP, MLPConfig
 from tinygrad_seq.nn import functional as F
 
+from script_options import run_main
+
+PATIENCE_HELP = {"patience": "stop after this many epochs without a better dev loss"}
 PATIENCE = 8
 
 
@@ -29,7 +30,7 @@ def main(epochs=60, hidden=(64,), lr=3e-3, dropout=0.1, weight_decay=1e-4, batch
     model = MLP(MLPConfig(in_features=64, hidden=tuple(hidden), num_classes=10, dropout=dropout))
     optimizer = optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     stopper = EarlyStopping(patience=patience)
-    for epoch in range(epochs):
+    for _ in range(epochs):
         model.train()
         total, count = 0.0, 0
         for xb, yb in minibatches(*splits.train, batch_size=batch_size):
@@ -38,24 +39,10 @@ def main(epochs=60, hidden=(64,), lr=3e-3, dropout=0.1, weight_decay=1e-4, batch
             loss.backward()
             optimizer.step()
             total, count = total + loss.item() * len(yb), count + len(yb)
-        dev_loss, dev_acc = evaluate_classifier(model, *splits.dev)
-        if verbose:
-            print(f"epoch {epoch + 1:3d}  train loss {total / count:.4f}  dev loss {dev_loss:.4f}  dev acc {dev_acc:.3f}")
-        if stopper.step(dev_loss, model):
-            if verbose:
-                print(f"dev loss has not improved for {patience} epochs: stopping, best epoch {stopper.best_epoch + 1}")
+        if stop_on_dev_loss(model, splits, stopper, f"train loss {total / count:.4f}  ", verbose):
             break
     return early_stopped_scores(model, splits, stopper, verbose)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--hidden", type=int, nargs="*", default=[64])
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--patience", type=int, default=PATIENCE,
-                        help="stop after this many epochs without a better dev loss")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    main(args.epochs, tuple(args.hidden), args.lr, args.dropout, patience=args.patience, seed=args.seed)
+    run_main(main, __doc__, "epochs", "hidden", "lr", "dropout", "patience", "seed", helps=PATIENCE_HELP)

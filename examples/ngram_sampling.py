@@ -8,7 +8,6 @@ lower orders (or add-k, or backoff).  For n = 1 .. max-n the script prints the v
 loss in nats and bits per character and a sample: the loss falls as the context grows until
 the counts get too sparse, and the samples go from letter soup to plausible English.
 """
-import argparse
 import math
 
 import tinygrad_seq  # noqa: F401  (before numpy: it sets the OpenBLAS threads' spin time)
@@ -18,6 +17,8 @@ from tinygrad_seq.text.corpus import bundled_corpus
 from tinygrad_seq.text.ngram import NGramLM
 from tinygrad_seq.text.vocab import CharVocab
 from tinygrad_seq.training import split_corpus
+
+from script_options import run_main
 
 
 def main(max_n=6, chars=1_000_000, smoothing="interpolation", seed=0, verbose=True):
@@ -37,9 +38,5 @@ def main(max_n=6, chars=1_000_000, smoothing="interpolation", seed=0, verbose=Tr
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-n", type=int, default=6)
-    parser.add_argument("--chars", type=int, default=1_000_000)
-    parser.add_argument("--smoothing", choices=["interpolation", "backoff", "add-k"], default="interpolation")
-    args = parser.parse_args()
-    main(max_n=args.max_n, chars=args.chars, smoothing=args.smoothing)
+    run_main(main, __doc__, "max_n", "chars", "smoothing",
+             choices={"smoothing": ["interpolation", "backoff", "add-k"]})

@@ -12,8 +12,6 @@ No nn.RNN here: the recurrence of the notes is spelled out one time step at a ti
 and backpropagation through time is simply `loss.backward()` over the unrolled graph.
 Consecutive chunks of the text carry the hidden state forward, detached (truncated BPTT).
 """
-import argparse
-
 import tinygrad_seq as tgs  # before numpy: it sets the OpenBLAS threads' spin time
 import numpy as np
 
@@ -21,6 +19,8 @@ from tinygrad_seq.nn import functional as F
 from tinygrad_seq.nn.utils import clip_grad_norm_
 from tinygrad_seq.text.corpus import bundled_corpus
 from tinygrad_seq.text.vocab import CharVocab
+
+from script_options import run_main
 
 
 def sample(params, vocab, start, length, rng, temperature=0.8):
@@ -83,10 +83,4 @@ def main(steps=300, hidden=64, seq_len=25, batch_size=16, lr=5e-3, chars=200_000
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--seq-len", type=int, default=25)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    main(steps=args.steps, hidden=args.hidden, seq_len=args.seq_len, seed=args.seed)
+    run_main(main, __doc__, "steps", "hidden", "seq_len", "seed")

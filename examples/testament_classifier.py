@@ -12,8 +12,6 @@ lines start with a book code ("Ge1:1 ...", "Mat1:1 ..."); the books from Matthew
 New Testament.  A fixed 10% of the verses is held out; the majority-class baseline is printed
 beside the model's accuracy, since the Old Testament has three times as many verses.
 """
-import argparse
-
 import tinygrad_seq as tgs  # before numpy: it sets the OpenBLAS threads' spin time
 import numpy as np
 
@@ -23,6 +21,8 @@ from tinygrad_seq.models.tagger import tokenize
 from tinygrad_seq.nn import functional as F
 from tinygrad_seq.text.corpus import bundled_corpus
 from tinygrad_seq.text.vocab import WordVocab
+
+from script_options import run_main
 
 FIRST_NT_BOOK = "Mat"
 
@@ -92,8 +92,4 @@ def main(steps=250, batch_size=64, embed=32, hidden=32, lr=5e-3, seed=0, verbose
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=250)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    main(steps=args.steps, seed=args.seed)
+    run_main(main, __doc__, "steps", "seed")

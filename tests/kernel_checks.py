@@ -1,11 +1,25 @@
-"""Kernel-output comparison shared by the property tests of the CPU backends
-(tests/test_kernel_properties.py) and of the CUDA kernels under the simulator
-(tests/cudasim/test_sim_properties.py): IEEE-aware closeness to the NumPy reference, and the
-arguments of one recurrence kind."""
+"""Checks shared by the tests: kernels of every backend against the NumPy reference (the CPU
+backends' property and build tests, the CUDA kernels under the simulator and on a GPU):
+IEEE-aware closeness, the arguments of one recurrence kind, a convolution case's inputs, the
+pooling round trip and the masked softmax's special values; and engine results against
+PyTorch's (assert_close_to_torch)."""
+import importlib
+
 import numpy as np
+import pytest
 
 TOLERANCE = {np.dtype(np.float32): (2e-4, 2e-5), np.dtype(np.float64): (1e-10, 1e-12)}
 RECURRENCE_KINDS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
+# (x shape, kernel, stride, padding) of the pooling checks: non-overlapping windows, overlapping
+# ones (stride < kernel), padding, odd sizes that leave pixels out, non-square everything, one row
+POOL_CASES = [
+    ((2, 2, 4, 4), (2, 2), (2, 2), (0, 0)),
+    ((1, 3, 5, 7), (3, 3), (1, 2), (1, 1)),
+    ((2, 1, 6, 5), (3, 2), (2, 1), (1, 0)),
+    ((1, 3, 7, 6), (3, 2), (2, 1), (1, 1)),
+    ((1, 2, 1, 8), (1, 3), (1, 2), (0, 1)),
+    ((2, 1, 1, 9), (1, 3), (1, 3), (0, 1)),
+]
 
 
 def assert_matches(got, expected, dtype, what=""):
@@ -65,3 +79,103 @@ def softmax_special_values(dtype):
     mask[4, 1] = True
     mask[5] = True
     return x, mask
+
+
+def check_softmax_special_values(both, dtype, what=""):
+    """A softmax backend on softmax_special_values, against the reference and the IEEE rules
+    themselves: a NaN or +inf in a row makes that row NaN (inf - inf); -inf logits and masked
+    entries give exactly 0, an all -inf or fully masked row all zeros, never NaN; a NaN under
+    the mask is excluded like any masked value; NaN gradients (in a partly and in a fully masked
+    row) propagate as in the reference.  `both(name, *args)` gives (the backend's result, the
+    reference's result) of softmax kernel `name`."""
+    x, mask = softmax_special_values(dtype)
+    for m in (None, mask):
+        y, expected = both("softmax_forward", x, m)
+        assert_matches(y, expected, dtype, f"{what} softmax_forward mask={m is not None}")
+        assert np.all(np.isnan(y[0])) and np.all(np.isnan(y[1]))
+        assert y[2, 0] == 0 and y[2, 2] == 0 and np.all(y[3] == 0)
+        if m is not None:
+            assert np.all(np.isfinite(y[4])) and y[4, 1] == 0 and np.all(y[5] == 0)
+    dy = np.ones_like(x)
+    dy[4, 0] = dy[5, 0] = np.nan
+    assert_matches(*both("softmax_backward", dy, expected), dtype, f"{what} softmax_backward")
+
+
+def conv_inputs(rng, dtype, x_shape, w_shape):
+    """Input, weight and bias of one convolution case: standard normal in `dtype`."""
+    return tuple(rng.standard_normal(shape).astype(dtype) for shape in (x_shape, w_shape, w_shape[:1]))
+
+
+def check_pooling(both, assert_close, rng, x, kernel, stride, padding):
+    """Max and average pooling, forward and backward, of one backend against the reference.
+    `both(name, *args)` gives (the backend's result as host arrays, the reference's result) of
+    conv kernel `name`; `assert_close(got, expected)` compares float outputs; the max-pooling
+    argmax must be int64 and equal to the reference's (ties included)."""
+    (y, argmax), (expected_y, expected_argmax) = both("maxpool2d_forward", x, kernel, stride, padding)
+    assert_close(y, expected_y)
+    assert argmax.dtype == np.int64
+    np.testing.assert_array_equal(argmax, expected_argmax)
+    dy = rng.standard_normal(expected_y.shape).astype(x.dtype)
+    assert_close(*both("maxpool2d_backward", dy, expected_argmax, x.shape))
+    assert_close(*both("avgpool2d_forward", x, kernel, stride, padding))
+    assert_close(*both("avgpool2d_backward", dy, x.shape, kernel, stride, padding))
+
+
+def backend_kernels(backend_name, family):
+    """Backend `backend_name`'s kernel module of `family`; the test is skipped, naming why, where
+    that backend is unavailable on this machine (a compiled one not built, Numba missing)."""
+    from tinygrad_seq.backend import BACKENDS, unavailable_reason
+    reason = unavailable_reason(backend_name)
+    if reason:
+        pytest.skip(f"backend {backend_name} unavailable: {reason}")
+    return importlib.import_module(f"{BACKENDS[backend_name][0]}.{family}")
+
+
+def assert_same_dtype_and_close(got, expected, dtype, tolerance):
+    """`got` has `dtype` and the reference's shape, and its numbers are within
+    tolerance[dtype] (a dict of rtol and atol) of the reference's."""
+    assert got.dtype == np.dtype(dtype) and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, **tolerance[np.dtype(dtype)])
+
+
+def assert_raises_like_reference(kernels, reference, name, *args):
+    """Kernel `name` of module `kernels` refuses `args` with the ValueError, message and all,
+    that the reference module's kernel of that name raises."""
+    with pytest.raises(ValueError) as expected:
+        getattr(reference, name)(*args)
+    with pytest.raises(ValueError) as got:
+        getattr(kernels, name)(*args)
+    assert str(got.value) == str(expected.value)
+
+
+# calls every softmax backend must refuse as the reference does: a 1-D input, a mask of the
+# wrong shape, a gradient of the wrong shape
+SOFTMAX_BAD_CALLS = [("softmax_forward", (np.zeros(3), None)),
+                     ("softmax_forward", (np.zeros((2, 3)), np.zeros((2, 4), dtype=bool))),
+                     ("softmax_backward", (np.zeros((2, 4)), np.zeros((2, 3))))]
+
+
+def char_lstm_losses(out_dir, backend, device="cpu", steps=20):
+    """(trainer, losses) of `steps` seeded training steps of a small char-LSTM on the CLI tests'
+    short text under kernel backend `backend` on `device`: the whole-model check that a backend
+    trains as numpy does."""
+    from cli_helpers import TEXT
+    import tinygrad_seq as tgs
+    from tinygrad_seq.training import LMTrainer, TrainConfig, split_corpus
+    train, val = split_corpus(TEXT)
+    config = TrainConfig(model="lstm", hidden=32, embed=16, seq_len=12, batch_size=4, steps=steps,
+                         eval_every=steps, out=str(out_dir), sample_length=20, lr=1e-2,
+                         backend=backend, device=device)
+    trainer = LMTrainer.from_texts(config, train, val)
+    with tgs.backend(backend):
+        losses = [float(trainer.train_step()) for _ in range(steps)]
+    return trainer, losses
+
+
+def assert_close_to_torch(ours, theirs, tol=1e-9):
+    """A tinygrad_seq result (Tensor or array) of PyTorch's shape and within `tol` (relative and
+    absolute) of PyTorch's (a torch.Tensor or an array)."""
+    theirs = theirs.detach().numpy() if hasattr(theirs, "detach") else theirs
+    ours = ours.numpy() if hasattr(ours, "numpy") else np.asarray(ours)
+    assert ours.shape == np.shape(theirs), f"shape {ours.shape} != {np.shape(theirs)}"
+    np.testing.assert_allclose(ours, theirs, rtol=tol, atol=tol)

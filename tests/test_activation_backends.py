@@ -6,14 +6,15 @@ and by finite differences.
 (The cuda backend of this family is the reference itself on CuPy arrays, checked on a real
 GPU by tests/test_cuda_gpu.py's transformer test.)
 """
-import importlib
+import functools
 
 import numpy as np
 import pytest
+from kernel_checks import assert_raises_like_reference, assert_same_dtype_and_close, backend_kernels
 
 import tinygrad_seq as tgs
 from tinygrad_seq import nn
-from tinygrad_seq.backend import BACKENDS, unavailable_reason
+from tinygrad_seq.backend import BACKENDS
 from tinygrad_seq.kernels.reference import activation as ref
 
 CPU_BACKENDS = [name for name, (_, devices) in BACKENDS.items() if "cpu" in devices]
@@ -22,16 +23,8 @@ TOLERANCE = {np.dtype(np.float32): dict(rtol=1e-5, atol=1e-6),
              np.dtype(np.float64): dict(rtol=1e-12, atol=1e-14)}
 
 
-def activation_kernels(name):
-    reason = unavailable_reason(name)
-    if reason:
-        pytest.skip(f"backend {name} unavailable: {reason}")
-    return importlib.import_module(f"{BACKENDS[name][0]}.activation")
-
-
-def assert_same(got, expected, dtype):
-    assert got.dtype == np.dtype(dtype) and got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, **TOLERANCE[np.dtype(dtype)])
+activation_kernels = functools.partial(backend_kernels, family="activation")   # (backend name) -> module
+assert_same = functools.partial(assert_same_dtype_and_close, tolerance=TOLERANCE)   # (got, expected, dtype)
 
 
 @pytest.mark.parametrize("name", CPU_BACKENDS)
@@ -70,11 +63,7 @@ def test_bad_arguments_raise_the_reference_message(name):
              ("gelu_backward", (np.zeros(3), np.zeros(4), np.zeros(3))),
              ("gelu_backward", (np.zeros(3), np.zeros(3, dtype=np.float32), np.zeros(3)))]
     for function, args in calls:
-        with pytest.raises(ValueError) as expected:
-            getattr(ref, function)(*args)
-        with pytest.raises(ValueError) as got:
-            getattr(kernels, function)(*args)
-        assert str(got.value) == str(expected.value)
+        assert_raises_like_reference(kernels, ref, function, *args)
 
 
 @pytest.mark.parametrize("name", CPU_BACKENDS)

@@ -2,7 +2,6 @@
 input of the issue ending in one "Error:" line and a non-zero exit, never a traceback."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,15 +13,13 @@ import pytest
 from tinygrad_seq.checkpoint import load_checkpoint
 from tinygrad_seq.cli import kinds
 
-from cli_helpers import TEXT, TINY, assert_one_line_error, corpus, tgs  # noqa: F401 (corpus: a fixture)
+from cli_helpers import corpus  # noqa: F401 (a fixture)
+from cli_helpers import TEXT, TINY, assert_one_line_error, tgs, tgs_command, tgs_process, train_tiny_charlm
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, corpus):
-    out = tmp_path_factory.mktemp("runs") / "charlm"
-    result = tgs("train", "charlm", corpus, *TINY, "--steps", 8, "--eval-every", 4, "--out", out)
-    assert result.exit_code == 0, result.output
-    return out
+    return train_tiny_charlm(tmp_path_factory, corpus, steps=8, eval_every=4)
 
 
 # ---------------------------------------------------------------------------- happy paths
@@ -241,15 +238,10 @@ def test_a_diverging_run_never_saves_non_finite_weights(tmp_path, corpus):
 
 
 # ---------------------------------------------------------------------------- a real process
-def _tgs_command():
-    exe = shutil.which("tgs")
-    return [exe] if exe else [sys.executable, "-m", "tinygrad_seq.cli.main"]
-
-
 def test_real_process_errors_are_one_line(tmp_path):
     for args, fragment in ((["train", "charlm", str(tmp_path / "missing.txt")], "no such file"),
                            (["sample", str(tmp_path)], "without a checkpoint.npz")):
-        proc = subprocess.run(_tgs_command() + args, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(tgs_command() + args, capture_output=True, text=True, timeout=120)
         assert proc.returncode != 0
         assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and fragment in proc.stderr
         assert "Traceback" not in proc.stderr
@@ -258,18 +250,12 @@ def test_real_process_errors_are_one_line(tmp_path):
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT delivery to a child needs POSIX")
 def test_real_process_ctrl_c_saves_and_resumes(tmp_path, corpus):
     out = tmp_path / "run"
-    proc = subprocess.Popen(_tgs_command() + ["train", "charlm", str(corpus), *TINY, "--steps", "100000",
-                                              "--eval-every", "50000", "--out", str(out)],
-                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
+    with tgs_process("train", "charlm", corpus, *TINY, "--steps", 100000, "--eval-every", 50000, "--out", out) as proc:
         header = proc.stderr.readline()  # printed just before the first step
         assert "run directory" in header, header
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 130, err
     assert "Interrupted: interrupted at step" in err and "Traceback" not in err
     step = load_checkpoint(out)["train"]["step"]

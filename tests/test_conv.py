@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from kernel_checks import assert_close_to_torch
 
 import tinygrad_seq as tgs
 from tinygrad_seq import Tensor, gradcheck, nn
@@ -20,8 +21,7 @@ def pair(shape, dtype=np.float32):
 
 
 def close(ours, theirs, tol=2e-5):
-    theirs = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else theirs
-    np.testing.assert_allclose(ours.numpy() if isinstance(ours, Tensor) else ours, theirs, rtol=tol, atol=tol)
+    assert_close_to_torch(ours, theirs, tol)
 
 
 def backward_both(y, ty):
@@ -30,56 +30,66 @@ def backward_both(y, ty):
     ty.backward(torch.tensor(g))
 
 
-def random_conv_cases(dims, count, seed):
-    """Random shapes/strides/paddings/dilations, many of them odd sizes the windows don't tile."""
+def random_cases(count, seed, draw):
+    """`count` cases drawn by draw(rng); it returns None for a window that does not fit its
+    padded input, and the case is drawn again."""
     rng = np.random.default_rng(seed)
     cases = []
     while len(cases) < count:
-        k = tuple(int(v) for v in rng.integers(1, 5, dims))
-        s = tuple(int(v) for v in rng.integers(1, 4, dims))
-        d = tuple(int(v) for v in rng.integers(1, 3, dims))
-        p = tuple(int(v) for v in rng.integers(0, 3, dims))
-        size = tuple(int(v) for v in rng.integers(3, 12, dims))
-        if any(n + 2 * pp < dd * (kk - 1) + 1 for n, pp, dd, kk in zip(size, p, d, k)):
-            continue
-        groups = int(rng.choice([1, 1, 2]))
-        cin, cout = groups * int(rng.integers(1, 4)), groups * int(rng.integers(1, 4))
-        cases.append(dict(n=int(rng.integers(1, 4)), cin=cin, cout=cout, size=size, k=k, s=s, p=p, d=d,
-                          groups=groups, bias=bool(rng.random() < 0.7)))
+        case = draw(rng)
+        if case is not None:
+            cases.append(case)
     return cases
 
 
+def random_ints(rng, low, high, dims):
+    return tuple(int(v) for v in rng.integers(low, high, dims))
+
+
+def random_conv_cases(dims, count, seed):
+    """Random shapes/strides/paddings/dilations, many of them odd sizes the windows don't tile."""
+    def draw(rng):
+        k, s, d, p, size = (random_ints(rng, low, high, dims)
+                            for low, high in ((1, 5), (1, 4), (1, 3), (0, 3), (3, 12)))
+        if any(n + 2 * pp < dd * (kk - 1) + 1 for n, pp, dd, kk in zip(size, p, d, k)):
+            return None
+        groups = int(rng.choice([1, 1, 2]))
+        cin, cout = groups * int(rng.integers(1, 4)), groups * int(rng.integers(1, 4))
+        return dict(n=int(rng.integers(1, 4)), cin=cin, cout=cout, size=size, k=k, s=s, p=p, d=d,
+                    groups=groups, bias=bool(rng.random() < 0.7))
+    return random_cases(count, seed, draw)
+
+
 # ---------------------------------------------------------------------------- convolution
-@pytest.mark.parametrize("case", random_conv_cases(2, 14, seed=1))
-def test_conv2d_matches_torch(case):
+def check_conv_against_torch(case, conv, torch_conv):
+    """Our `conv` and PyTorch's `torch_conv` on the same leaves of a random case: the outputs,
+    then the input, weight and bias gradients agree.  Returns our output."""
     x, tx = pair((case["n"], case["cin"]) + case["size"])
     w, tw = pair((case["cout"], case["cin"] // case["groups"]) + case["k"])
     b, tb = pair((case["cout"],)) if case["bias"] else (None, None)
     args = dict(stride=case["s"], padding=case["p"], dilation=case["d"], groups=case["groups"])
-    y, ty = F.conv2d(x, w, b, **args), TF.conv2d(tx, tw, tb, **args)
-    # output size: floor((n + 2p - d*(f-1) - 1) / s) + 1
-    expected = tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
-                     for n, p, d, k, s in zip(case["size"], case["p"], case["d"], case["k"], case["s"]))
-    assert y.shape == (case["n"], case["cout"]) + expected
+    y, ty = conv(x, w, b, **args), torch_conv(tx, tw, tb, **args)
     close(y, ty)
     backward_both(y, ty)
     close(x.grad, tx.grad)
     close(w.grad, tw.grad, 1e-4)
     if b is not None:
         close(b.grad, tb.grad, 1e-4)
+    return y
+
+
+@pytest.mark.parametrize("case", random_conv_cases(2, 14, seed=1))
+def test_conv2d_matches_torch(case):
+    y = check_conv_against_torch(case, F.conv2d, TF.conv2d)
+    # output size: floor((n + 2p - d*(f-1) - 1) / s) + 1
+    expected = tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
+                     for n, p, d, k, s in zip(case["size"], case["p"], case["d"], case["k"], case["s"]))
+    assert y.shape == (case["n"], case["cout"]) + expected
 
 
 @pytest.mark.parametrize("case", random_conv_cases(1, 8, seed=2))
 def test_conv1d_matches_torch(case):
-    x, tx = pair((case["n"], case["cin"]) + case["size"])
-    w, tw = pair((case["cout"], case["cin"] // case["groups"]) + case["k"])
-    b, tb = pair((case["cout"],)) if case["bias"] else (None, None)
-    args = dict(stride=case["s"], padding=case["p"], dilation=case["d"], groups=case["groups"])
-    y, ty = F.conv1d(x, w, b, **args), TF.conv1d(tx, tw, tb, **args)
-    close(y, ty)
-    backward_both(y, ty)
-    close(x.grad, tx.grad)
-    close(w.grad, tw.grad, 1e-4)
+    check_conv_against_torch(case, F.conv1d, TF.conv1d)
 
 
 @pytest.mark.parametrize("dims,k,d", [(2, (4, 3), (1, 1)), (2, (2, 2), (2, 1)), (2, (4, 2), (1, 3)),
@@ -154,17 +164,14 @@ def test_unbatched_inputs():
 
 # ---------------------------------------------------------------------------- pooling
 def random_pool_cases(dims, count, seed):
-    rng = np.random.default_rng(seed)
-    cases = []
-    while len(cases) < count:
-        k = tuple(int(v) for v in rng.integers(1, 5, dims))
-        s = tuple(int(v) for v in rng.integers(1, 4, dims))
+    def draw(rng):
+        k, s = random_ints(rng, 1, 5, dims), random_ints(rng, 1, 4, dims)
         p = tuple(int(rng.integers(0, kk // 2 + 1)) for kk in k)
-        size = tuple(int(v) for v in rng.integers(3, 11, dims))
+        size = random_ints(rng, 3, 11, dims)
         if any(n + 2 * pp < kk for n, pp, kk in zip(size, p, k)):
-            continue
-        cases.append(dict(shape=(int(rng.integers(1, 4)), int(rng.integers(1, 4))) + size, k=k, s=s, p=p))
-    return cases
+            return None
+        return dict(shape=(int(rng.integers(1, 4)), int(rng.integers(1, 4))) + size, k=k, s=s, p=p)
+    return random_cases(count, seed, draw)
 
 
 @pytest.mark.parametrize("case", random_pool_cases(2, 10, seed=3) + random_pool_cases(1, 5, seed=4))

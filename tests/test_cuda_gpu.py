@@ -19,6 +19,9 @@ import textwrap
 import numpy as np
 import pytest
 
+from kernel_checks import POOL_CASES as KERNEL_CHECKS_POOL_CASES
+from kernel_checks import RECURRENCE_KINDS, char_lstm_losses, check_pooling, conv_inputs, recurrence_args
+
 from tinygrad_seq.device import cupy_or_none, cupy_unavailable_reason
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,17 +50,47 @@ def rng():
     return np.random.default_rng(7)
 
 
-def on_gpu(*arrays):
+def on_gpu(*args):
+    """The arguments with every NumPy array copied to the device (other values as they are)."""
     cp = cupy_or_none()
-    return [None if a is None else cp.asarray(a) for a in arrays]
+    return [cp.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
+
+
+def on_host(result):
+    """A kernel's result, an array or a tuple of them, brought back to NumPy after checking
+    that each output is a CuPy array (the kernel stayed on the device)."""
+    cp = cupy_or_none()
+    if isinstance(result, tuple):
+        return tuple(on_host(r) for r in result)
+    assert isinstance(result, cp.ndarray), f"got {type(result)}, not a CuPy array"
+    return cp.asnumpy(result)
+
+
+def assert_close(actual, expected, dtype):
+    """NumPy outputs (one or a tuple) of the dtype and the shapes of `expected`, equal within tolerance."""
+    actual = actual if isinstance(actual, tuple) else (actual,)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        assert a.dtype == np.dtype(dtype) and a.shape == e.shape
+        np.testing.assert_allclose(a, e, **TOLERANCE[np.dtype(dtype)])
 
 
 def assert_gpu_close(actual, expected, dtype):
     """actual is a CuPy array (the kernel stayed on the device) equal to the NumPy `expected`."""
-    cp = cupy_or_none()
-    assert isinstance(actual, cp.ndarray), f"got {type(actual)}, not a CuPy array"
-    assert actual.dtype == np.dtype(dtype) and actual.shape == expected.shape
-    np.testing.assert_allclose(cp.asnumpy(actual), expected, **TOLERANCE[np.dtype(dtype)])
+    assert_close(on_host(actual), expected, dtype)
+
+
+def gpu_and_reference(family):
+    """both(name, *args): (the CUDA kernel's result on device copies of args, brought back to
+    NumPy, the reference kernel's result) for kernel `name` of `family`."""
+    import importlib
+    cuda_module = importlib.import_module(f"tinygrad_seq.kernels.cuda.{family}")
+    reference = importlib.import_module(f"tinygrad_seq.kernels.reference.{family}")
+
+    def both(name, *args):
+        return on_host(getattr(cuda_module, name)(*on_gpu(*args))), getattr(reference, name)(*args)
+    return both
 
 
 # ----------------------------------------------------------------------------- softmax
@@ -96,9 +129,7 @@ def test_conv2d_on_gpu(rng, dtype, case):
     from tinygrad_seq.kernels.cuda import conv as cuda_conv
     from tinygrad_seq.kernels.reference import conv as ref
     x_shape, w_shape, stride, padding, dilation = case
-    x = rng.standard_normal(x_shape).astype(dtype)
-    w = rng.standard_normal(w_shape).astype(dtype)
-    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    x, w, b = conv_inputs(rng, dtype, x_shape, w_shape)
     y = cuda_conv.conv2d_forward(*on_gpu(x, w, b), stride, padding, dilation)
     assert_gpu_close(y, ref.conv2d_forward(x, w, b, stride, padding, dilation), dtype)
     dy = rng.standard_normal(y.shape).astype(dtype)
@@ -107,109 +138,34 @@ def test_conv2d_on_gpu(rng, dtype, case):
         assert_gpu_close(g, e, dtype)
 
 
-POOL_CASES = [
-    ((2, 2, 4, 4), (2, 2), (2, 2), (0, 0)),
-    ((1, 3, 5, 7), (3, 3), (1, 2), (1, 1)),
-    ((64, 16, 28, 28), (2, 2), (2, 2), (0, 0)),
-]
+POOL_CASES = KERNEL_CHECKS_POOL_CASES + [((64, 16, 28, 28), (2, 2), (2, 2), (0, 0))]   # and the CNN's size
 
 
 @needs_gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", POOL_CASES)
 def test_pooling_on_gpu(rng, dtype, case):
-    from tinygrad_seq.kernels.cuda import conv as cuda_conv
-    from tinygrad_seq.kernels.reference import conv as ref
-    cp = cupy_or_none()
     x_shape, kernel, stride, padding = case
     x = rng.standard_normal(x_shape).astype(dtype)
-    y, argmax = cuda_conv.maxpool2d_forward(*on_gpu(x), kernel, stride, padding)
-    ry, rargmax = ref.maxpool2d_forward(x, kernel, stride, padding)
-    assert_gpu_close(y, ry, dtype)
-    np.testing.assert_array_equal(cp.asnumpy(argmax), rargmax)
-    dy = rng.standard_normal(y.shape).astype(dtype)
-    assert_gpu_close(cuda_conv.maxpool2d_backward(*on_gpu(dy, rargmax), x.shape),
-                     ref.maxpool2d_backward(dy, rargmax, x.shape), dtype)
-    y = cuda_conv.avgpool2d_forward(*on_gpu(x), kernel, stride, padding)
-    assert_gpu_close(y, ref.avgpool2d_forward(x, kernel, stride, padding), dtype)
-    assert_gpu_close(cuda_conv.avgpool2d_backward(*on_gpu(dy), x.shape, kernel, stride, padding),
-                     ref.avgpool2d_backward(dy, x.shape, kernel, stride, padding), dtype)
+    check_pooling(gpu_and_reference("conv"), lambda got, expected: assert_close(got, expected, dtype),
+                  rng, x, kernel, stride, padding)
 
 
 # ----------------------------------------------------------------------------- recurrence
 
-def _reference_recurrence():
-    try:
-        from tinygrad_seq.kernels.reference import recurrence
-    except ImportError:  # until the reference exists: the API.md equations in plain NumPy
-        sys.path.insert(0, os.path.join(ROOT, "tests", "cudasim"))
-        import recurrence_formulas as recurrence
-    return recurrence
-
-
 RNN_SHAPES = [(1, 1, 3), (4, 3, 37), (3, 16, 300)]
 
 
-def _inputs(rng, dtype, T, B, H, gates):
-    return (rng.standard_normal((T, B, gates * H)).astype(dtype),
-            (rng.standard_normal((gates * H, H)) / np.sqrt(H)).astype(dtype),
-            (0.5 * rng.standard_normal((B, H))).astype(dtype))
-
-
 @needs_gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", RNN_SHAPES)
-def test_rnn_on_gpu(rng, dtype, shape):
-    from tinygrad_seq.kernels.cuda import recurrence as cuda_rec
-    ref = _reference_recurrence()
-    xw, w_hh, h0 = _inputs(rng, dtype, *shape, 1)
-    for nonlinearity in ("tanh", "relu"):
-        hs = cuda_rec.rnn_forward(*on_gpu(xw, w_hh, h0), nonlinearity)
-        rhs = ref.rnn_forward(xw, w_hh, h0, nonlinearity)
-        assert_gpu_close(hs, rhs, dtype)
-        dhs = rng.standard_normal(rhs.shape).astype(dtype)
-        got = cuda_rec.rnn_backward(*on_gpu(dhs, w_hh, h0, rhs), nonlinearity)
-        for g, e in zip(got, ref.rnn_backward(dhs, w_hh, h0, rhs, nonlinearity)):
-            assert_gpu_close(g, e, dtype)
-
-
-@needs_gpu
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", RNN_SHAPES)
-def test_lstm_on_gpu(rng, dtype, shape):
-    from tinygrad_seq.kernels.cuda import recurrence as cuda_rec
-    ref = _reference_recurrence()
-    xw, w_hh, h0 = _inputs(rng, dtype, *shape, 4)
-    c0 = rng.standard_normal(h0.shape).astype(dtype)
-    got = cuda_rec.lstm_forward(*on_gpu(xw, w_hh, h0, c0))
-    expected = ref.lstm_forward(xw, w_hh, h0, c0)
-    for g, e in zip(got, expected):
-        assert_gpu_close(g, e, dtype)
-    hs, cs, gates = expected
-    dhs = rng.standard_normal(hs.shape).astype(dtype)
-    dcT = rng.standard_normal(h0.shape).astype(dtype)
-    got = cuda_rec.lstm_backward(*on_gpu(dhs, dcT, w_hh, h0, c0, hs, cs, gates))
-    for g, e in zip(got, ref.lstm_backward(dhs, dcT, w_hh, h0, c0, hs, cs, gates)):
-        assert_gpu_close(g, e, dtype)
-
-
-@needs_gpu
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", RNN_SHAPES)
-def test_gru_on_gpu(rng, dtype, shape):
-    from tinygrad_seq.kernels.cuda import recurrence as cuda_rec
-    ref = _reference_recurrence()
-    xw, w_hh, h0 = _inputs(rng, dtype, *shape, 3)
-    b_hh = rng.standard_normal(w_hh.shape[0]).astype(dtype)
-    got = cuda_rec.gru_forward(*on_gpu(xw, w_hh, b_hh, h0))
-    expected = ref.gru_forward(xw, w_hh, b_hh, h0)
-    for g, e in zip(got, expected):
-        assert_gpu_close(g, e, dtype)
-    hs, gates, hn = expected
-    dhs = rng.standard_normal(hs.shape).astype(dtype)
-    got = cuda_rec.gru_backward(*on_gpu(dhs, w_hh, h0, hs, gates, hn))
-    for g, e in zip(got, ref.gru_backward(dhs, w_hh, h0, hs, gates, hn)):
-        assert_gpu_close(g, e, dtype)
+@pytest.mark.parametrize("kind", RECURRENCE_KINDS)
+def test_recurrence_on_gpu(rng, dtype, shape, kind):
+    both = gpu_and_reference("recurrence")
+    cell, forward_args, backward_args = recurrence_args(kind, rng, dtype, *shape)
+    got, expected = both(f"{cell}_forward", *forward_args)
+    assert_close(got, expected, dtype)
+    assert_close(*both(f"{cell}_backward", *backward_args(expected)), dtype)
 
 
 @needs_gpu
@@ -320,21 +276,10 @@ def test_layers_on_cuda_tensors_match_numpy_on_the_cpu(dtype):
 @needs_gpu
 def test_char_lstm_trains_the_same_on_cuda_and_numpy(tmp_path):
     """The whole model on the GPU: 20 training steps, same seed, same losses to 1e-3."""
-    import tinygrad_seq as tgs
-    from tinygrad_seq.training import LMTrainer, TrainConfig, split_corpus
-    text = ("In the beginning God created the heaven and the earth. And the earth was without form, "
-            "and void; and darkness was upon the face of the deep.\n") * 12
-    train, val = split_corpus(text)
     losses = {}
     for device, backend in (("cpu", "numpy"), ("cuda", "cuda")):
-        config = TrainConfig(model="lstm", hidden=32, embed=16, seq_len=12, batch_size=4, steps=20,
-                             eval_every=20, out=str(tmp_path / device), sample_length=20, lr=1e-2,
-                             backend=backend, device=device)
-        trainer = LMTrainer.from_texts(config, train, val)
-        if device == "cuda":
-            assert all(p.device == "cuda" for p in trainer.model.parameters())
-        with tgs.backend(backend):
-            losses[device] = [float(trainer.train_step()) for _ in range(20)]
+        trainer, losses[device] = char_lstm_losses(tmp_path / device, backend, device)
+        assert all(p.device == device for p in trainer.model.parameters())
     np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=1e-3)
     assert losses["cpu"][-1] < losses["cpu"][0]
 
@@ -415,28 +360,38 @@ _COMPILE_ALL = textwrap.dedent('''
     def arr(dtype, ndim):
         return dtype + "[" + ", ".join([":"] * (ndim - 1) + ["::1"]) + "]"
 
+    # each kernel's argument types: aN an N-d array of the dtype, f its scalar, i4 the int64
+    # argmax array, mask a bool matrix, intsN N int64 scalars; a recurrence step takes the pass's
+    # inputs, its flat work array and t (kernels/cuda/recurrence.py)
+    SIGNATURES = """
+        C._im2col                    a4 a3 ints10
+        C._col2im                    a3 a4 ints10
+        C._maxpool_forward           a4 a4 i4 ints6
+        C._maxpool_backward          a4 i4 a2
+        C._avgpool_forward           a4 a4 ints6
+        C._avgpool_backward          a4 a4 ints6
+        S._softmax_forward_f{bits}   a2 mask boolean int64 a2
+        S._softmax_backward_f{bits}  a2 a2 a2
+        R._rnn_step                  a3 a1 int64 boolean
+        R._rnn_grad_step             a3 a3 a1 int64 boolean
+        R._lstm_step                 a3 a1 int64
+        R._lstm_grad_step            a3 a3 a3 a1 int64
+        R._gru_step                  a3 a1 int64
+        R._gru_grad_step             a3 a3 a3 a3 a1 int64
+        O._adam_step                 a1 a1 a1 a1 a1 f f f f f f f boolean
+    """
+    modules = {"C": C, "O": O, "R": R, "S": S}
+
     for dt in ("float32", "float64"):
-        a1, a2, a3, a4 = (arr(dt, n) for n in (1, 2, 3, 4))
-        i4, ints6, ints10 = "int64[:, :, :, ::1]", ", ".join(["int64"] * 6), ", ".join(["int64"] * 10)
-        bits = dt[-2:]
-        kernels = [
-            (C._im2col, f"void({a4}, {a3}, {ints10})"),
-            (C._col2im, f"void({a3}, {a4}, {ints10})"),
-            (C._maxpool_forward, f"void({a4}, {a4}, {i4}, {ints6})"),
-            (C._maxpool_backward, f"void({a4}, {i4}, {a2})"),
-            (C._avgpool_forward, f"void({a4}, {a4}, {ints6})"),
-            (C._avgpool_backward, f"void({a4}, {a4}, {ints6})"),
-            (getattr(S, "_softmax_forward_f" + bits), f"void({a2}, boolean[:, ::1], boolean, int64, {a2})"),
-            (getattr(S, "_softmax_backward_f" + bits), f"void({a2}, {a2}, {a2})"),
-            # the recurrences: the pass's inputs, its flat work array, t (kernels/cuda/recurrence.py)
-            (R._rnn_step, f"void({a3}, {a1}, int64, boolean)"),
-            (R._rnn_grad_step, f"void({a3}, {a3}, {a1}, int64, boolean)"),
-            (R._lstm_step, f"void({a3}, {a1}, int64)"),
-            (R._lstm_grad_step, f"void({a3}, {a3}, {a3}, {a1}, int64)"),
-            (R._gru_step, f"void({a3}, {a1}, int64)"),
-            (R._gru_grad_step, f"void({a3}, {a3}, {a3}, {a3}, {a1}, int64)"),
-            (O._adam_step, f"void({a1}, {a1}, {a1}, {a1}, {a1}, {', '.join([dt] * 7)}, boolean)"),
-        ]
+        types_of = {f"a{n}": arr(dt, n) for n in (1, 2, 3, 4)}
+        types_of.update(f=dt, i4="int64[:, :, :, ::1]", mask="boolean[:, ::1]",
+                        ints6=", ".join(["int64"] * 6), ints10=", ".join(["int64"] * 10))
+        kernels = []
+        for row in SIGNATURES.strip().splitlines():
+            where, *args = row.split()
+            module, name = where.split(".")
+            kernels.append((getattr(modules[module], name.format(bits=dt[-2:])),
+                            "void(" + ", ".join(types_of.get(a, a) for a in args) + ")"))
         for kernel, signature in kernels:
             ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=(9, 0))
             name = kernel.py_func.__name__

@@ -1,18 +1,8 @@
 """The two core classifiers run as scripts: a train/dev/test split, early stopping on the dev
 loss (the best epoch's weights are restored), and a test accuracy well above chance."""
-import os
 import re
-import subprocess
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_example(name, *args):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", name), *map(str, args)],
-                            capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
+from cli_helpers import run_example
 
 
 def parse(out):

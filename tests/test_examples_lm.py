@@ -1,18 +1,7 @@
 """Smoke runs of the language examples as scripts (small settings), each checked on its result."""
-import os
 import re
-import subprocess
-import sys
 
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_example(name, *args):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", name), *map(str, args)],
-                            capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
+from cli_helpers import run_example
 
 
 def test_rnn_charlm_from_scratch_learns():

@@ -27,7 +27,7 @@ hypothesis = pytest.importorskip("hypothesis", reason="the property-based tests 
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from kernel_checks import RECURRENCE_KINDS, assert_matches, recurrence_args, softmax_special_values  # noqa: E402
+from kernel_checks import RECURRENCE_KINDS, assert_matches, check_softmax_special_values, recurrence_args  # noqa: E402
 
 from tinygrad_seq.backend import BACKENDS, unavailable_reason  # noqa: E402
 from tinygrad_seq.kernels import reference  # noqa: E402
@@ -305,22 +305,9 @@ def test_conv_and_pooling_nan_and_inf_propagate(name, dtype, value):
 @pytest.mark.parametrize("name", CPU)
 @pytest.mark.parametrize("dtype", DTYPE_IDS)
 def test_softmax_nan_inf_and_masks(name, dtype):
-    """NaN in a row makes that row NaN (as the reference); +inf too (inf - inf); -inf logits and
-    masked entries give exactly 0 and a fully masked or all -inf row all zeros, never NaN; a NaN
-    under the mask is excluded like any masked value."""
-    x, mask = softmax_special_values(dtype)
-    for m in (None, mask):
-        y, expected = both(name, "softmax", "softmax_forward", x, m)
-        assert_matches(y, expected, dtype, f"softmax_forward mask={m is not None}")
-        assert np.all(np.isnan(y[0])) and np.all(np.isnan(y[1]))
-        assert y[2, 0] == 0 and y[2, 2] == 0 and np.all(y[3] == 0)
-        if m is not None:
-            assert np.all(np.isfinite(y[4])) and y[4, 1] == 0 and np.all(y[5] == 0)
-    dy = np.ones_like(x)
-    dy[5, 0] = np.nan
-    with np.errstate(all="ignore"):
-        y = ref("softmax").softmax_forward(x, mask)
-    assert_matches(*both(name, "softmax", "softmax_backward", dy, y), dtype, "softmax_backward")
+    """NaN, +inf and -inf logits, fully masked rows and NaN gradients, as the reference and the
+    IEEE rules have them (kernel_checks.check_softmax_special_values)."""
+    check_softmax_special_values(lambda kernel, *args: both(name, "softmax", kernel, *args), dtype, name)
 
 
 @pytest.mark.parametrize("name", CPU)

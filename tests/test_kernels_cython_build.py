@@ -18,6 +18,8 @@ import sysconfig
 import numpy as np
 import pytest
 
+from kernel_checks import POOL_CASES, assert_raises_like_reference, char_lstm_losses, check_pooling, conv_inputs
+
 import tinygrad_seq.kernels.cython as cython_backend
 
 # the module, not tinygrad_seq.backend the context manager that the package re-exports
@@ -381,22 +383,13 @@ CONV_CASES = [  # x shape, w shape, stride, padding, dilation
 def test_conv2d_equals_the_reference(dtype, case):
     x_shape, w_shape, stride, padding, dilation = case
     rng = np.random.default_rng(len(x_shape) + x_shape[2])
-    x = rng.standard_normal(x_shape).astype(dtype)
-    w = rng.standard_normal(w_shape).astype(dtype)
-    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    x, w, b = conv_inputs(rng, dtype, x_shape, w_shape)
     for bias in (b, None):
         y, expected = both("conv2d_forward", "conv", x, w, bias, stride, padding, dilation)
         assert_all_close(y, expected, dtype)
         dy = rng.standard_normal(y.shape).astype(dtype)
         got, expected = both("conv2d_backward", "conv", dy, x, w, stride, padding, dilation, bias is not None)
         assert_all_close(got, expected, dtype)
-
-
-POOL_CASES = [  # x shape, kernel, stride, padding
-    ((2, 2, 4, 4), (2, 2), (2, 2), (0, 0)),
-    ((1, 3, 7, 6), (3, 2), (2, 1), (1, 1)),
-    ((2, 1, 1, 9), (1, 3), (1, 3), (0, 1)),
-]
 
 
 @needs_cython
@@ -407,14 +400,8 @@ def test_pooling_equals_the_reference(dtype, case):
     rng = np.random.default_rng(x_shape[3])
     x = rng.standard_normal(x_shape).astype(dtype)
     x.flat[::5] = x.flat[1]                   # ties: the first maximum must win, as in the reference
-    (y, argmax), (ry, rargmax) = both("maxpool2d_forward", "conv", x, kernel, stride, padding)
-    assert_all_close(y, ry, dtype)
-    assert argmax.dtype == np.int64
-    np.testing.assert_array_equal(argmax, rargmax)
-    dy = rng.standard_normal(y.shape).astype(dtype)
-    assert_all_close(*both("maxpool2d_backward", "conv", dy, rargmax, x.shape), dtype)
-    assert_all_close(*both("avgpool2d_forward", "conv", x, kernel, stride, padding), dtype)
-    assert_all_close(*both("avgpool2d_backward", "conv", dy, x.shape, kernel, stride, padding), dtype)
+    check_pooling(lambda name, *args: both(name, "conv", *args),
+                  lambda got, expected: assert_all_close(got, expected, dtype), rng, x, kernel, stride, padding)
 
 
 BAD_CALLS = [  # (module, kernel, arguments): each must raise the reference's ValueError
@@ -440,30 +427,16 @@ BAD_CALLS = [  # (module, kernel, arguments): each must raise the reference's Va
 @pytest.mark.parametrize("module, name, args", BAD_CALLS, ids=[f"{m}.{n}" for m, n, _ in BAD_CALLS])
 def test_bad_arguments_raise_the_reference_message(module, name, args):
     """Bounds checks are compiled out, so a wrong shape must be caught before the C loops run."""
-    from tinygrad_seq.kernels import reference
-    with pytest.raises(ValueError) as expected:
-        getattr(importlib.import_module(f"{reference.__name__}.{module}"), name)(*args)
-    with pytest.raises(ValueError) as got:
-        getattr(importlib.import_module(f"tinygrad_seq.kernels.cython.{module}"), name)(*args)
-    assert str(got.value) == str(expected.value)
+    assert_raises_like_reference(importlib.import_module(f"tinygrad_seq.kernels.cython.{module}"),
+                                 importlib.import_module(f"tinygrad_seq.kernels.reference.{module}"), name, *args)
 
 
 @needs_cython
 def test_char_lstm_trains_the_same_on_numpy_and_cython(tmp_path):
     """The whole model on the backend: 20 training steps, same seed, same losses to 1e-4."""
-    import tinygrad_seq as tgs
-    from tinygrad_seq.training import LMTrainer, TrainConfig, split_corpus
-
-    text = ("In the beginning God created the heaven and the earth. And the earth was without form, "
-            "and void; and darkness was upon the face of the deep.\n") * 12
-    train, val = split_corpus(text)
     losses = {}
     for name in ("numpy", "cython"):
-        config = TrainConfig(model="lstm", hidden=32, embed=16, seq_len=12, batch_size=4, steps=20,
-                             eval_every=20, out=str(tmp_path / name), sample_length=20, lr=1e-2, backend=name)
-        trainer = LMTrainer.from_texts(config, train, val)
-        with tgs.backend(name):
-            losses[name] = [trainer.train_step() for _ in range(20)]
+        trainer, losses[name] = char_lstm_losses(tmp_path / name, name)
     assert trainer.step == 20
     np.testing.assert_allclose(losses["cython"], losses["numpy"], rtol=1e-4)
     assert losses["numpy"][-1] < losses["numpy"][0]     # it trained: the comparison is not of two stalls

@@ -6,20 +6,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from kernel_checks import assert_close_to_torch as close
 
 import tinygrad_seq as tgs
 from tinygrad_seq import Tensor, gradcheck, nn
 from tinygrad_seq.nn import functional as F
 
 RNG = np.random.default_rng(1)
-
-
-def close(ours, theirs, tol=1e-9):
-    if isinstance(theirs, torch.Tensor):
-        theirs = theirs.detach().numpy()
-    ours = ours.numpy() if isinstance(ours, Tensor) else np.asarray(ours)
-    assert ours.shape == np.shape(theirs), f"shape {ours.shape} != {np.shape(theirs)}"
-    np.testing.assert_allclose(ours, theirs, rtol=tol, atol=tol)
 
 
 def load_torch_weights(ours, theirs):

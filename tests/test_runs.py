@@ -18,22 +18,15 @@ from tinygrad_seq.checkpoint import CheckpointError, load_checkpoint, save_check
 from tinygrad_seq.trainer import PruneRun, RunDirectoryError, RunLock, json_safe, safe_exp
 from tinygrad_seq.training import LMTrainer, TrainConfig, split_corpus
 
-from cli_helpers import TEXT, TINY, assert_one_line_error, corpus, tgs, tgs_command  # noqa: F401 (corpus: a fixture)
+from cli_helpers import corpus  # noqa: F401 (a fixture)
+from cli_helpers import TEXT, TINY, assert_one_line_error, tgs, tgs_process, train_tiny_charlm
 
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="signals to a child process need POSIX")
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, corpus):
-    out = tmp_path_factory.mktemp("runs") / "charlm"
-    result = tgs("train", "charlm", corpus, *TINY, "--steps", 4, "--eval-every", 2, "--out", out)
-    assert result.exit_code == 0, result.output
-    return out
-
-
-def _start(args, **kwargs):
-    return subprocess.Popen(tgs_command() + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **kwargs)
+    return train_tiny_charlm(tmp_path_factory, corpus, steps=4, eval_every=2)
 
 
 def _wait_for(condition, proc, timeout=120):
@@ -49,15 +42,11 @@ def _wait_for(condition, proc, timeout=120):
 
 def _signal_while_training(args, out, signum):
     """Start `tgs ARGS --out OUT`, send `signum` a few steps after it took the run's lock; (process, stderr)."""
-    proc = _start([*args, "--out", out])
-    try:
+    with tgs_process(*args, "--out", out) as proc:
         _wait_for(lambda: (out / ".lock").exists(), proc)
         time.sleep(1.5)
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     return proc, err
 
 
@@ -83,8 +72,7 @@ def test_ngram_refuses_to_overwrite_any_checkpoint_and_rejects_non_finite_k(tmp_
 @POSIX
 def test_a_second_run_into_the_same_out_is_refused_while_the_first_runs(tmp_path, corpus):
     out = tmp_path / "run"
-    first = _start(["train", "charlm", corpus, *TINY, "--steps", 100000, "--eval-every", 50000, "--out", out])
-    try:
+    with tgs_process("train", "charlm", corpus, *TINY, "--steps", 100000, "--eval-every", 50000, "--out", out) as first:
         _wait_for(lambda: (out / ".lock").exists(), first)
         owner = json.loads((out / ".lock").read_text())
         assert owner["pid"] == first.pid and owner["host"] == socket.gethostname()
@@ -93,9 +81,6 @@ def test_a_second_run_into_the_same_out_is_refused_while_the_first_runs(tmp_path
             assert_one_line_error(second, "in use by another run", f"pid {first.pid}")
         first.send_signal(signal.SIGINT)
         _, err = first.communicate(timeout=120)
-    finally:
-        if first.poll() is None:
-            first.kill()
     assert first.returncode == 130, err
     assert not (out / ".lock").exists()  # released at the end
     records = _metrics(out)
@@ -355,14 +340,10 @@ def test_sigkill_during_a_save_leaves_no_temporaries_after_the_next_run(tmp_path
 # ---------------------------------------------------------------------------- 11: sampling
 @POSIX
 def test_sample_streams_and_ctrl_c_keeps_the_text(run_dir):
-    proc = _start(["sample", run_dir, "--length", 10 ** 9, "--seed", 1, "--prime", "And "])
-    try:
+    with tgs_process("sample", run_dir, "--length", 10 ** 9, "--seed", 1, "--prime", "And ") as proc:
         received = proc.stdout.read(40)  # arrives long before the sample could finish
         proc.send_signal(signal.SIGINT)
         rest, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert received.startswith("And ") and len(received) == 40
     assert proc.returncode == 130 and "Interrupted" in err and "Traceback" not in err
 

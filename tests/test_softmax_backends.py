@@ -6,10 +6,12 @@ F.softmax under each backend against PyTorch.
 (The CUDA kernels of this family are checked under the simulator in tests/cudasim and on a
 real GPU in tests/test_cuda_gpu.py.)
 """
-import importlib
+import functools
 
 import numpy as np
 import pytest
+from kernel_checks import (SOFTMAX_BAD_CALLS, assert_raises_like_reference, assert_same_dtype_and_close,
+                           backend_kernels)
 
 import tinygrad_seq as tgs
 from tinygrad_seq.backend import BACKENDS, unavailable_reason
@@ -22,16 +24,8 @@ TOLERANCE = {np.dtype(np.float32): dict(rtol=2e-5, atol=1e-6),
              np.dtype(np.float64): dict(rtol=1e-12, atol=1e-14)}
 
 
-def softmax_kernels(name):
-    reason = unavailable_reason(name)
-    if reason:
-        pytest.skip(f"backend {name} unavailable: {reason}")
-    return importlib.import_module(f"{BACKENDS[name][0]}.softmax")
-
-
-def assert_same(got, expected, dtype):
-    assert got.dtype == np.dtype(dtype) and got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, **TOLERANCE[np.dtype(dtype)])
+softmax_kernels = functools.partial(backend_kernels, family="softmax")   # (backend name) -> module
+assert_same = functools.partial(assert_same_dtype_and_close, tolerance=TOLERANCE)   # (got, expected, dtype)
 
 
 def logits_and_masks(rng, dtype, rows, length):
@@ -91,18 +85,8 @@ def test_non_contiguous_inputs(name):
 @pytest.mark.parametrize("name", COMPILED_CPU)
 def test_bad_arguments_raise_the_reference_message(name):
     kernels = softmax_kernels(name)
-    x = np.zeros((2, 3))
-    for args in [(np.zeros(3), None), (x, np.zeros((2, 4), dtype=bool))]:
-        with pytest.raises(ValueError) as expected:
-            ref.softmax_forward(*args)
-        with pytest.raises(ValueError) as got:
-            kernels.softmax_forward(*args)
-        assert str(got.value) == str(expected.value)
-    with pytest.raises(ValueError) as expected:
-        ref.softmax_backward(np.zeros((2, 4)), x)
-    with pytest.raises(ValueError) as got:
-        kernels.softmax_backward(np.zeros((2, 4)), x)
-    assert str(got.value) == str(expected.value)
+    for function, args in SOFTMAX_BAD_CALLS:
+        assert_raises_like_reference(kernels, ref, function, *args)
 
 
 @pytest.mark.parametrize("name", ["numpy"] + COMPILED_CPU)

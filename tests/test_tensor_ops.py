@@ -3,6 +3,7 @@ by finite differences (gradcheck), plus dtype rules, graph semantics and error m
 import numpy as np
 import pytest
 import torch
+from kernel_checks import assert_close_to_torch as close
 
 import tinygrad_seq as tgs
 from tinygrad_seq import Tensor, gradcheck, no_grad
@@ -16,14 +17,6 @@ TF = torch.nn.functional
 def data(*shape, positive=False):
     a = RNG.standard_normal(shape)
     return np.abs(a) + 0.5 if positive else a
-
-
-def close(ours, theirs, tol=1e-9):
-    if isinstance(theirs, torch.Tensor):
-        theirs = theirs.detach().numpy()
-    ours = ours.numpy() if isinstance(ours, Tensor) else np.asarray(ours)
-    assert ours.shape == np.shape(theirs), f"shape {ours.shape} != {np.shape(theirs)}"
-    np.testing.assert_allclose(ours, theirs, rtol=tol, atol=tol)
 
 
 def check(fn, torch_fn, *arrays, check_grad=True, tol=1e-9):

@@ -97,33 +97,34 @@ def case(name, fn, *specs, grad=True, tol=TOL):
 A34, A234, A0, A5 = ((3, 4), "any"), ((2, 3, 4), "any"), ((), "any"), ((5,), "any")
 
 # ---- elementwise methods, each on a matrix, a 3-D tensor and a 0-d tensor
-UNARY = {
-    "neg": (lambda l, x: x.neg(), "any"), "abs": (lambda l, x: x.abs(), "any"),
-    "exp": (lambda l, x: x.exp(), "any"), "log": (lambda l, x: x.log(), "pos"),
-    "log2": (lambda l, x: x.log2(), "pos"), "log10": (lambda l, x: x.log10(), "pos"),
-    "log1p": (lambda l, x: x.log1p(), "pos"), "expm1": (lambda l, x: x.expm1(), "any"),
-    "sqrt": (lambda l, x: x.sqrt(), "pos"), "rsqrt": (lambda l, x: x.rsqrt(), "pos"),
-    "sin": (lambda l, x: x.sin(), "any"), "cos": (lambda l, x: x.cos(), "any"),
-    "tan": (lambda l, x: x.tan(), "unit"), "asin": (lambda l, x: x.asin(), "unit"),
-    "acos": (lambda l, x: x.acos(), "unit"), "atan": (lambda l, x: x.atan(), "any"),
-    "sinh": (lambda l, x: x.sinh(), "any"), "cosh": (lambda l, x: x.cosh(), "any"),
-    "tanh": (lambda l, x: x.tanh(), "any"), "asinh": (lambda l, x: x.asinh(), "any"),
-    "acosh": (lambda l, x: x.acosh(), "gt1"), "atanh": (lambda l, x: x.atanh(), "unit"),
-    "sigmoid": (lambda l, x: x.sigmoid(), "any"), "relu": (lambda l, x: x.relu(), "any"),
-    "erf": (lambda l, x: x.erf(), "any"), "floor": (lambda l, x: x.floor(), "any"),
-    "ceil": (lambda l, x: x.ceil(), "any"), "round": (lambda l, x: (x * 3).round(), "any"),
-    "round_decimals": (lambda l, x: x.round(decimals=1), "any"),
-    "trunc": (lambda l, x: (x * 3).trunc(), "any"), "sign": (lambda l, x: x.sign(), "any"),
-    "reciprocal": (lambda l, x: x.reciprocal(), "pos"), "square": (lambda l, x: x.square(), "any"),
-    "pow_method": (lambda l, x: x.pow(3), "any"), "pow_half": (lambda l, x: x.pow(0.5), "pos"),
-    "exp2": (lambda l, x: x.exp2(), "any"), "clamp": (lambda l, x: x.clamp(-0.5, 0.5), "any"),
-    "clamp_min": (lambda l, x: x.clamp(min=0.1), "any"), "clip_max": (lambda l, x: x.clip(max=0.2), "any"),
-    "torch_sin": (lambda l, x: l.sin(x), "any"), "torch_exp": (lambda l, x: l.exp(x), "any"),
-    "torch_abs": (lambda l, x: l.abs(x), "any"), "torch_sqrt": (lambda l, x: l.sqrt(x), "pos"),
-    "torch_tanh": (lambda l, x: l.tanh(x), "any"), "torch_sigmoid": (lambda l, x: l.sigmoid(x), "any"),
-    "mod": (lambda l, x: x % 0.7, "any"),
-    "rpow": (lambda l, x: 2.0 ** x, "any"),
+def method(name, *args, **kwargs):
+    """The case `lambda l, x: x.<name>(*args, **kwargs)`."""
+    return lambda l, x: getattr(x, name)(*args, **kwargs)
+
+
+def function(name):
+    """The case `lambda l, x: l.<name>(x)`: the function form, torch.<name> or tgs.<name>."""
+    return lambda l, x: getattr(l, name)(x)
+
+
+# the argument-free methods, by the inputs they are defined on (a kind of make())
+PLAIN_METHODS = {
+    "any": "neg abs exp expm1 sin cos atan sinh cosh tanh asinh sigmoid relu erf floor ceil sign square exp2",
+    "pos": "log log2 log10 log1p sqrt rsqrt reciprocal",
+    "unit": "tan asin acos atanh",
+    "gt1": "acosh",
 }
+UNARY = {name: (method(name), kind) for kind, names in PLAIN_METHODS.items() for name in names.split()}
+UNARY.update({
+    "round": (lambda l, x: (x * 3).round(), "any"), "round_decimals": (method("round", decimals=1), "any"),
+    "trunc": (lambda l, x: (x * 3).trunc(), "any"),
+    "pow_method": (method("pow", 3), "any"), "pow_half": (method("pow", 0.5), "pos"),
+    "clamp": (method("clamp", -0.5, 0.5), "any"), "clamp_min": (method("clamp", min=0.1), "any"),
+    "clip_max": (method("clip", max=0.2), "any"),
+    "mod": (lambda l, x: x % 0.7, "any"), "rpow": (lambda l, x: 2.0 ** x, "any"),
+})
+UNARY.update({f"torch_{name}": (function(name), kind) for name, kind in
+              (("sin", "any"), ("exp", "any"), ("abs", "any"), ("sqrt", "pos"), ("tanh", "any"), ("sigmoid", "any"))})
 for name, (fn, kind) in UNARY.items():
     for label, shape in (("2d", (3, 4)), ("3d", (2, 3, 2)), ("0d", ())):
         case(f"{name}-{label}", fn, (shape, kind))

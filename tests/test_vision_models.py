@@ -6,13 +6,12 @@ import sys
 
 import numpy as np
 import pytest
+from cli_helpers import ROOT, run_example
 
 import tinygrad_seq as tgs
 from tinygrad_seq import optim
 from tinygrad_seq.models.cnn import LeNet, LeNetConfig, TextCNN, TextCNNConfig
 from tinygrad_seq.nn import functional as F
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_lenet_layers_and_shapes():
@@ -55,13 +54,6 @@ def test_text_cnn_pads_short_inputs_and_learns_an_ngram():
     model.eval()
     accuracy = (model(tgs.Tensor(ids)).numpy().argmax(axis=1) == labels).mean()
     assert accuracy > 0.95
-
-
-def run_example(name, *args, cwd):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", name), *map(str, args)],
-                            capture_output=True, text=True, timeout=300, cwd=cwd)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
 
 
 def test_text_cnn_example_beats_guessing(tmp_path):

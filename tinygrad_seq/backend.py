@@ -6,7 +6,9 @@ forward and backward), `conv` (convolution and pooling forward and backward),
 is too slow as a NumPy/SciPy ufunc) and `matmul` (every matrix product of the engine, so
 that the GEMMs can run on the same thread team as the other kernels).  Each backend is a package under
 `tinygrad_seq.kernels` with one module per family; every module of a family exposes the
-same functions, whose contract is written in `tinygrad_seq/kernels/reference/`.
+functions that CONTRACT below names, with its parameters (checked when the module is first
+loaded); their shapes, dtypes and equations are kernels/API.md and the NumPy reference in
+`tinygrad_seq/kernels/reference/`.
 
 Which backend runs is chosen, most specific first, by
     with tgs.backend("numba"): ...      # per block
@@ -17,7 +19,9 @@ and otherwise "auto": the fastest available backend for the array's device.
 What "fastest" means is measured, not assumed: a choice table maps each device to the winning
 backend of each family,
 
-    {"cpu": {"recurrence": "cython", "conv": "numba", "softmax": "cython"}, "cuda": {...}}
+    {"cpu": {"recurrence": "cython", "conv": "cython", "softmax": "numba", "activation": "cython",
+             "matmul": "numpy"},
+     "cuda": {"recurrence": "cuda", "conv": "cuda"}}
 
 The package ships one (tinygrad_seq/data/auto_backend.json, measured by its developers); a
 user's own measurement (`tgs bench --write-choice`, or `save_auto_choices`) goes to

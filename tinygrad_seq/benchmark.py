@@ -20,10 +20,10 @@ import time
 
 import numpy as np
 
+RNN_MODES = {"lstm_lm": "LSTM", "gru_lm": "GRU", "rnn_lm": "RNN"}
+# the three recurrent workloads share their sizes, so that their rows compare the cells alone
 CPU_SIZES = {
-    "lstm_lm": dict(V=65, H=256, B=32, T=64),
-    "gru_lm": dict(V=65, H=256, B=32, T=64),
-    "rnn_lm": dict(V=65, H=256, B=32, T=64),
+    **{workload: dict(V=65, H=256, B=32, T=64) for workload in RNN_MODES},
     "cnn": dict(B=64),
     "transformer": dict(V=65, d=128, heads=4, layers=2, B=16, T=128),
     # the same network as `transformer`, its blocks written by hand from public ops (user_block_lm)
@@ -31,13 +31,10 @@ CPU_SIZES = {
     "scalar_mlp": dict(points=100),
 }
 GPU_SIZES = {
-    "lstm_lm": dict(V=65, H=1024, B=256, T=128),
-    "gru_lm": dict(V=65, H=1024, B=256, T=128),
-    "rnn_lm": dict(V=65, H=1024, B=256, T=128),
+    **{workload: dict(V=65, H=1024, B=256, T=128) for workload in RNN_MODES},
     "cnn": dict(B=1024),
     "transformer": dict(V=65, d=512, heads=8, layers=4, B=64, T=256),
 }
-RNN_MODES = {"lstm_lm": "LSTM", "gru_lm": "GRU", "rnn_lm": "RNN"}
 # Approximate FLOPs of one lstm_lm-style step, for the GFLOP/s column (forward 1x, backward 2x).
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
@@ -112,168 +109,175 @@ def user_block_lm(nn, F, arange, V, d, heads, layers, T):
     return LM()
 
 
-# ---------------------------------------------------------------------------- tinygrad_seq steps
-def tgs_step(workload, sizes, device="cpu", seed=0):
-    """A zero-argument function running one training step of `workload` in tinygrad_seq."""
+# ---------------------------------------------------------------------------- the steps, written once
+@dataclasses.dataclass(frozen=True)
+class Framework:
+    """What a workload needs of one framework, so that each workload's step is written once for
+    tinygrad_seq and PyTorch alike.  `tensor` and `one_hot` take NumPy arrays drawn from the
+    shared generator and put them on the device (float data as float32); `reference_lm` builds
+    the framework's own transformer LM for the `transformer` workload."""
+    name: str
+    nn: object
+    F: object
+    optim: object
+    tensor: object          # numpy array -> tensor on the device
+    one_hot: object         # (numpy int array, classes) -> float one-hot tensor on the device
+    arange: object          # n -> arange(n) on the device
+    reference_lm: object    # (V, d, heads, layers, T) -> the framework's transformer LM
+
+
+def tgs_framework(device="cpu"):
     import tinygrad_seq as tgs
     from tinygrad_seq import nn, optim
+    from tinygrad_seq.models.transformer_lm import TransformerLM, TransformerLMConfig
     from tinygrad_seq.nn import functional as F
 
-    tgs.manual_seed(seed)
+    def reference_lm(V, d, heads, layers, T):
+        return TransformerLM(TransformerLMConfig(vocab_size=V, block_size=T, n_embd=d, n_head=heads,
+                                                 n_layer=layers, dropout=0.0))
+    return Framework("tgs", nn, F, optim,
+                     tensor=lambda array: tgs.Tensor(array).to(device),
+                     one_hot=lambda array, classes: tgs.one_hot(tgs.Tensor(array), classes).float().to(device),
+                     arange=lambda n: tgs.arange(n, device=device), reference_lm=reference_lm)
+
+
+def torch_framework(device="cpu"):
+    import torch
+    import torch.nn.functional as F
+    dev = torch.device(device)
+
+    def tensor(array):
+        return torch.as_tensor(array, dtype=torch.float32 if array.dtype.kind == "f" else None, device=dev)
+    return Framework("pytorch", torch.nn, F, torch.optim, tensor=tensor,
+                     one_hot=lambda array, classes: F.one_hot(tensor(array), classes).float(),
+                     arange=lambda n: torch.arange(n, device=dev), reference_lm=_torch_reference_lm)
+
+
+def _torch_reference_lm(V, d, heads, layers, T):
+    """PyTorch's own pre-norm transformer (nn.TransformerEncoder) with token and position
+    embeddings: the peer of tinygrad_seq's TransformerLM."""
+    import torch
+
+    class TorchLM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok = torch.nn.Embedding(V, d)
+            self.pos = torch.nn.Embedding(T, d)
+            block = torch.nn.TransformerEncoderLayer(d, heads, 4 * d, dropout=0.0, activation="gelu",
+                                                     batch_first=True, norm_first=True)
+            self.blocks = torch.nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+            self.ln = torch.nn.LayerNorm(d)
+            self.head = torch.nn.Linear(d, V)
+            self.register_buffer("mask", torch.nn.Transformer.generate_square_subsequent_mask(T))
+
+        def forward(self, idx):
+            h = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
+            return self.head(self.ln(self.blocks(h, mask=self.mask, is_causal=True)))
+    return TorchLM()
+
+
+def _training_step(loss_fn, opt, clip_params=None, clip_grad_norm_=None):
+    """One step: loss, zero_grad, backward, (gradient-norm clip to 5), optimiser update."""
+    def step():
+        loss = loss_fn()
+        opt.zero_grad()
+        loss.backward()
+        if clip_params is not None:
+            clip_grad_norm_(clip_params, 5.0)
+        opt.step()
+    return step
+
+
+def _rnn_lm_step(fw, mode, rng, device, V, H, B, T):
+    """A one-layer recurrent LM on one-hot characters, Adam, gradients clipped to norm 5."""
+    rnn = getattr(fw.nn, mode)(V, H, batch_first=True).to(device)
+    head = fw.nn.Linear(H, V).to(device)
+    params = list(rnn.parameters()) + list(head.parameters())
+    tokens = rng.integers(0, V, size=(B, T + 1))
+    x, y = fw.one_hot(tokens[:, :-1], V), fw.tensor(tokens[:, 1:].reshape(-1))
+    return _training_step(lambda: fw.F.cross_entropy(head(rnn(x)[0]).reshape(B * T, V), y),
+                          fw.optim.Adam(params, lr=1e-3), params, fw.nn.utils.clip_grad_norm_)
+
+
+CNN_IMAGE, CNN_CLASSES = 28, 10   # MNIST-sized inputs
+
+
+def _cnn_step(fw, rng, device, B):
+    """Two conv(3x3, same padding) + ReLU + 2x2 max-pool stages and a linear classifier, SGD."""
+    nn = fw.nn
+    channels = (1, 16, 32)
+    pooled = CNN_IMAGE // 2 // 2     # two 2x2 pools
+    model = nn.Sequential(
+        nn.Conv2d(channels[0], channels[1], 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(channels[1], channels[2], 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(channels[2] * pooled * pooled, CNN_CLASSES)).to(device)
+    x = fw.tensor(rng.standard_normal((B, channels[0], CNN_IMAGE, CNN_IMAGE)))
+    y = fw.tensor(rng.integers(0, CNN_CLASSES, size=B))
+    return _training_step(lambda: fw.F.cross_entropy(model(x), y),
+                          fw.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
+
+
+def _transformer_step(fw, workload, rng, device, V, d, heads, layers, B, T):
+    """A causal transformer LM, Adam: the framework's own (`transformer`) or user_block_lm."""
+    if workload == "transformer":
+        model = fw.reference_lm(V, d, heads, layers, T).to(device)
+    else:
+        model = user_block_lm(fw.nn, fw.F, fw.arange, V, d, heads, layers, T).to(device)
+    tokens = rng.integers(0, V, size=(B, T + 1))
+    x, y = fw.tensor(tokens[:, :-1]), fw.tensor(tokens[:, 1:])
+    return _training_step(lambda: fw.F.cross_entropy(model(x).reshape(B * T, V), y.reshape(-1)),
+                          fw.optim.Adam(model.parameters(), lr=1e-3))
+
+
+def _scalar_mlp_step(rng, points):
+    """micrograd's two-moons-style task on the scalar Value engine: hinge loss, plain SGD."""
+    from tinygrad_seq.scalar_nn import MLP
+    from tinygrad_seq.value import Value
+    xy = rng.standard_normal((points, 2))
+    labels = np.where(xy[:, 0] * xy[:, 1] > 0, 1.0, -1.0)
+    model = MLP(2, [16, 16, 1])
+
+    def step():
+        scores = [model([Value(a), Value(b)]) for a, b in xy]
+        losses = [(1 + -yi * si).relu() for yi, si in zip(labels, scores)]
+        loss = sum(losses) * (1.0 / len(losses))
+        model.zero_grad()
+        loss.backward()
+        for p in model.parameters():
+            p.data -= 0.01 * p.grad
+    return step
+
+
+def framework_step(fw, workload, sizes, device="cpu", seed=0):
+    """A zero-argument function running one training step of `workload` in framework `fw`,
+    its parameters and data drawn from `seed` (the same arrays for either framework)."""
     rng = np.random.default_rng(seed)
     if workload in RNN_MODES:
-        V, H, B, T = sizes["V"], sizes["H"], sizes["B"], sizes["T"]
-        rnn = getattr(nn, RNN_MODES[workload])(V, H, batch_first=True).to(device)
-        head = nn.Linear(H, V).to(device)
-        params = list(rnn.parameters()) + list(head.parameters())
-        opt = optim.Adam(params, lr=1e-3)
-        tokens = rng.integers(0, V, size=(B, T + 1))
-        x = tgs.one_hot(tgs.Tensor(tokens[:, :-1]), V).float().to(device)
-        y = tgs.Tensor(tokens[:, 1:].reshape(-1)).to(device)
-
-        def step():
-            out, _ = rnn(x)
-            loss = F.cross_entropy(head(out).reshape(B * T, V), y)
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(params, 5.0)
-            opt.step()
-        return step
+        return _rnn_lm_step(fw, RNN_MODES[workload], rng, device, **sizes)
     if workload == "cnn":
-        B = sizes["B"]
-        model = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(1568, 10)).to(device)
-        opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        x = tgs.Tensor(rng.standard_normal((B, 1, 28, 28))).to(device)
-        y = tgs.Tensor(rng.integers(0, 10, size=B)).to(device)
-
-        def step():
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return step
+        return _cnn_step(fw, rng, device, **sizes)
     if workload in ("transformer", "transformer_block"):
-        from tinygrad_seq.models.transformer_lm import TransformerLM, TransformerLMConfig
-        V, d, heads, layers, B, T = (sizes[k] for k in ("V", "d", "heads", "layers", "B", "T"))
-        if workload == "transformer":
-            model = TransformerLM(TransformerLMConfig(vocab_size=V, block_size=T, n_embd=d, n_head=heads,
-                                                      n_layer=layers, dropout=0.0)).to(device)
-        else:
-            model = user_block_lm(nn, F, lambda n: tgs.arange(n, device=device), V, d, heads, layers, T).to(device)
-        opt = optim.Adam(model.parameters(), lr=1e-3)
-        tokens = rng.integers(0, V, size=(B, T + 1))
-        x, y = tgs.Tensor(tokens[:, :-1]).to(device), tgs.Tensor(tokens[:, 1:]).to(device)
-
-        def step():
-            logits = model(x)
-            loss = F.cross_entropy(logits.reshape(B * T, V), y.reshape(-1))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return step
-    if workload == "scalar_mlp":
-        from tinygrad_seq.scalar_nn import MLP
-        from tinygrad_seq.value import Value
-        points = rng.standard_normal((sizes["points"], 2))
-        labels = np.where(points[:, 0] * points[:, 1] > 0, 1.0, -1.0)
-        model = MLP(2, [16, 16, 1])
-
-        def step():
-            scores = [model([Value(a), Value(b)]) for a, b in points]
-            losses = [(1 + -yi * si).relu() for yi, si in zip(labels, scores)]
-            loss = sum(losses) * (1.0 / len(losses))
-            model.zero_grad()
-            loss.backward()
-            for p in model.parameters():
-                p.data -= 0.01 * p.grad
-        return step
+        return _transformer_step(fw, workload, rng, device, **sizes)
+    if workload == "scalar_mlp" and fw.name == "tgs":
+        return _scalar_mlp_step(rng, **sizes)
     raise ValueError(f"unknown workload {workload!r}: one of {', '.join(CPU_SIZES)}")
 
 
-# ---------------------------------------------------------------------------- PyTorch steps
+def tgs_step(workload, sizes, device="cpu", seed=0):
+    """A zero-argument function running one training step of `workload` in tinygrad_seq."""
+    import tinygrad_seq as tgs
+    tgs.manual_seed(seed)
+    return framework_step(tgs_framework(device), workload, sizes, device, seed)
+
+
 def torch_step(workload, sizes, device="cpu", seed=0):
-    """The same training step in PyTorch (imported here only)."""
-    import torch
-    import torch.nn.functional as F
-
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    dev = torch.device(device)
-    if workload in RNN_MODES:
-        V, H, B, T = sizes["V"], sizes["H"], sizes["B"], sizes["T"]
-        rnn = getattr(torch.nn, RNN_MODES[workload])(V, H, batch_first=True).to(dev)
-        head = torch.nn.Linear(H, V).to(dev)
-        params = list(rnn.parameters()) + list(head.parameters())
-        opt = torch.optim.Adam(params, lr=1e-3)
-        tokens = torch.as_tensor(rng.integers(0, V, size=(B, T + 1)), device=dev)
-        x = F.one_hot(tokens[:, :-1], V).float()
-        y = tokens[:, 1:].reshape(-1)
-
-        def step():
-            out, _ = rnn(x)
-            loss = F.cross_entropy(head(out).reshape(B * T, V), y)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 5.0)
-            opt.step()
-        return step
-    if workload == "cnn":
-        B = sizes["B"]
-        nn = torch.nn
-        model = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(1568, 10)).to(dev)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        x = torch.as_tensor(rng.standard_normal((B, 1, 28, 28)), dtype=torch.float32, device=dev)
-        y = torch.as_tensor(rng.integers(0, 10, size=B), device=dev)
-
-        def step():
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return step
-    if workload in ("transformer", "transformer_block"):
-        V, d, heads, layers, B, T = (sizes[k] for k in ("V", "d", "heads", "layers", "B", "T"))
-
-        class TorchLM(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.tok = torch.nn.Embedding(V, d)
-                self.pos = torch.nn.Embedding(T, d)
-                block = torch.nn.TransformerEncoderLayer(d, heads, 4 * d, dropout=0.0, activation="gelu",
-                                                         batch_first=True, norm_first=True)
-                self.blocks = torch.nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
-                self.ln = torch.nn.LayerNorm(d)
-                self.head = torch.nn.Linear(d, V)
-                self.register_buffer("mask", torch.nn.Transformer.generate_square_subsequent_mask(T))
-
-            def forward(self, idx):
-                h = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
-                return self.head(self.ln(self.blocks(h, mask=self.mask, is_causal=True)))
-
-        if workload == "transformer":
-            model = TorchLM().to(dev)
-        else:
-            model = user_block_lm(torch.nn, F, lambda n: torch.arange(n, device=dev), V, d, heads, layers,
-                                  T).to(dev)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        tokens = torch.as_tensor(rng.integers(0, V, size=(B, T + 1)), device=dev)
-        x, y = tokens[:, :-1], tokens[:, 1:]
-
-        def step():
-            loss = F.cross_entropy(model(x).reshape(B * T, V), y.reshape(-1))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return step
+    """The same training step in PyTorch (imported here only); None for scalar_mlp: PyTorch has
+    no scalar engine, micrograd is its peer (bench/bench_scalar_mlp.py)."""
     if workload == "scalar_mlp":
-        return None  # PyTorch has no scalar engine; micrograd is the peer (bench/bench_scalar_mlp.py)
-    raise ValueError(f"unknown workload {workload!r}")
+        return None
+    import torch
+    torch.manual_seed(seed)
+    return framework_step(torch_framework(device), workload, sizes, device, seed)
 
 
 def run(workloads=None, backends=None, device="cpu", warmup=3, repeats=15, with_torch=True, echo=print):

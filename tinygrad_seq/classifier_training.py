@@ -18,7 +18,7 @@ import numpy as np
 from . import distributed as dist
 from . import optim
 from . import random as tgs_random
-from .config import Config
+from .config import Config, check_positive_ints
 from .data_utils import evaluate_classifier
 from .nn import functional as F
 from .tensor import Tensor
@@ -52,10 +52,7 @@ class ClassifierConfig(Config):
     device: str = "cpu"
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "shift"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("epochs", "batch_size", "shift"), option_names=True)
         check_rates(self.lr, self.clip, self.dropout)
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be adam or sgd, not {self.optimizer!r}")

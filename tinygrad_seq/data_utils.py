@@ -25,7 +25,8 @@ from .random import generator
 from .nn.module import Module
 from .tensor import Tensor, no_grad
 
-__all__ = ["load_digits", "train_dev_test_split", "Splits", "minibatches", "EarlyStopping", "evaluate_classifier"]
+__all__ = ["load_digits", "train_dev_test_split", "Splits", "minibatches", "EarlyStopping", "evaluate_classifier",
+           "stop_on_dev_loss", "early_stopped_scores"]
 
 Splits = namedtuple("Splits", ["train", "dev", "test"])
 DIGITS_FILE = os.path.join(os.path.dirname(__file__), "data", "digits.npz")
@@ -160,6 +161,21 @@ def evaluate_classifier(model: Module, X: np.ndarray, y: np.ndarray, batch_size:
     finally:
         model.train(was_training)
     return total_loss / max(n, 1), correct / max(n, 1)
+
+
+def stop_on_dev_loss(model: Module, splits: Splits, stopper: EarlyStopping, note: str = "",
+                      verbose: bool = False) -> bool:
+    """The end of one epoch of an early-stopped run: score `model` on the dev split, tell
+    `stopper`, and return True when training should stop.  When `verbose`, one line for the
+    epoch (`note` holds the caller's own figures, e.g. "lr 0.5  ") and one when it stops."""
+    dev_loss, dev_acc = evaluate_classifier(model, *splits.dev)
+    stop = stopper.step(dev_loss, model)
+    if verbose:
+        print(f"epoch {stopper.epoch + 1:3d}  {note}dev loss {dev_loss:.4f}  dev acc {dev_acc:.3f}")
+        if stop:
+            print(f"dev loss has not improved for {stopper.patience} epochs: stopping, "
+                  f"best epoch {stopper.best_epoch + 1}")
+    return stop
 
 
 def early_stopped_scores(model: Module, splits: Splits, stopper: EarlyStopping,

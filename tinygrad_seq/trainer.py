@@ -78,6 +78,7 @@ from . import random as tgs_random
 from .backend import backend as use_backend
 from .checkpoint import (DEFAULT_NAME, check_module_state, check_optimizer_state, check_step,
                          malformed_as_checkpoint_error, remove_stale_temporaries, save_checkpoint)
+from .config import check_dropout
 
 EXIT_CODES = {"done": 0, "pruned": 0, "diverged": 1, "interrupted": 130, "terminated": 143}
 CHANGEABLE = ("steps", "eval_every", "lr", "clip", "dropout", "backend", "device", "out")
@@ -90,8 +91,7 @@ def check_rates(lr, clip, dropout):
         raise ValueError(f"lr must be a positive number, got {lr}")
     if not (clip >= 0 and math.isfinite(clip)):
         raise ValueError(f"clip must be >= 0 (0 turns clipping off), got {clip}")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    check_dropout(dropout)
 
 
 def exit_code(status):
@@ -716,22 +716,12 @@ class Trainer:
 
     def _loop(self, echo, progress):
         cfg = self.config
-        if self.pending_changes:
-            self.log({"step": self.step, "event": "settings", "changed": self.pending_changes})
-            if self.is_main_process:
-                echo("changed for the rest of the run: " + ", ".join(
-                    f"{k.replace('_', '-')} {old} -> {new}" for k, (old, new) in self.pending_changes.items()))
-            self.pending_changes = {}
+        self._announce_changes(echo)
         if self.step >= cfg.steps:
             return TrainResult("done", self.step, self.last_val, self.checkpoint_path if self.saved_step is not None
                                else None, f"the run is already at step {self.step} of {cfg.steps}; raise --steps to "
                                "train further", self.last_metrics)
         bar = Progress(cfg.steps, self.step, self.unit, enabled=progress and self.is_main_process)
-
-        def say(text):
-            bar.clear()
-            echo(text)
-
         status, message = "done", ""
         with use_backend(getattr(cfg, "backend", "auto")), deferred_signals() as signalled:
             while self.step < cfg.steps:
@@ -740,20 +730,8 @@ class Trainer:
                     status = "terminated" if received == signal.SIGTERM else "interrupted"
                     break
                 failing_step = self.step + 1  # where a NaN is reported, in training or validation
-                log_every = max(1, min(cfg.eval_every, cfg.steps) // self.log_every_evaluations)
                 try:
-                    loss = self.train_step()
-                    bar.update(self.step, loss, self.units_per_step)
-                    if self.step % log_every == 0 or self.step == cfg.steps:
-                        self.history.append((self.step, loss))
-                        self.log({"step": self.step, "loss": loss, f"{self.unit}_per_s": round(bar.rate(), 1),
-                                  "time": round(bar.elapsed(), 3)})
-                    if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
-                        with bar.paused():
-                            metrics = self._evaluate_and_report(say)
-                            self.save()
-                            self.plot()
-                            self._ask_callbacks(metrics)
+                    self._step_with_bookkeeping(bar, echo)
                 except FloatingPointError as exc:
                     status = "diverged"
                     self.log({"step": failing_step, "event": "diverged", "reason": str(exc)})
@@ -769,14 +747,51 @@ class Trainer:
                     break
             bar.clear()
             if status in ("interrupted", "terminated"):
-                self.save()
-                self.plot()
-                self.log({"step": self.step, "event": status})
-                where = (f"checkpoint saved in {self.checkpoint_path} (continue with --resume --out {self.out})"
-                         if self.writes_files else "nothing was saved")
-                message = f"{status} at step {self.step}; {where}"
+                message = self._save_after_signal(status)
         if status == "done":
             where = f"; checkpoint in {self.checkpoint_path}" if self.writes_files else ""
             message = f"done: {self.step} steps, {self.metric.replace('_', ' ')} {self.last_val:.4f}{where}"
         return TrainResult(status, self.step, self.last_val,
                            self.checkpoint_path if self.saved_step is not None else None, message, self.last_metrics)
+
+    def _announce_changes(self, echo):
+        """Log (and print, on rank 0) the settings a resumed run changed, once."""
+        if self.pending_changes:
+            self.log({"step": self.step, "event": "settings", "changed": self.pending_changes})
+            if self.is_main_process:
+                echo("changed for the rest of the run: " + ", ".join(
+                    f"{k.replace('_', '-')} {old} -> {new}" for k, (old, new) in self.pending_changes.items()))
+            self.pending_changes = {}
+
+    def _step_with_bookkeeping(self, bar, echo):
+        """One training step and what follows it: the progress bar, a loss record every few
+        steps, and at each evaluation step validation, checkpoint, plots and the callbacks
+        (which may raise PruneRun)."""
+        cfg = self.config
+
+        def say(text):
+            bar.clear()
+            echo(text)
+
+        log_every = max(1, min(cfg.eval_every, cfg.steps) // self.log_every_evaluations)
+        loss = self.train_step()
+        bar.update(self.step, loss, self.units_per_step)
+        if self.step % log_every == 0 or self.step == cfg.steps:
+            self.history.append((self.step, loss))
+            self.log({"step": self.step, "loss": loss, f"{self.unit}_per_s": round(bar.rate(), 1),
+                      "time": round(bar.elapsed(), 3)})
+        if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+            with bar.paused():
+                metrics = self._evaluate_and_report(say)
+                self.save()
+                self.plot()
+                self._ask_callbacks(metrics)
+
+    def _save_after_signal(self, status):
+        """Checkpoint and plots of a run stopped by SIGINT/SIGTERM, and the message saying where they are."""
+        self.save()
+        self.plot()
+        self.log({"step": self.step, "event": status})
+        where = (f"checkpoint saved in {self.checkpoint_path} (continue with --resume --out {self.out})"
+                 if self.writes_files else "nothing was saved")
+        return f"{status} at step {self.step}; {where}"

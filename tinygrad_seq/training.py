@@ -28,7 +28,7 @@ from . import distributed as dist
 from . import random as tgs_random
 from .backend import backend as use_backend
 from .checkpoint import CheckpointError, malformed_as_checkpoint_error
-from .config import Config
+from .config import Config, check_positive_ints
 from .models.charlm import (LMConfig, build_lm, detach_state, evaluate_stream, generate, state_from_arrays,
                             state_to_arrays)
 from .tensor import Tensor
@@ -38,6 +38,9 @@ from .trainer import (Progress, Trainer, TrainResult, check_rates, deferred_sign
 
 LN2 = math.log(2)
 KINDS = {"char": "charlm", "word": "wordlm"}
+# validation keeps no graph, so reading many more streams at once than training does costs
+# little memory and saves Python steps: at least this many, however small --batch-size is
+MIN_VALIDATION_STREAMS = 64
 
 
 @dataclass
@@ -70,10 +73,7 @@ class TrainConfig(Config):
     def __post_init__(self):
         positive = ("layers", "heads", "hidden", "seq_len", "batch_size", "steps", "eval_every", "sample_length",
                     "min_count", "max_vocab", "val_max_tokens")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        check_positive_ints(self, positive, option_names=True)
         if self.embed < 0:
             raise ValueError(f"embed must be a positive integer (or 0 for one-hot inputs), got {self.embed}")
         check_rates(self.lr, self.clip, self.dropout)
@@ -272,8 +272,8 @@ class LMTrainer(Trainer):
         self.model.eval()
         try:
             with use_backend(self.config.backend):
-                # no graph is kept, so many more streams than in training cost little
-                nats, count = evaluate_stream(self.model, self.val_ids, batch_size=max(self.config.batch_size, 64),
+                streams = max(self.config.batch_size, MIN_VALIDATION_STREAMS)
+                nats, count = evaluate_stream(self.model, self.val_ids, batch_size=streams,
                                               seq_len=self.config.seq_len, max_tokens=limit)
         finally:
             self.model.train(was_training)

@@ -828,43 +828,61 @@ def plot_study(study, folder=None):
     pruned = [t for t in study.get_trials(deepcopy=False)
               if t.state.name == "PRUNED" and t.intermediate_values]
     paths = []
+    for suffix, figsize, draw in (("params", (4 * max(1, len(spec.space)), 3.6), _draw_parameters),
+                                  ("history", (6, 3.6), _draw_history)):
+        fig = Figure(figsize=figsize)
+        FigureCanvasAgg(fig)
+        draw(fig, study.study_name, spec, metric, direction, done, pruned)
+        fig.tight_layout()
+        paths.append(os.path.join(folder, f"{study.study_name}-{suffix}.png"))
+        fig.savefig(paths[-1], dpi=90)
+    return paths
 
-    fig = Figure(figsize=(4 * max(1, len(spec.space)), 3.6))
-    FigureCanvasAgg(fig)
+
+def _last_report(trial):
+    """A pruned trial's value: the last intermediate value it reported."""
+    return trial.intermediate_values[max(trial.intermediate_values)]
+
+
+def _draw_parameters(fig, name, spec, metric, direction, done, pruned):
+    """One axis a searched parameter: each complete trial's metric, and each pruned trial's
+    last report, against the parameter's value."""
     for i, p in enumerate(spec.space):
         ax = fig.add_subplot(1, max(1, len(spec.space)), i + 1)
         for group, style, label in ((done, "o", "complete"), (pruned, "x", "pruned (last report)")):
             xs = [t.params[p.name] for t in group if p.name in t.params]
-            ys = [t.value if t.state.name == "COMPLETE" else t.intermediate_values[max(t.intermediate_values)]
-                  for t in group if p.name in t.params]
+            ys = [t.value if t.state.name == "COMPLETE" else _last_report(t) for t in group if p.name in t.params]
             if xs:
                 if p.kind == "choice":
                     xs = [p.choices.index(x) for x in xs]
                 ax.plot(xs, ys, style, label=label, alpha=0.8)
-        if p.kind == "log":
-            from matplotlib.ticker import NullFormatter
-
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overprint each other
-            ax.set_xlim(p.low / 1.1, p.high * 1.1)  # the declared range, not just where the trials fell
-        elif p.kind in ("float", "int"):
-            ax.set_xlim(p.low - 0.05 * (p.high - p.low), p.high + 0.05 * (p.high - p.low))
-        if p.kind == "choice":
-            ax.set_xticks(range(len(p.choices)))
-            ax.set_xticklabels([str(c) for c in p.choices])
-        ax.set_xlabel(p.name + (" (log scale)" if p.kind == "log" else ""))
+        _parameter_axis(ax, p)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         if i == 0 and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    fig.suptitle(f"study {study.study_name}: {metric} against each parameter")
-    fig.tight_layout()
-    path = os.path.join(folder, f"{study.study_name}-params.png")
-    fig.savefig(path, dpi=90)
-    paths.append(path)
+    fig.suptitle(f"study {name}: {metric} against each parameter")
 
-    fig = Figure(figsize=(6, 3.6))
-    FigureCanvasAgg(fig)
+
+def _parameter_axis(ax, p):
+    """The x axis of parameter `p`: its declared range (not just where the trials fell), log
+    scale for a log parameter, one labelled tick a choice."""
+    if p.kind == "log":
+        from matplotlib.ticker import NullFormatter
+
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overprint each other
+        ax.set_xlim(p.low / 1.1, p.high * 1.1)
+    elif p.kind in ("float", "int"):
+        ax.set_xlim(p.low - 0.05 * (p.high - p.low), p.high + 0.05 * (p.high - p.low))
+    if p.kind == "choice":
+        ax.set_xticks(range(len(p.choices)))
+        ax.set_xticklabels([str(c) for c in p.choices])
+    ax.set_xlabel(p.name + (" (log scale)" if p.kind == "log" else ""))
+
+
+def _draw_history(fig, name, spec, metric, direction, done, pruned):
+    """Each trial's value by trial number, the best so far as a step line, pruned trials' last reports."""
     ax = fig.add_subplot(1, 1, 1)
     if done:
         numbers = [t.number for t in done]
@@ -876,19 +894,13 @@ def plot_study(study, folder=None):
         ax.plot(numbers, values, "o", label="complete trial")
         ax.step(numbers, best, where="post", label="best so far")
     if pruned:
-        ax.plot([t.number for t in pruned], [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
-                "x", label="pruned (last report)")
+        ax.plot([t.number for t in pruned], [_last_report(t) for t in pruned], "x", label="pruned (last report)")
     ax.set_xlabel("trial")
     ax.set_ylabel(metric)
-    ax.set_title(f"study {study.study_name}: optimisation history")
+    ax.set_title(f"study {name}: optimisation history")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(folder, f"{study.study_name}-history.png")
-    fig.savefig(path, dpi=90)
-    paths.append(path)
-    return paths
 
 
 def report(study):

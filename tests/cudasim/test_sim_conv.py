@@ -1,6 +1,7 @@
 """CUDA convolution (im2col/col2im kernels + GEMM) and pooling kernels vs the NumPy reference."""
 import numpy as np
 import pytest
+from kernel_checks import POOL_CASES, assert_raises_like_reference, conv_inputs
 from simcheck import DTYPES, assert_close, assert_unchanged, directional_derivative, frozen
 
 from tinygrad_seq.kernels.cuda import conv as cuda_conv
@@ -21,9 +22,7 @@ CONV_CASES = [
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_conv2d_forward_backward(rng, dtype, case):
     x_shape, w_shape, stride, padding, dilation = case
-    x = rng.standard_normal(x_shape).astype(dtype)
-    w = rng.standard_normal(w_shape).astype(dtype)
-    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    x, w, b = conv_inputs(rng, dtype, x_shape, w_shape)
     copies = frozen(x, w, b)
     y = cuda_conv.conv2d_forward(x, w, b, stride, padding, dilation)
     assert_close(y, ref.conv2d_forward(x, w, b, stride, padding, dilation), dtype)
@@ -54,16 +53,6 @@ def test_conv2d_backward_matches_finite_differences(rng):
         direction = rng.standard_normal(grad.shape)
         numeric = directional_derivative(loss, [x, w, b], index, direction)
         np.testing.assert_allclose(np.sum(grad * direction), numeric, rtol=1e-6)
-
-
-# (x shape, kernel, stride, padding): overlapping windows (stride < kernel), padding,
-# odd sizes that leave pixels out, non-square everything
-POOL_CASES = [
-    ((2, 2, 4, 4), (2, 2), (2, 2), (0, 0)),
-    ((1, 3, 5, 7), (3, 3), (1, 2), (1, 1)),
-    ((2, 1, 6, 5), (3, 2), (2, 1), (1, 0)),
-    ((1, 2, 1, 8), (1, 3), (1, 2), (0, 1)),
-]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -138,8 +127,4 @@ BAD_CALLS = [
 
 @pytest.mark.parametrize("name, args", BAD_CALLS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(BAD_CALLS)])
 def test_bad_arguments_raise_the_reference_message(name, args):
-    with pytest.raises(ValueError) as expected:
-        getattr(ref, name)(*args)
-    with pytest.raises(ValueError) as got:
-        getattr(cuda_conv, name)(*args)
-    assert str(got.value) == str(expected.value)
+    assert_raises_like_reference(cuda_conv, ref, name, *args)

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 import pytest
-from kernel_checks import RECURRENCE_KINDS, assert_matches, recurrence_args, softmax_special_values
+from kernel_checks import RECURRENCE_KINDS, assert_matches, check_softmax_special_values, recurrence_args
 from simcheck import assert_close
 
 hypothesis = pytest.importorskip("hypothesis", reason="the property-based tests need hypothesis (test extra)")
@@ -173,18 +173,6 @@ def test_recurrence_nan_and_inf_propagate(dtype, kind, value):
 @NAN_ARITHMETIC_WARNS
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_softmax_nan_inf_and_masks(dtype):
-    """A NaN or +inf in a row makes that row NaN (as the reference: inf - inf); -inf logits and
-    masked entries give exactly 0, an all -inf or fully masked row all zeros; a NaN under the
-    mask is excluded like any masked value; a NaN gradient reaches its row only."""
-    x, mask = softmax_special_values(dtype)
-    for m in (None, mask):
-        y, expected = both(cuda_softmax, ref_softmax, "softmax_forward", x, m)
-        assert_matches(y, expected, dtype, f"cuda softmax_forward mask={m is not None}")
-        assert np.all(np.isnan(y[0])) and np.all(np.isnan(y[1]))
-        assert y[2, 0] == 0 and y[2, 2] == 0 and np.all(y[3] == 0)
-        if m is not None:
-            assert np.all(np.isfinite(y[4])) and y[4, 1] == 0 and np.all(y[5] == 0)
-    dy = np.ones_like(x)
-    dy[4, 0] = np.nan
-    assert_matches(*both(cuda_softmax, ref_softmax, "softmax_backward", dy, expected), dtype,
-                   "cuda softmax_backward")
+    """NaN, +inf and -inf logits, fully masked rows and NaN gradients, as the reference and the
+    IEEE rules have them (kernel_checks.check_softmax_special_values)."""
+    check_softmax_special_values(lambda kernel, *args: both(cuda_softmax, ref_softmax, kernel, *args), dtype, "cuda")

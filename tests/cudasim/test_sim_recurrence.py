@@ -2,13 +2,11 @@
 and their backward passes vs finite differences of their own forward passes."""
 import numpy as np
 import pytest
+from kernel_checks import assert_raises_like_reference
 from simcheck import DTYPES, assert_close, assert_unchanged, directional_derivative, frozen
 
 from tinygrad_seq.kernels.cuda import recurrence as cuda_rec
-try:
-    from tinygrad_seq.kernels.reference import recurrence as ref
-except ImportError:  # the reference is being written: until then, the equations of API.md
-    import recurrence_formulas as ref
+from tinygrad_seq.kernels.reference import recurrence as ref
 
 # (T, B, H): one step, an odd size, and more (b, j) elements than the simulator grid's
 # threads (2 blocks of 32), so the grid-stride loop runs more than once
@@ -145,11 +143,7 @@ def test_gru_backward_matches_finite_differences(rng):
 # ----------------------------------------------------------------------------- bad arguments
 
 def _same_error(name, *args):
-    with pytest.raises(ValueError) as expected:
-        getattr(ref, name)(*args)
-    with pytest.raises(ValueError) as got:
-        getattr(cuda_rec, name)(*args)
-    assert str(got.value) == str(expected.value)
+    assert_raises_like_reference(cuda_rec, ref, name, *args)
 
 
 def test_bad_arguments_raise_the_reference_message():

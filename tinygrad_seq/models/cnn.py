@@ -22,7 +22,7 @@ over time keeps its strongest match anywhere in the sentence, so any length work
 from dataclasses import dataclass
 
 from .. import nn
-from ..config import Config
+from ..config import Config, check_dropout
 from ..creation import cat
 from ..nn import functional as F
 from ..nn.functional_conv import adaptive_max_pool1d, pad
@@ -47,8 +47,7 @@ class LeNetConfig(Config):
         if self.image_size >> len(self.channels) < 1:
             raise ValueError(f"LeNetConfig: {len(self.channels)} pooling stages halve a {self.image_size}-pixel "
                              f"image to nothing; use fewer channels entries or larger images")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"LeNetConfig: dropout must be in [0, 1), got {self.dropout}")
+        check_dropout(self.dropout, "LeNetConfig: ")
 
 
 class LeNet(nn.Module):

@@ -18,7 +18,7 @@ Glorot for tanh/sigmoid (the scale that keeps activations from shrinking or expl
 from dataclasses import dataclass
 
 from .. import nn
-from ..config import Config
+from ..config import Config, check_dropout
 from ..nn import functional as F
 from ..tensor import no_grad
 
@@ -59,10 +59,9 @@ class MLPConfig(Config):
         if self.in_features < 1 or self.num_classes < 1 or any(h < 1 for h in self.hidden):
             raise ValueError(f"MLPConfig: sizes must be positive, got in_features={self.in_features}, "
                              f"hidden={self.hidden}, num_classes={self.num_classes}")
+        check_dropout(self.dropout, "MLPConfig: ")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"MLPConfig: unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"MLPConfig: dropout must be in [0, 1), got {self.dropout}")
 
 
 class MLP(nn.Module):

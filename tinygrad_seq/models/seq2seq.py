@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import Config
+from ..config import Config, check_dropout, check_positive_ints
 from ..creation import cat
 from ..nn import functional as F
 from ..nn import rnn as recurrent
@@ -154,13 +154,9 @@ class Seq2SeqConfig(Config):
             raise ValueError(f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
         if self.attention not in ATTENTIONS:
             raise ValueError(f"unknown attention {self.attention!r}: choose one of {', '.join(ATTENTIONS)}")
-        for name in ("src_vocab_size", "tgt_vocab_size", "embed", "hidden", "layers", "attention_dim",
-                     "max_target_len"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_positive_ints(self, ("src_vocab_size", "tgt_vocab_size", "embed", "hidden", "layers", "attention_dim",
+                                   "max_target_len"))
+        check_dropout(self.dropout)
 
 
 class Seq2Seq(Module):
@@ -349,25 +345,23 @@ def make_batch(pairs, src_vocab, tgt_vocab):
 
 @dataclass
 class Seq2SeqTrainConfig(Config):
-    """How a seq2seq model is trained (its shape is the model's Seq2SeqConfig)."""
+    """How a seq2seq (or tagger) model is trained (its shape is the model's config): the run's
+    length and where it goes, then the optimisation, then where the kernels run."""
 
     steps: int = 400
+    eval_every: int = 100
+    val_examples: int = 256      # validation loss on at most this many held-out examples
+    out: str = None              # run directory (None: nothing is written)
     batch_size: int = 64
     lr: float = 3e-3
     clip: float = 5.0            # max global gradient norm; 0 = no clipping
     dropout: float = 0.0
     seed: int = 0
-    eval_every: int = 100
-    val_examples: int = 256      # validation loss on at most this many held-out examples
-    out: str = None              # run directory (None: nothing is written)
     backend: str = "auto"
     device: str = "cpu"
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "eval_every", "val_examples"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("steps", "batch_size", "eval_every", "val_examples"), option_names=True)
         check_rates(self.lr, self.clip, self.dropout)
 
 
@@ -385,7 +379,49 @@ class RandomPairs:
         return [self.pairs[i] for i in rng.integers(len(self.pairs), size=self.batch_size)]
 
 
-class Seq2SeqTrainer(Trainer):
+class HeldOutTrainer(Trainer):
+    """The shared loop for a model trained on random batches of examples (Adam, the global
+    batch shared out among MPI ranks) and judged on held-out dev and test examples: the loss of
+    every step is kept in `losses`, and validation is the loss on the first `val_examples` dev
+    examples, at the last step also the dev scores; the test examples are scored once, at the
+    last step, for the final report, and never steer the run.
+
+    A subclass gives dev_size(), dev_loss(n) (a Tensor, mean nats per `loss_token`),
+    dev_scores() (a dict), dev_summary(metrics) (those scores in words) and score_test()
+    (keeps what the final report shows)."""
+
+    loss_token = "token"
+
+    def __init__(self, config, model, batches, **trainer_options):
+        from .. import optim
+
+        super().__init__(config, model, optim.Adam(list(model.parameters()), lr=config.lr),
+                         rank_share(batches, config.batch_size), **trainer_options)
+        self.units_per_step = config.batch_size
+        self.losses = []
+
+    def train_step(self):
+        value = super().train_step()
+        self.losses.append(value)
+        return value
+
+    def validate(self):
+        if not self.dev_size():
+            return None
+        with no_grad():
+            metrics = {"val_loss": float(self.dev_loss(self.config.val_examples).item())}
+        if self.step >= self.config.steps:
+            metrics.update(self.dev_scores())
+            self.score_test()
+        return metrics
+
+    def report(self, metrics):
+        line = f"step {self.step}: validation loss {metrics['val_loss']:.4f} nats/{self.loss_token}"
+        scored = len(metrics) > 1          # the dev scores join the loss at the last step
+        return line + (f", {self.dev_summary(metrics)}" if scored else "")
+
+
+class Seq2SeqTrainer(HeldOutTrainer):
     """Teacher-forced training of a Seq2Seq on (source, target) string pairs with the shared loop:
     Adam on the mean per-token NLL of random batches, the gradient norm clipped at `clip`.
     Validation (what callbacks and a tuner see): the loss on the dev pairs `val_pairs`, at the
@@ -397,18 +433,13 @@ class Seq2SeqTrainer(Trainer):
     kind = "seq2seq"
     metric = "val_loss"
     unit = "pairs"
+    loss_token = "character"
 
     def __init__(self, config, model, train_pairs, val_pairs=None, info=None, test_pairs=None, **trainer_options):
-        from .. import optim
-
-        batches = RandomPairs(train_pairs, config.batch_size, config.seed)
-        super().__init__(config, model, optim.Adam(list(model.parameters()), lr=config.lr),
-                         rank_share(batches, config.batch_size), **trainer_options)
+        super().__init__(config, model, RandomPairs(train_pairs, config.batch_size, config.seed), **trainer_options)
         self.val_pairs = list(val_pairs or [])
         self.test_pairs = list(test_pairs or [])
         self.info = dict(info or {})
-        self.units_per_step = config.batch_size
-        self.losses = []
         self.exact_match = None          # on the test pairs, after the last step
         self.predictions = None
 
@@ -423,29 +454,22 @@ class Seq2SeqTrainer(Trainer):
         tokens = lambda ps: sum(len(self.model.tgt_vocab.encode(t)) + 1 for _, t in ps)  # noqa: E731 (+ </s>)
         return share_weighted(loss, tokens(pairs), tokens(whole), self.world_size)
 
-    def train_step(self):
-        value = super().train_step()
-        self.losses.append(value)
-        return value
+    def dev_size(self):
+        return len(self.val_pairs)
 
-    def validate(self):
-        if not self.val_pairs:
-            return None
-        held = self.val_pairs[:self.config.val_examples]
-        with no_grad():
-            src, tgt_in, tgt_out = make_batch(held, self.model.src_vocab, self.model.tgt_vocab)
-            metrics = {"val_loss": float(self.model.loss(Tensor(src), Tensor(tgt_in), Tensor(tgt_out)).item())}
-        if self.step >= self.config.steps:
-            metrics["exact_match"], _ = exact_match(self.model, self.val_pairs)
-            if self.test_pairs:  # the final report: the only look at the test split
-                self.exact_match, self.predictions = exact_match(self.model, self.test_pairs)
-        return metrics
+    def dev_loss(self, n):
+        src, tgt_in, tgt_out = make_batch(self.val_pairs[:n], self.model.src_vocab, self.model.tgt_vocab)
+        return self.model.loss(Tensor(src), Tensor(tgt_in), Tensor(tgt_out))
 
-    def report(self, metrics):
-        line = f"step {self.step}: validation loss {metrics['val_loss']:.4f} nats/character"
-        if "exact_match" in metrics:
-            line += f", dev exact match {metrics['exact_match']:.2%} on {len(self.val_pairs):,} dev pairs"
-        return line
+    def dev_scores(self):
+        return {"exact_match": exact_match(self.model, self.val_pairs)[0]}
+
+    def score_test(self):
+        if self.test_pairs:
+            self.exact_match, self.predictions = exact_match(self.model, self.test_pairs)
+
+    def dev_summary(self, metrics):
+        return f"dev exact match {metrics['exact_match']:.2%} on {len(self.val_pairs):,} dev pairs"
 
     def checkpoint_extra(self):
         return {"model_config": self.model.config.to_dict(), "src_vocab": self.model.src_vocab.to_dict(),

@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import Config
+from ..config import Config, check_dropout, check_positive_ints
 from ..nn import functional as F
 from ..nn.layers import Linear
 from ..nn.module import Module
 from ..tensor import Tensor, no_grad
 from ..text.vocab import WordVocab
-from ..trainer import Trainer, rank_share, share_weighted, zero_loss
-from .seq2seq import RecurrentEncoder
+from ..trainer import share_weighted, zero_loss
+from .seq2seq import HeldOutTrainer, RecurrentEncoder
 
 __all__ = ["TAGS", "NAME", "tokenize", "kjv_verses", "name_types", "label_tokens", "TaggingData", "default_dev_verses", "load_kjv_tagging",
            "TaggerConfig", "Tagger", "tagging_scores", "LengthWindowBatches", "TaggerTrainer", "train_tagger",
@@ -161,14 +161,10 @@ class TaggerConfig(Config):
     dropout: float = 0.0
 
     def __post_init__(self):
-        for name in ("vocab_size", "num_tags", "embed", "hidden", "layers"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("vocab_size", "num_tags", "embed", "hidden", "layers"))
         if self.cell not in ("lstm", "gru"):
             raise ValueError(f"unknown cell {self.cell!r}: choose lstm or gru")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_dropout(self.dropout)
 
 
 class Tagger(Module):
@@ -278,7 +274,7 @@ class LengthWindowBatches:
         return [self.tokens[i] for i in chosen], [self.tags[i] for i in chosen]
 
 
-class TaggerTrainer(Trainer):
+class TaggerTrainer(HeldOutTrainer):
     """Adam on random batches of verses with the shared loop.  Validation (what callbacks and a
     tuner see): the loss on the dev verses, at the last step also their per-token accuracy and
     the NAME tag's precision, recall and F1.  The test verses (`test_tokens`, `test_tags`) are
@@ -292,16 +288,11 @@ class TaggerTrainer(Trainer):
 
     def __init__(self, config, model, tokens, tags, val_tokens=None, val_tags=None, info=None, test_tokens=None,
                  test_tags=None, **trainer_options):
-        from .. import optim
-
-        batches = LengthWindowBatches(tokens, tags, config.batch_size, config.seed)
-        super().__init__(config, model, optim.Adam(list(model.parameters()), lr=config.lr),
-                         rank_share(batches, config.batch_size), **trainer_options)
+        super().__init__(config, model, LengthWindowBatches(tokens, tags, config.batch_size, config.seed),
+                         **trainer_options)
         self.val_tokens, self.val_tags = list(val_tokens or []), list(val_tags or [])
         self.test_tokens, self.test_tags = list(test_tokens or []), list(test_tags or [])
         self.info = dict(info or {})
-        self.units_per_step = config.batch_size
-        self.losses = []
         self.scores = None
 
     def compute_loss(self, batch):
@@ -313,29 +304,22 @@ class TaggerTrainer(Trainer):
             return loss
         return share_weighted(loss, sum(map(len, tokens)), sum(map(len, all_tokens)), self.world_size)
 
-    def train_step(self):
-        value = super().train_step()
-        self.losses.append(value)
-        return value
+    def dev_size(self):
+        return len(self.val_tokens)
 
-    def validate(self):
-        if not self.val_tokens:
-            return None
-        n = self.config.val_examples
-        with no_grad():
-            metrics = {"val_loss": float(self.model.loss(self.val_tokens[:n], self.val_tags[:n]).item())}
-        if self.step >= self.config.steps:
-            dev = tagging_scores(self.model.predict(self.val_tokens), self.val_tags)
-            metrics.update({k: v for k, v in dev.items() if k in ("accuracy", "precision", "recall", "f1")})
-            if self.test_tokens:  # the final report: the only look at the test split
-                self.scores = tagging_scores(self.model.predict(self.test_tokens), self.test_tags)
-        return metrics
+    def dev_loss(self, n):
+        return self.model.loss(self.val_tokens[:n], self.val_tags[:n])
 
-    def report(self, metrics):
-        line = f"step {self.step}: validation loss {metrics['val_loss']:.4f} nats/token"
-        if "f1" in metrics:
-            line += f", dev NAME F1 {metrics['f1']:.3f} on {len(self.val_tokens):,} dev verses"
-        return line
+    def dev_scores(self):
+        dev = tagging_scores(self.model.predict(self.val_tokens), self.val_tags)
+        return {k: v for k, v in dev.items() if k in ("accuracy", "precision", "recall", "f1")}
+
+    def score_test(self):
+        if self.test_tokens:
+            self.scores = tagging_scores(self.model.predict(self.test_tokens), self.test_tags)
+
+    def dev_summary(self, metrics):
+        return f"dev NAME F1 {metrics['f1']:.3f} on {len(self.val_tokens):,} dev verses"
 
     def checkpoint_extra(self):
         return {"model_config": self.model.config.to_dict(), "vocab": self.model.vocab.to_dict(),

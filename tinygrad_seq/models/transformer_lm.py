@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .. import nn
+from ..config import check_dropout, check_positive_ints
 from ..device import xp_of
 from ..tensor import Tensor
 
@@ -27,16 +28,16 @@ class TransformerLMConfig:
     dropout: float = 0.0
 
     def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_embd", "n_head", "n_layer"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"TransformerLMConfig: {name} must be positive, got {getattr(self, name)}")
+        check_positive_ints(self, ("vocab_size", "block_size", "n_embd", "n_head", "n_layer"),
+                            prefix="TransformerLMConfig: ")
         if self.n_embd % self.n_head:
             raise ValueError(f"TransformerLMConfig: n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"TransformerLMConfig: dropout must be in [0, 1), got {self.dropout}")
+        check_dropout(self.dropout, "TransformerLMConfig: ")
 
 
 class TransformerLM(nn.Module):
+    """`TransformerLM(TransformerLMConfig(...))(ids (B, T))` -> logits (B, T, vocab_size), T <= block_size."""
+
     def __init__(self, config):
         super().__init__()
         self.config = config
