@@ -606,11 +606,22 @@ class _TrialStartLock:
             self.fd = None
 
 
+def _trials_left(study, spec):
+    """Whether `study` still wants a trial: a grid while its queue holds a point, any other
+    sampler until its trials (running ones included) reach spec.trials."""
+    from optuna.trial import TrialState
+
+    fail_stale_trials(study, spec.heartbeat)  # a killed worker's trial must not count as running
+    if spec.sampler == "grid":
+        return any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False))
+    c = counts(study)
+    return c["COMPLETE"] + c["PRUNED"] + c["FAIL"] + c["RUNNING"] < spec.trials
+
+
 def work(study, echo=print):
     """Run trials of `study` until it holds its number of trials (grid: until its queue is empty).
     Returns the number of trials this worker ran."""
     import optuna
-    from optuna.trial import TrialState
 
     spec = StudySpec.from_study(study)
     metric, direction, _ = OBJECTIVES[spec.kind]
@@ -650,16 +661,7 @@ def work(study, echo=print):
             raise optuna.TrialPruned(f"pruned at step {reporter.pruned_at}")
         return trial_value(spec.kind, reporter.reports)
 
-    while True:
-        fail_stale_trials(study, spec.heartbeat)  # a killed worker's trial must not count as running
-        trials = study.get_trials(deepcopy=False)
-        if spec.sampler == "grid":
-            if not any(t.state == TrialState.WAITING for t in trials):
-                break
-        else:
-            c = counts(study)
-            if c["COMPLETE"] + c["PRUNED"] + c["FAIL"] + c["RUNNING"] >= spec.trials:
-                break
+    while _trials_left(study, spec):
         mine.clear()
         start_lock.acquire()
         try:
