@@ -218,7 +218,8 @@ class LMTrainer(Trainer):
                 raise CheckpointError(f"{path} is a malformed checkpoint: its vocabulary has {len(vocab)} entries, "
                                       f"its model {model_config.vocab_size}")
         if ids_vocab is not None and ids_vocab.to_dict() != vocab.to_dict():
-            raise CheckpointError("the corpus' characters differ from the run's vocabulary; "
+            raise CheckpointError(f"the corpus' {'characters' if vocab.type == 'char' else 'words'} differ from the "
+                                  "run's vocabulary; "
                                   "give the same corpus (and --val) to resume")
         for name, text in (("train", train_text), ("val", val_text)):
             if name in info and info[name] != (text if isinstance(text, dict) else fingerprint(text)):
@@ -353,35 +354,36 @@ def evaluate_text(state, text, batch_size=16, seq_len=128, path="checkpoint"):
     model, vocab = load_lm(state, path)
     ids = vocab.encode(text)
     nats, count = evaluate_stream(model, ids, batch_size=batch_size, seq_len=seq_len)
-    if vocab.type == "word":
-        chars = len(text)
-        return {"nats_per_char": nats / chars, "bits_per_char": nats / chars / LN2, "chars": chars,
-                "nats_per_word": nats / count, "bits_per_word": nats / count / LN2,
-                "perplexity": safe_exp(nats / count), "words": count}
-    return {"nats_per_char": nats / count, "bits_per_char": nats / count / LN2, "chars": count,
-            "perplexity": safe_exp(nats / count)}
+    return _figures(vocab, nats, count, len(text))
 
 
 def evaluate_file(state, path, batch_size=16, seq_len=128, progress=True, stream=None, checkpoint_path="checkpoint"):
-    """evaluate_text for a file of any size: a character model's text is streamed into
-    a temporary file of token ids, memory-mapped and scored with a progress bar; the same figures."""
+    """evaluate_text for a file of any size: the text is streamed into a temporary file of
+    token ids, memory-mapped and scored with a progress bar; the same figures."""
     import tempfile
 
     from .text.corpus_cache import ByteProgress, encode_file
-    from .text.corpus import read_text
 
     model, vocab = load_lm(state, checkpoint_path)
-    if vocab.type != "char":
-        return evaluate_text(state, read_text(path), batch_size, seq_len, path=checkpoint_path)
     with tempfile.TemporaryDirectory(prefix="tgs-eval-") as folder:
-        ids, count = encode_file(path, vocab, os.path.join(folder, "ids"), progress=progress, stream=stream)
-        if count < 2:
+        ids, chars = encode_file(path, vocab, os.path.join(folder, "ids"), progress=progress, stream=stream)
+        if ids.size < 2:
             raise ValueError("evaluate: needs at least two tokens")
-        bar = ByteProgress("evaluating", count - 1, stream, progress, unit="M chars")
+        unit = "M chars" if vocab.type == "char" else "M words"
+        bar = ByteProgress("evaluating", ids.size - 1, stream, progress, unit=unit)
         nats, count = evaluate_stream(model, ids, batch_size=batch_size, seq_len=seq_len,
                                       progress=lambda done, total: bar(done))
         bar.close()
         del ids
+    return _figures(vocab, nats, count, chars)
+
+
+def _figures(vocab, nats, count, chars):
+    """The figures of `tgs eval`: `nats` summed over `count` predicted tokens of a `chars`-character text."""
+    if vocab.type == "word":
+        return {"nats_per_char": nats / chars, "bits_per_char": nats / chars / LN2, "chars": chars,
+                "nats_per_word": nats / count, "bits_per_word": nats / count / LN2,
+                "perplexity": safe_exp(nats / count), "words": count}
     return {"nats_per_char": nats / count, "bits_per_char": nats / count / LN2, "chars": count,
             "perplexity": safe_exp(nats / count)}
 
