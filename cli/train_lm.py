@@ -69,8 +69,10 @@ def lm_options(default_out, defaults):
             click.option("--val", "val_file", type=click.Path(), default=None,
                          help="Validation text (default: the last 10% of the corpus)."),
             click.option("--val-tokens", "val_max_tokens", type=int, default=100_000, show_default=True,
-                         help="Each validation reads at most this many tokens of the held-out text "
-                              "(a bounded sample of a huge corpus)."),
+                         help="Each validation predicts at most this many tokens of the held-out text: all of "
+                              "it when it is shorter, else a bounded sample of it, contiguous windows at random "
+                              "offsets (drawn from --seed) spread over the whole held-out part, the same at "
+                              "every validation, on every rank and after --resume."),
             click.option("--out", type=click.Path(), default=default_out, show_default=True, help="Run directory."),
             click.option("--resume", is_flag=True,
                          help="Continue the run in --out from its checkpoint (--steps, --eval-every, --lr, --clip, "

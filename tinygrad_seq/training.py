@@ -29,8 +29,8 @@ from . import random as tgs_random
 from .backend import backend as use_backend
 from .checkpoint import CheckpointError, malformed_as_checkpoint_error
 from .config import Config
-from .models.charlm import (LMConfig, build_lm, detach_state, evaluate_stream, generate, state_from_arrays,
-                            state_to_arrays)
+from .models.charlm import (LMConfig, build_lm, detach_state, evaluate_stream, evaluate_windows, generate,
+                            state_from_arrays, state_to_arrays)
 from .tensor import Tensor
 from .text.vocab import CharVocab, WordVocab, vocab_from_dict
 from .trainer import (Progress, Trainer, TrainResult, check_rates, deferred_signals, safe_exp,  # noqa: F401  (re-exported)
@@ -62,7 +62,7 @@ class TrainConfig(Config):
     backend: str = "auto"
     device: str = "cpu"
     val_fraction: float = 0.1    # held-out tail when no validation file is given
-    val_max_tokens: int = 100_000  # periodic validation reads at most this much (the final one too)
+    val_max_tokens: int = 100_000  # each validation predicts at most this many tokens (validation_sample)
     sample_length: int = 200     # characters (or words) of sample printed at each evaluation
     min_count: int = 1           # word level: rarer words become <UNK>
     max_vocab: int = 20_000      # word level: at most this many entries
@@ -101,6 +101,23 @@ def split_corpus(text, val_text=None, val_fraction=0.1):
 def fingerprint(text):
     """A short check that a resumed run reads the same text it started with."""
     return {"length": len(text), "crc32": zlib.crc32(text.encode("utf-8"))}
+
+
+def validation_sample(n_tokens, max_tokens, windows=64, seed=0):
+    """Where a bounded validation reads a held-out stream of `n_tokens` tokens: None when the
+    whole stream predicts at most `max_tokens`; else (starts, length), `windows` windows of
+    `length` tokens predicting at most `max_tokens` in all, one at a seeded random offset in
+    each of `windows` equal strata of the stream, so the sample covers all of a huge held-out
+    part and not just its head.  A function of its arguments only: the same windows at every
+    validation, on every rank and after a resume."""
+    if n_tokens - 1 <= max_tokens:
+        return None
+    windows = max(1, min(windows, max_tokens))
+    length = max_tokens // windows + 1
+    stratum = n_tokens // windows
+    rng = np.random.default_rng([seed, 0x5A11])  # its own stream: training's draws stay untouched
+    starts = np.arange(windows) * stratum + rng.integers(0, max(stratum - length, 0) + 1, size=windows)
+    return np.minimum(starts, n_tokens - length), length
 
 
 class StreamBatches:
@@ -267,15 +284,22 @@ class LMTrainer(Trainer):
 
     # ------------------------------------------------------------------ evaluation and samples
     def evaluate(self, max_tokens=None):
-        """Validation loss in nats per token (no dropout, no graph)."""
+        """Validation loss in nats per token (no dropout, no graph): over the whole held-out
+        stream when it has at most `max_tokens` (config.val_max_tokens) tokens to predict, else
+        over validation_sample's seeded windows spread across all of it."""
         limit = self.config.val_max_tokens if max_tokens is None else max_tokens
+        # no graph is kept, so many more streams than in training cost little
+        streams = max(self.config.batch_size, 64)
+        sample = validation_sample(self.val_ids.size, limit, streams, self.config.seed)
         was_training = self.model.training
         self.model.eval()
         try:
             with use_backend(self.config.backend):
-                # no graph is kept, so many more streams than in training cost little
-                nats, count = evaluate_stream(self.model, self.val_ids, batch_size=max(self.config.batch_size, 64),
-                                              seq_len=self.config.seq_len, max_tokens=limit)
+                if sample is None:
+                    nats, count = evaluate_stream(self.model, self.val_ids, batch_size=streams,
+                                                  seq_len=self.config.seq_len)
+                else:
+                    nats, count = evaluate_windows(self.model, self.val_ids, *sample, seq_len=self.config.seq_len)
         finally:
             self.model.train(was_training)
         return nats / count
