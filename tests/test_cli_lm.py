@@ -2,7 +2,6 @@
 input of the issue ending in one "Error:" line and a non-zero exit, never a traceback."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 from tinygrad_seq.checkpoint import load_checkpoint
 from tinygrad_seq.cli import kinds
 
-from cli_helpers import TEXT, TINY, assert_one_line_error, corpus, tgs  # noqa: F401 (corpus: a fixture)
+from cli_helpers import TEXT, TINY, assert_one_line_error, corpus, tgs, tgs_command  # noqa: F401 (corpus: a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -241,15 +240,10 @@ def test_a_diverging_run_never_saves_non_finite_weights(tmp_path, corpus):
 
 
 # ---------------------------------------------------------------------------- a real process
-def _tgs_command():
-    exe = shutil.which("tgs")
-    return [exe] if exe else [sys.executable, "-m", "tinygrad_seq.cli.main"]
-
-
 def test_real_process_errors_are_one_line(tmp_path):
     for args, fragment in ((["train", "charlm", str(tmp_path / "missing.txt")], "no such file"),
                            (["sample", str(tmp_path)], "without a checkpoint.npz")):
-        proc = subprocess.run(_tgs_command() + args, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(tgs_command() + args, capture_output=True, text=True, timeout=120)
         assert proc.returncode != 0
         assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and fragment in proc.stderr
         assert "Traceback" not in proc.stderr
@@ -258,7 +252,7 @@ def test_real_process_errors_are_one_line(tmp_path):
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT delivery to a child needs POSIX")
 def test_real_process_ctrl_c_saves_and_resumes(tmp_path, corpus):
     out = tmp_path / "run"
-    proc = subprocess.Popen(_tgs_command() + ["train", "charlm", str(corpus), *TINY, "--steps", "100000",
+    proc = subprocess.Popen(tgs_command() + ["train", "charlm", str(corpus), *TINY, "--steps", "100000",
                                               "--eval-every", "50000", "--out", str(out)],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

@@ -34,7 +34,8 @@ def one_thread_env(**extra):
                OPENBLAS_NUM_THREADS="1", TGS_DIST_TIMEOUT="120",
                # Open MPI's mpiexec refuses root (CI containers) unless told; MPICH ignores these
                OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    for name in dist._LAUNCHER_SIZE_VARIABLES:  # a test run under a launcher must not look like a rank
+    # a test run under a launcher must not look like a rank
+    for name in dist._LAUNCHER_SIZE_VARIABLES + dist._LAUNCHER_RANK_VARIABLES:
         env.pop(name, None)
     env.update(extra)
     return env
@@ -256,11 +257,35 @@ def test_wordlm_and_the_transformer_train_on_two_ranks(tmp_path, corpus):
         assert load_checkpoint(out)["train"]["step"] == 6
 
 
+def test_the_launchers_size_and_rank_come_from_mpi_pmix_or_slurm_variables(monkeypatch):
+    for name in dist._LAUNCHER_SIZE_VARIABLES + dist._LAUNCHER_RANK_VARIABLES + ("SLURM_NTASKS",):
+        monkeypatch.delenv(name, raising=False)
+    assert dist.launched_world_size() == 1 and dist.launched_rank() is None
+    # an sbatch script outside any srun step: one process, whatever --ntasks says
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert dist.launched_world_size() == 1 and dist.launched_rank() is None
+    # `srun -n 4` (any --mpi plugin): the step's task count and this task's number
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    assert dist.launched_world_size() == 4 and dist.launched_rank() == 3
+    # with PMI (mpiexec, srun --mpi=pmi2) or PMIx (srun --mpi=pmix) variables, theirs
+    monkeypatch.setenv("PMIX_RANK", "2")
+    assert dist.launched_rank() == 2
+    monkeypatch.setenv("PMI_SIZE", "8")
+    monkeypatch.setenv("PMI_RANK", "5")
+    assert dist.launched_world_size() == 8 and dist.launched_rank() == 5
+    assert not dist.is_initialized()  # detection alone starts no MPI
+
+
 @needs_mpi
-def test_a_launcher_that_mpi_cannot_join_is_an_error_not_n_copies(tmp_path, corpus):
-    """Processes started as 2 (PMI_SIZE=2) that MPI sees as a world of 1 must not each train alone."""
+@pytest.mark.parametrize("launcher", [{"PMI_SIZE": "2", "PMI_RANK": "0"},
+                                      {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "0"}], ids=["pmi", "srun"])
+def test_a_launcher_that_mpi_cannot_join_is_an_error_not_n_copies(tmp_path, corpus, launcher):
+    """Processes started as 2 (by mpiexec's PMI, or srun) that MPI sees as a world of 1 must
+    not each train alone."""
     r = run(TGS + ["train", "charlm", corpus, *TINY, "--steps", 2, "--out", tmp_path / "run"],
-            env=one_thread_env(PMI_SIZE="2"), timeout=120)
+            env=one_thread_env(**launcher), timeout=120)
     assert r.returncode != 0 and "started 2 processes but MPI sees 1" in r.stderr, r.stderr
     assert not (tmp_path / "run").exists()
 

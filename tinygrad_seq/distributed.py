@@ -39,8 +39,11 @@ DEFAULT_TIMEOUT = 600.0
 
 # Variables that the common launchers set in every process they start: MPICH/Intel MPI (PMI),
 # Open MPI, PMIx-based launchers and Slurm's srun (SLURM_STEP_NUM_TASKS exists only inside a step).
+# (Slurm's SLURM_NTASKS is also set in a batch script outside any srun step, where a
+# `tgs train` is one process: it must not count.)
 _LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS",
                             "SLURM_STEP_NUM_TASKS")
+_LAUNCHER_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
 
 
 class ReduceOp:
@@ -89,6 +92,18 @@ def launched_world_size():
         if value.isdigit() and int(value) > 1:
             return int(value)
     return 1
+
+
+def launched_rank():
+    """This process' rank as its launcher numbers it (None when not under a launcher); MPI's
+    own rank (get_rank) is the one that counts once initialised."""
+    if launched_world_size() == 1:
+        return None
+    for name in _LAUNCHER_RANK_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return None
 
 
 def init_process_group(backend="mpi", timeout=None):
@@ -309,7 +324,8 @@ def _start_watcher():
         os.close(write_end)
         os.closerange(3, read_end)
         os.setsid()  # out of the rank's process group: the launcher's cleanup does not reach it
-        rank = os.environ.get("PMI_RANK") or os.environ.get("OMPI_COMM_WORLD_RANK") or "?"
+        rank = launched_rank()
+        rank = "?" if rank is None else str(rank)
         note, finished, pending = "", False, b""
         while True:
             chunk = os.read(read_end, 4096)
