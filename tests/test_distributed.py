@@ -85,6 +85,30 @@ def test_ddp_with_one_process_leaves_gradients_alone():
     assert [name for name, _ in ddp.named_parameters()] == ["module.weight", "module.bias"]
 
 
+def test_grad_ready_hooks_fire_once_per_leaf_when_its_gradient_is_complete():
+    from tinygrad_seq import Tensor
+    from tinygrad_seq.tensor import _grad_ready_hooks
+
+    w = Tensor(np.array([2.0, 3.0]), requires_grad=True)   # used twice: ready after both
+    b = Tensor(np.array([1.0, 1.0]), requires_grad=True)
+    unused = Tensor(np.array([5.0]), requires_grad=True)
+    seen = []
+
+    def hook(tensor):
+        seen.append((tensor, tensor.grad.numpy().copy()))
+
+    _grad_ready_hooks.append(hook)
+    try:
+        x = Tensor(np.array([1.0, 4.0]))
+        ((w * x + b) * w).sum().backward()
+    finally:
+        _grad_ready_hooks.remove(hook)
+    assert sorted(id(t) for t, _ in seen) == sorted([id(w), id(b)])  # once each, never `unused`
+    for tensor, grad in seen:  # complete when announced
+        np.testing.assert_array_equal(grad, tensor.grad.numpy())
+    np.testing.assert_array_equal(w.grad.numpy(), 2 * np.array([2.0, 3.0]) * [1.0, 4.0] + 1.0)
+
+
 # ---------------------------------------------------------------------------- two ranks
 DDP_SCRIPT = textwrap.dedent("""
     import numpy as np
@@ -127,7 +151,25 @@ DDP_SCRIPT = textwrap.dedent("""
     dist.all_gather_object(gathered, weights)
     for a, b in zip(*gathered):
         np.testing.assert_array_equal(a, b)
-    print(f"rank {rank}: ddp gradients match")
+    # overlapped: each bucket's allreduce starts during the backward; the same averaged gradients
+    overlapped = DistributedDataParallel(model, bucket_cap_mb=0.0005, overlap=True)  # ~a bucket per parameter
+    for reused in range(2):  # twice: the buckets are set up again after each reduction
+        model.zero_grad()
+        F.cross_entropy(overlapped(Tensor(x[rows])).reshape(-1, 11), Tensor(y[rows].reshape(-1))).backward()
+        assert not overlapped._works and overlapped._next == 0
+        for got, want in zip([p.grad.numpy() for p in model.parameters()], ddp_grads):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+    # a loop calling the module itself: prepare_for_backward, backward, reduce_gradients
+    model.zero_grad()
+    overlapped.prepare_for_backward()
+    F.cross_entropy(model(Tensor(x[rows])).reshape(-1, 11), Tensor(y[rows].reshape(-1))).backward()
+    started = len(overlapped._works)
+    assert started == len(overlapped._buckets) > 3, "buckets not started during the backward"
+    overlapped.reduce_gradients()
+    for got, want in zip([p.grad.numpy() for p in model.parameters()], ddp_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+    print(f"rank {rank}: ddp gradients match; overlapped too ({started} of {len(overlapped._buckets)} "
+          "buckets started during the backward)")
 """)
 
 

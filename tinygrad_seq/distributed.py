@@ -233,16 +233,40 @@ def _mpi_op(op):
             ReduceOp.MIN: MPI.MIN, ReduceOp.MAX: MPI.MAX}[op]
 
 
-def all_reduce(tensor, op=ReduceOp.SUM):
-    """Replace `tensor` (a Tensor or NumPy array) in place by its reduction over all ranks."""
+class Work:
+    """A started all_reduce(async_op=True) (torch.distributed's Work): wait() completes it."""
+
+    def __init__(self, request=None, buffer=None, put_back=None, op=ReduceOp.SUM):
+        self.request, self.buffer, self.put_back, self.op = request, buffer, put_back, op
+
+    def is_completed(self):
+        """Whether it is done; asking also lets MPI advance it (without an asynchronous progress
+        thread, MPI moves a non-blocking collective only inside MPI calls)."""
+        return self.request is None or bool(self.request.Test())
+
+    def wait(self):
+        if self.request is None:
+            return True
+        _wait(self.request, "all_reduce")
+        self.request = None
+        if self.op == ReduceOp.AVG:
+            world = get_world_size()
+            self.buffer /= self.buffer.dtype.type(world) if self.buffer.dtype.kind == "f" else world
+        self.put_back(self.buffer)
+        return True
+
+
+def all_reduce(tensor, op=ReduceOp.SUM, async_op=False):
+    """Replace `tensor` (a Tensor or NumPy array) in place by its reduction over all ranks.
+    async_op=True: start it and return a Work whose wait() finishes it (the tensor must not be
+    touched before); else return the tensor."""
     if get_world_size() == 1:
-        return tensor
+        return Work() if async_op else tensor
     buffer, put_back = _host_array(tensor)
-    request = _world.comm.Iallreduce(_world.MPI.IN_PLACE, buffer, op=_mpi_op(op))
-    _wait(request, "all_reduce")
-    if op == ReduceOp.AVG:
-        buffer /= buffer.dtype.type(get_world_size()) if buffer.dtype.kind == "f" else get_world_size()
-    put_back(buffer)
+    work = Work(_world.comm.Iallreduce(_world.MPI.IN_PLACE, buffer, op=_mpi_op(op)), buffer, put_back, op)
+    if async_op:
+        return work
+    work.wait()
     return tensor
 
 
