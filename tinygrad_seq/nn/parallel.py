@@ -15,9 +15,12 @@ loss over the global batch:  g = (1/N) sum_r g_r,  g_r = d/dw mean_{i in shard r
 The gradients travel in buckets: they are copied into a few contiguous buffers of at most
 `bucket_cap_mb` each (one per dtype and size limit), each reduced with one MPI allreduce,
 and copied back.  A char-LSTM's 330k parameters are one 1.3 MB allreduce per step instead of
-seven.  The reduction runs once the whole backward is done: without an asynchronous
-progress thread, MPI advances a non-blocking allreduce only inside MPI calls, so starting
-buckets during the backward would buy nothing on CPU.
+seven.  By default the reduction runs once the whole backward is done.  `overlap=True`
+starts each bucket's non-blocking allreduce as soon as the backward has finished its
+gradients instead; measured on 2 ranks (BENCHMARKS.md, "Reducing during the backward") it
+was 4-10% slower, with MPICH's asynchronous progress thread off (MPI advances a started
+allreduce only inside MPI calls) and on (the thread takes a core from the compute), so it
+stays opt-in, for machines with a spare core per rank and a real network between them.
 
 A parameter that received no gradient on a rank counts as a zero gradient there (and gets a
 zero .grad), so every rank takes part in the same reductions.
