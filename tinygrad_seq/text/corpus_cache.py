@@ -161,18 +161,21 @@ class ByteProgress:
 
 # ---------------------------------------------------------------------------- text -> ids, a chunk at a time
 class _CharCodes:
-    """Characters -> ids through a code-point table; an unknown character is a VocabError."""
+    """Characters -> ids through a code-point table; an unknown character is a VocabError
+    (check=False: the vocabulary was read off this very text, nothing to check)."""
 
-    def __init__(self, vocab, dtype):
+    def __init__(self, vocab, dtype, check=True):
         points = np.array([ord(s) for s in vocab.symbols], dtype=np.int64)
         self.table = np.zeros(0x110000, dtype=dtype)
-        self.known = np.zeros(0x110000, dtype=bool)
         self.table[points] = np.arange(len(points), dtype=dtype)
-        self.known[points] = True
+        self.known = None
+        if check:
+            self.known = np.zeros(0x110000, dtype=bool)
+            self.known[points] = True
 
     def feed(self, text):
         codes = _code_points(text)
-        if not self.known[codes].all():
+        if self.known is not None and not self.known[codes].all():
             missing = sorted({chr(c) for c in np.unique(codes[~self.known[codes]])})
             raise VocabError(f"{len(missing)} character(s) not in the model's vocabulary: {_preview(missing)}")
         return self.table[codes]
@@ -220,9 +223,9 @@ class _WordCodes:
         return self.vocab.encode(text).astype(self.dtype, copy=False)
 
 
-def _codes(vocab, dtype):
+def _codes(vocab, dtype, check=True):
     if isinstance(vocab, CharVocab):
-        return _CharCodes(vocab, dtype)
+        return _CharCodes(vocab, dtype, check)
     if isinstance(vocab, WordVocab):
         return _WordCodes(vocab, dtype)
     raise TypeError(f"streaming encodes character and word vocabularies, not {type(vocab).__name__}")
@@ -380,7 +383,7 @@ def _build(sources, key_data, has_val_file, val_fraction, meta_path, ids_path, p
         vocab = WordVocab.from_counts(_word_counts(sources, train_chars, progress, stream),
                                       key_data["min_count"], key_data["max_vocab"])
     dtype = smallest_uint(len(vocab))
-    codes = _codes(vocab, dtype)
+    codes = _codes(vocab, dtype, check=False)
 
     # pass 2: encode and append, each part as the in-memory path encodes its text
     crcs, tokens = {"train": 0, "val": 0}, {"train": 0, "val": 0}
@@ -388,13 +391,12 @@ def _build(sources, key_data, has_val_file, val_fraction, meta_path, ids_path, p
     try:
         with os.fdopen(fd, "wb") as out:
             for part, text in _pieces(sources, train_chars, "encoding", progress, stream):
-                if text is None:
-                    ids = codes.end()
-                else:
+                if text is not None:
                     crcs[part] = zlib.crc32(text.encode("utf-8"), crcs[part])
-                    ids = codes.feed(text)
-                out.write(ids.tobytes())
+                ids = codes.end() if text is None else codes.feed(text)
+                out.write(ids)  # through the buffer protocol: no copy
                 tokens[part] += ids.size
+                del ids, text  # not alive while the next chunk is read
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, ids_path)
@@ -428,10 +430,11 @@ def encode_file(path, vocab, out_path, progress=True, stream=None):
         with open(out_path, "wb") as out:
             for text in text_chunks(path, progress=bar):
                 ids = codes.feed(text)
-                out.write(ids.tobytes())
+                out.write(ids)
                 chars, tokens = chars + len(text), tokens + ids.size
+                del ids, text
             ids = codes.end()
-            out.write(ids.tobytes())
+            out.write(ids)
             tokens += ids.size
     finally:
         bar.close()
