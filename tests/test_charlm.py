@@ -180,6 +180,10 @@ def test_validation_reads_the_sampled_windows_beyond_the_head(tmp_path):
     assert trainer.evaluate() != pytest.approx(head / head_count, rel=1e-9)  # not the head any more
     whole, whole_count = evaluate_stream(trainer.model, trainer.val_ids, batch_size=64, seq_len=12)
     assert trainer.evaluate(max_tokens=10 ** 6) == pytest.approx(whole / whole_count, rel=1e-12)
+    # a resumed run samples the same windows: the same loss from the same weights
+    trainer.save()
+    resumed = LMTrainer.from_checkpoint(load_checkpoint(tmp_path / "run"), train, val)
+    assert resumed.evaluate() == trainer.evaluate()
 
 
 def test_transformer_lm_follows_the_protocol():

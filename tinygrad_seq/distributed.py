@@ -36,6 +36,7 @@ import time
 import numpy as np
 
 DEFAULT_TIMEOUT = 600.0
+ABORT_GRACE_SECONDS = 0.5
 
 # Variables that the common launchers set in every process they start: MPICH/Intel MPI (PMI),
 # Open MPI, PMIx-based launchers and Slurm's srun (SLURM_STEP_NUM_TASKS exists only inside a step).
@@ -187,6 +188,9 @@ def abort(message, code=1):
     sys.stderr.write(f"Error: rank {get_rank()}: {message}\n")
     sys.stderr.flush()
     if _world.comm is not None and get_world_size() > 1:
+        # the launcher forwards our stderr through a pipe; aborting at once can kill its
+        # forwarder before it has passed the message on (seen on a loaded machine)
+        time.sleep(ABORT_GRACE_SECONDS)
         _world.MPI.COMM_WORLD.Abort(code)
     raise SystemExit(code)
 

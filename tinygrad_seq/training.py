@@ -81,6 +81,8 @@ class TrainConfig(Config):
             raise ValueError(f"val-fraction must be in (0, 1), got {self.val_fraction}")
         if self.level not in KINDS:
             raise ValueError(f"level must be 'char' or 'word', not {self.level!r}")
+        if self.level == "word" and self.max_vocab < 3:
+            raise ValueError(f"max-vocab must be at least 3 (<UNK>, <EOS> and a word), got {self.max_vocab}")
         if self.model not in LMConfig.MODELS:
             raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(LMConfig.MODELS)}")
 
