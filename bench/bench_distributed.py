@@ -3,6 +3,7 @@
     python bench/bench_distributed.py                   # scaling 1 vs 2 ranks, then memory on 100 MB and 1 GB
     python bench/bench_distributed.py --steps 10 --sizes 100   # quicker
     python bench/bench_distributed.py --skip-memory
+    python bench/bench_distributed.py --overlap-study --steps 20   # allreduce after vs during the backward
 
 Scaling: the charlm defaults (Embedding 64 -> LSTM 256 -> Linear, global batch 32, T 64, Adam,
 clipping) on the bundled KJV text, `mpiexec -n 1` and `-n 2`, one kernel thread per rank
@@ -31,8 +32,9 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "TGS_CYTHON_THRE
               "OPENBLAS_NUM_THREADS": "1"}
 
 
-def worker(steps, model):
-    """Run under mpiexec: time `steps` training steps; rank 0 prints one JSON line."""
+def worker(steps, model, overlap=False, bucket_mb=25.0):
+    """Run under mpiexec: time `steps` training steps; rank 0 prints one JSON line.
+    overlap: DistributedDataParallel(overlap=True, bucket_cap_mb=bucket_mb) instead of the default."""
     import numpy as np
 
     import tinygrad_seq.distributed as dist
@@ -43,6 +45,11 @@ def worker(steps, model):
     config = TrainConfig(model=model, steps=steps + 3, out=tempfile.mkdtemp(prefix="tgs-bench-"))
     trainer = LMTrainer.from_texts(config, *split_corpus(bundled_corpus()))
     comm_time = [0.0]
+    if trainer.ddp is not None and (overlap or bucket_mb != 25.0):
+        from tinygrad_seq.nn.parallel import DistributedDataParallel
+
+        trainer.ddp = DistributedDataParallel(trainer.model, bucket_cap_mb=bucket_mb, overlap=overlap)
+        trainer.reduce_gradients = lambda params: trainer.ddp.reduce_gradients()
     if trainer.ddp is not None:
         reduce = trainer.ddp.reduce_gradients
 
@@ -75,7 +82,8 @@ def worker(steps, model):
     transfer = float(np.median(transfers))  # the median: a loaded machine deschedules a rank now and then
     if dist.is_main_process():
         tokens = trainer.batches.batch_size * config.seq_len * steps
-        print(json.dumps({"model": model, "ranks": dist.get_world_size(), "params": params,
+        print(json.dumps({"model": model, "ranks": dist.get_world_size(), "params": params, "overlap": overlap,
+                          "bucket_mb": bucket_mb, "async_progress": os.environ.get("MPIR_CVAR_ASYNC_PROGRESS", "0"),
                           "step_ms": 1000 * elapsed / steps, "chars_per_s": tokens / elapsed,
                           "comm_share": max(shares), "allreduce_ms": 1000 * comm_time[0] / steps,
                           "transfer_ms": 1000 * transfer if dist.get_world_size() > 1 else 0.0}))
@@ -92,6 +100,23 @@ def scaling(steps, models):
                                  capture_output=True, text=True, env=env, check=True)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def overlap_study(steps, models, bucket_mb, repeats):
+    """2 ranks: the allreduce after the backward (default buckets) against overlapped buckets
+    of `bucket_mb`, each with MPICH's asynchronous progress thread off and on, interleaved."""
+    rows = []
+    for _ in range(repeats):
+        for model in models:
+            for async_progress in ("0", "1"):
+                env = dict(os.environ, MPIR_CVAR_ASYNC_PROGRESS=async_progress, **ONE_THREAD)
+                for extra in ([], ["--overlap", "--bucket-mb", str(bucket_mb)]):
+                    out = subprocess.run(["mpiexec", "-n", "2", sys.executable, __file__, "--worker",
+                                          "--steps", str(steps), "--model", model] + extra,
+                                         capture_output=True, text=True, env=env, check=True)
+                    rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                    print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -144,9 +169,19 @@ def main():
     parser.add_argument("--sizes", default="100,1000", help="corpus sizes in MB for the memory runs")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--overlap", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--bucket-mb", type=float, default=25.0, help=argparse.SUPPRESS)
+    parser.add_argument("--overlap-study", action="store_true",
+                        help="only compare the allreduce after the backward with overlapped buckets, "
+                             "MPIR_CVAR_ASYNC_PROGRESS off and on (2 ranks)")
+    parser.add_argument("--overlap-bucket-mb", type=float, default=0.25)
+    parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     if args.worker:
-        worker(args.steps, args.model)
+        worker(args.steps, args.model, args.overlap, args.bucket_mb)
+        return
+    if args.overlap_study:
+        overlap_study(args.steps, args.models.split(","), args.overlap_bucket_mb, args.repeats)
         return
     if not args.skip_scaling:
         scaling(args.steps, args.models.split(","))

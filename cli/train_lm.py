@@ -69,8 +69,10 @@ def lm_options(default_out, defaults):
             click.option("--val", "val_file", type=click.Path(), default=None,
                          help="Validation text (default: the last 10% of the corpus)."),
             click.option("--val-tokens", "val_max_tokens", type=int, default=100_000, show_default=True,
-                         help="Each validation reads at most this many tokens of the held-out text "
-                              "(a bounded sample of a huge corpus)."),
+                         help="Each validation predicts at most this many tokens of the held-out text: all of "
+                              "it when it is shorter, else a bounded sample of it, contiguous windows at random "
+                              "offsets (drawn from --seed) spread over the whole held-out part, the same at "
+                              "every validation, on every rank and after --resume."),
             click.option("--out", type=click.Path(), default=default_out, show_default=True, help="Run directory."),
             click.option("--resume", is_flag=True,
                          help="Continue the run in --out from its checkpoint (--steps, --eval-every, --lr, --clip, "
@@ -78,7 +80,7 @@ def lm_options(default_out, defaults):
                               "checkpoint's).  A run saved by N ranks resumes on any number."),
             click.option("--overwrite", is_flag=True, help="Replace a checkpoint already in --out."),
             click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-                         help="Where the corpus' token-id cache goes (charlm; default: OUT/corpus-cache)."),
+                         help="Where the corpus' token-id cache goes (default: OUT/corpus-cache)."),
             click.option("--backend", type=click.Choice(["auto", "numpy", "numba", "cython", "cuda"]),
                          default="auto", show_default=True, help="Kernel backend for the recurrence."),
             click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
@@ -97,7 +99,7 @@ def train_language_model(level, corpus, val_file, resume, options):
     runs.on_every_rank(options["out"], _train_language_model, level, corpus, val_file, resume, options)
 
 
-def _open_cache(corpus, val_file, val_fraction, cache_dir):
+def _open_cache(corpus, val_file, val_fraction, cache_dir, **vocabulary):
     """The corpus as memory-mapped token ids (text.corpus_cache), built by rank 0 while the
     other ranks wait; an unusable corpus fails on every rank with rank 0's message."""
     from tinygrad_seq import distributed as dist
@@ -108,9 +110,11 @@ def _open_cache(corpus, val_file, val_fraction, cache_dir):
     error = [None]
     if dist.is_main_process():
         try:
-            CorpusCache.open_or_build(source, val_file, val_fraction, cache_dir)
+            CorpusCache.open_or_build(source, val_file, val_fraction, cache_dir, **vocabulary)
         except CorpusError as exc:
             error = [f"{'--val' if val_file is not None and str(exc).startswith(str(val_file)) else 'corpus'}: {exc}"]
+        except ValueError as exc:  # e.g. a word vocabulary limit that leaves no room for words
+            error = [str(exc)]
     if dist.get_world_size() > 1:
         dist.barrier(timeout=False)  # encoding a large corpus may take a while
         dist.broadcast_object_list(error, src=0)
@@ -118,7 +122,7 @@ def _open_cache(corpus, val_file, val_fraction, cache_dir):
         if dist.get_world_size() > 1:
             raise SystemExit(1) if not dist.is_main_process() else click.ClickException(error[0])
         fail(error[0])
-    return CorpusCache.open_or_build(source, val_file, val_fraction, cache_dir, progress=False)
+    return CorpusCache.open_or_build(source, val_file, val_fraction, cache_dir, progress=False, **vocabulary)
 
 
 def _run_settings(level, state, corpus, val_file, options):
@@ -179,7 +183,7 @@ def _announce(trainer, resumed, source):
 
 def _train_language_model(level, corpus, val_file, resume, options):
     from tinygrad_seq.checkpoint import CheckpointError
-    from tinygrad_seq.training import LMTrainer, TrainConfig, split_corpus
+    from tinygrad_seq.training import LMTrainer, TrainConfig
 
     from . import runs
 
@@ -193,24 +197,18 @@ def _train_language_model(level, corpus, val_file, resume, options):
             "val_file": os.path.abspath(val_file) if val_file is not None else None}
     source = "the bundled King James Bible" if corpus is None else corpus
     val_fraction = settings.get("val_fraction", 0.1)
-    if level == "char":
-        # streamed once into a token-id cache and memory-mapped: memory no longer grows with the corpus
-        cache = _open_cache(corpus, val_file, val_fraction, cache_dir or os.path.join(out, "corpus-cache"))
-        texts = (cache.fingerprints["train"], cache.fingerprints["val"])
-        ids = (cache.train_ids, cache.val_ids)
-    else:
-        text = _read(corpus)
-        val_text = _read(val_file, "--val") if val_file is not None else None
-        texts = split_corpus(text, val_text, val_fraction)
-        ids = cache = None
+    # streamed once into a token-id cache and memory-mapped: memory no longer grows with the corpus
+    vocabulary = ({} if level == "char" else
+                  {"level": "word", "min_count": settings["min_count"], "max_vocab": settings["max_vocab"]})
+    cache = _open_cache(corpus, val_file, val_fraction, cache_dir or os.path.join(out, "corpus-cache"), **vocabulary)
+    texts = (cache.fingerprints["train"], cache.fingerprints["val"])
+    ids = (cache.train_ids, cache.val_ids)
     try:
         if state is not None:
             trainer = LMTrainer.from_checkpoint(state, *texts, out=out, path=runs.checkpoint_of(out), changes=changes,
-                                                ids=ids, ids_vocab=cache.vocab if cache is not None else None)
-        elif cache is not None:
-            trainer = LMTrainer.from_cache(TrainConfig.from_dict(settings), cache, data, overwrite=overwrite)
+                                                ids=ids, ids_vocab=cache.vocab)
         else:
-            trainer = LMTrainer.from_texts(TrainConfig.from_dict(settings), *texts, data, overwrite=overwrite)
+            trainer = LMTrainer.from_cache(TrainConfig.from_dict(settings), cache, data, overwrite=overwrite)
     except CheckpointError as exc:
         fail(f"cannot resume: {exc}")
     except ValueError as exc:
@@ -246,7 +244,13 @@ def charlm(corpus, val_file, resume, **options):
 @click.option("--min-count", type=int, default=2, show_default=True, help="Rarer words become <UNK>.")
 @click.option("--max-vocab", type=int, default=10000, show_default=True, help="Largest vocabulary (with <UNK>, <EOS>).")
 def wordlm(corpus, val_file, resume, **options):
-    """Train a word-level language model on CORPUS (default: the bundled King James Bible)."""
+    """Train a word-level language model on CORPUS (default: the bundled King James Bible).
+
+    The vocabulary (the words of the training part seen at least --min-count times, at most
+    --max-vocab of them) is counted in a streaming pass, and the corpus is encoded into a
+    token-id cache (--cache-dir, uint16 ids up to 65536 words) that training memory-maps,
+    so a corpus larger than memory trains too; under mpiexec every rank maps the same cache.
+    """
     train_language_model("word", corpus, val_file, resume, options)
 
 

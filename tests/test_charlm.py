@@ -149,6 +149,43 @@ def test_checkpoint_contents_and_evaluation(tmp_path):
     assert report["chars"] == len(val) - 1
 
 
+def test_the_validation_sample_is_bounded_spread_and_seeded():
+    from tinygrad_seq.training import validation_sample
+
+    n = 1_000_000
+    starts, length = validation_sample(n, 5000, windows=64, seed=3)
+    assert len(starts) * (length - 1) <= 5000 and len(starts) == 64  # bounded
+    assert starts.min() >= 0 and starts.max() + length <= n
+    assert starts.min() < 0.05 * n and starts.max() > 0.95 * n  # the whole held-out part, not its head
+    assert np.all(np.diff(starts) > 0)  # one window in each stratum
+    again, _ = validation_sample(n, 5000, windows=64, seed=3)
+    other, _ = validation_sample(n, 5000, windows=64, seed=4)
+    np.testing.assert_array_equal(starts, again)  # the same at every validation, rank and resume
+    assert not np.array_equal(starts, other)
+    assert validation_sample(5001, 5000) is None  # it all fits: the whole stream
+    assert validation_sample(10, 3, windows=64)[0].size == 3  # never more windows than tokens
+
+
+def test_validation_reads_the_sampled_windows_beyond_the_head(tmp_path):
+    from tinygrad_seq.models.charlm import evaluate_windows
+    from tinygrad_seq.training import validation_sample
+
+    train, val = split_corpus(TEXT * 4, val_fraction=0.5)
+    trainer = LMTrainer.from_texts(tiny_config(tmp_path, val_max_tokens=200, seed=5), train, val)
+    starts, length = validation_sample(trainer.val_ids.size, 200, 64, seed=5)
+    assert starts.max() > trainer.val_ids.size // 2 and len(starts) * (length - 1) <= 200
+    nats, count = evaluate_windows(trainer.model, trainer.val_ids, starts, length, seq_len=12)
+    assert trainer.evaluate() == pytest.approx(nats / count, rel=1e-12)
+    head, head_count = evaluate_stream(trainer.model, trainer.val_ids, batch_size=64, seq_len=12, max_tokens=200)
+    assert trainer.evaluate() != pytest.approx(head / head_count, rel=1e-9)  # not the head any more
+    whole, whole_count = evaluate_stream(trainer.model, trainer.val_ids, batch_size=64, seq_len=12)
+    assert trainer.evaluate(max_tokens=10 ** 6) == pytest.approx(whole / whole_count, rel=1e-12)
+    # a resumed run samples the same windows: the same loss from the same weights
+    trainer.save()
+    resumed = LMTrainer.from_checkpoint(load_checkpoint(tmp_path / "run"), train, val)
+    assert resumed.evaluate() == trainer.evaluate()
+
+
 def test_transformer_lm_follows_the_protocol():
     """Feeding tokens one at a time with the returned window equals reading them at once
     (within the context), and the window is what select_state reorders for beam search."""

@@ -158,6 +158,14 @@ def test_nonsensical_hyper_parameters(tmp_path, corpus, option, value, message):
 
 
 @pytest.mark.parametrize("option, value, message", [
+    ("--max-vocab", 2, "max-vocab must be at least 3"), ("--min-count", 0, "min-count must be a positive integer"),
+])
+def test_nonsensical_word_vocabulary_limits(tmp_path, corpus, option, value, message):
+    assert_one_line_error(tgs("train", "wordlm", corpus, option, value, "--out", tmp_path / "r"), message)
+    assert not (tmp_path / "r" / "corpus-cache").exists()  # refused before any pass over the corpus
+
+
+@pytest.mark.parametrize("option, value, message", [
     ("--length", 0, "--length must be at least 1"), ("--top-k", 0, "--top-k must be at least 1"),
     ("--beam", 0, "--beam must be at least 1"), ("--temperature", -1, "--temperature must be a number >= 0"),
 ])

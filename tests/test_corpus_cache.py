@@ -146,3 +146,116 @@ def test_streamed_eval_equals_the_in_memory_figures_and_shows_progress(tmp_path,
     streamed = evaluate_file(state, corpus, stream=log)
     assert streamed == pytest.approx(evaluate_text(state, TEXT), rel=1e-9)
     assert "encoding" in log.getvalue() and "evaluating" in log.getvalue() and "100%" in log.getvalue()
+
+
+# ---------------------------------------------------------------------------- word level
+def _words_text(n_words=400, lines=60):
+    """Lines of 400 distinct words with varied counts (more than 256 ids: uint16), punctuation,
+    CRLF and CR line ends, blank lines, and one line longer than a chunk."""
+    words = [f"w{i}" for i in range(n_words)]
+    rows = []
+    for line in range(lines):
+        picked = [words[(line * 7 + k * k) % (n_words // (1 + line % 3))] for k in range(12)]
+        rows.append(" ".join(picked) + (", isn't it;" if line % 4 == 0 else "."))
+    rows[10] = " ".join(words) + "!"  # longer than a 333-byte chunk
+    return "\r\n".join(rows[:20]) + "\n\n" + "\n".join(rows[20:40]) + "\r" + "\n".join(rows[40:])
+
+
+@pytest.mark.parametrize("min_count, max_vocab", [(1, 10_000), (2, 300), (3, 50)])
+def test_word_ids_vocabulary_split_and_fingerprints_equal_the_in_memory_path(tmp_path, small_chunks,
+                                                                             min_count, max_vocab):
+    from tinygrad_seq.text.vocab import WordVocab
+
+    text = _words_text()
+    path = tmp_path / "w.txt"
+    path.write_bytes(text.encode())  # the line ends exactly as written
+    cache = CorpusCache.open_or_build(path, cache_dir=tmp_path / "cache", progress=False, level="word",
+                                      min_count=min_count, max_vocab=max_vocab)
+    train, val = split_corpus(text)  # the cut falls inside a line (and maybe a word), as in memory
+    vocab = WordVocab.from_text(train, min_count=min_count, max_size=max_vocab)
+    assert cache.vocab.to_dict() == vocab.to_dict()
+    assert cache.dtype == smallest_uint(len(vocab)) and isinstance(cache.ids, np.memmap)
+    np.testing.assert_array_equal(cache.train_ids, vocab.encode(train))
+    np.testing.assert_array_equal(cache.val_ids, vocab.encode(val))
+    assert cache.fingerprints == {"train": fingerprint(train), "val": fingerprint(val)}
+    if max_vocab == 10_000:
+        assert cache.dtype == np.uint16 and len(vocab) > 256
+
+
+def test_word_cache_with_a_validation_file_and_reuse(tmp_path, small_chunks, monkeypatch):
+    from tinygrad_seq.text.vocab import WordVocab
+
+    text = _words_text()
+    (tmp_path / "w.txt.gz").write_bytes(gzip.compress(text.encode()))
+    (tmp_path / "v.txt").write_text("w1 w2 never-seen w3.\nw4")
+    options = dict(cache_dir=tmp_path / "cache", progress=False, level="word", min_count=2, max_vocab=1000)
+    cache = CorpusCache.open_or_build(tmp_path / "w.txt.gz", tmp_path / "v.txt", **options)
+    vocab = WordVocab.from_text(text, min_count=2, max_size=1000)  # the whole corpus trains
+    assert cache.vocab.to_dict() == vocab.to_dict()
+    np.testing.assert_array_equal(cache.train_ids, vocab.encode(text))
+    np.testing.assert_array_equal(cache.val_ids, vocab.encode("w1 w2 never-seen w3.\nw4"))
+    assert 0 in cache.val_ids  # the unseen word is <UNK>
+    # opened again: read from the cache, not built; the character level's entry lives beside it
+    monkeypatch.setattr(corpus_cache, "_build", lambda *a, **k: pytest.fail("rebuilt an up-to-date cache"))
+    again = CorpusCache.open_or_build(tmp_path / "w.txt.gz", tmp_path / "v.txt", **options)
+    assert again.ids_path == cache.ids_path
+    monkeypatch.undo()
+    chars = CorpusCache.open_or_build(tmp_path / "w.txt.gz", tmp_path / "v.txt", cache_dir=tmp_path / "cache",
+                                      progress=False)
+    other = CorpusCache.open_or_build(tmp_path / "w.txt.gz", tmp_path / "v.txt", **dict(options, min_count=1))
+    assert len({cache.ids_path, chars.ids_path, other.ids_path}) == 3
+    assert all(os.path.exists(c.ids_path) for c in (cache, chars, other))  # none deleted the others
+
+
+def test_wordlm_trains_on_memory_mapped_ids_from_the_cache(tmp_path, monkeypatch):
+    """`tgs train wordlm` reads its training and validation ids through np.memmap (its memory
+    does not grow with the corpus), and resuming opens the same cache entry."""
+    from tinygrad_seq.training import LMTrainer
+
+    from cli_helpers import tgs
+
+    seen = []
+    original = LMTrainer.__init__
+
+    def recording(self, config, vocab, train_ids, val_ids, *args, **kwargs):
+        original(self, config, vocab, train_ids, val_ids, *args, **kwargs)
+        seen.append((self.train_ids, self.val_ids, self.batches.inputs))
+
+    monkeypatch.setattr(LMTrainer, "__init__", recording)
+    corpus = tmp_path / "w.txt"
+    corpus.write_text(_words_text())
+    options = ["--hidden", 8, "--embed", 4, "--seq-len", 6, "--batch-size", 2, "--eval-every", 2,
+               "--min-count", 1, "--out", tmp_path / "run"]
+    result = tgs("train", "wordlm", corpus, "--steps", 2, *options)
+    assert result.exit_code == 0, result.output
+    resumed = tgs("train", "wordlm", corpus, "--steps", 4, "--resume", *options)
+    assert resumed.exit_code == 0, resumed.output
+    assert len(seen) == 2
+    for train_ids, val_ids, rows in seen:
+        assert isinstance(train_ids, np.memmap) and isinstance(val_ids, np.memmap)
+        assert isinstance(rows.base, np.memmap) or isinstance(rows, np.memmap)  # a view, not a copy
+    entries = [n for n in os.listdir(tmp_path / "run" / "corpus-cache") if n.endswith(".ids")]
+    assert len(entries) == 1, entries
+
+
+def test_streamed_eval_of_a_word_model_equals_the_in_memory_figures(tmp_path, small_chunks, monkeypatch):
+    import io
+
+    from tinygrad_seq.checkpoint import load_checkpoint
+    from tinygrad_seq.training import evaluate_file, evaluate_text
+
+    from cli_helpers import tgs
+
+    corpus = tmp_path / "w.txt"
+    corpus.write_text(_words_text())
+    result = tgs("train", "wordlm", corpus, "--hidden", 8, "--embed", 4, "--seq-len", 6, "--batch-size", 2,
+                 "--steps", 2, "--eval-every", 2, "--min-count", 2, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    state = load_checkpoint(tmp_path / "run")
+    monkeypatch.setattr(corpus_cache.ByteProgress, "QUIET_SECONDS", 0.0)
+    log = io.StringIO()
+    other = tmp_path / "other.txt"
+    other.write_text(_words_text(lines=30) + "\nunknown words here\n")
+    streamed = evaluate_file(state, other, stream=log)
+    assert streamed == pytest.approx(evaluate_text(state, other.read_bytes().decode()), rel=1e-9)
+    assert "encoding" in log.getvalue() and "M words" in log.getvalue() and "100%" in log.getvalue()

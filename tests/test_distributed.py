@@ -34,7 +34,8 @@ def one_thread_env(**extra):
                OPENBLAS_NUM_THREADS="1", TGS_DIST_TIMEOUT="120",
                # Open MPI's mpiexec refuses root (CI containers) unless told; MPICH ignores these
                OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    for name in dist._LAUNCHER_SIZE_VARIABLES:  # a test run under a launcher must not look like a rank
+    # a test run under a launcher must not look like a rank
+    for name in dist._LAUNCHER_SIZE_VARIABLES + dist._LAUNCHER_RANK_VARIABLES:
         env.pop(name, None)
     env.update(extra)
     return env
@@ -84,6 +85,30 @@ def test_ddp_with_one_process_leaves_gradients_alone():
     assert [name for name, _ in ddp.named_parameters()] == ["module.weight", "module.bias"]
 
 
+def test_grad_ready_hooks_fire_once_per_leaf_when_its_gradient_is_complete():
+    from tinygrad_seq import Tensor
+    from tinygrad_seq.tensor import _grad_ready_hooks
+
+    w = Tensor(np.array([2.0, 3.0]), requires_grad=True)   # used twice: ready after both
+    b = Tensor(np.array([1.0, 1.0]), requires_grad=True)
+    unused = Tensor(np.array([5.0]), requires_grad=True)
+    seen = []
+
+    def hook(tensor):
+        seen.append((tensor, tensor.grad.numpy().copy()))
+
+    _grad_ready_hooks.append(hook)
+    try:
+        x = Tensor(np.array([1.0, 4.0]))
+        ((w * x + b) * w).sum().backward()
+    finally:
+        _grad_ready_hooks.remove(hook)
+    assert sorted(id(t) for t, _ in seen) == sorted([id(w), id(b)])  # once each, never `unused`
+    for tensor, grad in seen:  # complete when announced
+        np.testing.assert_array_equal(grad, tensor.grad.numpy())
+    np.testing.assert_array_equal(w.grad.numpy(), 2 * np.array([2.0, 3.0]) * [1.0, 4.0] + 1.0)
+
+
 # ---------------------------------------------------------------------------- two ranks
 DDP_SCRIPT = textwrap.dedent("""
     import numpy as np
@@ -126,7 +151,25 @@ DDP_SCRIPT = textwrap.dedent("""
     dist.all_gather_object(gathered, weights)
     for a, b in zip(*gathered):
         np.testing.assert_array_equal(a, b)
-    print(f"rank {rank}: ddp gradients match")
+    # overlapped: each bucket's allreduce starts during the backward; the same averaged gradients
+    overlapped = DistributedDataParallel(model, bucket_cap_mb=0.0005, overlap=True)  # ~a bucket per parameter
+    for reused in range(2):  # twice: the buckets are set up again after each reduction
+        model.zero_grad()
+        F.cross_entropy(overlapped(Tensor(x[rows])).reshape(-1, 11), Tensor(y[rows].reshape(-1))).backward()
+        assert not overlapped._works and overlapped._next == 0
+        for got, want in zip([p.grad.numpy() for p in model.parameters()], ddp_grads):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+    # a loop calling the module itself: prepare_for_backward, backward, reduce_gradients
+    model.zero_grad()
+    overlapped.prepare_for_backward()
+    F.cross_entropy(model(Tensor(x[rows])).reshape(-1, 11), Tensor(y[rows].reshape(-1))).backward()
+    started = len(overlapped._works)
+    assert started == len(overlapped._buckets) > 3, "buckets not started during the backward"
+    overlapped.reduce_gradients()
+    for got, want in zip([p.grad.numpy() for p in model.parameters()], ddp_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+    print(f"rank {rank}: ddp gradients match; overlapped too ({started} of {len(overlapped._buckets)} "
+          "buckets started during the backward)")
 """)
 
 
@@ -209,6 +252,11 @@ def test_a_killed_rank_ends_the_job_naming_it_and_the_checkpoint_survives(tmp_pa
         while not (out / "checkpoint.npz").exists() and time.time() < deadline and job.poll() is None:
             time.sleep(0.2)
         assert (out / "checkpoint.npz").exists(), "no checkpoint was written"
+        # rank 1 notes the checkpoint just after rank 0 has written it; once a later checkpoint
+        # replaces it, rank 1 has certainly passed that point (the steps between need it)
+        first = (out / "checkpoint.npz").stat().st_mtime_ns
+        while (out / "checkpoint.npz").stat().st_mtime_ns == first and time.time() < deadline and job.poll() is None:
+            time.sleep(0.05)
         pid = _pid_of_rank(marker, 1)
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
@@ -256,11 +304,35 @@ def test_wordlm_and_the_transformer_train_on_two_ranks(tmp_path, corpus):
         assert load_checkpoint(out)["train"]["step"] == 6
 
 
+def test_the_launchers_size_and_rank_come_from_mpi_pmix_or_slurm_variables(monkeypatch):
+    for name in dist._LAUNCHER_SIZE_VARIABLES + dist._LAUNCHER_RANK_VARIABLES + ("SLURM_NTASKS",):
+        monkeypatch.delenv(name, raising=False)
+    assert dist.launched_world_size() == 1 and dist.launched_rank() is None
+    # an sbatch script outside any srun step: one process, whatever --ntasks says
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert dist.launched_world_size() == 1 and dist.launched_rank() is None
+    # `srun -n 4` (any --mpi plugin): the step's task count and this task's number
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    assert dist.launched_world_size() == 4 and dist.launched_rank() == 3
+    # with PMI (mpiexec, srun --mpi=pmi2) or PMIx (srun --mpi=pmix) variables, theirs
+    monkeypatch.setenv("PMIX_RANK", "2")
+    assert dist.launched_rank() == 2
+    monkeypatch.setenv("PMI_SIZE", "8")
+    monkeypatch.setenv("PMI_RANK", "5")
+    assert dist.launched_world_size() == 8 and dist.launched_rank() == 5
+    assert not dist.is_initialized()  # detection alone starts no MPI
+
+
 @needs_mpi
-def test_a_launcher_that_mpi_cannot_join_is_an_error_not_n_copies(tmp_path, corpus):
-    """Processes started as 2 (PMI_SIZE=2) that MPI sees as a world of 1 must not each train alone."""
+@pytest.mark.parametrize("launcher", [{"PMI_SIZE": "2", "PMI_RANK": "0"},
+                                      {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "0"}], ids=["pmi", "srun"])
+def test_a_launcher_that_mpi_cannot_join_is_an_error_not_n_copies(tmp_path, corpus, launcher):
+    """Processes started as 2 (by mpiexec's PMI, or srun) that MPI sees as a world of 1 must
+    not each train alone."""
     r = run(TGS + ["train", "charlm", corpus, *TINY, "--steps", 2, "--out", tmp_path / "run"],
-            env=one_thread_env(PMI_SIZE="2"), timeout=120)
+            env=one_thread_env(**launcher), timeout=120)
     assert r.returncode != 0 and "started 2 processes but MPI sees 1" in r.stderr, r.stderr
     assert not (tmp_path / "run").exists()
 

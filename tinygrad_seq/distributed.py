@@ -36,11 +36,15 @@ import time
 import numpy as np
 
 DEFAULT_TIMEOUT = 600.0
+ABORT_GRACE_SECONDS = 0.5
 
 # Variables that the common launchers set in every process they start: MPICH/Intel MPI (PMI),
 # Open MPI, PMIx-based launchers and Slurm's srun (SLURM_STEP_NUM_TASKS exists only inside a step).
+# (Slurm's SLURM_NTASKS is also set in a batch script outside any srun step, where a
+# `tgs train` is one process: it must not count.)
 _LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS",
                             "SLURM_STEP_NUM_TASKS")
+_LAUNCHER_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
 
 
 class ReduceOp:
@@ -89,6 +93,18 @@ def launched_world_size():
         if value.isdigit() and int(value) > 1:
             return int(value)
     return 1
+
+
+def launched_rank():
+    """This process' rank as its launcher numbers it (None when not under a launcher); MPI's
+    own rank (get_rank) is the one that counts once initialised."""
+    if launched_world_size() == 1:
+        return None
+    for name in _LAUNCHER_RANK_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return None
 
 
 def init_process_group(backend="mpi", timeout=None):
@@ -172,6 +188,9 @@ def abort(message, code=1):
     sys.stderr.write(f"Error: rank {get_rank()}: {message}\n")
     sys.stderr.flush()
     if _world.comm is not None and get_world_size() > 1:
+        # the launcher forwards our stderr through a pipe; aborting at once can kill its
+        # forwarder before it has passed the message on (seen on a loaded machine)
+        time.sleep(ABORT_GRACE_SECONDS)
         _world.MPI.COMM_WORLD.Abort(code)
     raise SystemExit(code)
 
@@ -218,16 +237,40 @@ def _mpi_op(op):
             ReduceOp.MIN: MPI.MIN, ReduceOp.MAX: MPI.MAX}[op]
 
 
-def all_reduce(tensor, op=ReduceOp.SUM):
-    """Replace `tensor` (a Tensor or NumPy array) in place by its reduction over all ranks."""
+class Work:
+    """A started all_reduce(async_op=True) (torch.distributed's Work): wait() completes it."""
+
+    def __init__(self, request=None, buffer=None, put_back=None, op=ReduceOp.SUM):
+        self.request, self.buffer, self.put_back, self.op = request, buffer, put_back, op
+
+    def is_completed(self):
+        """Whether it is done; asking also lets MPI advance it (without an asynchronous progress
+        thread, MPI moves a non-blocking collective only inside MPI calls)."""
+        return self.request is None or bool(self.request.Test())
+
+    def wait(self):
+        if self.request is None:
+            return True
+        _wait(self.request, "all_reduce")
+        self.request = None
+        if self.op == ReduceOp.AVG:
+            world = get_world_size()
+            self.buffer /= self.buffer.dtype.type(world) if self.buffer.dtype.kind == "f" else world
+        self.put_back(self.buffer)
+        return True
+
+
+def all_reduce(tensor, op=ReduceOp.SUM, async_op=False):
+    """Replace `tensor` (a Tensor or NumPy array) in place by its reduction over all ranks.
+    async_op=True: start it and return a Work whose wait() finishes it (the tensor must not be
+    touched before); else return the tensor."""
     if get_world_size() == 1:
-        return tensor
+        return Work() if async_op else tensor
     buffer, put_back = _host_array(tensor)
-    request = _world.comm.Iallreduce(_world.MPI.IN_PLACE, buffer, op=_mpi_op(op))
-    _wait(request, "all_reduce")
-    if op == ReduceOp.AVG:
-        buffer /= buffer.dtype.type(get_world_size()) if buffer.dtype.kind == "f" else get_world_size()
-    put_back(buffer)
+    work = Work(_world.comm.Iallreduce(_world.MPI.IN_PLACE, buffer, op=_mpi_op(op)), buffer, put_back, op)
+    if async_op:
+        return work
+    work.wait()
     return tensor
 
 
@@ -309,7 +352,8 @@ def _start_watcher():
         os.close(write_end)
         os.closerange(3, read_end)
         os.setsid()  # out of the rank's process group: the launcher's cleanup does not reach it
-        rank = os.environ.get("PMI_RANK") or os.environ.get("OMPI_COMM_WORLD_RANK") or "?"
+        rank = launched_rank()
+        rank = "?" if rank is None else str(rank)
         note, finished, pending = "", False, b""
         while True:
             chunk = os.read(read_end, 4096)

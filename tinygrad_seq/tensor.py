@@ -23,6 +23,10 @@ _grad_enabled = [True]
 # Called with no arguments after every backward() has filled the .grad of the leaves
 # (DistributedDataParallel averages the gradients over the ranks there).
 _post_backward_hooks = []
+# Called with a leaf tensor as soon as backward() has accumulated the last of its gradient
+# contributions of this backward, while the rest of the backward still runs (what lets
+# DistributedDataParallel(overlap=True) start reducing a bucket early).  Empty: no cost.
+_grad_ready_hooks = []
 
 
 # Tensor has methods named int/float/bool, which would shadow the builtins inside its body for a
@@ -1243,9 +1247,13 @@ def _run_backward(root, grad, retain_graph, capture=None):
         stored_ids.add(id(g))
         return g
 
+    # with grad-ready hooks: how many contributions each leaf still waits for
+    waiting = _leaf_contributions(order) if _grad_ready_hooks and capture is None else None
     for fn in reversed(order):
         out_grads = pending.pop(id(fn), None)
         if out_grads is None:
+            if waiting is not None:
+                _release_leaves(fn, waiting)
             continue
         if fn.n_outputs == 1:
             grads_in = (out_grads[0],)
@@ -1277,8 +1285,30 @@ def _run_backward(root, grad, retain_graph, capture=None):
         if not retain_graph:
             fn.freed = True
             fn.saved = None
+        if waiting is not None:
+            _release_leaves(fn, waiting)
     for tensor, g in retained.values():
         tensor._accumulate(own(g))
+
+
+def _leaf_contributions(order):
+    """{id(leaf): number of edges into it} over the Functions of one backward."""
+    counts = {}
+    for fn in order:
+        for parent, edge in zip(fn.parents, fn.edges):
+            if parent is not None and edge[0] is None and edge[2]:
+                counts[id(parent)] = counts.get(id(parent), 0) + 1
+    return counts
+
+
+def _release_leaves(fn, waiting):
+    """`fn` has handed out its gradients: a leaf waiting for nothing else is ready."""
+    for parent, edge in zip(fn.parents, fn.edges):
+        if parent is not None and edge[0] is None and edge[2]:
+            waiting[id(parent)] -= 1
+            if not waiting[id(parent)]:
+                for hook in tuple(_grad_ready_hooks):
+                    hook(parent)
 
 
 def _zeros_like_meta(fn, index, like):

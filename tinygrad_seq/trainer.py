@@ -496,6 +496,8 @@ class Trainer:
             if not math.isfinite(value):
                 raise FloatingPointError(f"the loss became {value}")
             self.optimizer.zero_grad()
+            if self.ddp is not None:
+                self.ddp.prepare_for_backward()  # overlap: buckets reduced during the backward
             loss.backward()
             self.reduce_gradients(self.params)
             # the norm is wanted even without clipping (max_norm = inf): an infinite gradient

@@ -29,8 +29,8 @@ from . import random as tgs_random
 from .backend import backend as use_backend
 from .checkpoint import CheckpointError, malformed_as_checkpoint_error
 from .config import Config, check_positive_ints
-from .models.charlm import (LMConfig, build_lm, detach_state, evaluate_stream, generate, state_from_arrays,
-                            state_to_arrays)
+from .models.charlm import (LMConfig, build_lm, detach_state, evaluate_stream, evaluate_windows, generate,
+                            state_from_arrays, state_to_arrays)
 from .tensor import Tensor
 from .text.vocab import CharVocab, WordVocab, vocab_from_dict
 from .trainer import (Progress, Trainer, TrainResult, check_rates, deferred_signals, safe_exp,  # noqa: F401  (re-exported)
@@ -65,7 +65,7 @@ class TrainConfig(Config):
     backend: str = "auto"
     device: str = "cpu"
     val_fraction: float = 0.1    # held-out tail when no validation file is given
-    val_max_tokens: int = 100_000  # periodic validation reads at most this much (the final one too)
+    val_max_tokens: int = 100_000  # each validation predicts at most this many tokens (validation_sample)
     sample_length: int = 200     # characters (or words) of sample printed at each evaluation
     min_count: int = 1           # word level: rarer words become <UNK>
     max_vocab: int = 20_000      # word level: at most this many entries
@@ -81,6 +81,8 @@ class TrainConfig(Config):
             raise ValueError(f"val-fraction must be in (0, 1), got {self.val_fraction}")
         if self.level not in KINDS:
             raise ValueError(f"level must be 'char' or 'word', not {self.level!r}")
+        if self.level == "word" and self.max_vocab < 3:
+            raise ValueError(f"max-vocab must be at least 3 (<UNK>, <EOS> and a word), got {self.max_vocab}")
         if self.model not in LMConfig.MODELS:
             raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(LMConfig.MODELS)}")
 
@@ -101,6 +103,23 @@ def split_corpus(text, val_text=None, val_fraction=0.1):
 def fingerprint(text):
     """A short check that a resumed run reads the same text it started with."""
     return {"length": len(text), "crc32": zlib.crc32(text.encode("utf-8"))}
+
+
+def validation_sample(n_tokens, max_tokens, windows=64, seed=0):
+    """Where a bounded validation reads a held-out stream of `n_tokens` tokens: None when the
+    whole stream predicts at most `max_tokens`; else (starts, length), `windows` windows of
+    `length` tokens predicting at most `max_tokens` in all, one at a seeded random offset in
+    each of `windows` equal strata of the stream, so the sample covers all of a huge held-out
+    part and not just its head.  A function of its arguments only: the same windows at every
+    validation, on every rank and after a resume."""
+    if n_tokens - 1 <= max_tokens:
+        return None
+    windows = max(1, min(windows, max_tokens))
+    length = max_tokens // windows + 1
+    stratum = n_tokens // windows
+    rng = np.random.default_rng([seed, 0x5A11])  # its own stream: training's draws stay untouched
+    starts = np.arange(windows) * stratum + rng.integers(0, max(stratum - length, 0) + 1, size=windows)
+    return np.minimum(starts, n_tokens - length), length
 
 
 class StreamBatches:
@@ -218,7 +237,8 @@ class LMTrainer(Trainer):
                 raise CheckpointError(f"{path} is a malformed checkpoint: its vocabulary has {len(vocab)} entries, "
                                       f"its model {model_config.vocab_size}")
         if ids_vocab is not None and ids_vocab.to_dict() != vocab.to_dict():
-            raise CheckpointError("the corpus' characters differ from the run's vocabulary; "
+            raise CheckpointError(f"the corpus' {'characters' if vocab.type == 'char' else 'words'} differ from the "
+                                  "run's vocabulary; "
                                   "give the same corpus (and --val) to resume")
         for name, text in (("train", train_text), ("val", val_text)):
             if name in info and info[name] != (text if isinstance(text, dict) else fingerprint(text)):
@@ -266,15 +286,21 @@ class LMTrainer(Trainer):
 
     # ------------------------------------------------------------------ evaluation and samples
     def evaluate(self, max_tokens=None):
-        """Validation loss in nats per token (no dropout, no graph)."""
+        """Validation loss in nats per token (no dropout, no graph): over the whole held-out
+        stream when it has at most `max_tokens` (config.val_max_tokens) tokens to predict, else
+        over validation_sample's seeded windows spread across all of it."""
         limit = self.config.val_max_tokens if max_tokens is None else max_tokens
+        streams = max(self.config.batch_size, MIN_VALIDATION_STREAMS)
+        sample = validation_sample(self.val_ids.size, limit, streams, self.config.seed)
         was_training = self.model.training
         self.model.eval()
         try:
             with use_backend(self.config.backend):
-                streams = max(self.config.batch_size, MIN_VALIDATION_STREAMS)
-                nats, count = evaluate_stream(self.model, self.val_ids, batch_size=streams,
-                                              seq_len=self.config.seq_len, max_tokens=limit)
+                if sample is None:
+                    nats, count = evaluate_stream(self.model, self.val_ids, batch_size=streams,
+                                                  seq_len=self.config.seq_len)
+                else:
+                    nats, count = evaluate_windows(self.model, self.val_ids, *sample, seq_len=self.config.seq_len)
         finally:
             self.model.train(was_training)
         return nats / count
@@ -353,35 +379,36 @@ def evaluate_text(state, text, batch_size=16, seq_len=128, path="checkpoint"):
     model, vocab = load_lm(state, path)
     ids = vocab.encode(text)
     nats, count = evaluate_stream(model, ids, batch_size=batch_size, seq_len=seq_len)
-    if vocab.type == "word":
-        chars = len(text)
-        return {"nats_per_char": nats / chars, "bits_per_char": nats / chars / LN2, "chars": chars,
-                "nats_per_word": nats / count, "bits_per_word": nats / count / LN2,
-                "perplexity": safe_exp(nats / count), "words": count}
-    return {"nats_per_char": nats / count, "bits_per_char": nats / count / LN2, "chars": count,
-            "perplexity": safe_exp(nats / count)}
+    return _figures(vocab, nats, count, len(text))
 
 
 def evaluate_file(state, path, batch_size=16, seq_len=128, progress=True, stream=None, checkpoint_path="checkpoint"):
-    """evaluate_text for a file of any size: a character model's text is streamed into
-    a temporary file of token ids, memory-mapped and scored with a progress bar; the same figures."""
+    """evaluate_text for a file of any size: the text is streamed into a temporary file of
+    token ids, memory-mapped and scored with a progress bar; the same figures."""
     import tempfile
 
     from .text.corpus_cache import ByteProgress, encode_file
-    from .text.corpus import read_text
 
     model, vocab = load_lm(state, checkpoint_path)
-    if vocab.type != "char":
-        return evaluate_text(state, read_text(path), batch_size, seq_len, path=checkpoint_path)
     with tempfile.TemporaryDirectory(prefix="tgs-eval-") as folder:
-        ids, count = encode_file(path, vocab, os.path.join(folder, "ids"), progress=progress, stream=stream)
-        if count < 2:
+        ids, chars = encode_file(path, vocab, os.path.join(folder, "ids"), progress=progress, stream=stream)
+        if ids.size < 2:
             raise ValueError("evaluate: needs at least two tokens")
-        bar = ByteProgress("evaluating", count - 1, stream, progress, unit="M chars")
+        unit = "M chars" if vocab.type == "char" else "M words"
+        bar = ByteProgress("evaluating", ids.size - 1, stream, progress, unit=unit)
         nats, count = evaluate_stream(model, ids, batch_size=batch_size, seq_len=seq_len,
                                       progress=lambda done, total: bar(done))
         bar.close()
         del ids
+    return _figures(vocab, nats, count, chars)
+
+
+def _figures(vocab, nats, count, chars):
+    """The figures of `tgs eval`: `nats` summed over `count` predicted tokens of a `chars`-character text."""
+    if vocab.type == "word":
+        return {"nats_per_char": nats / chars, "bits_per_char": nats / chars / LN2, "chars": chars,
+                "nats_per_word": nats / count, "bits_per_word": nats / count / LN2,
+                "perplexity": safe_exp(nats / count), "words": count}
     return {"nats_per_char": nats / count, "bits_per_char": nats / count / LN2, "chars": count,
             "perplexity": safe_exp(nats / count)}
 

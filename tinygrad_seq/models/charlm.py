@@ -151,13 +151,22 @@ def state_from_arrays(saved):
 
 
 # ---------------------------------------------------------------------------- scoring
-def _nll_sum(logits, targets):
-    """Sum over positions of -log softmax(logits)[target], in float64 (no graph)."""
-    z = logits.data.astype(np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    log_norm = np.log(np.exp(z).sum(axis=-1))
-    picked = np.take_along_axis(z, targets[..., None], axis=-1)[..., 0]
-    return float((log_norm - picked).sum())
+def _nll_sum(logits, targets, block_elements=1 << 21):
+    """Sum over positions of -log softmax(logits)[target], in float64 (no graph).
+    A block of positions at a time: a word model's validation batch (64 x 32 positions x 10k
+    words) would otherwise hold three float64 copies of its logits, ~0.5 GB."""
+    data = logits.data
+    V = data.shape[-1]
+    data, targets = data.reshape(-1, V), np.asarray(targets).reshape(-1)
+    rows = max(1, block_elements // V)
+    total = 0.0
+    for start in range(0, data.shape[0], rows):
+        z = data[start:start + rows].astype(np.float64)
+        z -= z.max(axis=-1, keepdims=True)
+        picked = np.take_along_axis(z, targets[start:start + rows, None], axis=-1)[:, 0]
+        np.exp(z, out=z)
+        total += float((np.log(z.sum(axis=-1)) - picked).sum())
+    return total
 
 
 def log_prob(model, ids, context=None, chunk=256):
@@ -214,26 +223,42 @@ def evaluate_stream(model, ids, batch_size=16, seq_len=128, max_tokens=None, pro
     row = (ids.size - 1) // batch_size
     inputs = ids[:row * batch_size].reshape(batch_size, row)
     targets = ids[1:row * batch_size + 1].reshape(batch_size, row)
+    total = _score_rows(model, inputs, targets, seq_len,
+                        progress=None if progress is None else lambda done: progress(done, ids.size - 1))
+    leftover = ids[row * batch_size:].astype(np.int64)  # the few tokens that did not fill a row
+    if leftover.size >= 2:
+        total -= log_prob(model, leftover)
+        return total, row * batch_size + leftover.size - 1
+    return total, row * batch_size
+
+
+def evaluate_windows(model, ids, starts, length, seq_len=128):
+    """(total nats, tokens predicted) over the windows ids[s : s + length] for s in `starts`,
+    each read as one row from a fresh state (a bounded sample of a long stream)."""
+    seq_len = min(seq_len, getattr(model, "max_context", seq_len))
+    rows = np.stack([np.asarray(ids[s:s + length], dtype=np.int64) for s in starts])
+    return _score_rows(model, rows[:, :-1], rows[:, 1:], seq_len), rows.shape[0] * (length - 1)
+
+
+def _score_rows(model, inputs, targets, seq_len, progress=None):
+    """Total nats of predicting targets[b, t] from inputs[b, :t+1], row by row in parallel, in
+    chunks of `seq_len` columns with the state carried (no dropout, no graph).
+    `progress(tokens done)` after each chunk."""
+    rows, columns = inputs.shape
     total, state = 0.0, None
     was_training = model.training
     model.eval()
     try:
         with no_grad():
-            for start in range(0, row, seq_len):
+            for start in range(0, columns, seq_len):
                 window = inputs[:, start:start + seq_len].astype(np.int64)
                 logits, state = model(Tensor(window), state if model.carries_state else None)
                 total += _nll_sum(logits, targets[:, start:start + seq_len].astype(np.int64))
                 if progress is not None:
-                    progress(min(start + seq_len, row) * batch_size, ids.size - 1)
-            leftover = ids[row * batch_size:].astype(np.int64)  # the few tokens that did not fill a row
-            if leftover.size >= 2:
-                total -= log_prob(model, leftover)
-                count = row * batch_size + leftover.size - 1
-            else:
-                count = row * batch_size
+                    progress(min(start + seq_len, columns) * rows)
     finally:
         model.train(was_training)
-    return total, count
+    return total
 
 
 # ---------------------------------------------------------------------------- generation

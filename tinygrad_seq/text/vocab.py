@@ -129,13 +129,18 @@ class WordVocab:
 
     @classmethod
     def from_text(cls, text, min_count=1, max_size=None, lower=False):
+        return cls.from_counts(Counter(tokenize_words(text, lower)), min_count, max_size, lower)
+
+    @classmethod
+    def from_counts(cls, counts, min_count=1, max_size=None, lower=False):
+        """The vocabulary of a text whose tokenize_words counts are `counts` (a Counter, e.g.
+        summed over the chunks of a corpus too large to hold)."""
         if min_count < 1:
             raise ValueError(f"WordVocab: min_count must be at least 1, got {min_count}")
         if max_size is not None and max_size < 3:
             raise ValueError(f"WordVocab: max_size must be at least 3 (<UNK>, <EOS> and a word), got {max_size}")
-        counts = Counter(tokenize_words(text, lower))
-        counts.pop(cls.EOS, None)
-        words = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+        words = sorted((w for w, c in counts.items() if c >= min_count and w != cls.EOS),
+                       key=lambda w: (-counts[w], w))
         if max_size is not None:
             words = words[:max_size - 2]
         return cls(words, lower)
