@@ -35,9 +35,13 @@ def open_run(out, kinds, resume, overwrite=False):
     from tinygrad_seq.checkpoint import CheckpointError, load_checkpoint
     from tinygrad_seq.trainer import RunDirectoryError, RunLock
 
+    from tinygrad_seq import distributed as dist
+
     path = checkpoint_of(out)
     try:
-        RunLock(out).check_free()
+        # only rank 0 takes the lock; on another rank the lock may already be rank 0's own
+        if dist.is_main_process():
+            RunLock(out).check_free()
     except RunDirectoryError as exc:
         fail(exc)
     if resume and overwrite:
