@@ -142,6 +142,47 @@ def test_ngram_perplexity_sampling_and_saving(char_ids):
     np.testing.assert_array_equal(restored.distribution(ids[:3]), model.distribution(ids[:3]))
 
 
+@pytest.mark.parametrize("smoothing", ["add-k", "interpolation", "backoff"])
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_ngram_chunked_fit_equals_whole_fit(char_ids, n, smoothing):
+    """Counting in chunks shorter than the text (even shorter than the n-1 overlap) gives the
+    same counts, probabilities and log-probability as counting it at once."""
+    vocab, ids = char_ids
+    train, held_out = ids[:50], ids[50:]
+    whole = NGramLM(n, len(vocab), smoothing=smoothing).fit(train, chunk_tokens=len(train))
+    expected = whole.state_dict()
+    for chunk in (1, 2, 7, 49):
+        chunked = NGramLM(n, len(vocab), smoothing=smoothing).fit(train, chunk_tokens=chunk)
+        got = chunked.state_dict()
+        for m in range(n):
+            np.testing.assert_array_equal(got["grams"][m], expected["grams"][m])
+            np.testing.assert_array_equal(got["counts"][m], expected["counts"][m])
+        for context in ([], train[-3:].tolist(), held_out[:2].tolist()):
+            np.testing.assert_array_equal(chunked.distribution(context), whole.distribution(context))
+        assert chunked.log_prob(held_out, context=train[-3:], chunk_tokens=chunk) == \
+            whole.log_prob(held_out, context=train[-3:], chunk_tokens=len(held_out))
+    # the counts are the n-grams of the text, each once: n-grams across chunk boundaries included
+    text = vocab.decode(train)
+    assert got["counts"][n - 1].sum() == len(text) - n + 1
+    grams = {vocab.decode(g): int(c) for g, c in zip(got["grams"][n - 1], got["counts"][n - 1])}
+    assert grams == {g: sum(text[i:i + n] == g for i in range(len(text) - n + 1)) for g in grams}
+
+
+def test_ngram_fits_a_memmap_in_chunks(char_ids, tmp_path):
+    """The ids of a corpus cache: a uint8 np.memmap, counted as if it were in memory."""
+    vocab, ids = char_ids
+    path = tmp_path / "ids.u8"
+    ids.astype(np.uint8).tofile(path)
+    mapped = np.memmap(path, dtype=np.uint8, mode="r", shape=ids.shape)
+    a = NGramLM(3, len(vocab), smoothing="backoff").fit(mapped, chunk_tokens=8)
+    b = NGramLM(3, len(vocab), smoothing="backoff").fit(ids)
+    assert a.log_prob(mapped, chunk_tokens=5) == b.log_prob(ids)
+    with pytest.raises(ValueError, match="chunk_tokens must be positive"):
+        NGramLM(3, len(vocab)).fit(mapped, chunk_tokens=0)
+    with pytest.raises(ValueError, match=r"ids must lie in \[0, 3\)"):
+        NGramLM(2, 3).fit(np.array([0, 1, 2, 2, 1, 5, 0]), chunk_tokens=2)  # bad id in a later chunk
+
+
 def test_ngram_bad_arguments():
     with pytest.raises(ValueError, match="n must be at least 1"):
         NGramLM(0, 5)

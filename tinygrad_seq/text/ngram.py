@@ -25,17 +25,26 @@ import numpy as np
 SMOOTHINGS = ("add-k", "interpolation", "backoff")
 
 
-def _count_rows(rows, base):
-    """(unique rows sorted lexicographically, their counts) of an (N, m) id array.  Rows are
-    packed into one integer in base `base` when that fits in 62 bits: sorting integers is far
-    faster than sorting rows."""
+# tokens counted at a time: a long id stream (an np.memmap of a corpus cache) is never held
+# whole as int64 windows; memory grows with the distinct n-grams, not the corpus
+CHUNK_TOKENS = 1 << 22
+
+
+def _count_rows(rows, base, weights=None):
+    """(unique rows sorted lexicographically, their counts) of an (N, m) id array; with
+    `weights`, the count of a row is the sum of its weights (merging tables of counts).  Rows
+    are packed into one integer in base `base` when that fits in 62 bits: sorting integers is
+    far faster than sorting rows."""
     m = rows.shape[1]
     if base ** m < 2 ** 62:
-        weights = base ** np.arange(m - 1, -1, -1, dtype=np.int64)
-        keys, count = np.unique(rows @ weights, return_counts=True)
-        unique = (keys[:, None] // weights) % base
-        return unique.astype(np.int64), count.astype(np.int64)
-    unique, count = np.unique(rows, axis=0, return_counts=True)
+        place = base ** np.arange(m - 1, -1, -1, dtype=np.int64)
+        keys, inverse, count = np.unique(rows @ place, return_inverse=True, return_counts=True)
+        unique = (keys[:, None] // place) % base
+    else:
+        unique, inverse, count = np.unique(rows, axis=0, return_inverse=True, return_counts=True)
+    if weights is not None:  # integer sums, exact (bincount would add in float64)
+        count = np.zeros(len(unique), dtype=np.int64)
+        np.add.at(count, inverse.reshape(-1), weights)
     return unique.astype(np.int64), count.astype(np.int64)
 
 
@@ -64,22 +73,32 @@ class NGramLM:
         self._alpha_cache = {}
 
     # ------------------------------------------------------------------ counting
-    def fit(self, ids):
-        """Count every m-gram (m = 1..n) of the id stream."""
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    def fit(self, ids, chunk_tokens=CHUNK_TOKENS):
+        """Count every m-gram (m = 1..n) of the id stream (any integer sequence: a list, an
+        array, an np.memmap of a corpus cache).  The stream is counted `chunk_tokens` start
+        positions at a time, each chunk reading n-1 tokens past its end so that an m-gram
+        across a boundary is counted once, by the chunk it starts in, and the chunks' tables
+        are merged: the counts equal those of the whole stream at once."""
+        if int(chunk_tokens) < 1:
+            raise ValueError(f"NGramLM.fit: chunk_tokens must be positive, got {chunk_tokens}")
+        chunk_tokens = int(chunk_tokens)
+        ids = (ids if isinstance(ids, np.ndarray) else np.asarray(ids)).reshape(-1)
         if ids.size == 0:
             raise ValueError("NGramLM.fit: no tokens to count")
-        if ids.min() < 0 or ids.max() >= self.V:
-            raise ValueError(f"NGramLM.fit: ids must lie in [0, {self.V})")
-        grams, counts = [], []
-        for m in range(1, self.n + 1):
-            if ids.size < m:
-                grams.append(np.zeros((0, m), dtype=np.int64))
-                counts.append(np.zeros(0, dtype=np.int64))
-                continue
-            unique, count = _count_rows(np.lib.stride_tricks.sliding_window_view(ids, m), self.V)
-            grams.append(unique)
-            counts.append(count)
+        grams = [np.zeros((0, m), dtype=np.int64) for m in range(1, self.n + 1)]
+        counts = [np.zeros(0, dtype=np.int64) for _ in range(self.n)]
+        for start in range(0, ids.size, chunk_tokens):
+            starts = min(chunk_tokens, ids.size - start)  # the m-grams this chunk counts begin here
+            window = np.asarray(ids[start:start + starts + self.n - 1], dtype=np.int64)
+            if window.min() < 0 or window.max() >= self.V:
+                raise ValueError(f"NGramLM.fit: ids must lie in [0, {self.V})")
+            for m in range(1, min(self.n, window.size) + 1):
+                unique, count = _count_rows(np.lib.stride_tricks.sliding_window_view(window, m)[:starts], self.V)
+                if start:
+                    unique, count = _count_rows(np.concatenate([grams[m - 1], unique]), self.V,
+                                                weights=np.concatenate([counts[m - 1], count]))
+                grams[m - 1], counts[m - 1] = unique, count
+            del window
         self._build(grams, counts)
         return self
 
@@ -202,16 +221,21 @@ class NGramLM:
             self._alpha_cache[key] = None if unseen_mass <= 1e-12 else self.discount * len(nxt) / total / unseen_mass
         return self._alpha_cache[key]
 
-    def log_prob(self, ids, context=()):
+    def log_prob(self, ids, context=(), chunk_tokens=CHUNK_TOKENS):
         """Total natural-log probability of `ids`, each token given the ones before it (and
-        `context` before the first)."""
+        `context` before the first).  A long stream (an np.memmap) is read `chunk_tokens` at a
+        time; the sum runs in the same order, so the total does not depend on the chunking."""
+        if int(chunk_tokens) < 1:
+            raise ValueError(f"NGramLM.log_prob: chunk_tokens must be positive, got {chunk_tokens}")
+        ids = (ids if isinstance(ids, np.ndarray) else np.asarray(ids)).reshape(-1)
         history = [int(i) for i in context]
         total = 0.0
-        for token in np.asarray(ids).reshape(-1).tolist():
-            total += math.log(max(self.prob(history, token), 1e-300))
-            history.append(token)
-            if len(history) > self.n:
-                history.pop(0)
+        for start in range(0, ids.size, int(chunk_tokens)):
+            for token in np.asarray(ids[start:start + int(chunk_tokens)]).tolist():
+                total += math.log(max(self.prob(history, token), 1e-300))
+                history.append(token)
+                if len(history) > self.n:
+                    history.pop(0)
         return total
 
     def perplexity(self, ids, context=()):
