@@ -268,18 +268,22 @@ def wordlm(corpus, val_file, resume, **options):
 @click.option("--length", type=int, default=300, show_default=True, help="Length of the sample printed.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the printed sample.")
 @click.option("--overwrite", is_flag=True, help="Replace a checkpoint already in --out.")
-def ngram(corpus, n, level, smoothing, k, discount, val_file, out, length, seed, overwrite):
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the corpus' token-id cache goes (default: OUT/corpus-cache).")
+def ngram(corpus, n, level, smoothing, k, discount, val_file, out, length, seed, overwrite, cache_dir):
     """Count an n-gram language model on CORPUS (default: the bundled corpus), report its
-    validation loss and print a sample.  Sample more with `tgs sample OUT`."""
+    validation loss and print a sample.  Sample more with `tgs sample OUT`.
+
+    The corpus is streamed once into a token-id cache (--cache-dir) and counted from the
+    memory-mapped ids a chunk at a time, so memory grows with the distinct n-grams, not the
+    corpus: a corpus larger than memory counts too."""
     import math
 
     import numpy as np
 
     from tinygrad_seq.checkpoint import save_checkpoint
     from tinygrad_seq.text.ngram import NGramLM
-    from tinygrad_seq.text.vocab import CharVocab, WordVocab
     from tinygrad_seq.trainer import RunDirectoryError, run_directory, safe_exp
-    from tinygrad_seq.training import split_corpus
 
     from . import runs
 
@@ -291,18 +295,17 @@ def ngram(corpus, n, level, smoothing, k, discount, val_file, out, length, seed,
     if not (0 < discount <= 1):
         fail(f"--discount must be in (0, 1], got {discount}")
     runs.open_run(out, ("ngram",), resume=False, overwrite=overwrite)
-    text = _read(corpus)
-    val_text = _read(val_file, "--val") if val_file is not None else None
-    train_text, val_text = split_corpus(text, val_text)
-    vocab = CharVocab.from_text(text + (val_text or "")) if level == "char" else WordVocab.from_text(train_text)
-    train_ids = vocab.encode(train_text)
+    # the vocabularies of the in-memory path: every character of corpus and --val, or every
+    # word of the training part
+    vocabulary = {} if level == "char" else {"level": "word", "min_count": 1, "max_vocab": None}
+    cache = _open_cache(corpus, val_file, 0.1, cache_dir or os.path.join(out, "corpus-cache"), **vocabulary)
+    vocab, train_ids, val_ids = cache.vocab, cache.train_ids, cache.val_ids
     if train_ids.size < n:
         fail(f"the training text has {train_ids.size} tokens, fewer than --n {n}")
     try:
         model = NGramLM(n, len(vocab), smoothing=smoothing, k=k, discount=discount).fit(train_ids)
     except ValueError as exc:
         fail(exc)
-    val_ids = vocab.encode(val_text)
     state = {"kind": "ngram", "vocab": vocab.to_dict(), "ngram": model.state_dict(), "level": level}
     try:
         with run_directory(out, may_replace_checkpoint=overwrite):

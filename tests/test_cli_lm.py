@@ -120,6 +120,42 @@ def test_wordlm_and_ngram(tmp_path, corpus):
     assert report["kind"] == "ngram" and report["nats_per_char"] < 1.0
 
 
+@pytest.mark.parametrize("level, n, smoothing, with_val", [("char", 4, "interpolation", False),
+                                                       ("word", 3, "backoff", True)])
+def test_ngram_counts_the_memory_mapped_cache_as_the_in_memory_path(tmp_path, corpus, monkeypatch,
+                                                                       level, n, smoothing, with_val):
+    """`tgs train ngram` fits the corpus cache's memory-mapped ids, and its counts and its
+    validation figure are those of the whole text encoded and counted in memory."""
+    from tinygrad_seq.text.corpus import read_text
+    from tinygrad_seq.text.ngram import NGramLM
+    from tinygrad_seq.text.vocab import CharVocab, WordVocab
+    from tinygrad_seq.training import split_corpus
+
+    val_file = tmp_path / "val.txt"
+    val_file.write_text("And God said, Let there be light: and there was light.\n" * 3)
+    fitted = []
+    fit = NGramLM.fit
+    monkeypatch.setattr(NGramLM, "fit", lambda self, ids, **kw: fitted.append(type(ids)) or fit(self, ids, **kw))
+    args = ["--n", n, "--level", level, "--smoothing", smoothing, "--out", tmp_path / "n", "--length", 5]
+    result = tgs("train", "ngram", corpus, *args, *(["--val", val_file] if with_val else []))
+    assert result.exit_code == 0, result.output
+    assert fitted == [np.memmap] and any((tmp_path / "n" / "corpus-cache").glob("*.ids"))
+    monkeypatch.setattr(NGramLM, "fit", fit)
+
+    text = read_text(corpus)
+    train_text, val_text = split_corpus(text, read_text(val_file) if with_val else None)
+    vocab = CharVocab.from_text(text + val_text) if level == "char" else WordVocab.from_text(train_text)
+    train_ids, val_ids = vocab.encode(train_text), vocab.encode(val_text)
+    model = NGramLM(n, len(vocab), smoothing=smoothing).fit(train_ids, chunk_tokens=train_ids.size)
+    saved = load_checkpoint(tmp_path / "n")["ngram"]
+    for m in range(n):
+        np.testing.assert_array_equal(np.asarray(saved["grams"][m]).reshape(-1, m + 1), model.state_dict()["grams"][m])
+        np.testing.assert_array_equal(np.asarray(saved["counts"][m]).reshape(-1), model.state_dict()["counts"][m])
+    per = -model.log_prob(val_ids, context=train_ids[-(n - 1):], chunk_tokens=val_ids.size) / val_ids.size
+    unit = "char" if level == "char" else "word"
+    assert f"validation: {per:.4f} nats/{unit} ({per / np.log(2):.3f} bits/{unit})" in result.stderr
+
+
 def test_kinds_registry_is_open():
     assert {"charlm", "wordlm", "ngram"} <= set(kinds.registered())
     handler = kinds.register("toy-kind", evaluate=lambda state, file, path: {"accuracy": 0.5})
