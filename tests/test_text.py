@@ -168,6 +168,17 @@ def test_ngram_chunked_fit_equals_whole_fit(char_ids, n, smoothing):
     assert grams == {g: sum(text[i:i + n] == g for i in range(len(text) - n + 1)) for g in grams}
 
 
+def test_ngram_chunked_fit_of_a_large_vocabulary():
+    """V^n past 2^62: the rows are sorted as rows, not packed into integers; merged the same."""
+    ids = np.random.default_rng(0).choice([3, 70_000, 123_456, 99_999], size=200)
+    whole = NGramLM(4, 150_000, smoothing="backoff").fit(ids).state_dict()
+    chunked = NGramLM(4, 150_000, smoothing="backoff").fit(ids, chunk_tokens=9).state_dict()
+    for m in range(4):
+        np.testing.assert_array_equal(chunked["grams"][m], whole["grams"][m])
+        np.testing.assert_array_equal(chunked["counts"][m], whole["counts"][m])
+    assert whole["counts"][3].sum() == 197
+
+
 def test_ngram_fits_a_memmap_in_chunks(char_ids, tmp_path):
     """The ids of a corpus cache: a uint8 np.memmap, counted as if it were in memory."""
     vocab, ids = char_ids

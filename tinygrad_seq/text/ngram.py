@@ -36,15 +36,16 @@ def _count_rows(rows, base, weights=None):
     are packed into one integer in base `base` when that fits in 62 bits: sorting integers is
     far faster than sorting rows."""
     m = rows.shape[1]
-    if base ** m < 2 ** 62:
-        place = base ** np.arange(m - 1, -1, -1, dtype=np.int64)
-        keys, inverse, count = np.unique(rows @ place, return_inverse=True, return_counts=True)
-        unique = (keys[:, None] // place) % base
-    else:
-        unique, inverse, count = np.unique(rows, axis=0, return_inverse=True, return_counts=True)
+    packed = base ** m < 2 ** 62
+    place = base ** np.arange(m - 1, -1, -1, dtype=np.int64) if packed else None
+    found = np.unique(rows @ place if packed else rows, axis=None if packed else 0,
+                      return_inverse=weights is not None, return_counts=True)
+    unique, count = found[0], found[-1]
+    if packed:
+        unique = (unique[:, None] // place) % base
     if weights is not None:  # integer sums, exact (bincount would add in float64)
         count = np.zeros(len(unique), dtype=np.int64)
-        np.add.at(count, inverse.reshape(-1), weights)
+        np.add.at(count, found[1].reshape(-1), weights)
     return unique.astype(np.int64), count.astype(np.int64)
 
 
