@@ -14,15 +14,6 @@ from . import kinds
 from .kinds import fail
 
 # ---------------------------------------------------------------------------- shared pieces
-def _read(path, what="corpus"):
-    from tinygrad_seq.text.corpus import CorpusError, bundled_corpus, read_text
-
-    try:
-        return bundled_corpus() if path is None else read_text(path)
-    except CorpusError as exc:
-        fail(f"{what}: {exc}")
-
-
 def _check_device(device, backend_name):
     """Fail early, in one line, when the device or the backend cannot run here."""
     from tinygrad_seq.backend import BackendError, resolve, set_backend
@@ -333,15 +324,13 @@ def _start_id(vocab):
 def _require_file(file):
     if file is None:
         raise ValueError("give the text FILE to evaluate on: tgs eval CKPT FILE")
-    return _read(file, "FILE")
 
 
 def _evaluate_lm(state, file, path):
     from tinygrad_seq.text.corpus import CorpusError
     from tinygrad_seq.training import evaluate_file
 
-    if file is None:
-        raise ValueError("give the text FILE to evaluate on: tgs eval CKPT FILE")
+    _require_file(file)
     try:
         # streamed with a progress bar: memory does not grow with FILE
         return evaluate_file(state, file, checkpoint_path=path)
@@ -398,18 +387,31 @@ def _load_ngram(state, path="checkpoint"):
 
 def _evaluate_ngram(state, file, path):
     import math
+    import tempfile
 
+    from tinygrad_seq.text.corpus import CorpusError
+    from tinygrad_seq.text.corpus_cache import ByteProgress, encode_file
     from tinygrad_seq.trainer import safe_exp
 
     model, vocab = _load_ngram(state, path)
-    text = _require_file(file)
-    ids = vocab.encode(text)
-    nats = -model.log_prob(ids)
-    result = {"nats_per_char": nats / len(text), "bits_per_char": nats / len(text) / math.log(2), "chars": len(text)}
+    _require_file(file)
+    # streamed into a temporary file of ids, memory-mapped and scored a chunk at a time with a
+    # progress bar: memory does not grow with FILE
+    with tempfile.TemporaryDirectory(prefix="tgs-eval-") as folder:
+        try:
+            ids, chars = encode_file(file, vocab, os.path.join(folder, "ids"))
+        except CorpusError as exc:
+            fail(f"FILE: {exc}")
+        bar = ByteProgress("evaluating", ids.size, unit="M chars" if vocab.type == "char" else "M words")
+        nats = -model.log_prob(ids, progress=bar)
+        bar.close()
+        tokens = int(ids.size)
+        del ids
+    result = {"nats_per_char": nats / chars, "bits_per_char": nats / chars / math.log(2), "chars": chars}
     if vocab.type == "word":
-        result.update(nats_per_word=nats / ids.size, perplexity=safe_exp(nats / ids.size), words=int(ids.size))
+        result.update(nats_per_word=nats / tokens, perplexity=safe_exp(nats / tokens), words=tokens)
     else:
-        result["perplexity"] = safe_exp(nats / ids.size)
+        result["perplexity"] = safe_exp(nats / tokens)
     return result
 
 

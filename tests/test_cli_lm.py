@@ -132,7 +132,7 @@ def test_ngram_counts_the_memory_mapped_cache_as_the_in_memory_path(tmp_path, co
     from tinygrad_seq.training import split_corpus
 
     val_file = tmp_path / "val.txt"
-    val_file.write_text("And God said, Let there be light: and there was light.\n" * 3)
+    val_file.write_text("And God created the earth; and the deep was void.\n" * 3)
     fitted = []
     fit = NGramLM.fit
     monkeypatch.setattr(NGramLM, "fit", lambda self, ids, **kw: fitted.append(type(ids)) or fit(self, ids, **kw))
@@ -154,6 +154,13 @@ def test_ngram_counts_the_memory_mapped_cache_as_the_in_memory_path(tmp_path, co
     per = -model.log_prob(val_ids, context=train_ids[-(n - 1):], chunk_tokens=val_ids.size) / val_ids.size
     unit = "char" if level == "char" else "word"
     assert f"validation: {per:.4f} nats/{unit} ({per / np.log(2):.3f} bits/{unit})" in result.stderr
+    # `tgs eval` streams FILE through a temporary id file: the in-memory figures
+    report = json.loads(tgs("eval", tmp_path / "n", val_file, "--json").stdout)
+    val_ids = vocab.encode(read_text(val_file))
+    nats = -model.log_prob(val_ids, chunk_tokens=val_ids.size)
+    assert report["chars"] == len(read_text(val_file))
+    assert report["nats_per_char"] == pytest.approx(nats / report["chars"], rel=1e-12)
+    assert report["perplexity"] == pytest.approx(np.exp(nats / val_ids.size), rel=1e-12)
 
 
 def test_kinds_registry_is_open():

@@ -222,10 +222,11 @@ class NGramLM:
             self._alpha_cache[key] = None if unseen_mass <= 1e-12 else self.discount * len(nxt) / total / unseen_mass
         return self._alpha_cache[key]
 
-    def log_prob(self, ids, context=(), chunk_tokens=CHUNK_TOKENS):
+    def log_prob(self, ids, context=(), chunk_tokens=CHUNK_TOKENS, progress=None):
         """Total natural-log probability of `ids`, each token given the ones before it (and
         `context` before the first).  A long stream (an np.memmap) is read `chunk_tokens` at a
-        time; the sum runs in the same order, so the total does not depend on the chunking."""
+        time, calling `progress(tokens scored)` after each; the sum runs in the same order, so
+        the total does not depend on the chunking."""
         if int(chunk_tokens) < 1:
             raise ValueError(f"NGramLM.log_prob: chunk_tokens must be positive, got {chunk_tokens}")
         ids = (ids if isinstance(ids, np.ndarray) else np.asarray(ids)).reshape(-1)
@@ -237,6 +238,8 @@ class NGramLM:
                 history.append(token)
                 if len(history) > self.n:
                     history.pop(0)
+            if progress is not None:
+                progress(min(start + int(chunk_tokens), ids.size))
         return total
 
     def perplexity(self, ids, context=()):
