@@ -273,6 +273,7 @@ def ngram(corpus, n, level, smoothing, k, discount, val_file, out, length, seed,
     import numpy as np
 
     from tinygrad_seq.checkpoint import save_checkpoint
+    from tinygrad_seq.text.corpus_cache import ByteProgress
     from tinygrad_seq.text.ngram import NGramLM
     from tinygrad_seq.trainer import RunDirectoryError, run_directory, safe_exp
 
@@ -307,7 +308,9 @@ def ngram(corpus, n, level, smoothing, k, discount, val_file, out, length, seed,
     click.echo(f"{n}-gram {unit} model ({smoothing}) on {train_ids.size:,} {unit}s, vocabulary {len(vocab)}; "
                f"saved to {path}", err=True)
     if val_ids.size:
-        nats = -model.log_prob(val_ids, context=train_ids[-(n - 1):] if n > 1 else ())
+        bar = ByteProgress("validating", val_ids.size, unit=f"M {unit}s")
+        nats = -model.log_prob(val_ids, context=train_ids[-(n - 1):] if n > 1 else (), progress=bar)
+        bar.close()
         per = nats / val_ids.size
         click.echo(f"validation: {per:.4f} nats/{unit} ({per / math.log(2):.3f} bits/{unit}), "
                    f"perplexity {safe_exp(per):.2f} over {val_ids.size:,} {unit}s", err=True)
@@ -402,7 +405,7 @@ def _evaluate_ngram(state, file, path):
             ids, chars = encode_file(file, vocab, os.path.join(folder, "ids"))
         except CorpusError as exc:
             fail(f"FILE: {exc}")
-        bar = ByteProgress("evaluating", ids.size, unit="M chars" if vocab.type == "char" else "M words")
+        bar = ByteProgress("evaluating", ids.size, unit=f"M {vocab.type}s")
         nats = -model.log_prob(ids, progress=bar)
         bar.close()
         tokens = int(ids.size)

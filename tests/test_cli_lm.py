@@ -127,12 +127,14 @@ def test_ngram_counts_the_memory_mapped_cache_as_the_in_memory_path(tmp_path, co
     """`tgs train ngram` fits the corpus cache's memory-mapped ids, and its counts and its
     validation figure are those of the whole text encoded and counted in memory."""
     from tinygrad_seq.text.corpus import read_text
+    from tinygrad_seq.text.corpus_cache import ByteProgress
     from tinygrad_seq.text.ngram import NGramLM
     from tinygrad_seq.text.vocab import CharVocab, WordVocab
     from tinygrad_seq.training import split_corpus
 
     val_file = tmp_path / "val.txt"
     val_file.write_text("And God created the earth; and the deep was void.\n" * 3)
+    monkeypatch.setattr(ByteProgress, "QUIET_SECONDS", 0)  # show the progress lines of this small text
     fitted = []
     fit = NGramLM.fit
     monkeypatch.setattr(NGramLM, "fit", lambda self, ids, **kw: fitted.append(type(ids)) or fit(self, ids, **kw))
@@ -140,6 +142,7 @@ def test_ngram_counts_the_memory_mapped_cache_as_the_in_memory_path(tmp_path, co
     result = tgs("train", "ngram", corpus, *args, *(["--val", val_file] if with_val else []))
     assert result.exit_code == 0, result.output
     assert fitted == [np.memmap] and any((tmp_path / "n" / "corpus-cache").glob("*.ids"))
+    assert "validating: " in result.stderr and f"M {level}s" in result.stderr
     monkeypatch.setattr(NGramLM, "fit", fit)
 
     text = read_text(corpus)
@@ -155,7 +158,9 @@ def test_ngram_counts_the_memory_mapped_cache_as_the_in_memory_path(tmp_path, co
     unit = "char" if level == "char" else "word"
     assert f"validation: {per:.4f} nats/{unit} ({per / np.log(2):.3f} bits/{unit})" in result.stderr
     # `tgs eval` streams FILE through a temporary id file: the in-memory figures
-    report = json.loads(tgs("eval", tmp_path / "n", val_file, "--json").stdout)
+    evaluated = tgs("eval", tmp_path / "n", val_file, "--json")
+    assert "evaluating: " in evaluated.stderr
+    report = json.loads(evaluated.stdout)
     val_ids = vocab.encode(read_text(val_file))
     nats = -model.log_prob(val_ids, chunk_tokens=val_ids.size)
     assert report["chars"] == len(read_text(val_file))

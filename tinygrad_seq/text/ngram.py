@@ -80,9 +80,9 @@ class NGramLM:
         positions at a time, each chunk reading n-1 tokens past its end so that an m-gram
         across a boundary is counted once, by the chunk it starts in, and the chunks' tables
         are merged: the counts equal those of the whole stream at once."""
-        if int(chunk_tokens) < 1:
-            raise ValueError(f"NGramLM.fit: chunk_tokens must be positive, got {chunk_tokens}")
         chunk_tokens = int(chunk_tokens)
+        if chunk_tokens < 1:
+            raise ValueError(f"NGramLM.fit: chunk_tokens must be positive, got {chunk_tokens}")
         ids = (ids if isinstance(ids, np.ndarray) else np.asarray(ids)).reshape(-1)
         if ids.size == 0:
             raise ValueError("NGramLM.fit: no tokens to count")
@@ -222,24 +222,26 @@ class NGramLM:
             self._alpha_cache[key] = None if unseen_mass <= 1e-12 else self.discount * len(nxt) / total / unseen_mass
         return self._alpha_cache[key]
 
-    def log_prob(self, ids, context=(), chunk_tokens=CHUNK_TOKENS, progress=None):
+    def log_prob(self, ids, context=(), chunk_tokens=1 << 16, progress=None):
         """Total natural-log probability of `ids`, each token given the ones before it (and
         `context` before the first).  A long stream (an np.memmap) is read `chunk_tokens` at a
-        time, calling `progress(tokens scored)` after each; the sum runs in the same order, so
-        the total does not depend on the chunking."""
-        if int(chunk_tokens) < 1:
+        time (few: scoring runs in Python, so a progress bar moves often), calling
+        `progress(tokens scored)` after each; the sum runs in the same order, so the total does
+        not depend on the chunking."""
+        chunk_tokens = int(chunk_tokens)
+        if chunk_tokens < 1:
             raise ValueError(f"NGramLM.log_prob: chunk_tokens must be positive, got {chunk_tokens}")
         ids = (ids if isinstance(ids, np.ndarray) else np.asarray(ids)).reshape(-1)
         history = [int(i) for i in context]
         total = 0.0
-        for start in range(0, ids.size, int(chunk_tokens)):
-            for token in np.asarray(ids[start:start + int(chunk_tokens)]).tolist():
+        for start in range(0, ids.size, chunk_tokens):
+            for token in np.asarray(ids[start:start + chunk_tokens]).tolist():
                 total += math.log(max(self.prob(history, token), 1e-300))
                 history.append(token)
                 if len(history) > self.n:
                     history.pop(0)
             if progress is not None:
-                progress(min(start + int(chunk_tokens), ids.size))
+                progress(min(start + chunk_tokens, ids.size))
         return total
 
     def perplexity(self, ids, context=()):
