@@ -3,6 +3,7 @@
     python bench/bench_distributed.py                   # scaling 1 vs 2 ranks, then memory on 100 MB and 1 GB
     python bench/bench_distributed.py --steps 10 --sizes 100   # quicker
     python bench/bench_distributed.py --skip-memory
+    python bench/bench_distributed.py --skip-scaling --sizes 100 --memory-kinds ngram
     python bench/bench_distributed.py --overlap-study --steps 20   # allreduce after vs during the backward
 
 Scaling: the charlm defaults (Embedding 64 -> LSTM 256 -> Linear, global batch 32, T 64, Adam,
@@ -15,7 +16,9 @@ allreduce started right after a barrier (the transfer alone).
 The same for the transformer defaults (--model transformer).
 
 Memory: peak RSS of the real command `tgs train charlm CORPUS --steps 5` on generated corpora
-of the given sizes (MB), cache building included (first run, empty cache).
+of the given sizes (MB), cache building included (first run, empty cache); with
+--memory-kinds charlm,ngram also `tgs train ngram CORPUS` (5-gram, interpolation: counted from
+the memory-mapped cache in chunks, then the whole held-out tenth scored).
 """
 import argparse
 import json
@@ -134,27 +137,32 @@ def generate_corpus(path, megabytes):
             written += len(piece)
 
 
-def memory(sizes, steps):
+MEMORY_COMMANDS = {"charlm": lambda steps: ["--steps", str(steps), "--eval-every", str(steps)],
+                   "ngram": lambda steps: ["--length", "100"]}
+
+
+def memory(sizes, steps, kinds=("charlm",)):
     rows = []
     folder = tempfile.mkdtemp(prefix="tgs-bench-mem-")
     try:
         for size in sizes:
             corpus = os.path.join(folder, f"corpus{size}.txt")
             generate_corpus(corpus, size)
-            out = os.path.join(folder, f"run{size}")
-            code = ("import resource, subprocess, sys, time; t = time.time(); "
-                    "subprocess.run(sys.argv[1:], check=True, capture_output=True); "
-                    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.time() - t)")
-            command = [sys.executable, "-m", "tinygrad_seq.cli.main", "train", "charlm", corpus, "--out", out,
-                       "--steps", str(steps), "--eval-every", str(steps)]
-            result = subprocess.run([sys.executable, "-c", code] + command, capture_output=True, text=True,
-                                    check=True)
-            kib, seconds = result.stdout.split()
-            rows.append({"corpus_mb": size, "peak_rss_mb": int(kib) / 1024, "target_mb": 300 + 0.05 * size,
-                         "seconds": round(float(seconds), 1)})
-            print(json.dumps(rows[-1]), flush=True)
+            for kind in kinds:
+                out = os.path.join(folder, f"{kind}{size}")
+                code = ("import resource, subprocess, sys, time; t = time.time(); "
+                        "subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+                        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.time() - t)")
+                command = [sys.executable, "-m", "tinygrad_seq.cli.main", "train", kind, corpus, "--out", out,
+                           *MEMORY_COMMANDS[kind](steps)]
+                result = subprocess.run([sys.executable, "-c", code] + command, capture_output=True, text=True,
+                                        check=True)
+                kib, seconds = result.stdout.split()
+                rows.append({"kind": kind, "corpus_mb": size, "peak_rss_mb": int(kib) / 1024,
+                             "target_mb": 300 + 0.05 * size, "seconds": round(float(seconds), 1)})
+                print(json.dumps(rows[-1]), flush=True)
+                shutil.rmtree(out, ignore_errors=True)
             os.unlink(corpus)
-            shutil.rmtree(out, ignore_errors=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return rows
@@ -167,6 +175,7 @@ def main():
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--models", default="lstm,transformer")
     parser.add_argument("--sizes", default="100,1000", help="corpus sizes in MB for the memory runs")
+    parser.add_argument("--memory-kinds", default="charlm", help="`tgs train` kinds measured: charlm, ngram")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-scaling", action="store_true")
     parser.add_argument("--overlap", action="store_true", help=argparse.SUPPRESS)
@@ -186,7 +195,7 @@ def main():
     if not args.skip_scaling:
         scaling(args.steps, args.models.split(","))
     if not args.skip_memory:
-        memory([float(s) for s in args.sizes.split(",")], 5)
+        memory([float(s) for s in args.sizes.split(",")], 5, args.memory_kinds.split(","))
 
 
 if __name__ == "__main__":

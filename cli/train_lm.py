@@ -268,6 +268,18 @@ def ngram(corpus, n, level, smoothing, k, discount, val_file, out, length, seed,
     The corpus is streamed once into a token-id cache (--cache-dir) and counted from the
     memory-mapped ids a chunk at a time, so memory grows with the distinct n-grams, not the
     corpus: a corpus larger than memory counts too."""
+    from . import runs
+
+    out_existed = os.path.exists(out)
+    try:
+        _count_ngram(corpus, n, level, smoothing, k, discount, val_file, out, length, seed, overwrite, cache_dir)
+    except click.ClickException:
+        if not out_existed:  # a fresh run that failed leaves no --out (nor its corpus cache) behind
+            runs._remove_unstarted_run(out)
+        raise
+
+
+def _count_ngram(corpus, n, level, smoothing, k, discount, val_file, out, length, seed, overwrite, cache_dir):
     import math
 
     import numpy as np
