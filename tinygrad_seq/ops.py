@@ -287,14 +287,17 @@ class Sigmoid(Function):
 
 
 class ReLU(Function):
-    """y = max(0, x);  dx = dy * [x > 0]."""
+    """y = max(0, x);  dx = dy * [x > 0] = dy * [y > 0]  (NaN stays NaN).  The `activation`
+    kernel family runs both on every core; y is saved (as PyTorch does), not a mask."""
 
     def forward(self, x):
-        self.save_for_backward(x > 0)
-        return xp_of(x).maximum(x, 0)
+        self.kernels = kernels("activation", device_of(x))
+        y = self.kernels.relu_forward(x)
+        self.save_for_backward(y)
+        return y
 
     def backward(self, dy):
-        return dy * self.saved[0]
+        return self.kernels.relu_backward(dy, self.saved[0])
 
 
 class LeakyReLU(Function):
