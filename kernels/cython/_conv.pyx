@@ -209,6 +209,7 @@ cdef void conv_backward_share(const floating* dy, const floating* x, const float
                     db_parts[rank * F + f] += row_sum(dy_n + f * P, P)
             pack_panels(dy_n, F, P, P, 1, dy_packed, lanes)
             panel_gemm(K, F, panels_p, w_t, F, dy_packed, dcols, width_p)
+            memset(dx + n * C * H * W, 0, C * H * W * sizeof(floating))   # dx is np.empty
             for k in range(C):
                 col2im_plane(dcols, dx + (n * C + k) * H * W, k * kh * kw, width_p,
                              H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw)
@@ -231,10 +232,11 @@ def conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1
     cdef Py_ssize_t dh = dilation[0], dw = dilation[1]
     cdef int failed = 0, threads = _threads
     dtype = np.float32 if floating is float else np.float64
-    dx_out = np.zeros((N, C, H, W), dtype=dtype)
     if N * P == 0 or F == 0 or K == 0:
-        return (dx_out, np.zeros((F, C, kh, kw), dtype=dtype),
+        return (np.zeros((N, C, H, W), dtype=dtype), np.zeros((F, C, kh, kw), dtype=dtype),
                 np.asarray(dy).sum(axis=(0, 2, 3)).astype(dtype) if need_bias else None)
+    # each thread zeroes its images' dx just before col2im adds into them
+    dx_out = np.empty((N, C, H, W), dtype=dtype)
     # one partial sum per thread, added up here in a fixed order (no atomics, same result
     # for the same thread count)
     dw_parts_out = np.zeros((threads, F, K), dtype=dtype)
@@ -336,19 +338,22 @@ def maxpool2d_forward(const floating[:, :, :, ::1] x, kernel_size, stride, paddi
 
 def maxpool2d_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::1] argmax,
                        Py_ssize_t H, Py_ssize_t W):
-    """dx[n, c].flat[argmax] += dy: windows may share a maximum, so it adds."""
+    """dx[n, c].flat[argmax] += dy: windows may share a maximum, so it adds.  Each thread zeroes
+    its own planes just before adding into them (not np.zeros: one serial pass over the whole
+    gradient, and its pages first touched by one thread, before the scatter reads them again)."""
     cdef Py_ssize_t N = dy.shape[0], C = dy.shape[1], P = dy.shape[2] * dy.shape[3], nc, p
     cdef int64_t a
     cdef int bad = 0
-    dx_out = np.zeros((N, C, H, W), dtype=np.float32 if floating is float else np.float64)
     if N * C * P == 0:
-        return dx_out
+        return np.zeros((N, C, H, W), dtype=np.float32 if floating is float else np.float64)
+    dx_out = np.empty((N, C, H, W), dtype=np.float32 if floating is float else np.float64)
     cdef floating[:, :, :, ::1] dx_view = dx_out
     cdef floating* dx = &dx_view[0, 0, 0, 0]
     cdef const floating* g = &dy[0, 0, 0, 0]
     cdef const int64_t* arg = &argmax[0, 0, 0, 0]
     with nogil:
         for nc in prange(N * C, schedule="static", num_threads=_threads):
+            memset(dx + nc * H * W, 0, H * W * sizeof(floating))
             for p in range(nc * P, (nc + 1) * P):
                 a = arg[p]
                 if a < 0 or a >= H * W:
