@@ -146,7 +146,7 @@ def _avgpool_forward(x, y, kh, kw, sh, sw, ph, pw):
 def _avgpool_backward(dy, dx, kh, kw, sh, sw, ph, pw):
     """dx[n, c, h, w] = sum over the windows that cover (h, w) of dy / (kh*kw)."""
     N, C, H, W = dx.shape
-    Ho, Wo = dy.shape[2], dy.shape[3]
+    _, _, Ho, Wo = dy.shape
     window = dx.dtype.type(kh * kw)
     for k in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
         n, c, h, w = _unravel(k, C, H, W)

@@ -258,8 +258,8 @@ def _avgpool2d_forward(x, kh, kw, sh, sw, ph, pw, Ho, Wo, scale):
 @njit(cache=True, parallel=True)
 def _avgpool2d_backward(dy, H, W, kh, kw, sh, sw, ph, pw, scale):
     N, C, Ho, Wo = dy.shape
-    dy_planes = dy.reshape(N * C, Ho, Wo)
     dx = np.zeros((N * C, H, W), dtype=dy.dtype)
+    dy_planes = dy.reshape(N * C, Ho, Wo)
     for p in prange(N * C):
         for ho in range(Ho):
             for wo in range(Wo):
