@@ -8,17 +8,17 @@
 
    Why a C header and this shape: the natural running-maximum test, "v > m, or v is the first
    NaN" as one boolean chained through the window, defeats GCC 12's if-conversion ("no vectype
-   for stmt") and the scalar loop's unpredictable branches made the pool cost more than the
-   convolution before it (~2.3 ms for 64x16x28x28 on a loaded 2-core Zen 4).  Split into a
-   plain "v > m" maximum followed by the NaN taps in reverse order, every step is a select
-   that vectorises (stride-2 loads become permutes): ~0.14 ms, same machine.  `restrict`
-   tells GCC the rows, the outputs and the indices never overlap.
+   for stmt"), and the scalar loop made the pool cost more than the convolution before it.
+   Split into a plain "v > m" maximum followed by the NaN taps in reverse order, every step is
+   a select that vectorises (stride-2 loads become permutes).  `restrict` tells GCC the rows,
+   the outputs and the indices never overlap.
 
    A row is cut into blocks of exactly 8 (or 4) outputs, the last block shifted back to end at
    the row's end (overlapping the one before it and writing the same values again): a loop of a
-   fixed count has no scalar remainder, which on rows of 14 or 7 outputs was most of the work
-   (AVX-512 build: 0.62 -> 0.21 ms for 64x16x28x28, 0.72 -> 0.15 ms for 64x32x14x14, one thread,
-   loaded machine).  Rows of fewer than 4 outputs run the plain loop. */
+   fixed count has no scalar remainder, which on rows of 14 or 7 outputs would be most of the
+   work.  Rows of fewer than 4 outputs run the plain loop.  One thread, loaded 2-core Zen 4,
+   against the previous Cython loop: 1.48 -> 0.22 ms for 64x16x28x28, 1.53 -> 0.18 ms for
+   64x32x14x14 (BENCHMARKS.md). */
 #ifndef TGS_MAXPOOL_H
 #define TGS_MAXPOOL_H
 
