@@ -35,29 +35,30 @@ def _inside(n_out, stride, offset, n_in):
 
 
 @njit(cache=True)
-def _tap_window(tap, kh, kw, sh, sw, ph, pw, dh, dw, H, W, Ho, Wo):
-    """Kernel tap (i, j) = divmod(tap, kw) reads input (ho*sh + row_offset, wo*sw + col_offset)
-    for output (ho, wo); only outputs [h_lo, h_hi) x [w_lo, w_hi) read inside the plane.
-    Returns (row_offset, col_offset, h_lo, h_hi, w_lo, w_hi)."""
+def _tap_window(row, plane_shape, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    """Row (c, i, j) of the columns: channel c, and its tap reads input (ho*sh + row_offset,
+    wo*sw + col_offset) for output (ho, wo), inside the plane only for outputs [h_lo, h_hi) x
+    [w_lo, w_hi).  Returns (c, row_offset, col_offset, h_lo, h_hi, w_lo, w_hi)."""
+    H, W = plane_shape[1], plane_shape[2]
+    c, tap = row // (kh * kw), row % (kh * kw)
     row_offset = (tap // kw) * dh - ph
     col_offset = (tap % kw) * dw - pw
     h_lo, h_hi = _inside(Ho, sh, row_offset, H)
     w_lo, w_hi = _inside(Wo, sw, col_offset, W)
-    return row_offset, col_offset, h_lo, h_hi, w_lo, w_hi
+    return c, row_offset, col_offset, h_lo, h_hi, w_lo, w_hi
 
 
 @njit(cache=True)
 def _im2col_image(xn, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """cols[(c,i,j), ho*Wo + wo] = xn[c, ho*sh + i*dh - ph, wo*sw + j*dw - pw], 0 outside."""
-    C, H, W = xn.shape
-    for row in range(C * kh * kw):   # row = (c, tap)
-        row_offset, col_offset, h_lo, h_hi, w_lo, w_hi = _tap_window(
-            row % (kh * kw), kh, kw, sh, sw, ph, pw, dh, dw, H, W, Ho, Wo)
+    for row in range(cols.shape[0]):
+        c, row_offset, col_offset, h_lo, h_hi, w_lo, w_hi = _tap_window(row, xn.shape, kh, kw, sh, sw, ph, pw,
+                                                                        dh, dw, Ho, Wo)
         out = cols[row]
         out[:h_lo * Wo] = 0
         out[h_hi * Wo:] = 0
         for ho in range(h_lo, h_hi):
-            src = xn[row // (kh * kw), ho * sh + row_offset]
+            src = xn[c, ho * sh + row_offset]
             dst = out[ho * Wo: (ho + 1) * Wo]
             dst[:w_lo] = 0
             for wo in range(w_lo, w_hi):
@@ -68,12 +69,11 @@ def _im2col_image(xn, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
 @njit(cache=True)
 def _col2im_image(dcols, dxn, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """The adjoint of _im2col_image: dxn[c, h, w] += every dcols entry that read (c, h, w)."""
-    C, H, W = dxn.shape
-    for row in range(C * kh * kw):   # row = (c, tap)
-        row_offset, col_offset, h_lo, h_hi, w_lo, w_hi = _tap_window(
-            row % (kh * kw), kh, kw, sh, sw, ph, pw, dh, dw, H, W, Ho, Wo)
+    for row in range(dcols.shape[0]):
+        c, row_offset, col_offset, h_lo, h_hi, w_lo, w_hi = _tap_window(row, dxn.shape, kh, kw, sh, sw, ph, pw,
+                                                                        dh, dw, Ho, Wo)
         for ho in range(h_lo, h_hi):
-            dst = dxn[row // (kh * kw), ho * sh + row_offset]
+            dst = dxn[c, ho * sh + row_offset]
             src = dcols[row, ho * Wo: (ho + 1) * Wo]
             for wo in range(w_lo, w_hi):
                 dst[wo * sw + col_offset] += src[wo]
@@ -181,41 +181,28 @@ def _window_taps(o, stride, pad, kernel, size):
 
 
 @njit(cache=True)
+def _window(H, W, ho, wo, kh, kw, sh, sw, ph, pw):
+    """The real taps of window (ho, wo) of an (H, W) plane, padding left out: rows
+    [h_lo, h_hi) and columns [w_lo, w_hi) of the plane."""
+    top, i_lo, i_hi = _window_taps(ho, sh, ph, kh, H)
+    left, j_lo, j_hi = _window_taps(wo, sw, pw, kw, W)
+    return top + i_lo, top + i_hi, left + j_lo, left + j_hi
+
+
+@njit(cache=True)
 def _window_max(plane, ho, wo, kh, kw, sh, sw, ph, pw):
     """(max, flat h*W + w index) of window (ho, wo) of one plane over its real taps, so padding
     never wins (as if it were -inf): strictly greater keeps the first maximum, and a NaN beats
     any number once."""
-    top, i_lo, i_hi = _window_taps(ho, sh, ph, kh, plane.shape[0])
-    left, j_lo, j_hi = _window_taps(wo, sw, pw, kw, plane.shape[1])
-    best_h, best_w = top + i_lo, left + j_lo
+    h_lo, h_hi, w_lo, w_hi = _window(plane.shape[0], plane.shape[1], ho, wo, kh, kw, sh, sw, ph, pw)
+    best_h, best_w = h_lo, w_lo
     best = plane[best_h, best_w]
-    for i in range(i_lo, i_hi):
-        for j in range(j_lo, j_hi):
-            v = plane[top + i, left + j]
+    for h in range(h_lo, h_hi):
+        for w in range(w_lo, w_hi):
+            v = plane[h, w]
             if v > best or (v != v and best == best):
-                best, best_h, best_w = v, top + i, left + j
+                best, best_h, best_w = v, h, w
     return best, best_h * plane.shape[1] + best_w
-
-
-@njit(cache=True)
-def _window_sum(plane, ho, wo, kh, kw, sh, sw, ph, pw, total):
-    """total plus the sum of window (ho, wo)'s real taps (zero padding adds nothing)."""
-    top, i_lo, i_hi = _window_taps(ho, sh, ph, kh, plane.shape[0])
-    left, j_lo, j_hi = _window_taps(wo, sw, pw, kw, plane.shape[1])
-    for i in range(i_lo, i_hi):
-        for j in range(j_lo, j_hi):
-            total += plane[top + i, left + j]
-    return total
-
-
-@njit(cache=True)
-def _window_add(plane, ho, wo, kh, kw, sh, sw, ph, pw, share):
-    """The adjoint of _window_sum: every real tap of window (ho, wo) receives `share`."""
-    top, i_lo, i_hi = _window_taps(ho, sh, ph, kh, plane.shape[0])
-    left, j_lo, j_hi = _window_taps(wo, sw, pw, kw, plane.shape[1])
-    for i in range(i_lo, i_hi):
-        for j in range(j_lo, j_hi):
-            plane[top + i, left + j] += share
 
 
 @njit(cache=True, parallel=True)
@@ -250,8 +237,9 @@ def _avgpool2d_forward(x, kh, kw, sh, sw, ph, pw, Ho, Wo, scale):
     y = np.empty((N * C, Ho, Wo), dtype=x.dtype)
     for p in prange(N * C):
         for ho in range(Ho):
-            for wo in range(Wo):   # scale * 0: a zero of x's dtype
-                y[p, ho, wo] = _window_sum(planes[p], ho, wo, kh, kw, sh, sw, ph, pw, scale * 0) * scale
+            for wo in range(Wo):   # zero padding adds nothing to the sum
+                h_lo, h_hi, w_lo, w_hi = _window(H, W, ho, wo, kh, kw, sh, sw, ph, pw)
+                y[p, ho, wo] = planes[p, h_lo:h_hi, w_lo:w_hi].sum() * scale
     return y.reshape(N, C, Ho, Wo)
 
 
@@ -262,8 +250,9 @@ def _avgpool2d_backward(dy, H, W, kh, kw, sh, sw, ph, pw, scale):
     dy_planes = dy.reshape(N * C, Ho, Wo)
     for p in prange(N * C):
         for ho in range(Ho):
-            for wo in range(Wo):
-                _window_add(dx[p], ho, wo, kh, kw, sh, sw, ph, pw, dy_planes[p, ho, wo] * scale)
+            for wo in range(Wo):   # every real tap of the window receives dy / (kh*kw)
+                h_lo, h_hi, w_lo, w_hi = _window(H, W, ho, wo, kh, kw, sh, sw, ph, pw)
+                dx[p, h_lo:h_hi, w_lo:w_hi] += dy_planes[p, ho, wo] * scale
     return dx.reshape(N, C, H, W)
 
 
