@@ -318,11 +318,10 @@ cdef void maxpool_plane(const floating* x, floating* y, int64_t* arg,
             arg[ho * Wo + wo] = best
 
 
-def maxpool2d_forward(const floating[:, :, :, ::1] x, kernel_size, stride, padding,
-                      Py_ssize_t Ho, Py_ssize_t Wo):
+def maxpool2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                      Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Ho, Py_ssize_t Wo):
+    """(y, argmax) of every (n, c) plane, the planes shared out over the cores."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], nc
-    cdef Py_ssize_t kh = kernel_size[0], kw = kernel_size[1], sh = stride[0], sw = stride[1]
-    cdef Py_ssize_t ph = padding[0], pw = padding[1]
     y_out = np.empty((N, C, Ho, Wo), dtype=np.float32 if floating is float else np.float64)
     arg_out = np.empty((N, C, Ho, Wo), dtype=np.int64)
     cdef floating[:, :, :, ::1] y = y_out
@@ -408,11 +407,9 @@ cdef void avgpool_plane_backward(const floating* dy, floating* dx, Py_ssize_t H,
                     dx_row[wo * sw] += dy_row[wo] / area
 
 
-def avgpool2d_forward(const floating[:, :, :, ::1] x, kernel_size, stride, padding,
-                      Py_ssize_t Ho, Py_ssize_t Wo):
+def avgpool2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                      Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Ho, Py_ssize_t Wo):
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], nc
-    cdef Py_ssize_t kh = kernel_size[0], kw = kernel_size[1], sh = stride[0], sw = stride[1]
-    cdef Py_ssize_t ph = padding[0], pw = padding[1]
     y_out = np.empty((N, C, Ho, Wo), dtype=np.float32 if floating is float else np.float64)
     if y_out.size == 0:
         return y_out
@@ -424,17 +421,16 @@ def avgpool2d_forward(const floating[:, :, :, ::1] x, kernel_size, stride, paddi
     return y_out
 
 
-def avgpool2d_backward(const floating[:, :, :, ::1] dy, Py_ssize_t H, Py_ssize_t W,
-                       kernel_size, stride, padding):
+def avgpool2d_backward(const floating[:, :, :, ::1] dy, Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh,
+                       Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw):
     cdef Py_ssize_t N = dy.shape[0], C = dy.shape[1], Ho = dy.shape[2], Wo = dy.shape[3], nc
-    cdef Py_ssize_t kh = kernel_size[0], kw = kernel_size[1], sh = stride[0], sw = stride[1]
-    cdef Py_ssize_t ph = padding[0], pw = padding[1]
-    dx_out = np.zeros((N, C, H, W), dtype=np.float32 if floating is float else np.float64)
-    if N * C * Ho * Wo == 0 or dx_out.size == 0:
-        return dx_out
+    if N * C * Ho * Wo == 0 or H * W == 0:
+        return np.zeros((N, C, H, W), dtype=np.float32 if floating is float else np.float64)
+    dx_out = np.empty((N, C, H, W), dtype=np.float32 if floating is float else np.float64)
     cdef floating[:, :, :, ::1] dx = dx_out
-    with nogil:
+    with nogil:   # each thread zeroes its planes just before adding into them (as max pooling)
         for nc in prange(N * C, schedule="static", num_threads=_threads):
+            memset(&dx[0, 0, 0, 0] + nc * H * W, 0, H * W * sizeof(floating))
             avgpool_plane_backward(&dy[0, 0, 0, 0] + nc * Ho * Wo, &dx[0, 0, 0, 0] + nc * H * W,
                                    H, W, Ho, Wo, kh, kw, sh, sw, ph, pw)
     return dx_out

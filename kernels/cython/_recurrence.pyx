@@ -92,6 +92,7 @@ cdef inline void hand_back(floating* rec, Py_ssize_t width, floating* dh0, Py_ss
 cdef void rnn_forward_share(const floating* xw, const floating* w_hh, const floating* h0,
                             floating* hs, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, bint relu,
                             int* failed) noexcept nogil:
+    """h_t = act(xw_t + h_{t-1} W_hh^T) for this thread's units, step by step."""
     cdef Py_ssize_t j0, n, panels, width, t, b, j
     cdef floating zero = 0
     cdef floating* packed
@@ -213,6 +214,7 @@ cdef inline void lstm_cell_forward(const floating* a, const floating* xw, const 
 cdef void lstm_forward_share(const floating* xw, const floating* w_hh, const floating* h0,
                              const floating* c0, floating* hs, floating* cs, floating* gates,
                              Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, int* failed) noexcept nogil:
+    """c_t, h_t and the activated gates i, f, g, o of this thread's units, step by step."""
     cdef Py_ssize_t j0, n, panels, width, t, b
     cdef floating* packed
     cdef floating* a
@@ -347,6 +349,8 @@ cdef inline void gru_cell_forward(const floating* a, const floating* xw, const f
 cdef void gru_forward_share(const floating* xw, const floating* w_hh, const floating* b_hh,
                             const floating* h0, floating* hs, floating* gates, floating* hn,
                             Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, int* failed) noexcept nogil:
+    """h_t, the gates r, z, n and hn_t = (h_{t-1} W_hh^T + b_hh)_n of this thread's units, step
+    by step; the GEMM leaves b_hh to the cell (r multiplies only the n part of it)."""
     cdef Py_ssize_t j0, n, panels, width, t, b
     cdef floating* packed
     cdef floating* a
