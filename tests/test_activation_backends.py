@@ -1,7 +1,7 @@
-"""The activation kernel family (the exact GELU) on every CPU backend: the NumPy reference's
-numbers forward and backward in float32 and float64, odd and empty shapes, strided inputs,
-the reference's error messages, and the layer (nn.GELU) under each backend against PyTorch
-and by finite differences.
+"""The activation kernel family (the exact GELU and ReLU) on every CPU backend: the NumPy
+reference's numbers forward and backward in float32 and float64, odd and empty shapes, strided
+inputs, the reference's error messages, and the layers (nn.GELU, nn.ReLU) under each backend
+against PyTorch and by finite differences.
 
 (The cuda backend of this family is the reference itself on CuPy arrays, checked on a real
 GPU by tests/test_cuda_gpu.py's transformer test.)
@@ -92,3 +92,68 @@ def test_gelu_gradcheck_on_each_backend(name):
     x = tgs.Tensor(np.random.default_rng(6).standard_normal((3, 4)) * 2, dtype=np.float64, requires_grad=True)
     with tgs.backend(name):
         assert tgs.gradcheck(lambda t: nn.functional.gelu(t), (x,))
+
+
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(), (0,), (5,), (3, 5, 33), (64, 16, 28, 28)])
+def test_relu_equals_the_reference(name, dtype, shape):
+    """Exactly the reference's numbers (a max and a product: no rounding to differ in), on
+    arrays small enough to run on the calling thread and large enough for the whole team."""
+    kernels = activation_kernels(name)
+    rng = np.random.default_rng(len(shape))
+    x = rng.standard_normal(shape).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    x_before = x.copy()
+    y = kernels.relu_forward(x)
+    np.testing.assert_array_equal(y, ref.relu_forward(x))
+    assert y.dtype == np.dtype(dtype) and y.shape == x.shape
+    dx = kernels.relu_backward(dy, y)
+    np.testing.assert_array_equal(dx, ref.relu_backward(dy, y))
+    assert dx.dtype == np.dtype(dtype) and dx.shape == x.shape
+    np.testing.assert_array_equal(x, x_before)
+
+
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+def test_relu_of_other_dtypes_and_strided_inputs(name):
+    """Integer and float16 arrays take the reference's path; a strided view is read correctly."""
+    kernels = activation_kernels(name)
+    ints = np.array([-2, 0, 3])
+    np.testing.assert_array_equal(kernels.relu_forward(ints), [0, 0, 3])
+    half = np.array([-1.5, 2.5], dtype=np.float16)
+    assert kernels.relu_forward(half).dtype == np.float16
+    x = np.random.default_rng(1).standard_normal((6, 8)).T[::2]
+    np.testing.assert_array_equal(kernels.relu_forward(x), np.maximum(x, 0))
+    dy = np.ones((6, 12))[:, ::3].T
+    np.testing.assert_array_equal(kernels.relu_backward(dy, np.maximum(x, 0)), (x > 0).astype(float))
+    with pytest.raises(ValueError, match="relu_backward: dy of shape"):
+        kernels.relu_backward(np.zeros(3), np.zeros(4))
+
+
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_layer_matches_pytorch_on_each_backend(name, dtype):
+    torch = pytest.importorskip("torch")
+    activation_kernels(name)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 3, 17)).astype(dtype)
+    weights = rng.standard_normal(x.shape).astype(dtype)
+    ours = tgs.Tensor(x, dtype=dtype, requires_grad=True)
+    with tgs.backend(name):
+        y = nn.ReLU()(ours)
+        (y * tgs.Tensor(weights, dtype=dtype)).sum().backward()
+    theirs = torch.tensor(x, requires_grad=True)
+    ty = torch.nn.ReLU()(theirs)
+    (ty * torch.from_numpy(weights)).sum().backward()
+    assert_same(y.numpy(), ty.detach().numpy(), dtype)
+    assert_same(ours.grad.numpy(), theirs.grad.numpy(), dtype)
+
+
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+def test_relu_gradcheck_on_each_backend(name):
+    activation_kernels(name)
+    x = np.random.default_rng(7).standard_normal((3, 4))
+    x[np.abs(x) < 0.1] = 0.5          # away from the kink, where finite differences straddle it
+    x = tgs.Tensor(x, dtype=np.float64, requires_grad=True)
+    with tgs.backend(name):
+        assert tgs.gradcheck(lambda t: nn.functional.relu(t), (x,))

@@ -312,6 +312,41 @@ def test_softmax_nan_inf_and_masks(name, dtype):
 
 @pytest.mark.parametrize("name", CPU)
 @pytest.mark.parametrize("dtype", DTYPE_IDS)
+@pytest.mark.parametrize("W", [2, 3, 6, 7, 8, 9, 15, 16, 17, 28, 33])
+def test_maxpool_2x2_rows_of_every_length_match_the_reference(name, dtype, W):
+    """The usual 2x2, stride-2 pool, which the Cython backend runs in a vectorised loop of
+    blocks of 8 or 4 outputs (the last block shifted back to the row's end, so rows of 1-3,
+    4-7, 8 and more outputs take different paths), on ties, NaN, +inf and -inf at every tap
+    of a window, and odd H and W (the last row or column belongs to no window)."""
+    rng = np.random.default_rng(W)
+    x = rng.integers(-2, 3, size=(2, 3, 7, W)).astype(dtype)     # small integers: many ties
+    flat = x.reshape(-1)
+    spots = rng.permutation(flat.size)[: flat.size // 3]
+    for k, value in enumerate((np.nan, np.inf, -np.inf)):
+        flat[spots[k::3]] = value
+    (y, argmax), (ry, rargmax) = both(name, "conv", "maxpool2d_forward", x, (2, 2), (2, 2), (0, 0))
+    assert_matches((y, argmax), (ry, rargmax), dtype, f"maxpool2d_forward W={W}")
+    dy = rng.standard_normal(ry.shape).astype(dtype)
+    assert_matches(*both(name, "conv", "maxpool2d_backward", dy, rargmax, x.shape), dtype, "maxpool2d_backward")
+
+
+@pytest.mark.parametrize("name", CPU)
+@pytest.mark.parametrize("dtype", DTYPE_IDS)
+def test_relu_nan_and_inf(name, dtype):
+    """ReLU(NaN) = NaN, ReLU(-inf) = 0; the backward multiplies, so a NaN or inf in dy gives NaN
+    where the input was not positive (as the engine's NumPy ReLU always did)."""
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, -3.0, 2.0, np.nan], dtype=dtype)
+    y, expected = both(name, "activation", "relu_forward", x)
+    assert_matches(y, expected, dtype, "relu_forward")
+    assert np.isnan(y[0]) and y[1] == np.inf and y[2] == 0 and y[6] == 2
+    dy = np.array([1.0, 1.0, np.nan, np.inf, 1.0, np.nan, np.inf, 1.0], dtype=dtype)
+    dx, expected = both(name, "activation", "relu_backward", dy, expected)
+    assert_matches(dx, expected, dtype, "relu_backward")
+    assert dx[1] == 1 and np.isnan(dx[2]) and np.isnan(dx[3]) and dx[6] == np.inf and dx[7] == 0
+
+
+@pytest.mark.parametrize("name", CPU)
+@pytest.mark.parametrize("dtype", DTYPE_IDS)
 def test_gelu_nan_and_inf(name, dtype):
     x = np.array([np.nan, np.inf, -np.inf, 0.0, -3.0, 2.0], dtype=dtype)
     (y, cdf), expected = both(name, "activation", "gelu_forward", x)

@@ -3,7 +3,7 @@
 Five families of hot loops have kernels: `recurrence` (whole-sequence RNN/GRU/LSTM
 forward and backward), `conv` (convolution and pooling forward and backward),
 `softmax` (masked softmax forward and backward), `activation` (the exact GELU, whose erf
-is too slow as a NumPy/SciPy ufunc) and `matmul` (every matrix product of the engine, so
+is too slow as a NumPy/SciPy ufunc, and ReLU, which NumPy runs on one core) and `matmul` (every matrix product of the engine, so
 that the GEMMs can run on the same thread team as the other kernels).  Each backend is a package under
 `tinygrad_seq.kernels` with one module per family; every module of a family exposes the
 functions that CONTRACT below names, with its parameters (checked when the module is first
@@ -72,6 +72,8 @@ CONTRACT = {
     "activation": {
         "gelu_forward": ("x",),
         "gelu_backward": ("dy", "x", "cdf"),
+        "relu_forward": ("x",),
+        "relu_backward": ("dy", "y"),
     },
     "matmul": {
         "matmul": ("a", "b"),

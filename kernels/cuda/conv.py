@@ -33,27 +33,48 @@ def _pair(p):
     return tuple(int(v) for v in p)
 
 
+# ----------------------------------------------------------------------------- window arithmetic
+# Device functions, which NVVM inlines into each kernel; one thread per flat index k.
+
+@cuda.jit(device=True, cache=True)
+def _unravel(k, C, H, W):
+    """(n, c, h, w) of flat index k into an (N, C, H, W) array."""
+    return k // (C * H * W), (k // (H * W)) % C, (k // W) % H, k % W
+
+
+@cuda.jit(device=True, cache=True)
+def _window_taps(o, stride, pad, kernel, size):
+    """Output o's window along one axis: its first input index `start` and the range [lo, hi)
+    of taps whose input index start + tap lies inside [0, size); the others read padding."""
+    start = o * stride - pad
+    return start, max(0, -start), min(kernel, size - start)
+
+
+@cuda.jit(device=True, cache=True)
+def _reading_output(pos, pad, offset, stride, n_out):
+    """The output index o whose tap at `offset` (= tap * dilation) reads input position pos
+    along one axis (o*stride + offset - pad = pos), or -1 when no output's does."""
+    at = pos + pad - offset
+    if at < 0 or at % stride != 0 or at // stride >= n_out:
+        return -1
+    return at // stride
+
+
 # ----------------------------------------------------------------------------- kernels
 
 @cuda.jit(cache=True)
 def _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """cols (N, C*kh*kw, Ho*Wo)[n, (c, i, j), (ho, wo)] = x[n, c, ho*sh + i*dh - ph, wo*sw + j*dw - pw]."""
     N, C, H, W = x.shape
-    n_taps = C * kh * kw
-    n_out = Ho * Wo
-    for k in range(cuda.grid(1), N * n_taps * n_out, cuda.gridsize(1)):
-        n = k // (n_taps * n_out)
-        tap = (k // n_out) % n_taps
-        pixel = k % n_out
-        c = tap // (kh * kw)
-        i = (tap // kw) % kh
-        j = tap % kw
-        h = (pixel // Wo) * sh + i * dh - ph
-        w = (pixel % Wo) * sw + j * dw - pw
+    for k in range(cuda.grid(1), cols.size, cuda.gridsize(1)):
+        n, tap, ho, wo = _unravel(k, C * kh * kw, Ho, Wo)
+        c, i, j = tap // (kh * kw), (tap // kw) % kh, tap % kw
+        h = ho * sh + i * dh - ph
+        w = wo * sw + j * dw - pw
         if 0 <= h < H and 0 <= w < W:
-            cols[n, tap, pixel] = x[n, c, h, w]
+            cols[n, tap, ho * Wo + wo] = x[n, c, h, w]
         else:
-            cols[n, tap, pixel] = cols.dtype.type(0)
+            cols[n, tap, ho * Wo + wo] = cols.dtype.type(0)
 
 
 @cuda.jit(cache=True)
@@ -61,21 +82,15 @@ def _col2im(dcols, dx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """dx[n, c, h, w] = sum of dcols[n, (c, i, j), (ho, wo)] over every tap with
     ho*sh + i*dh = h + ph and wo*sw + j*dw = w + pw."""
     N, C, H, W = dx.shape
-    for k in range(cuda.grid(1), N * C * H * W, cuda.gridsize(1)):
-        n = k // (C * H * W)
-        c = (k // (H * W)) % C
-        h = (k // W) % H
-        w = k % W
+    for k in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
+        n, c, h, w = _unravel(k, C, H, W)
         total = dx.dtype.type(0)
         for i in range(kh):
-            row = h + ph - i * dh          # = ho*sh if tap row i reads h
-            if row < 0 or row % sh != 0 or row // sh >= Ho:
-                continue
+            ho = _reading_output(h, ph, i * dh, sh, Ho)
             for j in range(kw):
-                col = w + pw - j * dw
-                if col < 0 or col % sw != 0 or col // sw >= Wo:
-                    continue
-                total += dcols[n, (c * kh + i) * kw + j, (row // sh) * Wo + col // sw]
+                wo = _reading_output(w, pw, j * dw, sw, Wo)
+                if ho >= 0 and wo >= 0:
+                    total += dcols[n, (c * kh + i) * kw + j, ho * Wo + wo]
         dx[n, c, h, w] = total
 
 
@@ -85,25 +100,18 @@ def _maxpool_forward(x, y, argmax, kh, kw, sh, sw, ph, pw):
     = its flat index h*W + w; the first maximum in (i, j) order wins, and NaN wins as in NumPy."""
     N, C, H, W = x.shape
     Ho, Wo = y.shape[2], y.shape[3]
-    for k in range(cuda.grid(1), N * C * Ho * Wo, cuda.gridsize(1)):
-        n = k // (C * Ho * Wo)
-        c = (k // (Ho * Wo)) % C
-        ho = (k // Wo) % Ho
-        wo = k % Wo
-        best = y.dtype.type(-math.inf)
-        best_at = -1
-        for i in range(kh):
-            h = ho * sh + i - ph
-            if h < 0 or h >= H:
-                continue
-            for j in range(kw):
-                w = wo * sw + j - pw
-                if w < 0 or w >= W:
-                    continue
-                v = x[n, c, h, w]
-                if best_at < 0 or v > best or (v != v and best == best):
+    for k in range(cuda.grid(1), y.size, cuda.gridsize(1)):
+        n, c, ho, wo = _unravel(k, C, Ho, Wo)
+        top, i_lo, i_hi = _window_taps(ho, sh, ph, kh, H)
+        left, j_lo, j_hi = _window_taps(wo, sw, pw, kw, W)
+        best = x[n, c, top + i_lo, left + j_lo]     # the first real tap: padding never wins
+        best_at = (top + i_lo) * W + left + j_lo
+        for i in range(i_lo, i_hi):
+            for j in range(j_lo, j_hi):
+                v = x[n, c, top + i, left + j]
+                if v > best or (v != v and best == best):
                     best = v
-                    best_at = h * W + w
+                    best_at = (top + i) * W + left + j
         y[n, c, ho, wo] = best
         argmax[n, c, ho, wo] = best_at
 
@@ -112,13 +120,9 @@ def _maxpool_forward(x, y, argmax, kh, kw, sh, sw, ph, pw):
 def _maxpool_backward(dy, argmax, dx_planes):
     """dx_planes (N*C, H*W)[plane, argmax] += dy: atomics, since windows can share a maximum."""
     N, C, Ho, Wo = dy.shape
-    for k in range(cuda.grid(1), N * C * Ho * Wo, cuda.gridsize(1)):
-        plane = k // (Ho * Wo)
-        ho = (k // Wo) % Ho
-        wo = k % Wo
-        n = plane // C
-        c = plane % C
-        cuda.atomic.add(dx_planes, (plane, argmax[n, c, ho, wo]), dy[n, c, ho, wo])
+    for k in range(cuda.grid(1), dy.size, cuda.gridsize(1)):
+        n, c, ho, wo = _unravel(k, C, Ho, Wo)
+        cuda.atomic.add(dx_planes, (n * C + c, argmax[n, c, ho, wo]), dy[n, c, ho, wo])
 
 
 @cuda.jit(cache=True)
@@ -126,43 +130,33 @@ def _avgpool_forward(x, y, kh, kw, sh, sw, ph, pw):
     """y = (sum of the window's in-bounds taps) / (kh*kw): zero padding counts in the mean."""
     N, C, H, W = x.shape
     Ho, Wo = y.shape[2], y.shape[3]
-    for k in range(cuda.grid(1), N * C * Ho * Wo, cuda.gridsize(1)):
-        n = k // (C * Ho * Wo)
-        c = (k // (Ho * Wo)) % C
-        ho = (k // Wo) % Ho
-        wo = k % Wo
+    area = y.dtype.type(kh * kw)
+    for k in range(cuda.grid(1), y.size, cuda.gridsize(1)):
+        n, c, ho, wo = _unravel(k, C, Ho, Wo)
+        top, i_lo, i_hi = _window_taps(ho, sh, ph, kh, H)
+        left, j_lo, j_hi = _window_taps(wo, sw, pw, kw, W)
         total = y.dtype.type(0)
-        for i in range(kh):
-            h = ho * sh + i - ph
-            if 0 <= h < H:
-                for j in range(kw):
-                    w = wo * sw + j - pw
-                    if 0 <= w < W:
-                        total += x[n, c, h, w]
-        y[n, c, ho, wo] = total / y.dtype.type(kh * kw)
+        for i in range(i_lo, i_hi):
+            for j in range(j_lo, j_hi):
+                total += x[n, c, top + i, left + j]
+        y[n, c, ho, wo] = total / area
 
 
 @cuda.jit(cache=True)
 def _avgpool_backward(dy, dx, kh, kw, sh, sw, ph, pw):
     """dx[n, c, h, w] = sum over the windows that cover (h, w) of dy / (kh*kw)."""
     N, C, H, W = dx.shape
-    Ho, Wo = dy.shape[2], dy.shape[3]
+    _, _, Ho, Wo = dy.shape
     window = dx.dtype.type(kh * kw)
-    for k in range(cuda.grid(1), N * C * H * W, cuda.gridsize(1)):
-        n = k // (C * H * W)
-        c = (k // (H * W)) % C
-        h = (k // W) % H
-        w = k % W
+    for k in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
+        n, c, h, w = _unravel(k, C, H, W)
         total = dx.dtype.type(0)
         for i in range(kh):
-            row = h + ph - i               # = ho*sh if window row i is h
-            if row < 0 or row % sh != 0 or row // sh >= Ho:
-                continue
+            ho = _reading_output(h, ph, i, sh, Ho)
             for j in range(kw):
-                col = w + pw - j
-                if col < 0 or col % sw != 0 or col // sw >= Wo:
-                    continue
-                total += dy[n, c, row // sh, col // sw] / window
+                wo = _reading_output(w, pw, j, sw, Wo)
+                if ho >= 0 and wo >= 0:
+                    total += dy[n, c, ho, wo] / window
         dx[n, c, h, w] = total
 
 

@@ -46,6 +46,17 @@ def _carve(xp, dtype, *shapes):
 # ----------------------------------------------------------------------------- device helpers
 
 @cuda.jit(device=True, cache=True)
+def _grad_layout(T, B, H, gates, big_arrays):
+    """(G, BH, rec, carry, state0): G = gates*H, BH = B*H and the offsets in a backward step's
+    work buffer, which holds `big_arrays` arrays (T, B, G) from 0, then three (B, H) ones: the
+    gradient through W_hh from step t+1, the gradient carried past the GEMM, the initial state."""
+    G = gates * H
+    BH = B * H
+    rec = big_arrays * T * B * G
+    return G, BH, rec, rec + BH, rec + 2 * BH
+
+
+@cuda.jit(device=True, cache=True)
 def _sigmoid(a, one):
     """σ(a) = 1 / (1 + e^-a); `one` is 1 in a's float type.  e^-a overflowing gives σ = 0, not NaN."""
     return one / (one + math.exp(-a))
@@ -168,21 +179,13 @@ def _lstm_grad_step(dhs, cs, gates, work, t):
 
     work: dpre (T, B, 4H), dh_rec (B, H), dc (B, H), c0 (B, H)."""
     T, B, H = cs.shape
-    G = 4 * H
-    BH = B * H
+    G, BH, dh_rec, dc, c0 = _grad_layout(T, B, H, 4, 1)
     dpre = 0
-    dh_rec = T * B * G
-    dc = dh_rec + BH
-    c0 = dc + BH
     one = work.dtype.type(1)
     for k in range(cuda.grid(1), BH, cuda.gridsize(1)):
-        b = k // H
-        j = k % H
-        i = gates[t, b, j]
-        f = gates[t, b, H + j]
-        g = gates[t, b, 2 * H + j]
-        o = gates[t, b, 3 * H + j]
+        b, j = k // H, k % H
         c_prev = work[c0 + k] if t == 0 else cs[t - 1, b, j]
+        i, f, g, o = gates[t, b, j], gates[t, b, H + j], gates[t, b, 2 * H + j], gates[t, b, 3 * H + j]
         tanh_c = math.tanh(cs[t, b, j])
         dh = dhs[t, b, j] + work[dh_rec + k]
         dc_t = work[dc + k] + dh * o * (one - tanh_c * tanh_c)
@@ -269,21 +272,13 @@ def _gru_grad_step(dhs, hs, gates, hn, work, t):
 
     work: dxw (T, B, 3H), dhh (T, B, 3H), dh_rec (B, H), dh_direct (B, H), h0 (B, H)."""
     T, B, H = hs.shape
-    G = 3 * H
-    BH = B * H
-    dxw = 0
-    dhh = T * B * G
-    dh_rec = 2 * T * B * G
-    dh_direct = dh_rec + BH
-    h0 = dh_direct + BH
+    G, BH, dh_rec, dh_direct, h0 = _grad_layout(T, B, H, 3, 2)
+    dxw, dhh = 0, T * B * G
     one = work.dtype.type(1)
     for k in range(cuda.grid(1), BH, cuda.gridsize(1)):
-        b = k // H
-        j = k % H
-        r = gates[t, b, j]
-        z = gates[t, b, H + j]
-        n = gates[t, b, 2 * H + j]
+        b, j = k // H, k % H
         h_prev = work[h0 + k] if t == 0 else hs[t - 1, b, j]
+        r, z, n = gates[t, b, j], gates[t, b, H + j], gates[t, b, 2 * H + j]
         dh = dhs[t, b, j] + work[dh_rec + k] + work[dh_direct + k]
         dn = dh * (one - z) * (one - n * n)
         dr = dn * hn[t, b, j] * r * (one - r)

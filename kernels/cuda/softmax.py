@@ -29,36 +29,24 @@ MAX_ROW_BLOCKS = 3 if SIMULATOR else 65535
 
 
 @cuda.jit(device=True, cache=True)
-def _block_max(scratch, value):
-    """The max of `value` over the block's threads (every thread gets it)."""
-    tid = cuda.threadIdx.x
-    scratch[tid] = value
-    cuda.syncthreads()
-    half = cuda.blockDim.x // 2
-    while half > 0:
-        if tid < half and scratch[tid + half] > scratch[tid]:
-            scratch[tid] = scratch[tid + half]
-        cuda.syncthreads()
-        half //= 2
-    result = scratch[0]
-    cuda.syncthreads()  # everyone has read scratch[0] before the next reduction reuses it
-    return result
-
-
-@cuda.jit(device=True, cache=True)
-def _block_sum(scratch, value):
-    """The sum of `value` over the block's threads (every thread gets it)."""
+def _block_reduce(scratch, value, take_max):
+    """The max (take_max) or the sum of `value` over the block's threads, by halving the
+    scratch in shared memory; every thread gets the result."""
     tid = cuda.threadIdx.x
     scratch[tid] = value
     cuda.syncthreads()
     half = cuda.blockDim.x // 2
     while half > 0:
         if tid < half:
-            scratch[tid] += scratch[tid + half]
+            other = scratch[tid + half]
+            if not take_max:
+                scratch[tid] += other
+            elif other > scratch[tid]:
+                scratch[tid] = other
         cuda.syncthreads()
         half //= 2
     result = scratch[0]
-    cuda.syncthreads()
+    cuda.syncthreads()  # everyone has read scratch[0] before the next reduction reuses it
     return result
 
 
@@ -76,14 +64,14 @@ def _softmax_rows(x, excluded, has_mask, inner, y, scratch):
         for j in range(cuda.threadIdx.x, length, cuda.blockDim.x):
             if not (has_mask and excluded[m, j]) and x[row, j] > partial:
                 partial = x[row, j]
-        row_max = _block_max(scratch, partial)
+        row_max = _block_reduce(scratch, partial, True)
         if row_max == minus_inf:
             row_max = zero  # every entry masked: any finite shift keeps the exps at 0
         partial = zero
         for j in range(cuda.threadIdx.x, length, cuda.blockDim.x):
             if not (has_mask and excluded[m, j]):
                 partial += math.exp(x[row, j] - row_max)
-        total = _block_sum(scratch, partial)
+        total = _block_reduce(scratch, partial, False)
         if total == zero:
             total = y.dtype.type(1)  # nothing to normalise: the row stays all zeros
         for j in range(cuda.threadIdx.x, length, cuda.blockDim.x):
@@ -101,7 +89,7 @@ def _softmax_grad_rows(dy, y, dx, scratch):
         partial = dx.dtype.type(0)
         for j in range(cuda.threadIdx.x, length, cuda.blockDim.x):
             partial += dy[row, j] * y[row, j]
-        dot = _block_sum(scratch, partial)
+        dot = _block_reduce(scratch, partial, False)
         for j in range(cuda.threadIdx.x, length, cuda.blockDim.x):
             dx[row, j] = y[row, j] * (dy[row, j] - dot)
 

@@ -1,7 +1,7 @@
-"""Exact GELU forward and backward (contract: reference/activation.py), one pass each.
+"""Exact GELU and ReLU forward and backward (contract: reference/activation.py), one pass each.
 
-Both loops are OpenMP loops over every core (see _common.pxi) that GCC vectorises, calling
-glibc's SIMD erf/exp (libmvec) eight float32 lanes at a time.
+Every loop is an OpenMP loop over every core (see _common.pxi) that GCC vectorises, GELU's
+calling glibc's SIMD erf/exp (libmvec) eight float32 lanes at a time.
 """
 include "_common.pxi"
 
@@ -45,3 +45,26 @@ def gelu_backward(const floating[::1] dy, const floating[::1] x, const floating[
         for j in prange(n, schedule="static", num_threads=_threads):
             dx[j] = dy[j] * (cdf[j] + x[j] * k * exp_(<floating>-0.5 * x[j] * x[j]))
     return dx_out
+
+
+# Below this many elements a ReLU pass runs on the calling thread: waking the team costs more
+# than the few microseconds of memory traffic it would share.
+cdef Py_ssize_t RELU_SERIAL_BELOW = 1 << 15
+
+
+def relu(const floating[::1] a, const floating[::1] dy, bint backward):
+    """Forward (a = x, dy unused): y = max(x, 0), written `x if not x <= 0` so that a NaN
+    passes through (as np.maximum).  Backward (a = y): dx = dy * [y > 0], a product (not a
+    select) so NaN and inf in dy behave as the reference's."""
+    cdef Py_ssize_t n = a.shape[0], j
+    out = np.empty(n, dtype=np.float32 if floating is float else np.float64)
+    cdef floating[::1] o = out
+    cdef int threads = _threads if n >= RELU_SERIAL_BELOW else 1
+    with nogil:
+        if backward:
+            for j in prange(n, schedule="static", num_threads=threads):
+                o[j] = dy[j] * (1 if a[j] > 0 else 0)
+        else:
+            for j in prange(n, schedule="static", num_threads=threads):
+                o[j] = 0 if a[j] <= 0 else a[j]
+    return out

@@ -41,37 +41,48 @@ cdef inline void valid_outputs(Py_ssize_t n_out, Py_ssize_t n_in, Py_ssize_t str
 
 # ----------------------------------------------------------------------------- im2col / col2im
 
+cdef inline void tap_window(Py_ssize_t tap, Py_ssize_t kw, Py_ssize_t H, Py_ssize_t W,
+                            Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t sh, Py_ssize_t sw,
+                            Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                            Py_ssize_t* h0, Py_ssize_t* w0, Py_ssize_t* ho_lo, Py_ssize_t* ho_hi,
+                            Py_ssize_t* wo_lo, Py_ssize_t* wo_hi) noexcept nogil:
+    """Kernel tap (i, j) = divmod(tap, kw) reads input (ho*sh + h0, wo*sw + w0) for output
+    (ho, wo); the outputs [ho_lo, ho_hi) x [wo_lo, wo_hi) read inside the plane, the others
+    read padding (im2col and col2im share this window arithmetic)."""
+    h0[0] = (tap // kw) * dh - ph
+    w0[0] = (tap % kw) * dw - pw
+    valid_outputs(Ho, H, sh, h0[0], ho_lo, ho_hi)
+    valid_outputs(Wo, W, sw, w0[0], wo_lo, wo_hi)
+
+
 cdef void im2col_plane(const floating* x, floating* cols, Py_ssize_t row0, Py_ssize_t ld,
                        Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
                        Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                        Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
     """Gather one input plane x (H, W) into kh*kw rows of cols starting at row row0
     (row stride ld); cols already points at this image's (ho, wo) block."""
-    cdef Py_ssize_t i, j, ho, wo, ho_lo, ho_hi, wo_lo, wo_hi, w0
+    cdef Py_ssize_t tap, ho, wo, h0, w0, ho_lo, ho_hi, wo_lo, wo_hi
     cdef floating* out
     cdef floating* dst
     cdef const floating* src
-    for i in range(kh):
-        valid_outputs(Ho, H, sh, i * dh - ph, &ho_lo, &ho_hi)
-        for j in range(kw):
-            valid_outputs(Wo, W, sw, j * dw - pw, &wo_lo, &wo_hi)
-            out = cols + (row0 + i * kw + j) * ld
-            w0 = j * dw - pw
-            memset(out, 0, ho_lo * Wo * sizeof(floating))
-            for ho in range(ho_lo, ho_hi):
-                src = x + (ho * sh + i * dh - ph) * W + w0
-                dst = out + ho * Wo
-                for wo in range(wo_lo):
-                    dst[wo] = 0
-                if sw == 1:   # a plain copy, which GCC vectorises (rows are often too short for memcpy)
-                    for wo in range(wo_lo, wo_hi):
-                        dst[wo] = src[wo]
-                else:
-                    for wo in range(wo_lo, wo_hi):
-                        dst[wo] = src[wo * sw]
-                for wo in range(wo_hi, Wo):
-                    dst[wo] = 0
-            memset(out + ho_hi * Wo, 0, (Ho - ho_hi) * Wo * sizeof(floating))
+    for tap in range(kh * kw):
+        tap_window(tap, kw, H, W, Ho, Wo, sh, sw, ph, pw, dh, dw, &h0, &w0, &ho_lo, &ho_hi, &wo_lo, &wo_hi)
+        out = cols + (row0 + tap) * ld
+        memset(out, 0, ho_lo * Wo * sizeof(floating))
+        for ho in range(ho_lo, ho_hi):
+            src = x + (ho * sh + h0) * W + w0
+            dst = out + ho * Wo
+            for wo in range(wo_lo):
+                dst[wo] = 0
+            if sw == 1:   # a plain copy, which GCC vectorises (rows are often too short for memcpy)
+                for wo in range(wo_lo, wo_hi):
+                    dst[wo] = src[wo]
+            else:
+                for wo in range(wo_lo, wo_hi):
+                    dst[wo] = src[wo * sw]
+            for wo in range(wo_hi, Wo):
+                dst[wo] = 0
+        memset(out + ho_hi * Wo, 0, (Ho - ho_hi) * Wo * sizeof(floating))
 
 
 cdef void col2im_plane(const floating* dcols, floating* dx, Py_ssize_t row0, Py_ssize_t ld,
@@ -79,18 +90,16 @@ cdef void col2im_plane(const floating* dcols, floating* dx, Py_ssize_t row0, Py_
                        Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                        Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
     """The adjoint of im2col_plane: add the kh*kw rows back onto the plane dx (H, W)."""
-    cdef Py_ssize_t i, j, ho, wo, ho_lo, ho_hi, wo_lo, wo_hi, h, w0
+    cdef Py_ssize_t tap, ho, wo, h0, w0, ho_lo, ho_hi, wo_lo, wo_hi
     cdef const floating* src
-    for i in range(kh):
-        valid_outputs(Ho, H, sh, i * dh - ph, &ho_lo, &ho_hi)
-        for j in range(kw):
-            valid_outputs(Wo, W, sw, j * dw - pw, &wo_lo, &wo_hi)
-            src = dcols + (row0 + i * kw + j) * ld
-            w0 = j * dw - pw
-            for ho in range(ho_lo, ho_hi):
-                h = ho * sh + i * dh - ph
-                for wo in range(wo_lo, wo_hi):
-                    dx[h * W + wo * sw + w0] += src[ho * Wo + wo]
+    cdef floating* dst
+    for tap in range(kh * kw):
+        tap_window(tap, kw, H, W, Ho, Wo, sh, sw, ph, pw, dh, dw, &h0, &w0, &ho_lo, &ho_hi, &wo_lo, &wo_hi)
+        for ho in range(ho_lo, ho_hi):
+            src = dcols + (row0 + tap) * ld + ho * Wo
+            dst = dx + (ho * sh + h0) * W + w0
+            for wo in range(wo_lo, wo_hi):
+                dst[wo * sw] += src[wo]
 
 
 cdef void im2col_image(const floating* x, floating* cols, Py_ssize_t C,
@@ -200,6 +209,7 @@ cdef void conv_backward_share(const floating* dy, const floating* x, const float
                     db_parts[rank * F + f] += row_sum(dy_n + f * P, P)
             pack_panels(dy_n, F, P, P, 1, dy_packed, lanes)
             panel_gemm(K, F, panels_p, w_t, F, dy_packed, dcols, width_p)
+            memset(dx + n * C * H * W, 0, C * H * W * sizeof(floating))   # dx is np.empty
             for k in range(C):
                 col2im_plane(dcols, dx + (n * C + k) * H * W, k * kh * kw, width_p,
                              H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw)
@@ -222,10 +232,11 @@ def conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1
     cdef Py_ssize_t dh = dilation[0], dw = dilation[1]
     cdef int failed = 0, threads = _threads
     dtype = np.float32 if floating is float else np.float64
-    dx_out = np.zeros((N, C, H, W), dtype=dtype)
     if N * P == 0 or F == 0 or K == 0:
-        return (dx_out, np.zeros((F, C, kh, kw), dtype=dtype),
+        return (np.zeros((N, C, H, W), dtype=dtype), np.zeros((F, C, kh, kw), dtype=dtype),
                 np.asarray(dy).sum(axis=(0, 2, 3)).astype(dtype) if need_bias else None)
+    # each thread zeroes its images' dx just before col2im adds into them
+    dx_out = np.empty((N, C, H, W), dtype=dtype)
     # one partial sum per thread, added up here in a fixed order (no atomics, same result
     # for the same thread count)
     dw_parts_out = np.zeros((threads, F, K), dtype=dtype)
@@ -246,46 +257,71 @@ def conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1
 
 # ----------------------------------------------------------------------------- max pooling
 
+cdef extern from "_maxpool.h":
+    void maxpool_row_2x2_f "tgs_maxpool_row_2x2_f"(const float* top, const float* bottom,
+                                                   float* y, int64_t* arg, Py_ssize_t Wo,
+                                                   int64_t W, int64_t first) noexcept nogil
+    void maxpool_row_2x2_d "tgs_maxpool_row_2x2_d"(const double* top, const double* bottom,
+                                                   double* y, int64_t* arg, Py_ssize_t Wo,
+                                                   int64_t W, int64_t first) noexcept nogil
+
+
+cdef inline bint takes_over(floating v, floating m) noexcept nogil:
+    """v replaces the running maximum m of a window scanned in (i, j) order: it is larger, or
+    it is the window's first NaN (a NaN wins, like numpy's argmax and PyTorch, so NaNs
+    propagate); on ties the first maximum stays."""
+    return (v > m) | ((v != v) & (m == m))
+
+
+cdef void maxpool_plane_2x2(const floating* x, floating* y, int64_t* arg, Py_ssize_t W,
+                            Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    """maxpool_plane for the usual 2x2 window, stride 2, no padding, row by row in the
+    vectorised loop of _maxpool.h (the general loop below costs several times more)."""
+    cdef Py_ssize_t ho
+    for ho in range(Ho):
+        if floating is float:
+            maxpool_row_2x2_f(x + 2 * ho * W, x + (2 * ho + 1) * W, y + ho * Wo, arg + ho * Wo,
+                              Wo, W, 2 * ho * W)
+        else:
+            maxpool_row_2x2_d(x + 2 * ho * W, x + (2 * ho + 1) * W, y + ho * Wo, arg + ho * Wo,
+                              Wo, W, 2 * ho * W)
+
+
 cdef void maxpool_plane(const floating* x, floating* y, int64_t* arg,
                         Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                         Py_ssize_t ph, Py_ssize_t pw) noexcept nogil:
-    """Max over each window's in-bounds taps (the -inf padding never wins); first max wins,
-    and a NaN wins like numpy's argmax (and PyTorch) so NaNs propagate.
-
-    One output row at a time, tap by tap across the whole row, so the inner loop runs over
-    wo and vectorises (a loop over each small window would not)."""
-    cdef Py_ssize_t ho, wo, h, j, h_lo, h_hi, wo_lo, wo_hi, idx
-    cdef floating v, m
-    cdef bint take
-    cdef floating* y_row
-    cdef int64_t* arg_row
+    """Max over each window's in-bounds taps (the -inf padding never wins, and every window
+    holds at least one real tap: pool2d_output_size caps the padding at half the window),
+    scanned in (i, j) order from the window's top-left in-bounds tap (takes_over)."""
+    cdef Py_ssize_t ho, wo, h, w, h_lo, h_hi, w_lo, w_hi, idx, best
+    cdef floating m, v
+    if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+        maxpool_plane_2x2(x, y, arg, W, Ho, Wo)
+        return
     for ho in range(Ho):
         h_lo = max(ho * sh - ph, <Py_ssize_t>0)
         h_hi = min(ho * sh - ph + kh, H)
-        y_row = y + ho * Wo
-        arg_row = arg + ho * Wo
-        for wo in range(Wo):   # start from each window's first in-bounds tap
-            idx = h_lo * W + max(wo * sw - pw, <Py_ssize_t>0)
-            y_row[wo] = x[idx]
-            arg_row[wo] = idx
-        for h in range(h_lo, h_hi):
-            for j in range(kw):
-                valid_outputs(Wo, W, sw, j - pw, &wo_lo, &wo_hi)
-                for wo in range(wo_lo, wo_hi):
-                    idx = h * W + wo * sw + j - pw
+        for wo in range(Wo):
+            w_lo = max(wo * sw - pw, <Py_ssize_t>0)
+            w_hi = min(wo * sw - pw + kw, W)
+            best = h_lo * W + w_lo
+            m = x[best]
+            for h in range(h_lo, h_hi):
+                for w in range(w_lo, w_hi):
+                    idx = h * W + w
                     v = x[idx]
-                    m = y_row[wo]
-                    take = (v > m) | ((v != v) & (m == m))
-                    y_row[wo] = v if take else m
-                    arg_row[wo] = idx if take else arg_row[wo]
+                    if takes_over(v, m):
+                        m = v
+                        best = idx
+            y[ho * Wo + wo] = m
+            arg[ho * Wo + wo] = best
 
 
-def maxpool2d_forward(const floating[:, :, :, ::1] x, kernel_size, stride, padding,
-                      Py_ssize_t Ho, Py_ssize_t Wo):
+def maxpool2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                      Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Ho, Py_ssize_t Wo):
+    """(y, argmax) of every (n, c) plane, the planes shared out over the cores."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], nc
-    cdef Py_ssize_t kh = kernel_size[0], kw = kernel_size[1], sh = stride[0], sw = stride[1]
-    cdef Py_ssize_t ph = padding[0], pw = padding[1]
     y_out = np.empty((N, C, Ho, Wo), dtype=np.float32 if floating is float else np.float64)
     arg_out = np.empty((N, C, Ho, Wo), dtype=np.int64)
     cdef floating[:, :, :, ::1] y = y_out
@@ -301,19 +337,22 @@ def maxpool2d_forward(const floating[:, :, :, ::1] x, kernel_size, stride, paddi
 
 def maxpool2d_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::1] argmax,
                        Py_ssize_t H, Py_ssize_t W):
-    """dx[n, c].flat[argmax] += dy: windows may share a maximum, so it adds."""
+    """dx[n, c].flat[argmax] += dy: windows may share a maximum, so it adds.  Each thread zeroes
+    its own planes just before adding into them (not np.zeros: one serial pass over the whole
+    gradient, and its pages first touched by one thread, before the scatter reads them again)."""
     cdef Py_ssize_t N = dy.shape[0], C = dy.shape[1], P = dy.shape[2] * dy.shape[3], nc, p
     cdef int64_t a
     cdef int bad = 0
-    dx_out = np.zeros((N, C, H, W), dtype=np.float32 if floating is float else np.float64)
     if N * C * P == 0:
-        return dx_out
+        return np.zeros((N, C, H, W), dtype=np.float32 if floating is float else np.float64)
+    dx_out = np.empty((N, C, H, W), dtype=np.float32 if floating is float else np.float64)
     cdef floating[:, :, :, ::1] dx_view = dx_out
     cdef floating* dx = &dx_view[0, 0, 0, 0]
     cdef const floating* g = &dy[0, 0, 0, 0]
     cdef const int64_t* arg = &argmax[0, 0, 0, 0]
     with nogil:
         for nc in prange(N * C, schedule="static", num_threads=_threads):
+            memset(dx + nc * H * W, 0, H * W * sizeof(floating))
             for p in range(nc * P, (nc + 1) * P):
                 a = arg[p]
                 if a < 0 or a >= H * W:
@@ -368,11 +407,9 @@ cdef void avgpool_plane_backward(const floating* dy, floating* dx, Py_ssize_t H,
                     dx_row[wo * sw] += dy_row[wo] / area
 
 
-def avgpool2d_forward(const floating[:, :, :, ::1] x, kernel_size, stride, padding,
-                      Py_ssize_t Ho, Py_ssize_t Wo):
+def avgpool2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                      Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Ho, Py_ssize_t Wo):
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], nc
-    cdef Py_ssize_t kh = kernel_size[0], kw = kernel_size[1], sh = stride[0], sw = stride[1]
-    cdef Py_ssize_t ph = padding[0], pw = padding[1]
     y_out = np.empty((N, C, Ho, Wo), dtype=np.float32 if floating is float else np.float64)
     if y_out.size == 0:
         return y_out
@@ -384,17 +421,16 @@ def avgpool2d_forward(const floating[:, :, :, ::1] x, kernel_size, stride, paddi
     return y_out
 
 
-def avgpool2d_backward(const floating[:, :, :, ::1] dy, Py_ssize_t H, Py_ssize_t W,
-                       kernel_size, stride, padding):
+def avgpool2d_backward(const floating[:, :, :, ::1] dy, Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh,
+                       Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw):
     cdef Py_ssize_t N = dy.shape[0], C = dy.shape[1], Ho = dy.shape[2], Wo = dy.shape[3], nc
-    cdef Py_ssize_t kh = kernel_size[0], kw = kernel_size[1], sh = stride[0], sw = stride[1]
-    cdef Py_ssize_t ph = padding[0], pw = padding[1]
-    dx_out = np.zeros((N, C, H, W), dtype=np.float32 if floating is float else np.float64)
-    if N * C * Ho * Wo == 0 or dx_out.size == 0:
-        return dx_out
+    if N * C * Ho * Wo == 0 or H * W == 0:
+        return np.zeros((N, C, H, W), dtype=np.float32 if floating is float else np.float64)
+    dx_out = np.empty((N, C, H, W), dtype=np.float32 if floating is float else np.float64)
     cdef floating[:, :, :, ::1] dx = dx_out
-    with nogil:
+    with nogil:   # each thread zeroes its planes just before adding into them (as max pooling)
         for nc in prange(N * C, schedule="static", num_threads=_threads):
+            memset(&dx[0, 0, 0, 0] + nc * H * W, 0, H * W * sizeof(floating))
             avgpool_plane_backward(&dy[0, 0, 0, 0] + nc * Ho * Wo, &dx[0, 0, 0, 0] + nc * H * W,
                                    H, W, Ho, Wo, kh, kw, sh, sw, ph, pw)
     return dx_out

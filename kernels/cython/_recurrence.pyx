@@ -45,27 +45,65 @@ cdef void pack_gate_rows(const floating* w_hh, Py_ssize_t H, Py_ssize_t gates, P
             packed[((col // pw) * H + k) * pw + col % pw] = row[k]
 
 
+cdef inline bint take_share(const floating* w_hh, Py_ssize_t H, Py_ssize_t gates, Py_ssize_t B,
+                            bint backward, Py_ssize_t* j0, Py_ssize_t* n, Py_ssize_t* panels,
+                            Py_ssize_t* width, floating** packed, floating** product,
+                            int* failed) noexcept nogil:
+    """The team skeleton every kernel below starts with: this thread's units [j0, j0+n)
+    (team_share) and its part of W_hh packed once into `panels` panels of _panel_gemm.h
+    (`width` columns in all): the forward's gate rows of its units (gates*n columns, K = H), so
+    that h_{t-1} @ packed is its gates' pre-activations; the backward's columns j0..j0+n of W_hh
+    (K = gates*H), so that dL/da_t @ packed is its units of dL/dh_{t-1}.  `product` is the
+    B x width scratch for that product, zero in the backward (nothing comes back from after
+    step T-1).  Returns whether this thread has work; it meets every barrier either way, and
+    frees *packed and *product at the end (they may be NULL after a failed allocation)."""
+    team_share(H, j0, n)
+    cdef Py_ssize_t pw = panel_width(w_hh)
+    panels[0] = ((n[0] if backward else gates * n[0]) + pw - 1) // pw
+    width[0] = panels[0] * pw
+    packed[0] = scratch(w_hh, (gates * H if backward else H) * width[0], failed)
+    product[0] = scratch(w_hh, B * width[0], failed)
+    if packed[0] == NULL or product[0] == NULL or n[0] == 0:
+        return False
+    if backward:
+        pack_panels(w_hh + j0[0], gates * H, n[0], H, 1, packed[0], pw)
+        memset(product[0], 0, B * width[0] * sizeof(floating))
+    else:
+        pack_gate_rows(w_hh, H, gates, j0[0], n[0], packed[0], pw)
+    return True
+
+
+cdef inline void hand_back(floating* rec, Py_ssize_t width, floating* dh0, Py_ssize_t B,
+                           Py_ssize_t H, Py_ssize_t j0, Py_ssize_t n, bint active,
+                           floating* packed) noexcept nogil:
+    """The end of a backward share (take_share): this thread's units of dL/dh0 are the last
+    product rec = dL/da_0 @ packed; then its scratch goes."""
+    cdef Py_ssize_t b
+    if active:
+        for b in range(B):
+            memcpy(dh0 + b * H + j0, rec + b * width, n * sizeof(floating))
+    free(packed)
+    free(rec)
+
+
 # ----------------------------------------------------------------------------- Elman RNN
 # h_t = act(xw_t + h_{t-1} W_hh^T), act = tanh or relu
 
 cdef void rnn_forward_share(const floating* xw, const floating* w_hh, const floating* h0,
                             floating* hs, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, bint relu,
                             int* failed) noexcept nogil:
-    cdef Py_ssize_t j0, n, t, b, j
+    """h_t = act(xw_t + h_{t-1} W_hh^T) for this thread's units, step by step."""
+    cdef Py_ssize_t j0, n, panels, width, t, b, j
     cdef floating zero = 0
-    team_share(H, &j0, &n)
-    cdef Py_ssize_t pw = panel_width(xw), panels = (n + pw - 1) // pw, width = panels * pw
-    cdef floating* packed = scratch(xw, H * width, failed)
-    cdef floating* a = scratch(xw, B * width, failed)
-    cdef bint ok = packed != NULL and a != NULL
+    cdef floating* packed
+    cdef floating* a
+    cdef bint active = take_share(w_hh, H, 1, B, False, &j0, &n, &panels, &width, &packed, &a, failed)
     cdef const floating* h_prev
     cdef const floating* x
     cdef floating* h
     cdef floating* a_b
-    if ok and n > 0:
-        pack_gate_rows(w_hh, H, 1, j0, n, packed, pw)
     for t in range(T):
-        if ok and n > 0:
+        if active:
             h_prev = h0 if t == 0 else hs + (t - 1) * B * H
             panel_gemm(B, H, panels, h_prev, H, packed, a, width)
             for b in range(B):
@@ -87,22 +125,17 @@ cdef void rnn_backward_share(const floating* dhs, const floating* w_hh, const fl
                              floating* dpre, floating* dh0, Py_ssize_t T, Py_ssize_t B,
                              Py_ssize_t H, bint relu, int* failed) noexcept nogil:
     """dpre_t = (dhs_t + dpre_{t+1} W_hh) * act'(t) for this thread's units; dh0 = dpre_0 W_hh."""
-    cdef Py_ssize_t j0, n, t, b, j
+    cdef Py_ssize_t j0, n, panels, width, t, b, j
     cdef floating one = 1, zero = 0   # a bare 1 would promote float32 to double
-    team_share(H, &j0, &n)
-    cdef Py_ssize_t pw = panel_width(dhs), panels = (n + pw - 1) // pw, width = panels * pw
-    cdef floating* packed = scratch(dhs, H * width, failed)
-    cdef floating* rec = scratch(dhs, B * width, failed)   # dpre_{t+1} W_hh, own columns
-    cdef bint ok = packed != NULL and rec != NULL
+    cdef floating* packed
+    cdef floating* rec   # dpre_{t+1} W_hh, own columns
+    cdef bint active = take_share(w_hh, H, 1, B, True, &j0, &n, &panels, &width, &packed, &rec, failed)
     cdef const floating* up
     cdef const floating* h
     cdef const floating* r
     cdef floating* d
-    if ok and n > 0:
-        pack_panels(w_hh + j0, H, n, H, 1, packed, pw)   # columns j0 .. j0+n of W_hh
-        memset(rec, 0, B * width * sizeof(floating))
     for t in range(T - 1, -1, -1):
-        if ok and n > 0:
+        if active:
             for b in range(B):
                 up = dhs + (t * B + b) * H + j0
                 h = hs + (t * B + b) * H + j0
@@ -115,13 +148,9 @@ cdef void rnn_backward_share(const floating* dhs, const floating* w_hh, const fl
                     for j in range(n):
                         d[j] = (up[j] + r[j]) * (one - h[j] * h[j])
         barrier()  # dpre_t complete before any thread multiplies it by W_hh
-        if ok and n > 0:
+        if active:
             panel_gemm(B, H, panels, dpre + t * B * H, H, packed, rec, width)
-    if ok:
-        for b in range(B):
-            memcpy(dh0 + b * H + j0, rec + b * width, n * sizeof(floating))
-    free(packed)
-    free(rec)
+    hand_back(rec, width, dh0, B, H, j0, n, active, packed)
 
 
 def rnn_forward(const floating[:, :, ::1] xw, const floating[:, ::1] w_hh,
@@ -185,18 +214,15 @@ cdef inline void lstm_cell_forward(const floating* a, const floating* xw, const 
 cdef void lstm_forward_share(const floating* xw, const floating* w_hh, const floating* h0,
                              const floating* c0, floating* hs, floating* cs, floating* gates,
                              Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, int* failed) noexcept nogil:
-    cdef Py_ssize_t j0, n, t, b
-    team_share(H, &j0, &n)
-    cdef Py_ssize_t pw = panel_width(xw), panels = (4 * n + pw - 1) // pw, width = panels * pw
-    cdef floating* packed = scratch(xw, H * width, failed)
-    cdef floating* a = scratch(xw, B * width, failed)
-    cdef bint ok = packed != NULL and a != NULL
+    """c_t, h_t and the activated gates i, f, g, o of this thread's units, step by step."""
+    cdef Py_ssize_t j0, n, panels, width, t, b
+    cdef floating* packed
+    cdef floating* a
+    cdef bint active = take_share(w_hh, H, 4, B, False, &j0, &n, &panels, &width, &packed, &a, failed)
     cdef const floating* h_prev
     cdef const floating* c_prev
-    if ok and n > 0:
-        pack_gate_rows(w_hh, H, 4, j0, n, packed, pw)
     for t in range(T):
-        if ok and n > 0:
+        if active:
             h_prev = h0 if t == 0 else hs + (t - 1) * B * H
             c_prev = c0 if t == 0 else cs + (t - 1) * B * H
             panel_gemm(B, H, panels, h_prev, H, packed, a, width)
@@ -238,31 +264,22 @@ cdef void lstm_backward_share(const floating* dhs, const floating* w_hh, const f
                               floating* dh0, floating* dc, Py_ssize_t T, Py_ssize_t B,
                               Py_ssize_t H, int* failed) noexcept nogil:
     """dL/da_t for this thread's units, and their columns of dL/dh_{t-1} = dpre_t W_hh."""
-    cdef Py_ssize_t j0, n, t, b
-    team_share(H, &j0, &n)
-    cdef Py_ssize_t pw = panel_width(dhs), panels = (n + pw - 1) // pw, width = panels * pw
-    cdef floating* packed = scratch(dhs, 4 * H * width, failed)
-    cdef floating* rec = scratch(dhs, B * width, failed)   # dpre_{t+1} W_hh, own columns
-    cdef bint ok = packed != NULL and rec != NULL
+    cdef Py_ssize_t j0, n, panels, width, t, b
+    cdef floating* packed
+    cdef floating* rec   # dpre_{t+1} W_hh, own columns
+    cdef bint active = take_share(w_hh, H, 4, B, True, &j0, &n, &panels, &width, &packed, &rec, failed)
     cdef const floating* c_prev
-    if ok and n > 0:
-        pack_panels(w_hh + j0, 4 * H, n, H, 1, packed, pw)   # columns j0 .. j0+n of W_hh
-        memset(rec, 0, B * width * sizeof(floating))  # nothing comes back from after step T-1
     for t in range(T - 1, -1, -1):
-        if ok and n > 0:
+        if active:
             c_prev = c0 if t == 0 else cs + (t - 1) * B * H
             for b in range(B):
                 lstm_cell_backward(dhs + (t * B + b) * H + j0, rec + b * width, dc + b * H + j0,
                                    gates + (t * B + b) * 4 * H + j0, c_prev + b * H + j0,
                                    cs + (t * B + b) * H + j0, dpre + (t * B + b) * 4 * H + j0, n, H)
         barrier()  # dpre_t complete before any thread multiplies it by W_hh
-        if ok and n > 0:
+        if active:
             panel_gemm(B, 4 * H, panels, dpre + t * B * 4 * H, 4 * H, packed, rec, width)
-    if ok:
-        for b in range(B):
-            memcpy(dh0 + b * H + j0, rec + b * width, n * sizeof(floating))
-    free(packed)
-    free(rec)
+    hand_back(rec, width, dh0, B, H, j0, n, active, packed)
 
 
 def lstm_forward(const floating[:, :, ::1] xw, const floating[:, ::1] w_hh,
@@ -332,17 +349,15 @@ cdef inline void gru_cell_forward(const floating* a, const floating* xw, const f
 cdef void gru_forward_share(const floating* xw, const floating* w_hh, const floating* b_hh,
                             const floating* h0, floating* hs, floating* gates, floating* hn,
                             Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, int* failed) noexcept nogil:
-    cdef Py_ssize_t j0, n, t, b
-    team_share(H, &j0, &n)
-    cdef Py_ssize_t pw = panel_width(xw), panels = (3 * n + pw - 1) // pw, width = panels * pw
-    cdef floating* packed = scratch(xw, H * width, failed)
-    cdef floating* a = scratch(xw, B * width, failed)
-    cdef bint ok = packed != NULL and a != NULL
+    """h_t, the gates r, z, n and hn_t = (h_{t-1} W_hh^T + b_hh)_n of this thread's units, step
+    by step; the GEMM leaves b_hh to the cell (r multiplies only the n part of it)."""
+    cdef Py_ssize_t j0, n, panels, width, t, b
+    cdef floating* packed
+    cdef floating* a
+    cdef bint active = take_share(w_hh, H, 3, B, False, &j0, &n, &panels, &width, &packed, &a, failed)
     cdef const floating* h_prev
-    if ok and n > 0:
-        pack_gate_rows(w_hh, H, 3, j0, n, packed, pw)
     for t in range(T):
-        if ok and n > 0:
+        if active:
             h_prev = h0 if t == 0 else hs + (t - 1) * B * H
             panel_gemm(B, H, panels, h_prev, H, packed, a, width)
             for b in range(B):
@@ -386,20 +401,17 @@ cdef void gru_backward_share(const floating* dhs, const floating* w_hh, const fl
                              Py_ssize_t B, Py_ssize_t H, int* failed) noexcept nogil:
     """dxw_t, dhh_t for this thread's units, and their columns of dL/dh_{t-1}
     = z * dL/dh_t + dhh_t W_hh."""
-    cdef Py_ssize_t j0, n, t, b, j
-    team_share(H, &j0, &n)
-    cdef Py_ssize_t pw = panel_width(dhs), panels = (n + pw - 1) // pw, width = panels * pw
-    cdef floating* packed = scratch(dhs, 3 * H * width, failed)
-    cdef floating* rec = scratch(dhs, B * width, failed)       # dhh_{t+1} W_hh, own columns
+    cdef Py_ssize_t j0, n, panels, width, t, b, j
+    cdef floating* packed
+    cdef floating* rec   # dhh_{t+1} W_hh, own columns
+    cdef bint active = take_share(w_hh, H, 3, B, True, &j0, &n, &panels, &width, &packed, &rec, failed)
     cdef floating* direct = scratch(dhs, B * n, failed)        # z_{t+1} * dL/dh_{t+1}
-    cdef bint ok = packed != NULL and rec != NULL and direct != NULL
     cdef const floating* h_prev
-    if ok and n > 0:
-        pack_panels(w_hh + j0, 3 * H, n, H, 1, packed, pw)   # columns j0 .. j0+n of W_hh
-        memset(rec, 0, B * width * sizeof(floating))
+    active = active and direct != NULL
+    if active:
         memset(direct, 0, B * n * sizeof(floating))
     for t in range(T - 1, -1, -1):
-        if ok and n > 0:
+        if active:
             h_prev = h0 if t == 0 else hs + (t - 1) * B * H
             for b in range(B):
                 gru_cell_backward(dhs + (t * B + b) * H + j0, direct + b * n, rec + b * width,
@@ -407,9 +419,9 @@ cdef void gru_backward_share(const floating* dhs, const floating* w_hh, const fl
                                   hn + (t * B + b) * H + j0, dxw + (t * B + b) * 3 * H + j0,
                                   dhh + (t * B + b) * 3 * H + j0, n, H)
         barrier()  # dhh_t complete before any thread multiplies it by W_hh
-        if ok and n > 0:
+        if active:
             panel_gemm(B, 3 * H, panels, dhh + t * B * 3 * H, 3 * H, packed, rec, width)
-    if ok:
+    if active:
         for b in range(B):
             for j in range(n):
                 dh0[b * H + j0 + j] = direct[b * n + j] + rec[b * width + j]

@@ -42,27 +42,35 @@ cdef inline void softmax_row_backward(const floating* dy, const floating* y, flo
         dx[j] = y[j] * (dy[j] - s)
 
 
+cdef void softmax_rows(const floating* a, const floating* b, const unsigned char* excluded,
+                       floating* out, Py_ssize_t N, Py_ssize_t L, bint backward) noexcept nogil:
+    """Every row r < N, the rows shared out over the cores: the forward of x = a (with the
+    mask rows `excluded`, or NULL) or the backward of dy = a, y = b."""
+    cdef Py_ssize_t r
+    for r in prange(N, schedule="static", num_threads=_threads):
+        if backward:
+            softmax_row_backward(a + r * L, b + r * L, out + r * L, L)
+        else:
+            softmax_row(a + r * L, excluded + r * L if excluded != NULL else NULL, out + r * L, L)
+
+
 def softmax_forward(const floating[:, ::1] x, const unsigned char[:, ::1] excluded):
     """excluded: the bool mask viewed as uint8 (True = excluded), or None."""
-    cdef Py_ssize_t N = x.shape[0], L = x.shape[1], r
-    cdef bint masked = excluded is not None
+    cdef Py_ssize_t N = x.shape[0], L = x.shape[1]
     out = np.empty((N, L), dtype=np.float32 if floating is float else np.float64)
+    cdef const unsigned char* mask = &excluded[0, 0] if excluded is not None and N * L else NULL
     cdef floating[:, ::1] y = out
-    if N * L == 0:
-        return out
-    with nogil:
-        for r in prange(N, schedule="static", num_threads=_threads):
-            softmax_row(&x[r, 0], &excluded[r, 0] if masked else NULL, &y[r, 0], L)
+    if N * L:
+        with nogil:
+            softmax_rows(&x[0, 0], NULL, mask, &y[0, 0], N, L, False)
     return out
 
 
 def softmax_backward(const floating[:, ::1] dy, const floating[:, ::1] y):
-    cdef Py_ssize_t N = y.shape[0], L = y.shape[1], r
+    cdef Py_ssize_t N = y.shape[0], L = y.shape[1]
     out = np.empty((N, L), dtype=np.float32 if floating is float else np.float64)
     cdef floating[:, ::1] dx = out
-    if N * L == 0:
-        return out
-    with nogil:
-        for r in prange(N, schedule="static", num_threads=_threads):
-            softmax_row_backward(&dy[r, 0], &y[r, 0], &dx[r, 0], L)
+    if N * L:
+        with nogil:
+            softmax_rows(&dy[0, 0], &y[0, 0], NULL, &dx[0, 0], N, L, True)
     return out

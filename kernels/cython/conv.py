@@ -41,7 +41,7 @@ def maxpool2d_forward(x, kernel_size, stride, padding):
     """(y, argmax): window maxima (-inf padding) and their flat h*W+w index in the input plane."""
     kernel_size, stride, padding = _pair(kernel_size), _pair(stride), _pair(padding)
     Ho, Wo = pool2d_output_size("maxpool2d", x.shape, kernel_size, stride, padding)
-    return _conv.maxpool2d_forward(np.ascontiguousarray(x), kernel_size, stride, padding, Ho, Wo)
+    return _conv.maxpool2d_forward(np.ascontiguousarray(x), *kernel_size, *stride, *padding, Ho, Wo)
 
 
 def maxpool2d_backward(dy, argmax, x_shape):
@@ -56,7 +56,7 @@ def avgpool2d_forward(x, kernel_size, stride, padding):
     """Window means, zero padding counted (count_include_pad=True)."""
     kernel_size, stride, padding = _pair(kernel_size), _pair(stride), _pair(padding)
     Ho, Wo = pool2d_output_size("avgpool2d", x.shape, kernel_size, stride, padding)
-    return _conv.avgpool2d_forward(np.ascontiguousarray(x), kernel_size, stride, padding, Ho, Wo)
+    return _conv.avgpool2d_forward(np.ascontiguousarray(x), *kernel_size, *stride, *padding, Ho, Wo)
 
 
 def avgpool2d_backward(dy, x_shape, kernel_size, stride, padding):
@@ -65,4 +65,4 @@ def avgpool2d_backward(dy, x_shape, kernel_size, stride, padding):
     Ho, Wo = pool2d_output_size("avgpool2d", x_shape, kernel_size, stride, padding)
     check_grad_shape("avgpool2d", dy, (x_shape[0], x_shape[1], Ho, Wo))
     return _conv.avgpool2d_backward(np.ascontiguousarray(dy), int(x_shape[2]), int(x_shape[3]),
-                                    kernel_size, stride, padding)
+                                    *kernel_size, *stride, *padding)

@@ -12,6 +12,8 @@ from numba import njit
 
 from tinygrad_seq.kernels.numba_cpu._fastmath import exp
 from tinygrad_seq.kernels.reference.activation import check_activation_args
+# ReLU is the reference's: NumPy's own loops, as fast as a serial compiled one
+from tinygrad_seq.kernels.reference.activation import relu_backward, relu_forward  # noqa: F401
 
 _JIT = dict(cache=True, error_model="numpy", fastmath={"contract"})
 

@@ -35,45 +35,48 @@ def _inside(n_out, stride, offset, n_in):
 
 
 @njit(cache=True)
+def _tap_window(row, plane_shape, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    """Row (c, i, j) of the columns: channel c, and its tap reads input (ho*sh + row_offset,
+    wo*sw + col_offset) for output (ho, wo), inside the plane only for outputs [h_lo, h_hi) x
+    [w_lo, w_hi).  Returns (c, row_offset, col_offset, h_lo, h_hi, w_lo, w_hi)."""
+    H, W = plane_shape[1], plane_shape[2]
+    c, tap = row // (kh * kw), row % (kh * kw)
+    row_offset = (tap // kw) * dh - ph
+    col_offset = (tap % kw) * dw - pw
+    h_lo, h_hi = _inside(Ho, sh, row_offset, H)
+    w_lo, w_hi = _inside(Wo, sw, col_offset, W)
+    return c, row_offset, col_offset, h_lo, h_hi, w_lo, w_hi
+
+
+@njit(cache=True)
 def _im2col_image(xn, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """cols[(c,i,j), ho*Wo + wo] = xn[c, ho*sh + i*dh - ph, wo*sw + j*dw - pw], 0 outside."""
-    C, H, W = xn.shape
-    for c in range(C):
-        for i in range(kh):
-            row_offset = i * dh - ph
-            h_lo, h_hi = _inside(Ho, sh, row_offset, H)
-            for j in range(kw):
-                col_offset = j * dw - pw
-                w_lo, w_hi = _inside(Wo, sw, col_offset, W)
-                out = cols[(c * kh + i) * kw + j]
-                out[:h_lo * Wo] = 0
-                out[h_hi * Wo:] = 0
-                for ho in range(h_lo, h_hi):
-                    src = xn[c, ho * sh + row_offset]
-                    dst = out[ho * Wo: (ho + 1) * Wo]
-                    dst[:w_lo] = 0
-                    for wo in range(w_lo, w_hi):
-                        dst[wo] = src[wo * sw + col_offset]
-                    dst[w_hi:] = 0
+    for row in range(cols.shape[0]):
+        c, row_offset, col_offset, h_lo, h_hi, w_lo, w_hi = _tap_window(row, xn.shape, kh, kw, sh, sw, ph, pw,
+                                                                        dh, dw, Ho, Wo)
+        out = cols[row]
+        out[:h_lo * Wo] = 0
+        out[h_hi * Wo:] = 0
+        for ho in range(h_lo, h_hi):
+            src = xn[c, ho * sh + row_offset]
+            dst = out[ho * Wo: (ho + 1) * Wo]
+            dst[:w_lo] = 0
+            for wo in range(w_lo, w_hi):
+                dst[wo] = src[wo * sw + col_offset]
+            dst[w_hi:] = 0
 
 
 @njit(cache=True)
 def _col2im_image(dcols, dxn, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """The adjoint of _im2col_image: dxn[c, h, w] += every dcols entry that read (c, h, w)."""
-    C, H, W = dxn.shape
-    for c in range(C):
-        for i in range(kh):
-            row_offset = i * dh - ph
-            h_lo, h_hi = _inside(Ho, sh, row_offset, H)
-            for j in range(kw):
-                col_offset = j * dw - pw
-                w_lo, w_hi = _inside(Wo, sw, col_offset, W)
-                tap = dcols[(c * kh + i) * kw + j]
-                for ho in range(h_lo, h_hi):
-                    dst = dxn[c, ho * sh + row_offset]
-                    src = tap[ho * Wo: (ho + 1) * Wo]
-                    for wo in range(w_lo, w_hi):
-                        dst[wo * sw + col_offset] += src[wo]
+    for row in range(dcols.shape[0]):
+        c, row_offset, col_offset, h_lo, h_hi, w_lo, w_hi = _tap_window(row, dxn.shape, kh, kw, sh, sw, ph, pw,
+                                                                        dh, dw, Ho, Wo)
+        for ho in range(h_lo, h_hi):
+            dst = dxn[c, ho * sh + row_offset]
+            src = dcols[row, ho * Wo: (ho + 1) * Wo]
+            for wo in range(w_lo, w_hi):
+                dst[wo * sw + col_offset] += src[wo]
 
 
 @njit(cache=True, parallel=True)
@@ -169,6 +172,39 @@ def conv2d_backward(dy, x, w, stride, padding, dilation, need_bias):
 
 # ----------------------------------------------------------------------------- pooling
 
+@njit(cache=True)
+def _window_taps(o, stride, pad, kernel, size):
+    """Output o's window along one axis: its first input index `start` and the range [lo, hi)
+    of its taps that lie inside the input (start + lo .. start + hi - 1); the rest is padding."""
+    start = o * stride - pad
+    return start, max(0, -start), min(kernel, size - start)
+
+
+@njit(cache=True)
+def _window(H, W, ho, wo, kh, kw, sh, sw, ph, pw):
+    """The real taps of window (ho, wo) of an (H, W) plane, padding left out: rows
+    [h_lo, h_hi) and columns [w_lo, w_hi) of the plane."""
+    top, i_lo, i_hi = _window_taps(ho, sh, ph, kh, H)
+    left, j_lo, j_hi = _window_taps(wo, sw, pw, kw, W)
+    return top + i_lo, top + i_hi, left + j_lo, left + j_hi
+
+
+@njit(cache=True)
+def _window_max(plane, ho, wo, kh, kw, sh, sw, ph, pw):
+    """(max, flat h*W + w index) of window (ho, wo) of one plane over its real taps, so padding
+    never wins (as if it were -inf): strictly greater keeps the first maximum, and a NaN beats
+    any number once."""
+    h_lo, h_hi, w_lo, w_hi = _window(plane.shape[0], plane.shape[1], ho, wo, kh, kw, sh, sw, ph, pw)
+    best_h, best_w = h_lo, w_lo
+    best = plane[best_h, best_w]
+    for h in range(h_lo, h_hi):
+        for w in range(w_lo, w_hi):
+            v = plane[h, w]
+            if v > best or (v != v and best == best):
+                best, best_h, best_w = v, h, w
+    return best, best_h * plane.shape[1] + best_w
+
+
 @njit(cache=True, parallel=True)
 def _maxpool2d_forward(x, kh, kw, sh, sw, ph, pw, Ho, Wo):
     N, C, H, W = x.shape
@@ -177,22 +213,8 @@ def _maxpool2d_forward(x, kh, kw, sh, sw, ph, pw, Ho, Wo):
     argmax = np.empty((N * C, Ho, Wo), dtype=np.int64)
     for p in prange(N * C):
         for ho in range(Ho):
-            top = ho * sh - ph
-            i_lo, i_hi = max(0, -top), min(kh, H - top)
             for wo in range(Wo):
-                left = wo * sw - pw
-                j_lo, j_hi = max(0, -left), min(kw, W - left)
-                # start from the first real tap, so padding never wins (as if it were -inf)
-                best_h, best_w = top + i_lo, left + j_lo
-                best = planes[p, best_h, best_w]
-                for i in range(i_lo, i_hi):
-                    for j in range(j_lo, j_hi):
-                        v = planes[p, top + i, left + j]
-                        # strictly greater keeps the first maximum; a NaN beats any number once
-                        if v > best or (v != v and best == best):
-                            best, best_h, best_w = v, top + i, left + j
-                y[p, ho, wo] = best
-                argmax[p, ho, wo] = best_h * W + best_w
+                y[p, ho, wo], argmax[p, ho, wo] = _window_max(planes[p], ho, wo, kh, kw, sh, sw, ph, pw)
     return y.reshape(N, C, Ho, Wo), argmax.reshape(N, C, Ho, Wo)
 
 
@@ -215,35 +237,22 @@ def _avgpool2d_forward(x, kh, kw, sh, sw, ph, pw, Ho, Wo, scale):
     y = np.empty((N * C, Ho, Wo), dtype=x.dtype)
     for p in prange(N * C):
         for ho in range(Ho):
-            top = ho * sh - ph
-            i_lo, i_hi = max(0, -top), min(kh, H - top)
-            for wo in range(Wo):
-                left = wo * sw - pw
-                j_lo, j_hi = max(0, -left), min(kw, W - left)
-                total = scale * 0  # a zero of x's dtype
-                for i in range(i_lo, i_hi):
-                    for j in range(j_lo, j_hi):
-                        total += planes[p, top + i, left + j]
-                y[p, ho, wo] = total * scale
+            for wo in range(Wo):   # zero padding adds nothing to the sum
+                h_lo, h_hi, w_lo, w_hi = _window(H, W, ho, wo, kh, kw, sh, sw, ph, pw)
+                y[p, ho, wo] = planes[p, h_lo:h_hi, w_lo:w_hi].sum() * scale
     return y.reshape(N, C, Ho, Wo)
 
 
 @njit(cache=True, parallel=True)
 def _avgpool2d_backward(dy, H, W, kh, kw, sh, sw, ph, pw, scale):
     N, C, Ho, Wo = dy.shape
-    dy_planes = dy.reshape(N * C, Ho, Wo)
     dx = np.zeros((N * C, H, W), dtype=dy.dtype)
+    dy_planes = dy.reshape(N * C, Ho, Wo)
     for p in prange(N * C):
         for ho in range(Ho):
-            top = ho * sh - ph
-            i_lo, i_hi = max(0, -top), min(kh, H - top)
-            for wo in range(Wo):
-                left = wo * sw - pw
-                j_lo, j_hi = max(0, -left), min(kw, W - left)
-                share = dy_planes[p, ho, wo] * scale
-                for i in range(i_lo, i_hi):
-                    for j in range(j_lo, j_hi):
-                        dx[p, top + i, left + j] += share
+            for wo in range(Wo):   # every real tap of the window receives dy / (kh*kw)
+                h_lo, h_hi, w_lo, w_hi = _window(H, W, ho, wo, kh, kw, sh, sw, ph, pw)
+                dx[p, h_lo:h_hi, w_lo:w_hi] += dy_planes[p, ho, wo] * scale
     return dx.reshape(N, C, H, W)
 
 

@@ -1,5 +1,6 @@
-"""Element-wise activations whose cost is a transcendental per element, written once against
-`xp` (NumPy or CuPy).  One today: the exact GELU of the Transformer's MLP.
+"""Element-wise activations written once against `xp` (NumPy or CuPy): the exact GELU of the
+Transformer's MLP, whose cost is a transcendental per element, and ReLU, whose NumPy passes
+run on one core while the rest of a CNN's step uses all of them.
 
     gelu(x) = x * Phi(x),   Phi(x) = (1 + erf(x / sqrt 2)) / 2      (the normal CDF)
     dgelu/dx = Phi(x) + x * phi(x),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
@@ -50,3 +51,20 @@ def gelu_backward(dy, x, cdf):
     check_activation_args("gelu_backward", dy, x, cdf)
     xp = xp_of(x)
     return xp.asarray(dy * (cdf + x * _INV_SQRT_2PI * xp.exp(-0.5 * x * x)), dtype=dy.dtype)
+
+
+def check_relu_grad_args(dy, y):
+    if dy.shape != y.shape:
+        raise ValueError(f"relu_backward: dy of shape {tuple(dy.shape)} must have y's shape {tuple(y.shape)}")
+
+
+def relu_forward(x):
+    """y = max(x, 0), x's shape and dtype; a NaN stays NaN (maximum propagates it)."""
+    return xp_of(x).maximum(x, 0)
+
+
+def relu_backward(dy, y):
+    """dx = dy * [y > 0], y = relu_forward(x) ([y > 0] = [x > 0]).  A product, as the engine's
+    ReLU always was: where y <= 0 a NaN or inf in dy gives NaN (PyTorch's select gives 0)."""
+    check_relu_grad_args(dy, y)
+    return dy * (y > 0)

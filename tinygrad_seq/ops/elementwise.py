@@ -7,7 +7,8 @@ import math
 
 import numpy as np
 
-from ..device import to_device, xp_of
+from ..backend import kernels
+from ..device import device_of, to_device, xp_of
 from ..tensor import Function
 
 
@@ -324,14 +325,17 @@ class Sigmoid(Function):
 
 
 class ReLU(Function):
-    """y = max(0, x);  dx = dy * [x > 0]."""
+    """y = max(0, x);  dx = dy * [x > 0] = dy * [y > 0]  (NaN stays NaN).  The `activation`
+    kernel family runs both on every core; y is saved (as PyTorch does), not a mask."""
 
     def forward(self, x):
-        self.save_for_backward(x > 0)
-        return xp_of(x).maximum(x, 0)
+        self.kernels = kernels("activation", device_of(x))
+        y = self.kernels.relu_forward(x)
+        self.save_for_backward(y)
+        return y
 
     def backward(self, dy):
-        return dy * self.saved[0]
+        return self.kernels.relu_backward(dy, self.saved[0])
 
 
 class LeakyReLU(Function):
@@ -360,8 +364,6 @@ class GELU(Function):
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
         # erf costs ~20 ns per element as a SciPy ufunc, so it runs in the `activation`
         # kernel family; Phi(x) is kept so the backward needs no second erf
-        from ..backend import kernels
-        from ..device import device_of
         self.kernels = kernels("activation", device_of(x))
         y, cdf = self.kernels.gelu_forward(x)
         self.save_for_backward(x, cdf)
