@@ -316,6 +316,20 @@ def test_every_cpu_backend_agrees_with_torch(name):
     close(w.grad, tw.grad, 1e-4)
 
 
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+@pytest.mark.parametrize("pool", [F.max_pool2d, F.avg_pool2d])
+def test_pooling_an_empty_height_or_width_is_refused_on_every_backend(name, pool):
+    # with padding, a window over a 0-row input has no real tap: the compiled kernels read past
+    # the input there (garbage, or a crash), so the shared checks refuse it as PyTorch does
+    if unavailable_reason(name):
+        pytest.skip(f"backend {name} unavailable: {unavailable_reason(name)}")
+    with tgs.backend(name):
+        for shape in [(1, 1, 0, 3), (1, 1, 3, 0)]:
+            with pytest.raises(ValueError, match="no rows or columns to pool"):
+                pool(tgs.zeros(*shape), 2, padding=1)
+        assert pool(tgs.zeros(0, 1, 3, 3), 2, padding=1).shape == (0, 1, 2, 2)  # an empty batch is fine
+
+
 def test_bad_arguments_raise_one_line_errors():
     x = tgs.randn(1, 3, 4, 4)
     cases = [

@@ -67,6 +67,8 @@ def pool2d_output_size(op, x_shape, kernel_size, stride, padding):
         raise ValueError(f"{op}: x must be (N, C, H, W), got shape {tuple(x_shape)}")
     _pair_checks(op, kernel_size=kernel_size, stride=stride, padding=padding)
     _, _, H, W = x_shape
+    if H == 0 or W == 0:  # every window would lie in the padding: no input value to pool
+        raise ValueError(f"{op}: input of shape {tuple(x_shape)} has no rows or columns to pool; H and W must be >= 1")
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     if 2 * ph > kh or 2 * pw > kw:
         raise ValueError(f"{op}: padding {tuple(padding)} must be at most half the kernel size {tuple(kernel_size)}")
