@@ -17,7 +17,8 @@ Compilation flags: `error_model="numpy"` (Python's would add a ZeroDivisionError
 division, which stops vectorisation) and `fastmath={"contract"}` (a*b+c may become one FMA,
 which only adds precision; no reassociation or finite-math assumptions).  The loops are
 serial on purpose: OpenBLAS already spreads each step's GEMM over the cores, and a parallel
-region per step would cost more than the gate arithmetic it splits (bench/bench_recurrence_kernels.py).
+region per step would cost more than the gate arithmetic it splits (measured when these kernels
+were written; that script is not kept: bench/bench_cython_kernels.py times every backend now).
 """
 import numpy as np
 from numba import njit
