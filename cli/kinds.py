@@ -51,6 +51,14 @@ def fail(message):
     raise click.ClickException(str(message).splitlines()[0] if str(message) else "failed")
 
 
+def fail_unless_positive(**options):
+    """fail() for the first option (by its parameter name: seq_len is --seq-len) below 1; an
+    option that is None was not given and passes."""
+    for name, value in options.items():
+        if value is not None and value < 1:
+            fail(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+
+
 @dataclass
 class SampleOptions:
     prime: str = ""

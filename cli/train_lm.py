@@ -11,7 +11,7 @@ import os
 import click
 
 from . import kinds
-from .kinds import fail
+from .kinds import fail, fail_unless_positive
 
 # ---------------------------------------------------------------------------- shared pieces
 def _check_device(device, backend_name):
@@ -291,9 +291,7 @@ def _count_ngram(corpus, n, level, smoothing, k, discount, val_file, out, length
 
     from . import runs
 
-    for name, value in (("--n", n), ("--length", length)):
-        if value < 1:
-            fail(f"{name} must be a positive integer, got {value}")
+    fail_unless_positive(n=n, length=length)
     if not (k > 0 and math.isfinite(k)):
         fail(f"--k must be a positive finite number, got {k}")
     if not (0 < discount <= 1):

@@ -16,16 +16,10 @@ import time
 import click
 
 from . import kinds
-from .kinds import fail
+from .kinds import fail, fail_unless_positive
 
 # every character a date spelling may use, so a new spelling never fails on the vocabulary
 DATE_CHARACTERS = string.ascii_letters + string.digits + " ,./-'"
-
-
-def _positive(**values):
-    for name, value in values.items():
-        if value < 1:
-            fail(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
 
 
 def _check_rates(lr, clip, dropout):
@@ -54,9 +48,10 @@ def _prepare(kind, out, resume, overwrite, options, model_config_of):
 
     state = runs.open_run(out, (kind,), resume, overwrite)
     if state is None:
-        _positive(**{k: v for k, v in options.items()
-                     if k in ("embed", "hidden", "layers", "train_size", "test_size", "steps", "batch_size",
-                              "eval_every", "train_verses", "test_verses", "dev_size", "dev_verses") and v is not None})
+        fail_unless_positive(**{k: v for k, v in options.items()
+                                if k in ("embed", "hidden", "layers", "train_size", "test_size", "steps",
+                                         "batch_size", "eval_every", "train_verses", "test_verses", "dev_size",
+                                         "dev_verses")})
         _check_rates(options["lr"], options["clip"], options["dropout"])
         fields = {k: options[k] for k in ("steps", "batch_size", "lr", "clip", "dropout", "seed", "eval_every")}
         return None, Seq2SeqTrainConfig(out=out, **fields), {}

@@ -10,7 +10,7 @@ import os
 
 import click
 
-from .kinds import fail
+from .kinds import fail, fail_unless_positive
 
 
 class TrainCommandTrials:
@@ -122,11 +122,8 @@ def tune(kind, corpus, params, fixed, trials, steps, eval_every, sampler, pruner
             return
         if kind is None:
             fail("give the KIND to tune (charlm, wordlm, cnn, mlp, seq2seq, tagger), or --report STUDY")
-        for name, value in (("--trials", trials), ("--workers", workers), ("--heartbeat", heartbeat),
-                            ("--startup-trials", startup_trials), ("--steps", steps), ("--eval-every", eval_every),
-                            ("--refine-trials", refine_trials)):
-            if value is not None and value < 1:
-                fail(f"{name} must be a positive integer, got {value}")
+        fail_unless_positive(trials=trials, workers=workers, heartbeat=heartbeat, startup_trials=startup_trials,
+                             steps=steps, eval_every=eval_every, refine_trials=refine_trials)
         if not params:
             fail("give at least one --param to search, e.g. --param lr=log:1e-4:1e-2")
         if corpus is not None and not os.path.isfile(corpus):
