@@ -114,7 +114,7 @@ def on_every_rank(out, body, *args):
         raise
     except click.ClickException as exc:
         if not out_existed and dist.is_main_process():
-            _remove_unstarted_run(out)
+            remove_unstarted_run(out)
         if dist.get_world_size() > 1:
             dist.abort(exc.format_message())
         raise
@@ -125,7 +125,9 @@ def on_every_rank(out, body, *args):
         raise
 
 
-def _remove_unstarted_run(out):
+def remove_unstarted_run(out):
+    """Delete `out` of a fresh run that failed before writing its first checkpoint (what it
+    holds then is only that run's own: its lock, logs, corpus cache)."""
     import shutil
 
     if os.path.isdir(out) and not os.path.exists(os.path.join(out, "checkpoint.npz")):

@@ -275,7 +275,7 @@ def ngram(corpus, n, level, smoothing, k, discount, val_file, out, length, seed,
         _count_ngram(corpus, n, level, smoothing, k, discount, val_file, out, length, seed, overwrite, cache_dir)
     except click.ClickException:
         if not out_existed:  # a fresh run that failed leaves no --out (nor its corpus cache) behind
-            runs._remove_unstarted_run(out)
+            runs.remove_unstarted_run(out)
         raise
 
 
