@@ -400,26 +400,23 @@ def _load_ngram(state, path="checkpoint"):
 
 def _evaluate_ngram(state, file, path):
     import math
-    import tempfile
 
     from tinygrad_seq.text.corpus import CorpusError
-    from tinygrad_seq.text.corpus_cache import ByteProgress, encode_file
+    from tinygrad_seq.text.corpus_cache import ByteProgress, encoded_file
     from tinygrad_seq.trainer import safe_exp
 
     model, vocab = _load_ngram(state, path)
     _require_file(file)
     # streamed into a temporary file of ids, memory-mapped and scored a chunk at a time with a
     # progress bar: memory does not grow with FILE
-    with tempfile.TemporaryDirectory(prefix="tgs-eval-") as folder:
-        try:
-            ids, chars = encode_file(file, vocab, os.path.join(folder, "ids"))
-        except CorpusError as exc:
-            fail(f"FILE: {exc}")
-        bar = ByteProgress("evaluating", ids.size, unit=f"M {vocab.type}s")
-        nats = -model.log_prob(ids, progress=bar)
-        bar.close()
-        tokens = int(ids.size)
-        del ids
+    try:
+        with encoded_file(file, vocab) as (ids, chars):  # reading FILE may raise CorpusError
+            bar = ByteProgress("evaluating", ids.size, unit=f"M {vocab.type}s")
+            nats = -model.log_prob(ids, progress=bar)
+            bar.close()
+            tokens = int(ids.size)
+    except CorpusError as exc:
+        fail(f"FILE: {exc}")
     result = {"nats_per_char": nats / chars, "bits_per_char": nats / chars / math.log(2), "chars": chars}
     if vocab.type == "word":
         result.update(nats_per_word=nats / tokens, perplexity=safe_exp(nats / tokens), words=tokens)

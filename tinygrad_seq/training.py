@@ -385,13 +385,10 @@ def evaluate_text(state, text, batch_size=16, seq_len=128, path="checkpoint"):
 def evaluate_file(state, path, batch_size=16, seq_len=128, progress=True, stream=None, checkpoint_path="checkpoint"):
     """evaluate_text for a file of any size: the text is streamed into a temporary file of
     token ids, memory-mapped and scored with a progress bar; the same figures."""
-    import tempfile
-
-    from .text.corpus_cache import ByteProgress, encode_file
+    from .text.corpus_cache import ByteProgress, encoded_file
 
     model, vocab = load_lm(state, checkpoint_path)
-    with tempfile.TemporaryDirectory(prefix="tgs-eval-") as folder:
-        ids, chars = encode_file(path, vocab, os.path.join(folder, "ids"), progress=progress, stream=stream)
+    with encoded_file(path, vocab, progress=progress, stream=stream) as (ids, chars):
         if ids.size < 2:
             raise ValueError("evaluate: needs at least two tokens")
         unit = "M chars" if vocab.type == "char" else "M words"
@@ -399,7 +396,6 @@ def evaluate_file(state, path, batch_size=16, seq_len=128, progress=True, stream
         nats, count = evaluate_stream(model, ids, batch_size=batch_size, seq_len=seq_len,
                                       progress=lambda done, total: bar(done))
         bar.close()
-        del ids
     return _figures(vocab, nats, count, chars)
 
 

@@ -25,6 +25,7 @@ The ids equal `vocab.encode(text)` of the in-memory path, and the split equals
 `training.split_corpus`: the last `val_fraction` of the characters, unless a validation file is given.
 """
 import codecs
+import contextlib
 import gzip
 import hashlib
 import json
@@ -439,3 +440,11 @@ def encode_file(path, vocab, out_path, progress=True, stream=None):
     finally:
         bar.close()
     return (np.memmap(out_path, dtype=dtype, mode="r", shape=(tokens,)) if tokens else np.zeros(0, dtype)), chars
+
+
+@contextlib.contextmanager
+def encoded_file(path, vocab, progress=True, stream=None):
+    """`with encoded_file(path, vocab) as (ids, chars):` encode_file into a temporary folder,
+    removed (ids and all) when the block ends: a file of any size, scored once."""
+    with tempfile.TemporaryDirectory(prefix="tgs-eval-") as folder:
+        yield encode_file(path, vocab, os.path.join(folder, "ids"), progress=progress, stream=stream)
