@@ -7,30 +7,42 @@ from libc.stdlib cimport malloc
 cdef extern from "_panel_gemm.h":
     Py_ssize_t PANEL_F "TGS_PANEL_F"
     Py_ssize_t PANEL_D "TGS_PANEL_D"
+    Py_ssize_t panel_lanes "tgs_panel_lanes"(Py_ssize_t cols, Py_ssize_t size) noexcept nogil
     void panel_gemm_f "tgs_panel_gemm_f"(Py_ssize_t rows, Py_ssize_t K, Py_ssize_t panels,
                                          const float* a, Py_ssize_t lda, const float* p,
                                          float* c, Py_ssize_t ldc) noexcept nogil
     void panel_gemm_d "tgs_panel_gemm_d"(Py_ssize_t rows, Py_ssize_t K, Py_ssize_t panels,
                                          const double* a, Py_ssize_t lda, const double* p,
                                          double* c, Py_ssize_t ldc) noexcept nogil
+    void wide_panel_gemm_f "tgs_wide_panel_gemm_f"(Py_ssize_t rows, Py_ssize_t K, Py_ssize_t panels,
+                                                   const float* a, Py_ssize_t lda, const float* p,
+                                                   float* c, Py_ssize_t ldc) noexcept nogil
+    void wide_panel_gemm_d "tgs_wide_panel_gemm_d"(Py_ssize_t rows, Py_ssize_t K, Py_ssize_t panels,
+                                                   const double* a, Py_ssize_t lda, const double* p,
+                                                   double* c, Py_ssize_t ldc) noexcept nogil
 
 
-cdef inline Py_ssize_t panel_width(const floating* like) noexcept nogil:
-    """Columns per packed panel for this dtype (`like` only selects the dtype)."""
-    if floating is float:
-        return PANEL_F
-    else:
-        return PANEL_D
+cdef inline Py_ssize_t panel_width(const floating* like, Py_ssize_t cols) noexcept nogil:
+    """Columns per packed panel for a matrix of `cols` columns of like's dtype (`like` only
+    selects the dtype): the build's widest tile unless that pads the matrix much more."""
+    return panel_lanes(cols, sizeof(floating))
 
 
-cdef inline void panel_gemm(Py_ssize_t rows, Py_ssize_t K, Py_ssize_t panels, const floating* a,
-                            Py_ssize_t lda, const floating* p, floating* c,
+cdef inline void panel_gemm(Py_ssize_t rows, Py_ssize_t K, Py_ssize_t panels, Py_ssize_t lanes,
+                            const floating* a, Py_ssize_t lda, const floating* p, floating* c,
                             Py_ssize_t ldc) noexcept nogil:
-    """c (rows, panels * panel_width) = a (rows, K) @ the packed matrix p."""
+    """c (rows, panels * lanes) = a (rows, K) @ the packed matrix p, whose panels are `lanes`
+    columns wide (panel_width)."""
     if floating is float:
-        panel_gemm_f(rows, K, panels, a, lda, p, c, ldc)
+        if lanes == PANEL_F:
+            panel_gemm_f(rows, K, panels, a, lda, p, c, ldc)
+        else:
+            wide_panel_gemm_f(rows, K, panels, a, lda, p, c, ldc)
     else:
-        panel_gemm_d(rows, K, panels, a, lda, p, c, ldc)
+        if lanes == PANEL_D:
+            panel_gemm_d(rows, K, panels, a, lda, p, c, ldc)
+        else:
+            wide_panel_gemm_d(rows, K, panels, a, lda, p, c, ldc)
 
 
 cdef inline floating* scratch(const floating* like, Py_ssize_t size, int* failed) noexcept nogil:
