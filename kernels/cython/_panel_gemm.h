@@ -102,22 +102,23 @@ static void NAME(ptrdiff_t rows, ptrdiff_t K, ptrdiff_t panels, const T* a, ptrd
     }                                                                                          \
 }
 
+/* One tile: its float32 and float64 blocks and products, named PREFIX##gemm_f and _d. */
+#define TGS_DEFINE_PANEL_TILE(PREFIX, VF, VD, WIDTH_F, WIDTH_D, ROWS)                          \
+TGS_DEFINE_PANEL_BLOCK(PREFIX##block_f, float, VF, WIDTH_F, ROWS)                              \
+TGS_DEFINE_PANEL_BLOCK(PREFIX##block_d, double, VD, WIDTH_D, ROWS)                             \
+TGS_DEFINE_PANEL_GEMM(PREFIX##gemm_f, PREFIX##block_f, float, WIDTH_F, ROWS)                   \
+TGS_DEFINE_PANEL_GEMM(PREFIX##gemm_d, PREFIX##block_d, double, WIDTH_D, ROWS)
+
 #define TGS_PANEL_F 16
 #define TGS_PANEL_D 8
-TGS_DEFINE_PANEL_BLOCK(tgs_panel_block_f, float, tgs_v8f, TGS_PANEL_F, 6)
-TGS_DEFINE_PANEL_BLOCK(tgs_panel_block_d, double, tgs_v4d, TGS_PANEL_D, 6)
-TGS_DEFINE_PANEL_GEMM(tgs_panel_gemm_f, tgs_panel_block_f, float, TGS_PANEL_F, 6)
-TGS_DEFINE_PANEL_GEMM(tgs_panel_gemm_d, tgs_panel_block_d, double, TGS_PANEL_D, 6)
+TGS_DEFINE_PANEL_TILE(tgs_panel_, tgs_v8f, tgs_v4d, TGS_PANEL_F, TGS_PANEL_D, 6)
 
 #if defined(__AVX512F__)
 typedef float tgs_v16f __attribute__((vector_size(64)));
 typedef double tgs_v8d __attribute__((vector_size(64)));
 #define TGS_WIDE_PANEL_F 32
 #define TGS_WIDE_PANEL_D 16
-TGS_DEFINE_PANEL_BLOCK(tgs_wide_panel_block_f, float, tgs_v16f, TGS_WIDE_PANEL_F, 8)
-TGS_DEFINE_PANEL_BLOCK(tgs_wide_panel_block_d, double, tgs_v8d, TGS_WIDE_PANEL_D, 8)
-TGS_DEFINE_PANEL_GEMM(tgs_wide_panel_gemm_f, tgs_wide_panel_block_f, float, TGS_WIDE_PANEL_F, 8)
-TGS_DEFINE_PANEL_GEMM(tgs_wide_panel_gemm_d, tgs_wide_panel_block_d, double, TGS_WIDE_PANEL_D, 8)
+TGS_DEFINE_PANEL_TILE(tgs_wide_panel_, tgs_v16f, tgs_v8d, TGS_WIDE_PANEL_F, TGS_WIDE_PANEL_D, 8)
 #else
 #define TGS_WIDE_PANEL_F TGS_PANEL_F
 #define TGS_WIDE_PANEL_D TGS_PANEL_D
