@@ -40,17 +40,18 @@ typedef double tgs_v4d __attribute__((vector_size(32)));
 /* Keeps a loaded vector in a register: otherwise GCC folds the load into every FMA's memory
    operand, re-reading each weight once per row, and the loop becomes load-bound.  "v" is any
    of AVX-512's 32 vector registers, "x" one of AVX's 16. */
-#if defined(__AVX512F__)
-#define TGS_IN_REGISTER(x) __asm__("" : "+v"(x))
-#elif defined(__AVX__)
+#if defined(__AVX__)
 #define TGS_IN_REGISTER(x) __asm__("" : "+x"(x))
 #else   /* SSE only (the x86-64-v2 build) or not x86: a 32-byte vector fits no one register */
 #define TGS_IN_REGISTER(x) ((void)0)
 #endif
+#if defined(__AVX512F__)
+#define TGS_IN_WIDE_REGISTER(x) __asm__("" : "+v"(x))
+#endif
 
 /* One block of R (<= ROWS, a compile-time constant after inlining) rows of C for one panel of
    WIDTH columns, two vectors V. */
-#define TGS_DEFINE_PANEL_BLOCK(NAME, T, V, WIDTH, ROWS)                                        \
+#define TGS_DEFINE_PANEL_BLOCK(NAME, T, V, WIDTH, ROWS, IN_REGISTER)                           \
 static inline __attribute__((always_inline)) void NAME(                                        \
     const int R, ptrdiff_t K, const T* a, ptrdiff_t lda, const T* panel, T* c, ptrdiff_t ldc)  \
 {                                                                                              \
@@ -60,8 +61,8 @@ static inline __attribute__((always_inline)) void NAME(                         
     for (ptrdiff_t k = 0; k < K; ++k) {                                                        \
         memcpy(&w0, panel + k * WIDTH, sizeof w0);                                             \
         memcpy(&w1, panel + k * WIDTH + WIDTH / 2, sizeof w1);                                 \
-        TGS_IN_REGISTER(w0);                                                                   \
-        TGS_IN_REGISTER(w1);                                                                   \
+        IN_REGISTER(w0);                                                                       \
+        IN_REGISTER(w1);                                                                       \
         for (int i = 0; i < R; ++i) {                                                          \
             s[i][0] += a[i * lda + k] * w0;                                                    \
             s[i][1] += a[i * lda + k] * w1;                                                    \
@@ -103,22 +104,23 @@ static void NAME(ptrdiff_t rows, ptrdiff_t K, ptrdiff_t panels, const T* a, ptrd
 }
 
 /* One tile: its float32 and float64 blocks and products, named PREFIX##gemm_f and _d. */
-#define TGS_DEFINE_PANEL_TILE(PREFIX, VF, VD, WIDTH_F, WIDTH_D, ROWS)                          \
-TGS_DEFINE_PANEL_BLOCK(PREFIX##block_f, float, VF, WIDTH_F, ROWS)                              \
-TGS_DEFINE_PANEL_BLOCK(PREFIX##block_d, double, VD, WIDTH_D, ROWS)                             \
+#define TGS_DEFINE_PANEL_TILE(PREFIX, VF, VD, WIDTH_F, WIDTH_D, ROWS, IN_REGISTER)             \
+TGS_DEFINE_PANEL_BLOCK(PREFIX##block_f, float, VF, WIDTH_F, ROWS, IN_REGISTER)                 \
+TGS_DEFINE_PANEL_BLOCK(PREFIX##block_d, double, VD, WIDTH_D, ROWS, IN_REGISTER)                \
 TGS_DEFINE_PANEL_GEMM(PREFIX##gemm_f, PREFIX##block_f, float, WIDTH_F, ROWS)                   \
 TGS_DEFINE_PANEL_GEMM(PREFIX##gemm_d, PREFIX##block_d, double, WIDTH_D, ROWS)
 
 #define TGS_PANEL_F 16
 #define TGS_PANEL_D 8
-TGS_DEFINE_PANEL_TILE(tgs_panel_, tgs_v8f, tgs_v4d, TGS_PANEL_F, TGS_PANEL_D, 6)
+TGS_DEFINE_PANEL_TILE(tgs_panel_, tgs_v8f, tgs_v4d, TGS_PANEL_F, TGS_PANEL_D, 6, TGS_IN_REGISTER)
 
 #if defined(__AVX512F__)
 typedef float tgs_v16f __attribute__((vector_size(64)));
 typedef double tgs_v8d __attribute__((vector_size(64)));
 #define TGS_WIDE_PANEL_F 32
 #define TGS_WIDE_PANEL_D 16
-TGS_DEFINE_PANEL_TILE(tgs_wide_panel_, tgs_v16f, tgs_v8d, TGS_WIDE_PANEL_F, TGS_WIDE_PANEL_D, 8)
+TGS_DEFINE_PANEL_TILE(tgs_wide_panel_, tgs_v16f, tgs_v8d, TGS_WIDE_PANEL_F, TGS_WIDE_PANEL_D, 8,
+                      TGS_IN_WIDE_REGISTER)
 #else
 #define TGS_WIDE_PANEL_F TGS_PANEL_F
 #define TGS_WIDE_PANEL_D TGS_PANEL_D
