@@ -20,7 +20,6 @@ import os
 import platform
 import sys
 
-import tinygrad_seq  # noqa: F401  (before numpy: it sets the OpenBLAS threads' spin time)
 import numpy as np
 
 from tinygrad_seq.backend import BACKENDS, unavailable_reason

@@ -27,7 +27,6 @@ import statistics
 import sys
 import time
 
-import tinygrad_seq  # noqa: F401  (before numpy: it sets the OpenBLAS threads' spin time)
 import numpy as np
 
 from tinygrad_seq.backend import (BACKENDS, CHOICE_TABLE, FAMILIES, save_auto_choices, unavailable_reason,

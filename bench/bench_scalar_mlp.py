@@ -17,7 +17,6 @@ import statistics
 import sys
 import time
 
-import tinygrad_seq  # noqa: F401  (before numpy: it sets the OpenBLAS threads' spin time)
 import numpy as np
 from sklearn.datasets import make_moons
 

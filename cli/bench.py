@@ -23,7 +23,10 @@ import click
 @click.option("--numpy-first", is_flag=True,
               help="Run in a fresh process that imports numpy before tinygrad_seq and makes none of the "
                    "`tgs` command's process settings: what a script or notebook gets.")
-def bench(workload, backends, device, repeats, warmup, no_torch, memory, write_choice, numpy_first):
+@click.option("--profile", is_flag=True,
+              help="Instead of the ratios: where each step's time goes, kernel call by kernel call "
+                   "(ms and GFLOP/s), beside PyTorch's slowest ops.")
+def bench(workload, backends, device, repeats, warmup, no_torch, memory, write_choice, numpy_first, profile):
     """Median ms per training step, and the ratio to PyTorch measured in the same run."""
     from tinygrad_seq import benchmark
 
@@ -42,7 +45,7 @@ def bench(workload, backends, device, repeats, warmup, no_torch, memory, write_c
         argv = ([f"--workload={w}" for w in workload] + [f"--backend={b}" for b in backends]
                 + [f"--device={device}", f"--repeats={repeats}", f"--warmup={warmup}"]
                 + [flag for flag, on in (("--no-torch", no_torch), ("--memory", memory),
-                                         ("--write-choice", write_choice)) if on])
+                                         ("--write-choice", write_choice), ("--profile", profile)) if on])
         sys.exit(_in_a_library_users_process(argv))
     with_torch = not no_torch
     if with_torch:
@@ -52,6 +55,10 @@ def bench(workload, backends, device, repeats, warmup, no_torch, memory, write_c
         except ImportError:
             click.echo("PyTorch is not installed (pip install tinygrad_seq[bench]); timing tinygrad_seq alone", err=True)
             with_torch = False
+    if profile:
+        _print_profiles(benchmark, workload or [w for w in sizes if w != "scalar_mlp"], backends, device,
+                        warmup, repeats, with_torch)
+        return
     results = benchmark.run(workload or None, backends or None, device, warmup, repeats, with_torch,
                             echo=lambda line: click.echo(line, err=True))
     click.echo(benchmark.format_table(results, device))
@@ -75,6 +82,41 @@ def bench(workload, backends, device, repeats, warmup, no_torch, memory, write_c
         for r in results:
             impl = "pytorch" if r.impl == "pytorch" else r.impl[4:-1] if r.impl.startswith("tgs[") else "auto"
             click.echo(f"| {r.workload} | {r.impl} | {benchmark.peak_memory_mb(r.workload, impl, device):.0f} |")
+
+
+def _print_profiles(benchmark, workloads, backends, device, warmup, repeats, with_torch):
+    """`tgs bench --profile`: one table per workload and backend, then PyTorch's."""
+    import platform
+
+    from tinygrad_seq.backend import BACKENDS, unavailable_reason
+    backends = backends or [name for name, (_, devices) in BACKENDS.items()
+                            if device in devices and name != "numpy" and unavailable_reason(name) is None]
+    click.echo(f"CPU: {_cpu_model() or platform.processor() or platform.machine()}; "
+               f"{repeats} steps after {warmup} warm-ups, each part's total / steps")
+    for workload in workloads:
+        sizes = (benchmark.CPU_SIZES if device == "cpu" else benchmark.GPU_SIZES)[workload]
+        for name in backends:
+            rows = benchmark.kernel_profile(workload, sizes, name, device, warmup, repeats)
+            step_ms = rows[-1][2]
+            click.echo(f"\n{workload}, tgs[{name}]\n\n| part | calls/step | ms/step | share | GFLOP/s |\n"
+                       "| --- | ---: | ---: | ---: | ---: |")
+            for part, calls, ms, gflops in rows:
+                click.echo(f"| {part} | {'' if calls is None else f'{calls:g}'} | {ms:.2f} | "
+                           f"{ms / step_ms:.0%} | {'-' if gflops is None else f'{gflops:.0f}'} |")
+        if with_torch:
+            click.echo(f"\n{workload}, pytorch (self time of its slowest ops)\n\n"
+                       "| op | calls/step | ms/step |\n| --- | ---: | ---: |")
+            for op, calls, ms in benchmark.torch_profile(workload, sizes, device, warmup, repeats):
+                click.echo(f"| {op} | {calls:g} | {ms:.2f} |")
+
+
+def _cpu_model():
+    """lscpu's "Model name" (what BENCHMARKS.md records beside every figure), or None."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), None)
+    except OSError:
+        return None
 
 
 def _in_a_library_users_process(argv):

@@ -18,7 +18,6 @@ maps are written as binary PGM images, which any image viewer opens.
 import argparse
 import os
 
-import tinygrad_seq  # noqa: F401  (before numpy: it sets the OpenBLAS threads' spin time)
 import numpy as np
 
 from tinygrad_seq import vision

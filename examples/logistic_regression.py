@@ -12,7 +12,7 @@ with the learning rate decayed as alpha = alpha_0 / (1 + decay_rate * epoch).  T
 decides when to stop (early stopping); the test set is scored once, at the end.
 Data: the 8x8 digits shipped with the package, so nothing is downloaded.
 """
-import tinygrad_seq as tgs  # before numpy: it sets the OpenBLAS threads' spin time
+import tinygrad_seq as tgs
 import numpy as np
 
 from tinygrad_seq import nn, optim

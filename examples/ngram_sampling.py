@@ -10,7 +10,6 @@ the counts get too sparse, and the samples go from letter soup to plausible Engl
 """
 import math
 
-import tinygrad_seq  # noqa: F401  (before numpy: it sets the OpenBLAS threads' spin time)
 import numpy as np
 
 from tinygrad_seq.text.corpus import bundled_corpus

@@ -12,7 +12,7 @@ No nn.RNN here: the recurrence of the notes is spelled out one time step at a ti
 and backpropagation through time is simply `loss.backward()` over the unrolled graph.
 Consecutive chunks of the text carry the hidden state forward, detached (truncated BPTT).
 """
-import tinygrad_seq as tgs  # before numpy: it sets the OpenBLAS threads' spin time
+import tinygrad_seq as tgs
 import numpy as np
 
 from tinygrad_seq.nn import functional as F

@@ -12,7 +12,7 @@ lines start with a book code ("Ge1:1 ...", "Mat1:1 ..."); the books from Matthew
 New Testament.  A fixed 10% of the verses is held out; the majority-class baseline is printed
 beside the model's accuracy, since the Old Testament has three times as many verses.
 """
-import tinygrad_seq as tgs  # before numpy: it sets the OpenBLAS threads' spin time
+import tinygrad_seq as tgs
 import numpy as np
 
 from tinygrad_seq import nn, optim

@@ -15,7 +15,7 @@ detectors ("Jesus", "the LORD", "brethren", ...).
 """
 import argparse
 
-import tinygrad_seq as tgs  # before numpy: it sets the OpenBLAS threads' spin time
+import tinygrad_seq as tgs
 import numpy as np
 
 from tinygrad_seq import optim

@@ -130,3 +130,23 @@ def test_the_users_table_defaults_to_home_config_and_a_broken_one_is_ignored(mon
         _write(user_table, {"cpu": {"softmax": "numpy"}})
         monkeypatch.setenv("XDG_CONFIG_HOME", "relative/path")   # ignored, as the XDG spec says
         assert registry.resolve("softmax") == "numpy"
+
+
+def test_observed_kernels_report_every_call_and_only_inside_the_block():
+    """observe_kernels (tgs bench --profile) sees each kernel call the engine makes, with its
+    family, function and arguments; outside the block kernels() hands out the module itself."""
+    seen = []
+    x = tgs.randn(5, 2, 3, requires_grad=True)
+    lstm = tgs.nn.LSTM(3, 4)
+    with registry.backend("numpy"):
+        plain = registry.kernels("recurrence")
+        with registry.observe_kernels(lambda *call: seen.append(call)):
+            lstm(x)[0].sum().backward()
+        assert registry.kernels("recurrence") is plain
+    calls = [(family, function) for family, function, _, _ in seen]
+    assert ("recurrence", "lstm_forward") in calls and ("recurrence", "lstm_backward") in calls
+    assert ("matmul", "matmul") in calls
+    forward_args = next(args for family, function, args, _ in seen if function == "lstm_forward")
+    assert forward_args[0].shape == (5, 2, 16)          # xw: T, B, 4H
+    assert all(seconds >= 0 for *_, seconds in seen)
+    assert x.grad is not None

@@ -160,3 +160,41 @@ def test_the_user_written_block_model_is_the_transformer_workloads_network():
     count = lambda model: sum(int(p.numel()) if hasattr(p, "numel") else p.data.size for p in model.parameters())
     assert count(ours) == count(theirs) == count(lm)
     assert ours(tgs.Tensor([[1, 2, 3, 4]])).shape == (1, 4, 7)
+
+
+def test_kernel_flops_count_the_products_multiply_adds():
+    import numpy as np
+    a, b = np.ones((2, 3, 4)), np.ones((2, 4, 5))
+    assert benchmark._kernel_flops("matmul", "matmul", (a, b)) == 2 * 2 * 3 * 4 * 5
+    xw, w_hh = np.ones((3, 2, 16)), np.ones((16, 4))       # T=3, B=2, 4 gates of H=4
+    assert benchmark._kernel_flops("recurrence", "lstm_forward", (xw, w_hh, None, None)) == 2 * 3 * 2 * 16 * 4
+    dhs = np.ones((3, 2, 4))
+    args = (dhs, None, w_hh, None, None, None, None, None)   # lstm_backward: w_hh is the third
+    assert benchmark._kernel_flops("recurrence", "lstm_backward", args) == 2 * 3 * 2 * 16 * 4
+    assert benchmark._kernel_flops("softmax", "softmax_forward", (a, None)) is None
+
+
+def test_kernel_profile_accounts_for_the_whole_step(monkeypatch):
+    """Every kernel call of the step lands in a row (the LSTM's two kernels once per step, the
+    products with their GFLOP/s), and the rows plus the rest add up to the step."""
+    monkeypatch.setattr(benchmark, "CPU_SIZES", TINY)
+    rows = benchmark.kernel_profile("lstm_lm", TINY["lstm_lm"], "numpy", warmup=1, steps=2)
+    by_part = {part: (calls, ms, gflops) for part, calls, ms, gflops in rows}
+    assert by_part["lstm_forward T=3 B=2"][0] == 1 and by_part["lstm_backward T=3 B=2"][0] == 1
+    assert by_part["lstm_forward T=3 B=2"][2] > 0
+    assert by_part["matmul 6x8 @ 8x16"][0] == 1      # the input projection: [x | 1] @ [W_ih | b]^T
+    assert rows[-1][0] == "step"
+    assert sum(ms for _, _, ms, _ in rows[:-1]) == pytest.approx(rows[-1][2])
+    assert all(ms >= 0 for _, _, ms, _ in rows[:-2])
+
+
+def test_bench_profile_prints_tgs_and_pytorch_tables(monkeypatch):
+    pytest.importorskip("torch", reason="the PyTorch table needs PyTorch (the bench extra)")
+    monkeypatch.setattr(benchmark, "CPU_SIZES", TINY)
+    result = CliRunner().invoke(cli, ["bench", "--profile", "-w", "lstm_lm", "--backend", "numpy",
+                                      "--repeats", "2", "--warmup", "1"])
+    assert result.exit_code == 0, result.output
+    assert "lstm_lm, tgs[numpy]" in result.stdout
+    assert "| lstm_backward T=3 B=2 | 1 |" in result.stdout
+    assert "| everything else (Python, NumPy's own ops) |" in result.stdout
+    assert "lstm_lm, pytorch" in result.stdout and "| aten::" in result.stdout

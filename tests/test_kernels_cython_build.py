@@ -148,6 +148,31 @@ def test_a_failing_compiler_leaves_the_build_successful_without_the_kernels(tmp_
     assert "the cython backend will be unavailable" in build.stderr
 
 
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="needs binutils' objdump to read the built code")
+@pytest.mark.parametrize("variant, wide", [("x86_64_v4", True), ("x86_64_v3", False)])
+def test_only_the_avx512_build_has_the_wide_panel_tile(variant, wide):
+    """The recurrences' products use 64-byte (zmm) FMAs in the AVX-512 build, where an Intel core
+    does twice the work per instruction, and never in the AVX2 build, which must run on CPUs
+    without AVX-512 (_panel_gemm.h picks the tile at compile time from __AVX512F__)."""
+    if variant not in cython_backend.built_variants():
+        pytest.skip(f"no {variant} variant was built here")
+    folder = os.path.join(os.path.dirname(cython_backend.__file__), variant)
+    module = next(f for f in os.listdir(folder) if f.startswith("_recurrence."))
+    code = subprocess.run(["objdump", "-d", os.path.join(folder, module)], capture_output=True,
+                          text=True, check=True).stdout
+    functions = {}   # name -> its instructions (objdump: "<name>:" starts each function)
+    for block in code.split("\n\n"):
+        head, _, body = block.partition(">:\n")
+        if body:
+            functions[head.rsplit("<", 1)[-1]] = body
+    wide_fmas = [line for line in functions.get("tgs_wide_panel_gemm_f", "").splitlines()
+                 if "vfmadd" in line and "%zmm" in line]
+    narrow_fmas = [line for line in functions.get("tgs_panel_gemm_f", "").splitlines()
+                   if "vfmadd" in line and "%ymm" in line]
+    assert narrow_fmas, f"no 32-byte FMAs in {variant}'s narrow tile"
+    assert bool(wide_fmas) == wide, f"{len(wide_fmas)} 64-byte FMAs in {variant}'s wide tile"
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="uses a shell-script compiler and Linux's -fopenmp flag")
 def test_native_build_is_opt_in(tmp_path):
     """TGS_NATIVE_BUILD=1 builds one `native` variant with -march=native (for this CPU only)."""
@@ -273,8 +298,9 @@ def test_recurrence_kernels_equal_the_reference(dtype, T, B, H):
 @needs_cython
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("threads, B, H", [
-    (2, 32, 40),    # shares of 32 and 8 units; row blocks of 6, 6, 5, 5, 5, 5
-    (3, 7, 40),     # 16, 16, 8 units; row blocks of 4 and 3
+    (2, 32, 40),    # shares of 32 and 8 units; row blocks of 6, 6, 5, 5, 5, 5 (AVX-512's wide tile: 8 x 4)
+    (3, 7, 40),     # 16, 16, 8 units; row blocks of 4 and 3 (wide tile: one of 7)
+    (2, 15, 24),    # 16 and 8 units; row blocks of 5, 5, 5 (wide: 8 and 7); 8 RNN columns: narrow panels
     (2, 2, 1),      # one unit: the second thread owns nothing but still meets every barrier
     (4, 1, 17),     # 16 and 1 units; threads 3 and 4 own nothing; a single batch row
     (1, 13, 70),    # the whole layer on one thread: several panels, two of them padded

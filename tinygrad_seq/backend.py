@@ -39,6 +39,7 @@ import inspect
 import json
 import os
 import threading
+import time
 from types import ModuleType
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -265,8 +266,47 @@ def resolve(family: str, device: str = "cpu") -> str:
 
 
 def kernels(family: str, device: str = "cpu") -> ModuleType:
-    """The module implementing `family` for `device` under the current backend choice."""
-    return _family_module(resolve(family, device), family)
+    """The module implementing `family` for `device` under the current backend choice (while an
+    observe_kernels block runs, a stand-in whose functions report each call)."""
+    module = _family_module(resolve(family, device), family)
+    return _ObservedModule(module, family, tuple(_observers)) if _observers else module
+
+
+# Callables told of every kernel call while an observe_kernels block runs (a profiler).
+_observers = []
+
+
+@contextlib.contextmanager
+def observe_kernels(observer) -> Iterator[None]:
+    """Within the block, observer(family, function_name, args, seconds) runs after every call of a
+    kernel function that kernels() hands out (`tgs bench --profile` times the kernels this way;
+    on a GPU the seconds are the launch's, not the device's)."""
+    _observers.append(observer)
+    try:
+        yield
+    finally:
+        _observers.remove(observer)
+
+
+class _ObservedModule:
+    """A kernel module whose functions time each call and report it to the observers."""
+
+    def __init__(self, module, family, observers):
+        self._module, self._family, self._observers = module, family, observers
+
+    def __getattr__(self, name):
+        found = getattr(self._module, name)
+        if not callable(found) or name not in CONTRACT[self._family]:
+            return found
+
+        def observed(*args, **kwargs):
+            start = time.perf_counter()
+            result = found(*args, **kwargs)
+            seconds = time.perf_counter() - start
+            for observer in self._observers:
+                observer(self._family, name, args, seconds)
+            return result
+        return observed
 
 
 def available_backends() -> List[Tuple[str, Tuple[str, ...], Optional[str]]]:

@@ -430,6 +430,76 @@ def format_table(results, device="cpu"):
     return "\n".join(lines)
 
 
+def _kernel_flops(family, function, args):
+    """Multiply-add FLOPs of one kernel call where they are one product's: matmul, and the
+    recurrences' per-step products with W_hh (2 T B G H, G = gates x H rows); else None."""
+    from tinygrad_seq.backend import CONTRACT
+    if family == "matmul":
+        a, b = args[0], args[1]
+        return 2 * a.size * b.shape[-1]          # a's batch x M x K, times N
+    if family == "recurrence":
+        w_hh = args[CONTRACT[family][function].index("w_hh")]
+        T, B = args[0].shape[:2]
+        return 2 * T * B * w_hh.size
+    return None
+
+
+def _kernel_part(family, function, args):
+    """A profile row's name: the function and the shapes that set its cost."""
+    if family == "matmul":
+        a, b = args[0], args[1]
+        batch = f"{int(np.prod(a.shape[:-2]))} x " if a.ndim > 2 else ""
+        return f"matmul {batch}{a.shape[-2]}x{a.shape[-1]} @ {b.shape[-2]}x{b.shape[-1]}"
+    if family == "recurrence":
+        T, B = args[0].shape[:2]
+        return f"{function} T={T} B={B}"
+    return f"{function} {'x'.join(map(str, getattr(args[0], 'shape', ())))}"
+
+
+def kernel_profile(workload, sizes, backend, device="cpu", warmup=3, steps=10):
+    """Where one tgs training step's time goes: [(part, calls per step, ms per step, GFLOP/s or
+    None)], every kernel call (through the registry's observe_kernels) grouped by function and
+    shapes, slowest first, then the rest of the step (Python, NumPy's own ops) and the step."""
+    from tinygrad_seq.backend import observe_kernels
+    step = _synchronized(_on_backend(backend, tgs_step(workload, sizes, device)), device)
+    for _ in range(warmup):
+        step()
+    parts = {}
+
+    def record(family, function, args, seconds):
+        entry = parts.setdefault(_kernel_part(family, function, args),
+                                 [0, 0.0, _kernel_flops(family, function, args)])
+        entry[0] += 1
+        entry[1] += seconds
+    with observe_kernels(record):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        total = time.perf_counter() - start
+    rows = [(part, calls / steps, seconds / steps * 1e3, flops * calls / seconds / 1e9 if flops else None)
+            for part, (calls, seconds, flops) in sorted(parts.items(), key=lambda kv: -kv[1][1])]
+    kernel_ms = sum(row[2] for row in rows)
+    return rows + [("everything else (Python, NumPy's own ops)", None, total / steps * 1e3 - kernel_ms, None),
+                   ("step", 1, total / steps * 1e3, None)]
+
+
+def torch_profile(workload, sizes, device="cpu", warmup=3, steps=10, top=8):
+    """PyTorch's step of the same workload: [(ATen op, calls per step, self ms per step)] of the
+    `top` ops by self CPU time (torch.profiler), then the step."""
+    from torch.profiler import ProfilerActivity, profile
+    step = _synchronized(torch_step(workload, sizes, device), device)
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    total = time.perf_counter() - start
+    ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:top]
+    return ([(e.key, e.count / steps, e.self_cpu_time_total / 1e3 / steps) for e in ops]
+            + [("step (under the profiler)", 1, total / steps * 1e3)])
+
+
 def peak_rss_mib():
     """This process's peak resident memory in MiB.
 

@@ -121,7 +121,7 @@ cdef void conv_forward_share(const floating* x, const floating* w, const floatin
                              Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                              Py_ssize_t dh, Py_ssize_t dw, int* failed) noexcept nogil:
     """This thread's images n = rank, rank + size, ...: y[n] = w @ cols(x[n]) + b."""
-    cdef Py_ssize_t K = C * kh * kw, P = Ho * Wo, lanes = panel_width(x)
+    cdef Py_ssize_t K = C * kh * kw, P = Ho * Wo, lanes = panel_width(x, P)
     cdef Py_ssize_t panels = (P + lanes - 1) // lanes, width = panels * lanes, n, f, p
     cdef floating* cols = scratch(x, K * P, failed)
     cdef floating* packed = scratch(x, K * width, failed)
@@ -132,7 +132,7 @@ cdef void conv_forward_share(const floating* x, const floating* w, const floatin
         while n < N:
             im2col_image(x + n * C * H * W, cols, C, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw)
             pack_panels(cols, K, P, P, 1, packed, lanes)
-            panel_gemm(F, K, panels, w, K, packed, out, width)
+            panel_gemm(F, K, panels, lanes, w, K, packed, out, width)
             for f in range(F):
                 bias = b[f] if b != NULL else 0
                 for p in range(P):
@@ -178,9 +178,10 @@ cdef void conv_backward_share(const floating* dy, const floating* x, const float
                               Py_ssize_t dh, Py_ssize_t dw, int* failed) noexcept nogil:
     """This thread's images: dw_parts[rank] += dy[n] @ cols^T, db_parts[rank] += sums of
     dy[n] (when db_parts is not NULL), dx[n] = col2im(w^T @ dy[n])."""
-    cdef Py_ssize_t K = C * kh * kw, P = Ho * Wo, lanes = panel_width(x)
-    cdef Py_ssize_t panels_k = (K + lanes - 1) // lanes, width_k = panels_k * lanes
-    cdef Py_ssize_t panels_p = (P + lanes - 1) // lanes, width_p = panels_p * lanes
+    cdef Py_ssize_t K = C * kh * kw, P = Ho * Wo
+    cdef Py_ssize_t lanes_k = panel_width(x, K), lanes_p = panel_width(x, P)
+    cdef Py_ssize_t panels_k = (K + lanes_k - 1) // lanes_k, width_k = panels_k * lanes_k
+    cdef Py_ssize_t panels_p = (P + lanes_p - 1) // lanes_p, width_p = panels_p * lanes_p
     cdef Py_ssize_t rank = team_rank(), n, f, k, p
     cdef floating* my_dw = dw_parts + rank * F * K
     cdef floating* cols = scratch(x, K * P, failed)
@@ -199,16 +200,16 @@ cdef void conv_backward_share(const floating* dy, const floating* x, const float
         while n < N:
             dy_n = dy + n * F * P
             im2col_image(x + n * C * H * W, cols, C, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw)
-            pack_panels(cols, P, K, 1, P, cols_t, lanes)   # cols^T
-            panel_gemm(F, P, panels_k, dy_n, P, cols_t, dw_n, width_k)
+            pack_panels(cols, P, K, 1, P, cols_t, lanes_k)   # cols^T
+            panel_gemm(F, P, panels_k, lanes_k, dy_n, P, cols_t, dw_n, width_k)
             for f in range(F):
                 for k in range(K):
                     my_dw[f * K + k] += dw_n[f * width_k + k]
             if db_parts != NULL:
                 for f in range(F):
                     db_parts[rank * F + f] += row_sum(dy_n + f * P, P)
-            pack_panels(dy_n, F, P, P, 1, dy_packed, lanes)
-            panel_gemm(K, F, panels_p, w_t, F, dy_packed, dcols, width_p)
+            pack_panels(dy_n, F, P, P, 1, dy_packed, lanes_p)
+            panel_gemm(K, F, panels_p, lanes_p, w_t, F, dy_packed, dcols, width_p)
             memset(dx + n * C * H * W, 0, C * H * W * sizeof(floating))   # dx is np.empty
             for k in range(C):
                 col2im_plane(dcols, dx + (n * C + k) * H * W, k * kh * kw, width_p,

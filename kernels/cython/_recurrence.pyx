@@ -47,19 +47,21 @@ cdef void pack_gate_rows(const floating* w_hh, Py_ssize_t H, Py_ssize_t gates, P
 
 cdef inline bint take_share(const floating* w_hh, Py_ssize_t H, Py_ssize_t gates, Py_ssize_t B,
                             bint backward, Py_ssize_t* j0, Py_ssize_t* n, Py_ssize_t* panels,
-                            Py_ssize_t* width, floating** packed, floating** product,
+                            Py_ssize_t* lanes, Py_ssize_t* width, floating** packed, floating** product,
                             int* failed) noexcept nogil:
     """The team skeleton every kernel below starts with: this thread's units [j0, j0+n)
     (team_share) and its part of W_hh packed once into `panels` panels of _panel_gemm.h
-    (`width` columns in all): the forward's gate rows of its units (gates*n columns, K = H), so
+    (`lanes` columns each, `width` in all): the forward's gate rows of its units (gates*n columns, K = H), so
     that h_{t-1} @ packed is its gates' pre-activations; the backward's columns j0..j0+n of W_hh
     (K = gates*H), so that dL/da_t @ packed is its units of dL/dh_{t-1}.  `product` is the
     B x width scratch for that product, zero in the backward (nothing comes back from after
     step T-1).  Returns whether this thread has work; it meets every barrier either way, and
     frees *packed and *product at the end (they may be NULL after a failed allocation)."""
     team_share(H, j0, n)
-    cdef Py_ssize_t pw = panel_width(w_hh)
-    panels[0] = ((n[0] if backward else gates * n[0]) + pw - 1) // pw
+    cdef Py_ssize_t cols = n[0] if backward else gates * n[0]
+    cdef Py_ssize_t pw = panel_width(w_hh, cols)
+    lanes[0] = pw
+    panels[0] = (cols + pw - 1) // pw
     width[0] = panels[0] * pw
     packed[0] = scratch(w_hh, (gates * H if backward else H) * width[0], failed)
     product[0] = scratch(w_hh, B * width[0], failed)
@@ -93,11 +95,11 @@ cdef void rnn_forward_share(const floating* xw, const floating* w_hh, const floa
                             floating* hs, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, bint relu,
                             int* failed) noexcept nogil:
     """h_t = act(xw_t + h_{t-1} W_hh^T) for this thread's units, step by step."""
-    cdef Py_ssize_t j0, n, panels, width, t, b, j
+    cdef Py_ssize_t j0, n, panels, lanes, width, t, b, j
     cdef floating zero = 0
     cdef floating* packed
     cdef floating* a
-    cdef bint active = take_share(w_hh, H, 1, B, False, &j0, &n, &panels, &width, &packed, &a, failed)
+    cdef bint active = take_share(w_hh, H, 1, B, False, &j0, &n, &panels, &lanes, &width, &packed, &a, failed)
     cdef const floating* h_prev
     cdef const floating* x
     cdef floating* h
@@ -105,7 +107,7 @@ cdef void rnn_forward_share(const floating* xw, const floating* w_hh, const floa
     for t in range(T):
         if active:
             h_prev = h0 if t == 0 else hs + (t - 1) * B * H
-            panel_gemm(B, H, panels, h_prev, H, packed, a, width)
+            panel_gemm(B, H, panels, lanes, h_prev, H, packed, a, width)
             for b in range(B):
                 a_b = a + b * width
                 x = xw + (t * B + b) * H + j0
@@ -125,11 +127,11 @@ cdef void rnn_backward_share(const floating* dhs, const floating* w_hh, const fl
                              floating* dpre, floating* dh0, Py_ssize_t T, Py_ssize_t B,
                              Py_ssize_t H, bint relu, int* failed) noexcept nogil:
     """dpre_t = (dhs_t + dpre_{t+1} W_hh) * act'(t) for this thread's units; dh0 = dpre_0 W_hh."""
-    cdef Py_ssize_t j0, n, panels, width, t, b, j
+    cdef Py_ssize_t j0, n, panels, lanes, width, t, b, j
     cdef floating one = 1, zero = 0   # a bare 1 would promote float32 to double
     cdef floating* packed
     cdef floating* rec   # dpre_{t+1} W_hh, own columns
-    cdef bint active = take_share(w_hh, H, 1, B, True, &j0, &n, &panels, &width, &packed, &rec, failed)
+    cdef bint active = take_share(w_hh, H, 1, B, True, &j0, &n, &panels, &lanes, &width, &packed, &rec, failed)
     cdef const floating* up
     cdef const floating* h
     cdef const floating* r
@@ -149,7 +151,7 @@ cdef void rnn_backward_share(const floating* dhs, const floating* w_hh, const fl
                         d[j] = (up[j] + r[j]) * (one - h[j] * h[j])
         barrier()  # dpre_t complete before any thread multiplies it by W_hh
         if active:
-            panel_gemm(B, H, panels, dpre + t * B * H, H, packed, rec, width)
+            panel_gemm(B, H, panels, lanes, dpre + t * B * H, H, packed, rec, width)
     hand_back(rec, width, dh0, B, H, j0, n, active, packed)
 
 
@@ -215,17 +217,17 @@ cdef void lstm_forward_share(const floating* xw, const floating* w_hh, const flo
                              const floating* c0, floating* hs, floating* cs, floating* gates,
                              Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, int* failed) noexcept nogil:
     """c_t, h_t and the activated gates i, f, g, o of this thread's units, step by step."""
-    cdef Py_ssize_t j0, n, panels, width, t, b
+    cdef Py_ssize_t j0, n, panels, lanes, width, t, b
     cdef floating* packed
     cdef floating* a
-    cdef bint active = take_share(w_hh, H, 4, B, False, &j0, &n, &panels, &width, &packed, &a, failed)
+    cdef bint active = take_share(w_hh, H, 4, B, False, &j0, &n, &panels, &lanes, &width, &packed, &a, failed)
     cdef const floating* h_prev
     cdef const floating* c_prev
     for t in range(T):
         if active:
             h_prev = h0 if t == 0 else hs + (t - 1) * B * H
             c_prev = c0 if t == 0 else cs + (t - 1) * B * H
-            panel_gemm(B, H, panels, h_prev, H, packed, a, width)
+            panel_gemm(B, H, panels, lanes, h_prev, H, packed, a, width)
             for b in range(B):
                 lstm_cell_forward(a + b * width, xw + (t * B + b) * 4 * H + j0, c_prev + b * H + j0,
                                   cs + (t * B + b) * H + j0, hs + (t * B + b) * H + j0,
@@ -264,10 +266,10 @@ cdef void lstm_backward_share(const floating* dhs, const floating* w_hh, const f
                               floating* dh0, floating* dc, Py_ssize_t T, Py_ssize_t B,
                               Py_ssize_t H, int* failed) noexcept nogil:
     """dL/da_t for this thread's units, and their columns of dL/dh_{t-1} = dpre_t W_hh."""
-    cdef Py_ssize_t j0, n, panels, width, t, b
+    cdef Py_ssize_t j0, n, panels, lanes, width, t, b
     cdef floating* packed
     cdef floating* rec   # dpre_{t+1} W_hh, own columns
-    cdef bint active = take_share(w_hh, H, 4, B, True, &j0, &n, &panels, &width, &packed, &rec, failed)
+    cdef bint active = take_share(w_hh, H, 4, B, True, &j0, &n, &panels, &lanes, &width, &packed, &rec, failed)
     cdef const floating* c_prev
     for t in range(T - 1, -1, -1):
         if active:
@@ -278,7 +280,7 @@ cdef void lstm_backward_share(const floating* dhs, const floating* w_hh, const f
                                    cs + (t * B + b) * H + j0, dpre + (t * B + b) * 4 * H + j0, n, H)
         barrier()  # dpre_t complete before any thread multiplies it by W_hh
         if active:
-            panel_gemm(B, 4 * H, panels, dpre + t * B * 4 * H, 4 * H, packed, rec, width)
+            panel_gemm(B, 4 * H, panels, lanes, dpre + t * B * 4 * H, 4 * H, packed, rec, width)
     hand_back(rec, width, dh0, B, H, j0, n, active, packed)
 
 
@@ -351,15 +353,15 @@ cdef void gru_forward_share(const floating* xw, const floating* w_hh, const floa
                             Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, int* failed) noexcept nogil:
     """h_t, the gates r, z, n and hn_t = (h_{t-1} W_hh^T + b_hh)_n of this thread's units, step
     by step; the GEMM leaves b_hh to the cell (r multiplies only the n part of it)."""
-    cdef Py_ssize_t j0, n, panels, width, t, b
+    cdef Py_ssize_t j0, n, panels, lanes, width, t, b
     cdef floating* packed
     cdef floating* a
-    cdef bint active = take_share(w_hh, H, 3, B, False, &j0, &n, &panels, &width, &packed, &a, failed)
+    cdef bint active = take_share(w_hh, H, 3, B, False, &j0, &n, &panels, &lanes, &width, &packed, &a, failed)
     cdef const floating* h_prev
     for t in range(T):
         if active:
             h_prev = h0 if t == 0 else hs + (t - 1) * B * H
-            panel_gemm(B, H, panels, h_prev, H, packed, a, width)
+            panel_gemm(B, H, panels, lanes, h_prev, H, packed, a, width)
             for b in range(B):
                 gru_cell_forward(a + b * width, xw + (t * B + b) * 3 * H + j0, b_hh + j0,
                                  h_prev + b * H + j0, hs + (t * B + b) * H + j0,
@@ -401,10 +403,10 @@ cdef void gru_backward_share(const floating* dhs, const floating* w_hh, const fl
                              Py_ssize_t B, Py_ssize_t H, int* failed) noexcept nogil:
     """dxw_t, dhh_t for this thread's units, and their columns of dL/dh_{t-1}
     = z * dL/dh_t + dhh_t W_hh."""
-    cdef Py_ssize_t j0, n, panels, width, t, b, j
+    cdef Py_ssize_t j0, n, panels, lanes, width, t, b, j
     cdef floating* packed
     cdef floating* rec   # dhh_{t+1} W_hh, own columns
-    cdef bint active = take_share(w_hh, H, 3, B, True, &j0, &n, &panels, &width, &packed, &rec, failed)
+    cdef bint active = take_share(w_hh, H, 3, B, True, &j0, &n, &panels, &lanes, &width, &packed, &rec, failed)
     cdef floating* direct = scratch(dhs, B * n, failed)        # z_{t+1} * dL/dh_{t+1}
     cdef const floating* h_prev
     active = active and direct != NULL
@@ -420,7 +422,7 @@ cdef void gru_backward_share(const floating* dhs, const floating* w_hh, const fl
                                   dhh + (t * B + b) * 3 * H + j0, n, H)
         barrier()  # dhh_t complete before any thread multiplies it by W_hh
         if active:
-            panel_gemm(B, 3 * H, panels, dhh + t * B * 3 * H, 3 * H, packed, rec, width)
+            panel_gemm(B, 3 * H, panels, lanes, dhh + t * B * 3 * H, 3 * H, packed, rec, width)
     if active:
         for b in range(B):
             for j in range(n):
