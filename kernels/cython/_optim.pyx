@@ -6,18 +6,14 @@ order and in the parameter's float type, with the scalars it computes (adam_scal
 libm's, which GCC turns into the vector square root instruction (-fno-math-errno).  Nothing
 assumes finite values: a NaN or inf in the gradient spreads as in the reference.
 
-A large parameter is split over the OpenMP team (one region per call, each thread a slice of
-whole SIMD registers: team_share); below SERIAL_BELOW elements the calling thread does it alone.
+With `on_team` the parameter is split over the OpenMP team (one region per call, each thread a
+slice of whole SIMD registers: team_share); otherwise the calling thread does it alone (which
+sizes pay for waking the team is optim.py's choice).
 """
 include "_common.pxi"
 
 from cython.parallel cimport parallel
 from libc.math cimport sqrt, sqrtf
-
-# Below this many elements (a bias, a LayerNorm weight) the update runs on the calling thread:
-# waking the team costs more than the few microseconds of memory traffic it would share.
-cdef Py_ssize_t SERIAL_BELOW = 1 << 15
-
 
 cdef inline floating sqrt_(floating x) noexcept nogil:
     if floating is float:
@@ -66,7 +62,8 @@ cdef void adam_share(floating* p, const floating* g, floating* m, floating* v, f
 
 
 def adam_update(floating[::1] param, const floating[::1] grad, floating[::1] exp_avg,
-                floating[::1] exp_avg_sq, floating[::1] max_exp_avg_sq, bint amsgrad, tuple scalars):
+                floating[::1] exp_avg_sq, floating[::1] max_exp_avg_sq, bint amsgrad, tuple scalars,
+                bint on_team):
     """In place on the 1-D contiguous arrays; max_exp_avg_sq is read and written only with amsgrad
     (pass any array of the dtype otherwise); scalars: reference/optim.py's adam_scalars."""
     cdef Py_ssize_t n = param.shape[0], k
@@ -80,7 +77,7 @@ def adam_update(floating[::1] param, const floating[::1] grad, floating[::1] exp
     cdef floating* m = &exp_avg[0]
     cdef floating* v = &exp_avg_sq[0]
     cdef floating* v_max = &max_exp_avg_sq[0] if amsgrad else NULL
-    if n < SERIAL_BELOW or _threads == 1:
+    if not on_team or _threads == 1:
         with nogil:
             adam_slice(p, g, m, v, v_max, n, s)
         return
