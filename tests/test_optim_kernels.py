@@ -24,16 +24,20 @@ DTYPES = [np.float32, np.float64]
 optim_kernels = functools.partial(backend_kernels, family="optim")   # (backend name) -> module
 
 
-def _team_min_size():
-    """The Cython backend's smallest parameter shared by its team (70,000 when it is not built)."""
+# The Cython backend shares a parameter of TEAM_MIN_SIZE elements or more over its OpenMP team;
+# the tests lower that threshold (small_team) so that small arrays take the team's path too.
+TEAM_MIN_SIZE = 4096
+# a scalar, a bias (calling thread), a matrix on the team and a vector not a multiple of 16
+SHAPES = [(), (37,), (3, TEAM_MIN_SIZE // 3 + 16), (TEAM_MIN_SIZE + 5,)]
+
+
+@pytest.fixture(autouse=True)
+def small_team(monkeypatch):
     try:
-        return importlib.import_module("tinygrad_seq.kernels.cython.optim").TEAM_MIN_SIZE
-    except ImportError:
-        return 70_000
-
-
-# a scalar, a bias (calling thread), a matrix above the team threshold and one not a multiple of 16
-SHAPES = [(), (37,), (3, _team_min_size() // 3 + 16), (_team_min_size() + 5,)]
+        cython_optim = importlib.import_module("tinygrad_seq.kernels.cython.optim")
+    except ImportError:            # not built: the cython tests skip, naming why
+        return
+    monkeypatch.setattr(cython_optim, "TEAM_MIN_SIZE", TEAM_MIN_SIZE)
 
 
 def _inputs(shape, dtype, steps=4, seed=0):
@@ -75,7 +79,7 @@ def test_the_cython_team_and_the_calling_thread_give_the_same_numbers():
     module = optim_kernels("cython")
     compiled = importlib.import_module("tinygrad_seq.kernels.cython._optim")
     saved = compiled.get_num_threads()
-    param, grads = _inputs((module.TEAM_MIN_SIZE + 77,), np.float32, steps=3)
+    param, grads = _inputs((TEAM_MIN_SIZE + 77,), np.float32, steps=3)
     results = {}
     try:
         for threads in (1, 2, 3, 5):
@@ -92,7 +96,7 @@ def test_the_cython_team_and_the_calling_thread_give_the_same_numbers():
 @pytest.mark.parametrize("name", COMPILED_CPU)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("amsgrad", [False, True])
-@pytest.mark.parametrize("size", [19, _team_min_size() + 3])
+@pytest.mark.parametrize("size", [19, TEAM_MIN_SIZE + 3])
 def test_nan_and_inf_in_the_gradient_spread_as_in_the_reference(name, dtype, amsgrad, size):
     module = optim_kernels(name)
     param, grads = _inputs((size,), dtype, steps=3)
@@ -168,7 +172,7 @@ def test_the_optimisers_follow_pytorch_under_each_backend(name, dtype, cls, opti
     torch = pytest.importorskip("torch")
     optim_kernels(name)
     rng = np.random.default_rng(8)
-    inits = [rng.standard_normal(shape).astype(dtype) for shape in ((40, 900), (40,))]   # team and thread
+    inits = [rng.standard_normal(shape).astype(dtype) for shape in ((4, TEAM_MIN_SIZE // 4), (40,))]
     ours = [nn.Parameter(a.copy(), dtype=dtype) for a in inits]
     theirs = [torch.nn.Parameter(torch.tensor(a.copy())) for a in inits]
     opt, topt = getattr(optim, cls)(ours, lr=0.01, **options), getattr(torch.optim, cls)(theirs, lr=0.01, **options)
