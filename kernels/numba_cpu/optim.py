@@ -2,19 +2,19 @@
 each element's p, g, m, v (and v_max) once and writes them back, where the array code makes
 about eight passes with temporaries.
 
-Serial, as the other memory-bound Numba loops are (see activation.py).  The scalars come from
-the reference's adam_scalars as float64 and are rounded to the parameter's dtype first, as NumPy
+Serial, as the other memory-bound Numba loops are (see activation.py).  The element's arithmetic
+is the reference's adam_element (which the CUDA kernel compiles too); the scalars come from the
+reference's adam_scalars as float64 and are rounded to the parameter's dtype first, as NumPy
 rounds a Python float meeting a float32 array, so float32 parameters are updated in float32.
 Argument checks and the fallback for arrays the loop cannot update in place are the reference's
 (compiled_adam_update).
 """
-import math
-
 from numba import njit
 
-from tinygrad_seq.kernels.reference.optim import compiled_adam_update
+from tinygrad_seq.kernels.reference.optim import adam_element, compiled_adam_update
 
 _JIT = dict(cache=True, error_model="numpy", fastmath={"contract"})
+_element = njit(inline="always", **_JIT)(adam_element)
 
 
 @njit(**_JIT)
@@ -26,18 +26,11 @@ def _adam_loop(p, g, m, v, v_max, amsgrad, scalars):
     step_size, bias_correction2_sqrt, eps = real(scalars[6]), real(scalars[7]), real(scalars[8])
     with_coupled = coupled != real(0)
     for j in range(p.shape[0]):
-        pj, gj = p[j] * decay, g[j]      # exact when decay is 1 (Adam), NaN and inf included
-        if with_coupled:
-            gj = gj + coupled * pj
-        mj = m[j] * beta1 + one_minus_beta1 * gj
-        vj = v[j] * beta2 + one_minus_beta2 * gj * gj
-        m[j] = mj
-        v[j] = vj
+        p[j], m[j], v[j], top = _element(p[j], g[j], m[j], v[j], v_max[j] if amsgrad else real(0), amsgrad,
+                                         with_coupled, decay, coupled, beta1, one_minus_beta1, beta2,
+                                         one_minus_beta2, step_size, bias_correction2_sqrt, eps)
         if amsgrad:
-            if not (vj > v_max[j] or vj != vj):     # np.maximum: a NaN on either side wins
-                vj = v_max[j]
-            v_max[j] = vj
-        p[j] = pj - step_size * mj / (math.sqrt(vj) / bias_correction2_sqrt + eps)
+            v_max[j] = top
 
 
 def _fused(p, g, m, v, v_max, scalars):

@@ -14,6 +14,8 @@ parameter's float type (`adam_scalars`), and the array arithmetic runs in that t
 order above: the compiled backends take the same scalars and keep the same order, so they
 differ from this code by rounding (and fused multiply-adds) only.
 """
+import math
+
 from tinygrad_seq.device import xp_of
 
 # The order of the scalars that adam_scalars returns and the compiled loops take.
@@ -70,6 +72,26 @@ def _array_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scalars):
         second = xp.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
     denom = xp.sqrt(second) / bias_correction2_sqrt + eps
     param -= step_size * exp_avg / denom
+
+
+
+def adam_element(p, g, m, v, v_max, amsgrad, with_coupled, decay, coupled, beta1, one_minus_beta1, beta2,
+                 one_minus_beta2, step_size, bias_correction2_sqrt, eps):
+    """(p, m, v, v_max) after one element's update: _array_update in scalar form and in its order,
+    which the Numba CPU and CUDA kernels compile (plain Python on numbers of one float type;
+    with_coupled: coupled != 0, decided by the caller in that type).  Without amsgrad v_max is
+    returned as given."""
+    p = p * decay                  # exact when decay is 1 (Adam), NaN and inf included
+    if with_coupled:
+        g = g + coupled * p
+    m = m * beta1 + one_minus_beta1 * g
+    v = v * beta2 + one_minus_beta2 * g * g
+    second = v
+    if amsgrad:
+        if not (v > v_max or v != v):       # np.maximum: a NaN on either side wins
+            second = v_max
+        v_max = second
+    return p - step_size * m / (math.sqrt(second) / bias_correction2_sqrt + eps), m, v, v_max
 
 
 def flat_operands(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq):
