@@ -25,7 +25,8 @@ ADAM_SCALARS = ("decay", "coupled_weight_decay", "beta1", "one_minus_beta1", "be
 
 def adam_scalars(lr, beta1, beta2, eps, weight_decay, decoupled, step):
     """The per-call scalars of the update, in ADAM_SCALARS order, as Python floats: decay is 1 and
-    coupled_weight_decay 0 where that form of weight decay is off (the loops then skip the term)."""
+    coupled_weight_decay 0 where that form of weight decay is off (the coupled term is then skipped,
+    as 0 * inf would be NaN; multiplying by a decay of 1 is exact, so the loops always do it)."""
     decay = 1 - lr * weight_decay if decoupled and weight_decay else 1.0
     coupled = weight_decay if weight_decay and not decoupled else 0.0
     return (float(decay), float(coupled), float(beta1), float(1 - beta1), float(beta2), float(1 - beta2),
