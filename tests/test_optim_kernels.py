@@ -188,3 +188,21 @@ def test_the_optimisers_follow_pytorch_under_each_backend(name, dtype, cls, opti
             for p, q in zip(ours, theirs):
                 assert p.dtype == dtype
                 np.testing.assert_allclose(p.numpy(), q.detach().numpy(), **tolerance)
+
+
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+def test_adam_and_adamw_call_the_chosen_backends_kernel(monkeypatch, name):
+    module = optim_kernels(name)
+    calls = []
+    real = module.adam_update
+    monkeypatch.setattr(module, "adam_update", lambda *args, **kwargs: calls.append(kwargs["decoupled"]) or
+                        real(*args, **kwargs))
+    params = [nn.Parameter(np.ones((2, 3), np.float32)), nn.Parameter(np.ones(3, np.float32))]
+    for cls in (optim.Adam, optim.AdamW):
+        opt = cls(params, lr=0.1)
+        for p in params:
+            p.grad = tgs.Tensor(np.ones(p.shape, np.float32))
+        with tgs.backend(name):
+            opt.step()
+    assert calls == [False, False, True, True]              # one call per parameter per step
+    assert (params[0].numpy() < 1).all()
