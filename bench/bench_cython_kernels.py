@@ -16,6 +16,8 @@ Each family is timed at the shapes of the ../shared/benchmarks.md workloads (flo
               PyTorch: masked_fill(-inf) + softmax under autograd.
   activation  exact GELU over the transformer's MLP activations (16 x 128 x 512), forward +
               backward. PyTorch: F.gelu under autograd.
+  optim       one Adam step over the lstm_lm's parameters (347k). PyTorch: torch.optim.Adam
+              (foreach) on the same arrays.
 Median of 15 after 3 warm-ups, in blocks (see `race`); two passes, the lower block median kept,
 because other processes share this machine. `auto` (tinygrad_seq/backend.py)
 reads the written table; other devices' entries in it are kept.
@@ -198,8 +200,37 @@ def matmul_workload():
     return ours, torch_step
 
 
+def optim_workload():
+    """One Adam step over the lstm_lm's parameters (the LSTM's and the Linear head's)."""
+    sizes = CPU_SIZES["lstm_lm"]
+    H, V = sizes["H"], sizes["V"]
+    shapes = [(4 * H, V), (4 * H, H), (4 * H,), (4 * H,), (V, H), (V,)]
+    rng = np.random.default_rng(0)
+    params = [rng.standard_normal(shape).astype(DTYPE) for shape in shapes]
+    grads = [rng.standard_normal(shape).astype(DTYPE) for shape in shapes]
+
+    def ours(k):
+        state = [(p.copy(), np.zeros_like(p), np.zeros_like(p)) for p in params]
+        steps = [0]
+
+        def step():
+            steps[0] += 1
+            for (p, exp_avg, exp_avg_sq), g in zip(state, grads):
+                k.adam_update(p, g, exp_avg, exp_avg_sq, None, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                              weight_decay=0.0, decoupled=False, step=steps[0])
+        return step
+
+    def torch_step():
+        import torch
+        twins = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params]
+        for p, g in zip(twins, grads):
+            p.grad = torch.from_numpy(g)
+        return torch.optim.Adam(twins, lr=1e-3).step       # foreach, PyTorch's default on the CPU
+    return ours, torch_step
+
+
 WORKLOADS = {"recurrence": recurrence_workload, "conv": conv_workload, "softmax": softmax_workload,
-             "activation": activation_workload, "matmul": matmul_workload}
+             "activation": activation_workload, "matmul": matmul_workload, "optim": optim_workload}
 
 
 # ----------------------------------------------------------------------------- timing

@@ -179,3 +179,26 @@ def assert_close_to_torch(ours, theirs, tol=1e-9):
     ours = ours.numpy() if hasattr(ours, "numpy") else np.asarray(ours)
     assert ours.shape == np.shape(theirs), f"shape {ours.shape} != {np.shape(theirs)}"
     np.testing.assert_allclose(ours, theirs, rtol=tol, atol=tol)
+
+
+# Adam's settings the optim kernels are checked on: (name, adam_update's keyword arguments,
+# amsgrad) for Adam, Adam with L2 weight decay, AdamW, with and without amsgrad
+ADAM_CASES = [
+    ("adam", dict(weight_decay=0.0, decoupled=False), False),
+    ("adam_l2", dict(weight_decay=0.1, decoupled=False), False),
+    ("adam_amsgrad", dict(weight_decay=0.0, decoupled=False), True),
+    ("adam_l2_amsgrad", dict(weight_decay=0.05, decoupled=False), True),
+    ("adamw", dict(weight_decay=0.1, decoupled=True), False),
+    ("adamw_amsgrad", dict(weight_decay=0.3, decoupled=True), True),
+]
+
+
+def adam_steps(kernels, param, grads, options, amsgrad, **hyper):
+    """(param, exp_avg, exp_avg_sq, max_exp_avg_sq or None) after one `kernels.adam_update` per
+    gradient of `grads` (steps 1, 2, ...) from `param` and zero moments; the inputs are left alone."""
+    param = param.copy()
+    state = [np.zeros(param.shape, param.dtype) for _ in range(3 if amsgrad else 2)] + ([] if amsgrad else [None])
+    hyper = {**dict(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8), **hyper, **options}
+    for step, grad in enumerate(grads, 1):
+        kernels.adam_update(param, grad, *state, step=step, **hyper)
+    return (param, *state)

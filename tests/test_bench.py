@@ -52,7 +52,7 @@ def test_table_ratios_and_the_fastest_backend_per_family():
     table = benchmark.format_table(results)
     assert "| lstm_lm | tgs[numba] | 15.0 | 1.50 |" in table and "| cnn | tgs[numpy] | 3.0 | - |" in table
     assert benchmark.fastest_per_family(results) == {"recurrence": "numba", "conv": "numba", "softmax": "numpy",
-                                                     "activation": "numpy", "matmul": "numba"}
+                                                     "activation": "numpy", "matmul": "numba", "optim": "numba"}
 
 
 def test_bench_write_choice_goes_to_the_user_config_and_auto_follows_it(tmp_path, monkeypatch):
@@ -68,7 +68,7 @@ def test_bench_write_choice_goes_to_the_user_config_and_auto_follows_it(tmp_path
     assert result.exit_code == 0, result.output
     assert "| rnn_lm | tgs[numpy] |" in result.stdout
     table = tmp_path / "config" / "tinygrad_seq" / "auto_backend.json"
-    assert json.loads(table.read_text()) == {"cpu": {"matmul": "numpy", "recurrence": "numpy"}}
+    assert json.loads(table.read_text()) == {"cpu": {"matmul": "numpy", "optim": "numpy", "recurrence": "numpy"}}
     assert str(table) in result.stderr
     with open(backend.CHOICE_TABLE, "rb") as f:
         assert f.read() == shipped

@@ -70,7 +70,7 @@ def test_tf32_rows_are_marked_in_the_table_and_never_chosen_for_auto():
     assert "| lstm_lm | tgs[cuda] TF32 | 5.0 | 0.50 |" in table
     assert "pytorch with TF32 off" in table
     assert "TF32" not in benchmark.format_table(results[:2], device="cpu")
-    assert benchmark.fastest_per_family(results) == {"recurrence": "cuda", "matmul": "cuda"}
+    assert benchmark.fastest_per_family(results) == {"recurrence": "cuda", "matmul": "cuda", "optim": "cuda"}
     assert benchmark.fastest_per_family(results[:1] + results[2:]) == {}
 
 

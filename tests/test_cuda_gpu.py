@@ -378,7 +378,7 @@ _COMPILE_ALL = textwrap.dedent('''
         R._lstm_grad_step            a3 a3 a3 a1 int64
         R._gru_step                  a3 a1 int64
         R._gru_grad_step             a3 a3 a3 a3 a1 int64
-        O._adam_step                 a1 a1 a1 a1 a1 f f f f f f f boolean
+        O._adam_step                 a1 a1 a1 a1 a1 f f f f f f f f f boolean
     """
     modules = {"C": C, "O": O, "R": R, "S": S}
 

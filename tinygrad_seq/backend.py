@@ -1,10 +1,11 @@
 """The kernel registry: the one place where a hot loop is bound to an implementation.
 
-Five families of hot loops have kernels: `recurrence` (whole-sequence RNN/GRU/LSTM
+Six families of hot loops have kernels: `recurrence` (whole-sequence RNN/GRU/LSTM
 forward and backward), `conv` (convolution and pooling forward and backward),
 `softmax` (masked softmax forward and backward), `activation` (the exact GELU, whose erf
-is too slow as a NumPy/SciPy ufunc, and ReLU, which NumPy runs on one core) and `matmul` (every matrix product of the engine, so
-that the GEMMs can run on the same thread team as the other kernels).  Each backend is a package under
+is too slow as a NumPy/SciPy ufunc, and ReLU, which NumPy runs on one core), `matmul` (every matrix product of the engine, so
+that the GEMMs can run on the same thread team as the other kernels) and `optim` (Adam's and
+AdamW's parameter update, one fused pass where the array code makes eight).  Each backend is a package under
 `tinygrad_seq.kernels` with one module per family; every module of a family exposes the
 functions that CONTRACT below names, with its parameters (checked when the module is first
 loaded); their shapes, dtypes and equations are kernels/API.md and the NumPy reference in
@@ -20,8 +21,8 @@ What "fastest" means is measured, not assumed: a choice table maps each device t
 backend of each family,
 
     {"cpu": {"recurrence": "cython", "conv": "cython", "softmax": "numba", "activation": "cython",
-             "matmul": "numpy"},
-     "cuda": {"recurrence": "cuda", "conv": "cuda"}}
+             "matmul": "numpy", "optim": "cython"},
+     "cuda": {"recurrence": "cuda", "conv": "cuda", "optim": "cuda"}}
 
 The package ships one (tinygrad_seq/data/auto_backend.json, measured by its developers); a
 user's own measurement (`tgs bench --write-choice`, or `save_auto_choices`) goes to
@@ -43,7 +44,7 @@ import time
 from types import ModuleType
 from typing import Dict, Iterator, List, Optional, Tuple
 
-FAMILIES = ("recurrence", "conv", "softmax", "activation", "matmul")
+FAMILIES = ("recurrence", "conv", "softmax", "activation", "matmul", "optim")
 
 # The kernel contract: every backend's module of a family exports these functions with these
 # parameters, in this order (their shapes, dtypes and equations: kernels/API.md and the
@@ -78,6 +79,10 @@ CONTRACT = {
     },
     "matmul": {
         "matmul": ("a", "b"),
+    },
+    "optim": {
+        "adam_update": ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "lr", "beta1", "beta2",
+                        "eps", "weight_decay", "decoupled", "step"),
     },
 }
 

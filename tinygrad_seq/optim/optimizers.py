@@ -3,7 +3,10 @@
 Each one is its `update(param, grad, state, group)`: a few lines of in-place array arithmetic on
 `param.data`, written against the array's own module (NumPy or CuPy), so the same code updates
 parameters on the CPU and the GPU.  `state` holds the per-parameter running quantities
-(momentum buffers, moment estimates) under PyTorch's names.
+(momentum buffers, moment estimates) under PyTorch's names.  Adam's (and AdamW's) update is the
+hot one of a language model's step, so it is the `optim` kernel family's `adam_update`
+(tinygrad_seq/backend.py; the array code is its reference, kernels/reference/optim.py): one fused
+pass over each parameter, on the kernels' thread team where the backend has one.
 """
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ..device import to_device, xp_of
+from ..backend import kernels
+from ..device import device_of, to_device, xp_of
 from ..tensor import Tensor, enable_grad, no_grad
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW"]
@@ -229,7 +233,7 @@ class Adam(Optimizer):
         m_hat = m / (1 - beta1^t),  v_hat = v / (1 - beta2^t)     (bias correction)
         p = p - lr * m_hat / (sqrt(v_hat) + eps)
     weight_decay adds weight_decay * p to g (L2, coupled; see AdamW); amsgrad uses the running
-    maximum of v."""
+    maximum of v.  Computed by the `optim` kernels' adam_update (kernels/API.md)."""
 
     decoupled_weight_decay = False
 
@@ -244,50 +248,17 @@ class Adam(Optimizer):
         xp = xp_of(p.data)
         if not state:
             state["step"] = 0
-            state["exp_avg"] = xp.zeros_like(p.data)
-            state["exp_avg_sq"] = xp.zeros_like(p.data)
+            # C order whatever the parameter's layout: the fused kernels need it
+            state["exp_avg"] = xp.zeros(p.data.shape, dtype=p.data.dtype)
+            state["exp_avg_sq"] = xp.zeros(p.data.shape, dtype=p.data.dtype)
             if group["amsgrad"]:
-                state["max_exp_avg_sq"] = xp.zeros_like(p.data)
+                state["max_exp_avg_sq"] = xp.zeros(p.data.shape, dtype=p.data.dtype)
         state["step"] += 1
-        t = state["step"]
         beta1, beta2 = group["betas"]
-        lr, wd = group["lr"], group["weight_decay"]
-        fused = _fused_adam(xp)
-        if fused is not None and fused(p.data, grad, state["exp_avg"], state["exp_avg_sq"],
-                                       state.get("max_exp_avg_sq"), lr=lr, beta1=beta1, beta2=beta2,
-                                       eps=group["eps"], weight_decay=wd,
-                                       decoupled=self.decoupled_weight_decay, step=t):
-            return
-        if wd and self.decoupled_weight_decay:
-            p.data *= 1 - lr * wd
-        elif wd:
-            grad = grad + wd * p.data
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg *= beta1
-        exp_avg += (1 - beta1) * grad
-        exp_avg_sq *= beta2
-        exp_avg_sq += (1 - beta2) * grad * grad
-        bias_correction1 = 1 - beta1 ** t
-        bias_correction2_sqrt = (1 - beta2 ** t) ** 0.5
-        if group["amsgrad"]:
-            xp.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
-            second = state["max_exp_avg_sq"]
-        else:
-            second = exp_avg_sq
-        denom = xp.sqrt(second) / bias_correction2_sqrt + group["eps"]
-        p.data -= (lr / bias_correction1) * exp_avg / denom
-
-
-def _fused_adam(xp):
-    """The one-kernel update for arrays of module `xp` (kernels/cuda/optim.py) on a GPU, where each
-    of the array code's eight passes is a launch and a trip through memory; None on the CPU."""
-    if xp is np:
-        return None
-    try:
-        from ..kernels.cuda.optim import adam_update
-    except ImportError:        # CuPy without numba.cuda: the array code below still runs
-        return None
-    return adam_update
+        kernels("optim", device_of(p.data)).adam_update(
+            p.data, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"), lr=group["lr"],
+            beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
+            decoupled=self.decoupled_weight_decay, step=state["step"])
 
 
 class AdamW(Adam):
