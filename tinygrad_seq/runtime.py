@@ -13,6 +13,7 @@ a script opts in with one call, as early as possible:
 
 This module imports nothing heavy (no NumPy), so the call can come before NumPy loads.
 """
+import functools
 import os
 import sys
 
@@ -79,3 +80,50 @@ def _keep_freed_memory():
     ok = mallopt(m_mmap_threshold, 32 * 2 ** 20)   # glibc's largest allowed value
     ok &= mallopt(m_trim_threshold, 256 * 2 ** 20)
     return bool(ok)
+
+
+# ------------------------------------------------------------------ the engine's own memory
+# Not a process setting: NumPy takes a memory handler per context (thread, asyncio task), and
+# the engine makes its own one current only around its own work (each op's forward, the
+# backward sweep, an optimiser step), so only the arrays it creates there come from it
+# (kernels/cython/_memory.pyx: freed blocks of 1 MiB and more are kept for the next array of
+# the same size).  Without it, a script that did not call configure_for_speed() page-faulted
+# every big array in afresh each step (transformer: ~5,000 faults and 15-25% of the step).
+# TGS_MALLOPT=0 turns it off as well.
+_reusing = []     # [the compiled module] once looked up, [None] when unavailable or turned off
+
+
+def _reusing_module():
+    if not _reusing:
+        module = None
+        if os.environ.get("TGS_MALLOPT", "1") != "0":
+            try:
+                from tinygrad_seq.kernels.cython import _memory as module
+            except ImportError:      # not compiled here: arrays come from NumPy's default
+                module = None
+        _reusing.append(module)
+    return _reusing[0]
+
+
+def enter_engine_memory():
+    """Make the engine's reusing memory handler current; returns what to give leave_engine_memory."""
+    module = _reusing_module()
+    return None if module is None else module.use_reusing_handler()
+
+
+def leave_engine_memory(previous):
+    """Make the handler that enter_engine_memory replaced current again."""
+    if previous is not None:
+        _reusing[0].restore(previous)
+
+
+def in_engine_memory(function):
+    """Decorator: the arrays `function` creates come from the engine's handler."""
+    @functools.wraps(function)
+    def wrapped(*args, **kwargs):
+        previous = enter_engine_memory()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            leave_engine_memory(previous)
+    return wrapped

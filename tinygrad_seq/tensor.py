@@ -18,6 +18,7 @@ import numpy as np
 
 from ._typing import ArrayLike, DeviceLike, DTypeLike, IntOrTuple
 from .device import check_same_device, device_of, normalize_device, to_device, xp_of
+from .runtime import enter_engine_memory, in_engine_memory, leave_engine_memory
 
 _grad_enabled = [True]
 # Called with no arguments after every backward() has filled the .grad of the leaves
@@ -103,7 +104,11 @@ class Function:
         check_same_device(cls.__name__, [t.data for t in tensors if t is not None])
         fn = cls()
         fn.needs_input_grad = tuple(t is not None and t.requires_grad for t in tensors)
-        out = fn.forward(*arrays, **attrs)
+        previous = enter_engine_memory()   # its big arrays come back next step (runtime.py)
+        try:
+            out = fn.forward(*arrays, **attrs)
+        finally:
+            leave_engine_memory(previous)
         track = _grad_enabled[0] and any(fn.needs_input_grad)
         if track:
             fn.parents = tensors
@@ -1226,6 +1231,7 @@ def _topological_order(root_fn):
     return order
 
 
+@in_engine_memory
 def _run_backward(root, grad, retain_graph, capture=None):
     """Reverse-mode sweep over the Functions reachable from `root`, without recursion.
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..backend import kernels
 from ..device import device_of, to_device, xp_of
+from ..runtime import in_engine_memory
 from ..tensor import Tensor, enable_grad, no_grad
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW"]
@@ -70,6 +71,7 @@ class Optimizer:
                     p.grad.data[...] = 0
 
     @no_grad()
+    @in_engine_memory
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         """One update of every parameter that has a gradient; `closure` re-evaluates the loss."""
         loss = None
