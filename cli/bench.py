@@ -56,8 +56,8 @@ def bench(workload, backends, device, repeats, warmup, no_torch, memory, write_c
             click.echo("PyTorch is not installed (pip install tinygrad_seq[bench]); timing tinygrad_seq alone", err=True)
             with_torch = False
     if profile:
-        _print_profiles(benchmark, workload or [w for w in sizes if w != "scalar_mlp"], backends, device,
-                        warmup, repeats, with_torch)
+        _print_profiles(benchmark, sizes, workload or [w for w in sizes if w != "scalar_mlp"], backends,
+                        device, warmup, repeats, with_torch)
         return
     results = benchmark.run(workload or None, backends or None, device, warmup, repeats, with_torch,
                             echo=lambda line: click.echo(line, err=True))
@@ -84,17 +84,15 @@ def bench(workload, backends, device, repeats, warmup, no_torch, memory, write_c
             click.echo(f"| {r.workload} | {r.impl} | {benchmark.peak_memory_mb(r.workload, impl, device):.0f} |")
 
 
-def _print_profiles(benchmark, workloads, backends, device, warmup, repeats, with_torch):
+def _print_profiles(benchmark, sizes_table, workloads, backends, device, warmup, repeats, with_torch):
     """`tgs bench --profile`: one table per workload and backend, then PyTorch's."""
     import platform
 
-    from tinygrad_seq.backend import BACKENDS, unavailable_reason
-    backends = backends or [name for name, (_, devices) in BACKENDS.items()
-                            if device in devices and name != "numpy" and unavailable_reason(name) is None]
+    backends = backends or [name for name in benchmark.runnable_backends(device) if name != "numpy"]
     click.echo(f"CPU: {_cpu_model() or platform.processor() or platform.machine()}; "
                f"{repeats} steps after {warmup} warm-ups, each part's total / steps")
     for workload in workloads:
-        sizes = (benchmark.CPU_SIZES if device == "cpu" else benchmark.GPU_SIZES)[workload]
+        sizes = sizes_table[workload]
         for name in backends:
             rows = benchmark.kernel_profile(workload, sizes, name, device, warmup, repeats)
             step_ms = rows[-1][2]

@@ -280,18 +280,21 @@ def torch_step(workload, sizes, device="cpu", seed=0):
     return framework_step(torch_framework(device), workload, sizes, device, seed)
 
 
+def runnable_backends(device):
+    """The kernel backends that serve `device` and can run here, in the registry's order."""
+    from tinygrad_seq.backend import BACKENDS, unavailable_reason
+    return [name for name, (_, devices) in BACKENDS.items() if device in devices and unavailable_reason(name) is None]
+
+
 def run(workloads=None, backends=None, device="cpu", warmup=3, repeats=15, with_torch=True, echo=print):
     """Time every workload on every requested backend and PyTorch, their steps interleaved
     (interleaved_median_ms); returns a list of Result.  On a GPU each step waits for the
     device before its clock stops, PyTorch runs with TF32 off, and where CuPy has a TF32
     switch each tgs backend gets a second row with it on."""
-    from tinygrad_seq.backend import BACKENDS, unavailable_reason
-
     sizes_table = CPU_SIZES if device == "cpu" else GPU_SIZES
     workloads = list(workloads or sizes_table)
     if backends is None:
-        backends = [name for name, (_, devices) in BACKENDS.items()
-                    if device in devices and unavailable_reason(name) is None]
+        backends = runnable_backends(device)
     on_gpu = device != "cpu"
     tf32_switch = cupy_tf32_switch() if on_gpu else None
     results = []

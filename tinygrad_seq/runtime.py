@@ -68,8 +68,13 @@ def configure_for_speed(allocator=True, threads=True):
     return changed
 
 
+def _memory_reuse_turned_off():
+    """TGS_MALLOPT=0: neither glibc's settings nor the engine's own handler keep freed memory."""
+    return os.environ.get("TGS_MALLOPT", "1") == "0"
+
+
 def _keep_freed_memory():
-    if not sys.platform.startswith("linux") or os.environ.get("TGS_MALLOPT", "1") == "0":
+    if not sys.platform.startswith("linux") or _memory_reuse_turned_off():
         return False
     import ctypes
     try:
@@ -96,7 +101,7 @@ _reusing = []     # [the compiled module] once looked up, [None] when unavailabl
 def _reusing_module():
     if not _reusing:
         module = None
-        if os.environ.get("TGS_MALLOPT", "1") != "0":
+        if not _memory_reuse_turned_off():
             try:
                 from tinygrad_seq.kernels.cython import _memory as module
             except ImportError:      # not compiled here: arrays come from NumPy's default

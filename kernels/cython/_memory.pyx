@@ -1,7 +1,7 @@
 # cython: language_level=3
 """A NumPy memory handler that keeps freed large blocks for the next array of the same size,
-installed only for the engine's own work (tinygrad_seq.runtime.reusing_memory), never for the
-process.
+installed only for the engine's own work (tinygrad_seq.runtime.enter_engine_memory and
+in_engine_memory), never for the process.
 
 Why: a training step allocates the same big arrays every time (a Transformer's 1-4 MB
 activations and gradients).  glibc maps each fresh from the kernel and unmaps it on free, so
@@ -146,12 +146,10 @@ cdef extern from *:
     }
     """
     void* reusing_handler_address "(&tgs_reusing_handler)"
-    size_t MIN_BLOCK_C "TGS_MIN_BLOCK"
     size_t kept_bytes_c "tgs_kept_bytes"
     int kept_count_c "tgs_kept_count"
     void release_kept_c "tgs_release_kept"() noexcept nogil
 
-MIN_BLOCK = MIN_BLOCK_C
 _HANDLER = PyCapsule_New(reusing_handler_address, b"mem_handler", NULL)
 
 
