@@ -130,10 +130,12 @@ cdef void forward_share(const floating* q, const floating* k, const floating* v,
     cdef floating* p = scratch(q, rows_max * width_s, failed)      # the chunk's scores, then exps
     cdef floating* pv = scratch(q, rows_max * width_v, failed)     # exps @ v
     cdef floating* inv = scratch(q, rows_max, failed)              # 1 / each row's sum of exps
+    cdef floating* q_scaled = scratch(q, rows_max * E, failed)     # scale q: scores come scaled
     cdef Py_ssize_t n, c0, rows, r, i, j, e, keys, visible
     cdef floating m, total
     cdef floating* row
-    if kt_packed != NULL and v_packed != NULL and p != NULL and pv != NULL and inv != NULL:
+    if (kt_packed != NULL and v_packed != NULL and p != NULL and pv != NULL and inv != NULL
+            and q_scaled != NULL):
         while item < last:
             n, c0 = item // chunks, (item % chunks) * CHUNK
             item += 1
@@ -149,21 +151,19 @@ cdef void forward_share(const floating* q, const floating* k, const floating* v,
                 continue
             rows = min(L - c0, CHUNK)
             keys = min(S, c0 + rows) if causal else S     # the keys any row of the chunk sees
-            visible_scores(rows, E, keys, q + (n * L + c0) * E, E, kt_packed, lanes_s, p, width_s,
-                           causal, c0)
+            scale_rows(q + (n * L + c0) * E, rows * E, scale, q_scaled)
+            visible_scores(rows, E, keys, q_scaled, E, kt_packed, lanes_s, p, width_s, causal, c0)
             for r in range(rows):
                 i = c0 + r
                 visible = seen(i, S, causal)
                 row = p + r * width_s
-                for j in range(visible):
-                    row[j] = row[j] * scale
                 m = row_max(row, NULL, visible)
                 for j in range(visible):
                     row[j] = exp_(row[j] - m)
                 total = row_sum(row, visible)
                 lse[n * L + i] = m + log_(total)
                 inv[r] = 1 / total
-                for j in range(visible, keys):      # hidden: exact zeros for the product
+                for j in range(visible, min(keys, visible + GROUP)):   # hidden pairs the product reads
                     row[j] = 0
             visible_rows_product(rows, p, width_s, v_packed, S, Ev, lanes_v, pv, width_v, causal, c0)
             for r in range(rows):
@@ -174,6 +174,15 @@ cdef void forward_share(const floating* q, const floating* k, const floating* v,
     free(p)
     free(pv)
     free(inv)
+    free(q_scaled)
+
+
+cdef inline void scale_rows(const floating* src, Py_ssize_t n, floating scale,
+                            floating* dst) noexcept nogil:
+    """dst[:n] = scale * src[:n]."""
+    cdef Py_ssize_t j
+    for j in range(n):
+        dst[j] = scale * src[j]
 
 
 cdef inline void transpose_into(const floating* src, Py_ssize_t rows, Py_ssize_t cols,
@@ -213,12 +222,14 @@ cdef void backward_share(const floating* dout, const floating* q, const floating
     cdef floating* ds = scratch(q, rows_max * width_s, failed)     # dp, then ds
     cdef floating* packed = scratch(q, rows_max * width_s, failed) # p or ds, packed by key panels
     cdef floating* dq_rows = scratch(q, rows_max * width_e, failed)
-    cdef floating* q_t = scratch(q, E * rows_max, failed)          # the chunk's q^T, dout^T
+    cdef floating* q_scaled = scratch(q, rows_max * E, failed)     # the chunk's scale q
+    cdef floating* q_t = scratch(q, E * rows_max, failed)          # its transpose, and dout^T
     cdef floating* dout_t = scratch(q, Ev * rows_max, failed)
     cdef floating* part = scratch(q, features * width_s, failed)   # one chunk's dk^T or dv^T
     cdef floating* dk_t = scratch(q, E * width_s, failed)          # sums over the chunks
     cdef floating* dv_t = scratch(q, Ev * width_s, failed)
     cdef Py_ssize_t c0, rows, r, i, j, e, keys, visible, done
+    cdef Py_ssize_t zeroed = max(GROUP, lanes_s)   # hidden columns past a row's own that are read
     cdef floating D, l, pij
     cdef floating* prow
     cdef floating* dsrow
@@ -227,7 +238,7 @@ cdef void backward_share(const floating* dout, const floating* q, const floating
     cdef const floating* dout_n
     if (kt_packed != NULL and vt_packed != NULL and k_packed != NULL and p != NULL and ds != NULL
             and packed != NULL and dq_rows != NULL and q_t != NULL and dout_t != NULL
-            and part != NULL and dk_t != NULL and dv_t != NULL):
+            and part != NULL and dk_t != NULL and dv_t != NULL and q_scaled != NULL):
         while n < last:
             q_n, k_n, dout_n = q + n * L * E, k + n * S * E, dout + n * L * Ev
             if causal and not (all_finite(q_n, L * E) and all_finite(k_n, S * E)
@@ -244,8 +255,8 @@ cdef void backward_share(const floating* dout, const floating* q, const floating
             while c0 < L:
                 rows = min(L - c0, CHUNK)
                 keys = min(S, c0 + rows) if causal else S
-                visible_scores(rows, E, keys, q_n + c0 * E, E, kt_packed, lanes_s, p, width_s,
-                               causal, c0)
+                scale_rows(q_n + c0 * E, rows * E, scale, q_scaled)
+                visible_scores(rows, E, keys, q_scaled, E, kt_packed, lanes_s, p, width_s, causal, c0)
                 visible_scores(rows, Ev, keys, dout_n + c0 * Ev, Ev, vt_packed, lanes_s, ds,
                                width_s, causal, c0)
                 for r in range(rows):
@@ -255,10 +266,10 @@ cdef void backward_share(const floating* dout, const floating* q, const floating
                     D = row_dot(dout_n + i * Ev, out + (n * L + i) * Ev, Ev)
                     l = lse[n * L + i]
                     for j in range(visible):
-                        pij = exp_(prow[j] * scale - l)
+                        pij = exp_(prow[j] - l)
                         prow[j] = pij
                         dsrow[j] = pij * (dsrow[j] - D)
-                    for j in range(visible, keys):
+                    for j in range(visible, min(keys, visible + zeroed)):   # what the products read
                         prow[j] = 0
                         dsrow[j] = 0
                 # dq = scale ds k, the chunk's rows
@@ -269,7 +280,7 @@ cdef void backward_share(const floating* dout, const floating* q, const floating
                         dq[(n * L + c0 + r) * E + e] = scale * dq_rows[r * width_e + e]
                 # dv^T += dout^T p and dk^T += q^T ds over the chunk's queries
                 transpose_into(dout_n + c0 * Ev, rows, Ev, Ev, dout_t, rows)
-                transpose_into(q_n + c0 * E, rows, E, E, q_t, rows)
+                transpose_into(q_scaled, rows, E, E, q_t, rows)     # dk^T comes scaled
                 pack_panels(p, rows, keys, width_s, 1, packed, lanes_s)
                 done = visible_keys_product(Ev, dout_t, rows, packed, rows, keys, lanes_s, part,
                                             width_s, causal, c0)
@@ -281,7 +292,7 @@ cdef void backward_share(const floating* dout, const floating* q, const floating
                 c0 += rows
             for j in range(S):
                 for e in range(E):
-                    dk[(n * S + j) * E + e] = scale * dk_t[e * width_s + j]
+                    dk[(n * S + j) * E + e] = dk_t[e * width_s + j]
                 for e in range(Ev):
                     dv[(n * S + j) * Ev + e] = dv_t[e * width_s + j]
             n += 1
@@ -293,6 +304,7 @@ cdef void backward_share(const floating* dout, const floating* q, const floating
     free(packed)
     free(dq_rows)
     free(q_t)
+    free(q_scaled)
     free(dout_t)
     free(part)
     free(dk_t)
@@ -314,8 +326,8 @@ def attention_forward(const floating[:, :, ::1] q, const floating[:, :, ::1] k,
     cdef int failed = 0
     cdef int threads = team_for(N, L, S, E, Ev, N * ((L + CHUNK - 1) // CHUNK))
     dtype = np.float32 if floating is float else np.float64
-    out_arr = np.zeros((N, L, Ev), dtype=dtype)
-    lse_arr = np.zeros((N, L), dtype=dtype)
+    out_arr = np.empty((N, L, Ev), dtype=dtype)    # every element written (or by the caller:
+    lse_arr = np.empty((N, L), dtype=dtype)        # a deferred matrix)
     deferred_arr = np.zeros(N, dtype=np.uint8)
     cdef floating[:, :, ::1] out = out_arr
     cdef floating[:, ::1] lse = lse_arr
@@ -337,9 +349,9 @@ def attention_backward(const floating[:, :, ::1] dout, const floating[:, :, ::1]
     cdef int failed = 0
     cdef int threads = team_for(N, L, S, E, Ev, N)
     dtype = np.float32 if floating is float else np.float64
-    dq_arr = np.zeros((N, L, E), dtype=dtype)
-    dk_arr = np.zeros((N, S, E), dtype=dtype)
-    dv_arr = np.zeros((N, S, Ev), dtype=dtype)
+    dq_arr = np.empty((N, L, E), dtype=dtype)
+    dk_arr = np.empty((N, S, E), dtype=dtype)
+    dv_arr = np.empty((N, S, Ev), dtype=dtype)
     deferred_arr = np.zeros(N, dtype=np.uint8)
     cdef floating[:, :, ::1] dq = dq_arr
     cdef floating[:, :, ::1] dk = dk_arr
