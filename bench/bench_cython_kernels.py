@@ -18,6 +18,9 @@ Each family is timed at the shapes of the ../shared/benchmarks.md workloads (flo
               backward. PyTorch: F.gelu under autograd.
   optim       one Adam step over the lstm_lm's parameters (347k). PyTorch: torch.optim.Adam
               (foreach) on the same arrays.
+  attention   the transformer's causal self-attention, 16*4 heads x 128 positions x 32 features,
+              forward + backward of both layers (fused: the scores never leave the kernel).
+              PyTorch: F.scaled_dot_product_attention(is_causal=True) under autograd.
 Median of 15 after 3 warm-ups, in blocks (see `race`); two passes, the lower block median kept,
 because other processes share this machine. `auto` (tinygrad_seq/backend.py)
 reads the written table; other devices' entries in it are kept.
@@ -229,8 +232,36 @@ def optim_workload():
     return ours, torch_step
 
 
+def attention_workload():
+    """The transformer step's attention: (B * heads) matrices of T x d/heads, causal, per layer."""
+    sizes = CPU_SIZES["transformer"]
+    N, L, E = sizes["B"] * sizes["heads"], sizes["T"], sizes["d"] // sizes["heads"]
+    rng = np.random.default_rng(0)
+    q, k, v, dout = (rng.standard_normal((N, L, E)).astype(DTYPE) for _ in range(4))
+    scale = E ** -0.5
+
+    def ours(kern):
+        def step():
+            for _ in range(sizes["layers"]):
+                out, lse = kern.attention_forward(q, k, v, scale, True)
+                kern.attention_backward(dout, q, k, v, out, lse, scale, True)
+        return step
+
+    def torch_step():
+        import torch
+        tq, tk, tv = (torch.from_numpy(a).requires_grad_() for a in (q, k, v))
+        tdout = torch.from_numpy(dout)
+
+        def step():
+            for _ in range(sizes["layers"]):
+                torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=True).backward(tdout)
+        return step
+    return ours, torch_step
+
+
 WORKLOADS = {"recurrence": recurrence_workload, "conv": conv_workload, "softmax": softmax_workload,
-             "activation": activation_workload, "matmul": matmul_workload, "optim": optim_workload}
+             "activation": activation_workload, "matmul": matmul_workload, "optim": optim_workload,
+             "attention": attention_workload}
 
 
 # ----------------------------------------------------------------------------- timing

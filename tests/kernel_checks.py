@@ -202,3 +202,55 @@ def adam_steps(kernels, param, grads, options, amsgrad, **hyper):
     for step, grad in enumerate(grads, 1):
         kernels.adam_update(param, grad, *state, step=step, **hyper)
     return (param, *state)
+
+
+def _attention_arrays(N=2, L=3, S=4, E=5, Ev=6, dtype=np.float64):
+    return tuple(np.zeros(shape, dtype=dtype) for shape in ((N, L, E), (N, S, E), (N, S, Ev)))
+
+
+_q, _k, _v = _attention_arrays()
+_out, _lse = np.zeros((2, 3, 6)), np.zeros((2, 3))
+# calls every attention backend must refuse as the reference does: 2-D q, N, E and S that
+# disagree, no keys, mixed and integer dtypes; a backward whose lse, dout or out do not fit
+ATTENTION_BAD_CALLS = [
+    ("attention_forward", (_q[0], _k, _v, 1.0, False)),
+    ("attention_forward", (_q[:1], _k, _v, 1.0, False)),
+    ("attention_forward", (_q[..., :4], _k, _v, 1.0, True)),
+    ("attention_forward", (_q, _k[:, :3], _v, 1.0, False)),
+    ("attention_forward", _attention_arrays(S=0) + (1.0, True)),
+    ("attention_forward", (_q.astype(np.float32), _k, _v, 1.0, False)),
+    ("attention_forward", (_q.astype(np.int64), _k.astype(np.int64), _v.astype(np.int64), 1.0, False)),
+    ("attention_backward", (_out, _q, _k, _v, _out, _lse[:, :2], 1.0, True)),
+    ("attention_backward", (_out[..., :5], _q, _k, _v, _out, _lse, 1.0, False)),
+    ("attention_backward", (_out.astype(np.float32), _q, _k, _v, _out, _lse, 1.0, False)),
+]
+
+
+def attention_inputs(rng, dtype, N, L, S, E, Ev):
+    """q, k, v and dout of one attention case, standard normal in `dtype`."""
+    return tuple(rng.standard_normal(shape).astype(dtype) for shape in ((N, L, E), (N, S, E), (N, S, Ev), (N, L, Ev)))
+
+
+def check_attention_special_values(kernels, reference, dtype, causal):
+    """NaN and inf in q, k, v and dout against the reference, and the rule behind it: a NaN
+    reaches the queries that see it (under the causal mask, only those: a NaN key or value at
+    position j leaves the rows i < j finite), and the hidden pairs never pass one on."""
+    rng = np.random.default_rng(7)
+    N, L, S, E, Ev = 3, 9, 9, 4, 5
+    q, k, v, dout = attention_inputs(rng, dtype, N, L, S, E, Ev)
+    q[0, 2, 1] = np.nan             # matrix 0: one query row NaN
+    k[1, 5, 0] = np.nan             # matrix 1: a key seen by the rows i >= 5 only
+    v[2, 6, 3] = np.inf             # matrix 2: an infinite value
+    dout[1, 1, 2] = np.nan
+    out, lse = kernels.attention_forward(q, k, v, 0.5, causal)
+    expected = reference.attention_forward(q, k, v, 0.5, causal)
+    assert_matches((out, lse), expected, dtype, f"attention_forward causal={causal}")
+    assert np.all(np.isnan(out[0, 2])) and np.all(np.isnan(out[1, 5:]))
+    if causal:
+        assert np.all(np.isfinite(out[1, :5])) and np.all(np.isfinite(out[2, :6]))
+        assert np.all(np.isfinite(out[0, [0, 1] + list(range(3, L))]))
+    else:
+        assert np.all(np.isnan(out[1]))
+    grads = kernels.attention_backward(dout, q, k, v, *expected, 0.5, causal)
+    assert_matches(grads, reference.attention_backward(dout, q, k, v, *expected, 0.5, causal), dtype,
+                   f"attention_backward causal={causal}")

@@ -51,7 +51,7 @@ def test_table_ratios_and_the_fastest_backend_per_family():
                R("cnn", "tgs[numba]", 2.0), R("transformer", "tgs[numpy]", 5.0)]
     table = benchmark.format_table(results)
     assert "| lstm_lm | tgs[numba] | 15.0 | 1.50 |" in table and "| cnn | tgs[numpy] | 3.0 | - |" in table
-    assert benchmark.fastest_per_family(results) == {"recurrence": "numba", "conv": "numba", "softmax": "numpy",
+    assert benchmark.fastest_per_family(results) == {"recurrence": "numba", "conv": "numba", "attention": "numpy",
                                                      "activation": "numpy", "matmul": "numba", "optim": "numba"}
 
 
@@ -172,6 +172,13 @@ def test_kernel_flops_count_the_products_multiply_adds():
     args = (dhs, None, w_hh, None, None, None, None, None)   # lstm_backward: w_hh is the third
     assert benchmark._kernel_flops("recurrence", "lstm_backward", args) == 2 * 3 * 2 * 16 * 4
     assert benchmark._kernel_flops("softmax", "softmax_forward", (a, None)) is None
+    q, v = np.zeros((6, 5, 4)), np.zeros((6, 3, 7))      # L = 5 queries, S = 3 keys
+    assert benchmark.attention_pairs(5, 3, True) == 1 + 2 + 3 + 3 + 3
+    assert benchmark._kernel_flops("attention", "attention_forward", (q, None, v, 0.5, False)) == 2 * 6 * 15 * (4 + 7)
+    assert benchmark._kernel_flops("attention", "attention_backward", (None, q, None, v, None, None, 0.5, True)) \
+        == 2 * 6 * 12 * (3 * 4 + 2 * 7)
+    assert benchmark._kernel_part("attention", "attention_forward", (q, None, v, 0.5, True)) == \
+        "attention_forward 6 x 5x4, 3x7 causal"
 
 
 def test_kernel_profile_accounts_for_the_whole_step(monkeypatch):

@@ -150,6 +150,8 @@ def _op_calls():
         "MaxPool2d": lambda: ops.MaxPool2d.apply(images, kernel_size=(2, 2), stride=(2, 2), padding=(0, 0)),
         "AvgPool2d": lambda: ops.AvgPool2d.apply(images, kernel_size=(2, 2), stride=(2, 2), padding=(0, 0)),
         "RNN": recurrence(ops.RNN, 1, 1), "LSTM": recurrence(ops.LSTM, 4, 2), "GRU": recurrence(ops.GRU, 3, 1),
+        "ScaledDotProductAttention": lambda: ops.ScaledDotProductAttention.apply(
+            _randn(2, 4, 3), _randn(2, 5, 3), _randn(2, 5, 2), scale=0.5, causal=True),
     }
 
 

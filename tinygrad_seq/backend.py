@@ -1,11 +1,13 @@
 """The kernel registry: the one place where a hot loop is bound to an implementation.
 
-Six families of hot loops have kernels: `recurrence` (whole-sequence RNN/GRU/LSTM
+Seven families of hot loops have kernels: `recurrence` (whole-sequence RNN/GRU/LSTM
 forward and backward), `conv` (convolution and pooling forward and backward),
 `softmax` (masked softmax forward and backward), `activation` (the exact GELU, whose erf
 is too slow as a NumPy/SciPy ufunc, and ReLU, which NumPy runs on one core), `matmul` (every matrix product of the engine, so
-that the GEMMs can run on the same thread team as the other kernels) and `optim` (Adam's and
-AdamW's parameter update, one fused pass where the array code makes eight).  Each backend is a package under
+that the GEMMs can run on the same thread team as the other kernels), `optim` (Adam's and
+AdamW's parameter update, one fused pass where the array code makes eight)
+and `attention` (fused scaled dot-product attention, forward and backward: the L x S scores
+never leave the kernel).  Each backend is a package under
 `tinygrad_seq.kernels` with one module per family; every module of a family exposes the
 functions that CONTRACT below names, with its parameters (checked when the module is first
 loaded); their shapes, dtypes and equations are kernels/API.md and the NumPy reference in
@@ -21,7 +23,7 @@ What "fastest" means is measured, not assumed: a choice table maps each device t
 backend of each family,
 
     {"cpu": {"recurrence": "cython", "conv": "cython", "softmax": "numba", "activation": "cython",
-             "matmul": "numpy", "optim": "cython"},
+             "matmul": "numpy", "optim": "cython", "attention": "cython"},
      "cuda": {"recurrence": "cuda", "conv": "cuda", "optim": "cuda"}}
 
 The package ships one (tinygrad_seq/data/auto_backend.json, measured by its developers); a
@@ -44,7 +46,8 @@ import time
 from types import ModuleType
 from typing import Dict, Iterator, List, Optional, Tuple
 
-FAMILIES = ("recurrence", "conv", "softmax", "activation", "matmul", "optim")
+FAMILIES = ("recurrence", "conv", "softmax", "activation", "matmul", "optim",
+            "attention")
 
 # The kernel contract: every backend's module of a family exports these functions with these
 # parameters, in this order (their shapes, dtypes and equations: kernels/API.md and the
@@ -83,6 +86,10 @@ CONTRACT = {
     "optim": {
         "adam_update": ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "lr", "beta1", "beta2",
                         "eps", "weight_decay", "decoupled", "step"),
+    },
+    "attention": {
+        "attention_forward": ("q", "k", "v", "scale", "causal"),
+        "attention_backward": ("dout", "q", "k", "v", "out", "lse", "scale", "causal"),
     },
 }
 

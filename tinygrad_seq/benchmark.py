@@ -395,8 +395,8 @@ def _on_backend(name, step, tf32_switch=None, tf32=False):
 # the kernel families whose backend a workload's time mostly depends on (optim: the Adam workloads)
 WORKLOAD_FAMILIES = {"lstm_lm": ("recurrence", "matmul", "optim"), "gru_lm": ("recurrence", "matmul", "optim"),
                      "rnn_lm": ("recurrence", "matmul", "optim"), "cnn": ("conv",),
-                     "transformer": ("softmax", "activation", "matmul", "optim"),
-                     "transformer_block": ("softmax", "activation", "matmul", "optim")}
+                     "transformer": ("attention", "activation", "matmul", "optim"),
+                     "transformer_block": ("attention", "activation", "matmul", "optim")}
 
 
 def fastest_per_family(results):
@@ -433,10 +433,28 @@ def format_table(results, device="cpu"):
     return "\n".join(lines)
 
 
+def attention_pairs(L, S, causal):
+    """The (query, key) pairs attention computes per matrix: L S, or under the causal mask the
+    visible ones only, sum_i min(i + 1, S)."""
+    if not causal:
+        return L * S
+    full = max(0, L - S)                       # the rows past the S-th see every key
+    seen = min(L, S)
+    return seen * (seen + 1) // 2 + full * S
+
+
 def _kernel_flops(family, function, args):
-    """Multiply-add FLOPs of one kernel call where they are one product's: matmul, and the
-    recurrences' per-step products with W_hh (2 T B G H, G = gates x H rows); else None."""
+    """Multiply-add FLOPs of one kernel call where they are one product's: matmul, the
+    recurrences' per-step products with W_hh (2 T B G H, G = gates x H rows), and attention's
+    products over the visible pairs (forward 2 (E + Ev) per pair: q k^T and p v; backward
+    2 (3 E + 2 Ev): q k^T again, dout v^T, ds k, ds^T q, p^T dout); else None."""
     from tinygrad_seq.backend import CONTRACT
+    if family == "attention":
+        names = CONTRACT[family][function]
+        q, v = args[names.index("q")], args[names.index("v")]
+        (N, L, E), S, Ev = q.shape, v.shape[1], v.shape[2]
+        per_pair = E + Ev if function == "attention_forward" else 3 * E + 2 * Ev
+        return 2 * N * attention_pairs(L, S, bool(args[names.index("causal")])) * per_pair
     if family == "matmul":
         a, b = args[0], args[1]
         return 2 * a.size * b.shape[-1]          # a's batch x M x K, times N
@@ -449,6 +467,7 @@ def _kernel_flops(family, function, args):
 
 def _kernel_part(family, function, args):
     """A profile row's name: the function and the shapes that set its cost."""
+    from tinygrad_seq.backend import CONTRACT
     if family == "matmul":
         a, b = args[0], args[1]
         batch = f"{int(np.prod(a.shape[:-2]))} x " if a.ndim > 2 else ""
@@ -456,6 +475,11 @@ def _kernel_part(family, function, args):
     if family == "recurrence":
         T, B = args[0].shape[:2]
         return f"{function} T={T} B={B}"
+    if family == "attention":
+        names = CONTRACT[family][function]
+        q, v = args[names.index("q")], args[names.index("v")]
+        causal = " causal" if args[names.index("causal")] else ""
+        return f"{function} {q.shape[0]} x {q.shape[1]}x{q.shape[2]}, {v.shape[1]}x{v.shape[2]}{causal}"
     return f"{function} {'x'.join(map(str, getattr(args[0], 'shape', ())))}"
 
 

@@ -102,7 +102,8 @@ def test_attention_hands_the_cuda_softmax_the_causal_mask_at_its_own_size(rng, m
     backend = importlib.import_module("tinygrad_seq.backend")   # the module, not tinygrad_seq.backend()
 
     q, k, v = (tgs.Tensor(rng.standard_normal((2, 3, 4, 6)).astype(np.float32), requires_grad=True) for _ in range(3))
-    expected = attention.scaled_dot_product_attention(q, k, v, is_causal=True)      # NumPy kernels
+    # return_weights keeps the composed path (matmul, softmax, matmul): the fused op has no mask
+    expected, _ = attention.scaled_dot_product_attention(q, k, v, is_causal=True, return_weights=True)
     expected.sum().backward()
     expected_grads = [t.grad.numpy().copy() for t in (q, k, v)]
     for t in (q, k, v):
@@ -111,7 +112,7 @@ def test_attention_hands_the_cuda_softmax_the_causal_mask_at_its_own_size(rng, m
     real_forward = cuda_softmax.softmax_forward
     monkeypatch.setattr(cuda_softmax, "softmax_forward", lambda x, mask: masks.append(mask) or real_forward(x, mask))
     monkeypatch.setattr(backend, "kernels", lambda family, device="cpu": cuda_softmax)
-    out = attention.scaled_dot_product_attention(q, k, v, is_causal=True)
+    out, _ = attention.scaled_dot_product_attention(q, k, v, is_causal=True, return_weights=True)
     out.sum().backward()
     assert [m.rows.shape for m in masks] == [(4, 4)] and masks[0].inner == 1
     assert_close(out.numpy(), expected.numpy(), np.float32)

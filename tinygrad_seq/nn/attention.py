@@ -5,6 +5,12 @@ Every variant is the same three steps: score each encoder state against the quer
 softmax the scores over the states that are not masked, and take the weighted sum of the
 values (the context vector).  The masked softmax is one op that runs in the `softmax`
 kernel family.
+
+Scaled dot-product and multi-head attention take one fused op instead,
+ops.ScaledDotProductAttention (the `attention` kernel family: the L x S scores never leave the
+kernel), whenever it computes what was asked: no mask other than is_causal, no dropout, the
+weights not asked for, and q, k, v of one float dtype with the same leading axes
+(`_fused_attention_takes`).  Everything else keeps the composed path of `_attend`.
 """
 import math
 
@@ -34,6 +40,14 @@ def _attend(scores, values, excluded=None, dropout_p=0.0, training=True):
     return weights @ values, weights
 
 
+def _fused_attention_takes(query, key, value):
+    """Whether ops.ScaledDotProductAttention takes these tensors as they are: one float dtype,
+    the same leading (batch, head) axes, no broadcasting, and at least one key."""
+    return (query.ndim >= 2 and query.dtype == key.dtype == value.dtype
+            and query.dtype in (np.float32, np.float64)
+            and query.shape[:-2] == key.shape[:-2] == value.shape[:-2] and key.shape[-2] > 0)
+
+
 def _causal_exclusion(xp, L, S):
     """True above the diagonal: position i may not look at j > i."""
     return xp.triu(xp.ones((L, S), dtype=bool), k=1)
@@ -52,9 +66,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                          f"but key has {key.shape[-1]}")
     if key.shape[-2] != value.shape[-2]:
         raise ValueError(f"scaled_dot_product_attention: key has {key.shape[-2]} positions but value has {value.shape[-2]}")
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    if attn_mask is None and not dropout_p and not return_weights and _fused_attention_takes(query, key, value):
+        return ops.ScaledDotProductAttention.apply(query, key, value, scale=scale, causal=is_causal)
     xp = xp_of(query.data)
     L, S = query.shape[-2], key.shape[-2]
-    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     scores = (query @ key.transpose(-2, -1)) * scale
     excluded = _causal_exclusion(xp, L, S) if is_causal else None
     if attn_mask is not None:
@@ -148,6 +164,11 @@ class MultiheadAttention(Module):
     def extra_repr(self):
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, batch_first={self.batch_first}"
 
+    def _project(self, context, N, L, E):
+        """The heads' context (N, h, L, d) joined and projected: (N, L, E), or (L, N, E)."""
+        out = self.out_proj(context.transpose(1, 2).reshape(N, L, E))
+        return out if self.batch_first else out.transpose(0, 1)
+
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
                 average_attn_weights=True, is_causal=False):
         if not self.batch_first:  # (L, N, E) -> (N, L, E)
@@ -169,6 +190,10 @@ class MultiheadAttention(Module):
         q = q.reshape(N, L, h, d).transpose(1, 2)
         k = k.reshape(N, S, h, d).transpose(1, 2)
         v = v.reshape(N, S, h, d).transpose(1, 2)
+        if (key_padding_mask is None and attn_mask is None and not need_weights
+                and not (self.dropout and self.training) and _fused_attention_takes(q, k, v)):
+            context = ops.ScaledDotProductAttention.apply(q, k, v, scale=1.0 / math.sqrt(d), causal=is_causal)
+            return self._project(context, N, L, E), None
         scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(d))  # (N, h, L, S)
         xp = xp_of(scores.data)
         excluded = _causal_exclusion(xp, L, S) if is_causal and attn_mask is None else None
@@ -185,9 +210,7 @@ class MultiheadAttention(Module):
             else:
                 scores = scores + Tensor._wrap(m.astype(scores.dtype))
         context, weights = _attend(scores, v, excluded, self.dropout, self.training)
-        out = self.out_proj(context.transpose(1, 2).reshape(N, L, E))
-        if not self.batch_first:
-            out = out.transpose(0, 1)
+        out = self._project(context, N, L, E)
         if not need_weights:
             return out, None
         return out, (weights.mean(dim=1) if average_attn_weights else weights)

@@ -30,6 +30,8 @@ from .loss import Softmax, LogSoftmax, NLLLoss
 from .convolution import Conv2d, MaxPool2d, AvgPool2d
 # recurrence: one op per layer and direction for the whole time loop
 from .recurrence import RNN, LSTM, GRU
+# attention: softmax(scale q k^T) v as one op, its scores kept inside the kernel
+from .attention import ScaledDotProductAttention
 # the two building blocks other modules name: the one place matrices are multiplied, and the
 # maker of a unary elementwise op from its formula and its derivative
 from .linear import matmul_rows
@@ -56,4 +58,6 @@ __all__ = [
     "Conv2d", "MaxPool2d", "AvgPool2d",
     # recurrence
     "RNN", "LSTM", "GRU",
+    # attention
+    "ScaledDotProductAttention",
 ]
