@@ -134,6 +134,7 @@ def _op_calls():
         "GetItem": lambda: ops.GetItem.apply(x, index=(np.array([0, 1, 1]),)),
         "SetItem": lambda: ops.SetItem.apply(x, row, index=(np.array([1]),)),
         "Concat": lambda: ops.Concat.apply(x, y, axis=0), "Stack": lambda: ops.Stack.apply(x, y, axis=1),
+        "Split": lambda: ops.Split.apply(x, sizes=[1, 2], axis=1),
         "Gather": lambda: ops.Gather.apply(x, index, axis=1),
         "ScatterAdd": lambda: ops.ScatterAdd.apply(x, index, y, axis=1),
         "Scatter": lambda: ops.Scatter.apply(x, index, y, axis=1),

@@ -319,6 +319,9 @@ def test_cat_stack_errors():
     (lambda x: x.split([1, 4], dim=0), lambda x: x.split([1, 4], dim=0)),
     (lambda x: x.chunk(2), lambda x: x.chunk(2)),
     (lambda x: x.chunk(3, dim=-1), lambda x: x.chunk(3, dim=-1)),
+    # pieces left out of the loss get a zero gradient
+    (lambda x: x.chunk(3, dim=-1)[1], lambda x: x.chunk(3, dim=-1)[1]),
+    (lambda x: x.split([2, 0, 3])[2] * 2, lambda x: x.split([2, 0, 3])[2] * 2),
 ])
 def test_split_and_chunk(ours, theirs):
     check(ours, theirs, data(5, 3))

@@ -1060,12 +1060,9 @@ class Tensor:
             sizes = list(split_size_or_sections)
             if sum(sizes) != length:
                 raise ValueError(f"split: sizes {sizes} do not add up to dimension {dim} of length {length}")
-        pieces, start = [], 0
-        for size in sizes:
-            index = (slice(None),) * (dim % self.ndim) + (slice(start, start + size),)
-            pieces.append(self[index])
-            start += size
-        return tuple(pieces)
+        if any(size < 0 for size in sizes):
+            raise ValueError(f"split: sizes {sizes} must not be negative")
+        return ops.Split.apply(self, sizes=sizes, axis=dim)
 
     def chunk(self, chunks: _int, dim: _int = 0) -> Tuple[Tensor, ...]:
         size = -(-self.shape[dim] // chunks)

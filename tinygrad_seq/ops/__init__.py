@@ -18,7 +18,7 @@ from .elementwise import (Add, Sub, Mul, Div, Neg, Pow, PowTensor, Maximum, Wher
 # reductions along axes
 from .reduction import Sum, Max, Prod, CumSum
 # movement and indexing: views, indexing and assignment, joining, gather/scatter, padding, devices
-from .movement import (Reshape, Permute, Expand, GetItem, SetItem, Concat, Stack, Gather, ScatterAdd, Scatter,
+from .movement import (Reshape, Permute, Expand, GetItem, SetItem, Concat, Split, Stack, Gather, ScatterAdd, Scatter,
                        Pad, ToDevice)
 # matrix products: matmul, the linear layer, einsum, the embedding lookup
 from .linear import MatMul, Linear, Einsum, Embedding
@@ -46,7 +46,7 @@ __all__ = [
     # reduction
     "Sum", "Max", "Prod", "CumSum",
     # movement
-    "Reshape", "Permute", "Expand", "GetItem", "SetItem", "Concat", "Stack", "Gather", "ScatterAdd", "Scatter",
+    "Reshape", "Permute", "Expand", "GetItem", "SetItem", "Concat", "Split", "Stack", "Gather", "ScatterAdd", "Scatter",
     "Pad", "ToDevice",
     # linear
     "MatMul", "Linear", "Einsum", "Embedding",

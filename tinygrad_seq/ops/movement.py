@@ -126,6 +126,22 @@ class Concat(Function):
         return tuple(xp_of(dy).split(dy, self.bounds, axis=self.axis))
 
 
+class Split(Function):
+    """ys = x's consecutive pieces of `sizes` along `axis` (views);  dx = the dys joined along it,
+    a piece whose gradient never came taking zeros.  One op for all the pieces: as separate
+    slices (GetItem) each backward wrote its dy into a zero array of x's full shape and the
+    sweep added those up, three x-sized arrays for an attention's q, k, v."""
+
+    def forward(self, x, sizes, axis=0):
+        self.axis = axis % x.ndim
+        bounds = np.cumsum(sizes).tolist()
+        index = (slice(None),) * self.axis
+        return tuple(x[index + (slice(stop - size, stop),)] for size, stop in zip(sizes, bounds))
+
+    def backward(self, *dys):
+        return xp_of(dys[0]).concatenate(dys, axis=self.axis)
+
+
 class Stack(Function):
     """y = the inputs stacked along a new `axis`;  each dx = dy indexed along it."""
 
