@@ -97,3 +97,35 @@ def test_blas_thread_counts_are_held_only_during_the_product():
     team.matmul(a, a)
     after = [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
     assert after == before
+
+
+@pytest.mark.skipif("cython" not in BACKENDS, reason="needs the compiled Cython kernels (a C compiler at install)")
+def test_the_team_runs_on_numpy_s_openblas_and_both_libraries_agree():
+    """The team calls NumPy's own (ILP64) OpenBLAS where NumPy bundles one; SciPy's stays usable
+    and gives the same products, for every layout and both dtypes."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    team = _module("cython")
+    from tinygrad_seq.kernels.cython import _team_gemm
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((300, 170)), rng.standard_normal((170, 90))
+    team.matmul(a, b)
+    numpy_dir = os.path.dirname(np.__file__)
+    bundled = [lib for lib in threadpoolctl.threadpool_info() if lib["internal_api"] == "openblas"
+               and os.path.dirname(lib["filepath"]).startswith(numpy_dir)]   # numpy.libs beside numpy/
+    if not bundled:
+        pytest.skip("this NumPy does not bundle OpenBLAS (another BLAS or a system build)")
+    assert team.gemm_library().startswith("NumPy's OpenBLAS")
+    for dtype in (np.float32, np.float64):
+        x, y = a.astype(dtype), b.astype(dtype)
+        for xs, ys in [(x, y), (_transposed(x), y), (x, _transposed(y))]:
+            on_numpy = team.matmul(xs, ys)
+            _team_gemm.use_blas(0, 0)
+            try:
+                on_scipy = team.matmul(xs, ys)
+            finally:
+                team._use_numpy_blas(team._blas_libraries())
+            tol = 1e-4 if dtype == np.float32 else 1e-12
+            np.testing.assert_allclose(on_numpy, on_scipy, rtol=tol, atol=tol)
+            np.testing.assert_allclose(on_numpy, xs.astype(np.float64) @ ys, rtol=tol, atol=tol)
+    with pytest.raises(ValueError, match="both"):
+        _team_gemm.use_blas(1, 0)

@@ -21,15 +21,22 @@ cimport numpy as cnp
 
 cnp.import_array()
 
-# BLAS's Fortran GEMMs, taken from SciPy's cython_blas when this module loads, as `cimport`
-# would, but without needing SciPy's .pxd files at build time (pip builds in an isolated
-# environment that has only NumPy and Cython).
+# BLAS's Fortran GEMMs: SciPy's (from its cython_blas, as `cimport` would, but without needing
+# SciPy's .pxd files at build time: pip builds in an isolated environment that has only NumPy and
+# Cython), or another library's handed over by use_blas: matmul.py hands over NumPy's own
+# OpenBLAS, whose 64-bit-integer ("ILP64") GEMMs take int64 sizes.
 ctypedef void (*sgemm_t)(char *, char *, int *, int *, int *, float *, float *, int *, float *, int *,
                          float *, float *, int *) noexcept nogil
 ctypedef void (*dgemm_t)(char *, char *, int *, int *, int *, double *, double *, int *, double *, int *,
                          double *, double *, int *) noexcept nogil
+ctypedef void (*sgemm64_t)(char *, char *, long long *, long long *, long long *, float *, float *,
+                           long long *, float *, long long *, float *, float *, long long *) noexcept nogil
+ctypedef void (*dgemm64_t)(char *, char *, long long *, long long *, long long *, double *, double *,
+                           long long *, double *, long long *, double *, double *, long long *) noexcept nogil
 cdef sgemm_t sgemm
 cdef dgemm_t dgemm
+cdef sgemm64_t sgemm64 = NULL
+cdef dgemm64_t dgemm64 = NULL
 
 
 def _load_blas():
@@ -43,14 +50,31 @@ def _load_blas():
 _load_blas()
 
 
+def use_blas(size_t sgemm_address, size_t dgemm_address):
+    """Run the team's GEMMs on the ILP64 Fortran sgemm and dgemm at these addresses (both
+    non-zero), or back on SciPy's (both zero)."""
+    global sgemm64, dgemm64
+    if (sgemm_address == 0) != (dgemm_address == 0):
+        raise ValueError("use_blas: give both GEMMs' addresses, or neither")
+    sgemm64 = <sgemm64_t> sgemm_address
+    dgemm64 = <dgemm64_t> dgemm_address
+
+
 cdef inline void gemm_block(char ta, char tb, int m, int n, int k, floating *x, int ldx,
                             floating *y, int ldy, floating *c, int ldc) noexcept nogil:
     # column-major: C^T (m x n) = op(x) (m x k) op(y) (k x n)
     cdef floating one = 1, zero = 0
+    cdef long long m64 = m, n64 = n, k64 = k, ldx64 = ldx, ldy64 = ldy, ldc64 = ldc
     if floating is float:
-        sgemm(&ta, &tb, &m, &n, &k, &one, x, &ldx, y, &ldy, &zero, c, &ldc)
+        if sgemm64 != NULL:
+            sgemm64(&ta, &tb, &m64, &n64, &k64, &one, x, &ldx64, y, &ldy64, &zero, c, &ldc64)
+        else:
+            sgemm(&ta, &tb, &m, &n, &k, &one, x, &ldx, y, &ldy, &zero, c, &ldc)
     else:
-        dgemm(&ta, &tb, &m, &n, &k, &one, x, &ldx, y, &ldy, &zero, c, &ldc)
+        if dgemm64 != NULL:
+            dgemm64(&ta, &tb, &m64, &n64, &k64, &one, x, &ldx64, y, &ldy64, &zero, c, &ldc64)
+        else:
+            dgemm(&ta, &tb, &m, &n, &k, &one, x, &ldx, y, &ldy, &zero, c, &ldc)
 
 
 cdef void team_gemm(floating *a, floating *b, floating *c, Py_ssize_t batch, int M, int N, int K,

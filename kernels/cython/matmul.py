@@ -30,7 +30,7 @@ def _threads():
         return cores
 
 
-_state = {"threads": _threads(), "blas": None}
+_state = {"threads": _threads(), "blas": None, "gemm": "SciPy's BLAS"}
 # one product at a time holds the BLAS libraries: two Python threads interleaving their
 # hold-and-restore could otherwise leave them at one thread for good
 _holding = threading.Lock()
@@ -40,15 +40,54 @@ def set_num_threads(n):
     _state["threads"] = max(1, int(n))
 
 
+def gemm_library():
+    """Which BLAS the team's GEMMs call (known after the first product that used the team)."""
+    return _state["gemm"]
+
+
 def _blas_libraries():
-    """threadpoolctl's handles on the BLAS libraries loaded now (NumPy's, SciPy's), found once."""
+    """threadpoolctl's handles on the BLAS libraries loaded now (NumPy's, SciPy's), found once;
+    the first call also hands NumPy's OpenBLAS to the team (_use_numpy_blas)."""
     if _state["blas"] is None:
         try:
             from threadpoolctl import ThreadpoolController
             _state["blas"] = ThreadpoolController().select(user_api="blas").lib_controllers
         except Exception:   # threadpoolctl missing or unable to read a library: pin none
             _state["blas"] = []
+        _use_numpy_blas(_state["blas"])
     return _state["blas"]
+
+
+# NumPy's wheels bundle OpenBLAS with 64-bit integers, its symbols renamed (scipy-openblas64)
+NUMPY_BLAS_GEMMS = (("scipy_sgemm_64_", "scipy_dgemm_64_"), ("sgemm_64_", "dgemm_64_"), ("sgemm64_", "dgemm64_"))
+
+
+def _use_numpy_blas(libraries):
+    """Run the team's GEMMs on NumPy's own OpenBLAS where it has the ILP64 Fortran GEMMs, else on
+    SciPy's (the module's default).  Why: the two wheels bundle different OpenBLAS releases, and
+    on a Xeon (Sapphire Rapids class) NumPy's 0.3.31 ran the transformer's MLP products
+    (2048x128 @ 128x512, one thread) at 135 GFLOP/s where SciPy's 0.3.30 ran them at 94
+    (BENCHMARKS.md); it is also the library `a @ b` runs on everywhere else in the engine."""
+    import ctypes
+    numpy_dir = os.path.dirname(os.path.dirname(os.path.abspath(np.__file__)))
+    for lib in libraries:
+        path = os.path.abspath(getattr(lib, "filepath", "") or "")
+        if getattr(lib, "internal_api", None) != "openblas" or not (
+                path.startswith(os.path.join(numpy_dir, "numpy.libs"))
+                or path.startswith(os.path.join(numpy_dir, "numpy") + os.sep)):
+            continue
+        try:
+            library = ctypes.CDLL(path)     # already loaded: the same handle NumPy uses
+        except OSError:
+            continue
+        for single, double in NUMPY_BLAS_GEMMS:
+            try:
+                addresses = [ctypes.cast(getattr(library, name), ctypes.c_void_p).value for name in (single, double)]
+            except AttributeError:
+                continue
+            _team_gemm.use_blas(*addresses)
+            _state["gemm"] = f"NumPy's OpenBLAS ({single})"
+            return
 
 
 def matmul(a, b):
