@@ -1,17 +1,21 @@
-"""CUDA layer norm (one block per row, float64 tree reductions; one thread per column for
-dweight/dbias) under the simulator, against the NumPy reference."""
+"""CUDA layer norm (one block per row, tree reductions in shared memory; dweight/dbias one
+thread per (column, chunk of rows), then a sum over the chunks) under the simulator, against
+the NumPy reference."""
 import numpy as np
 import pytest
 from kernel_checks import NORMALIZATION_BAD_CALLS, assert_raises_like_reference, check_layer_norm_special_values
 from simcheck import DTYPES, assert_close, assert_unchanged, directional_derivative, frozen
 
 from tinygrad_seq.kernels.cuda import normalization as cuda_normalization
-from tinygrad_seq.kernels.cuda.normalization import MAX_ROW_BLOCKS, ROW_THREADS
+from tinygrad_seq.kernels.cuda.normalization import AFFINE_CHUNK, MAX_ROW_BLOCKS, ROW_THREADS
+
+assert AFFINE_CHUNK + 1 > MAX_ROW_BLOCKS
 from tinygrad_seq.kernels.reference import normalization as ref
 
-# (rows, n): one element, fewer columns than the block's threads, not a multiple of the block,
-# several strides of the block per row, more rows than blocks (grid-stride over rows), no rows
-SHAPES = [(1, 1), (3, 7), (2, ROW_THREADS + 1), (2, 2 * ROW_THREADS + 5), (MAX_ROW_BLOCKS + 1, 5), (0, 4)]
+# (rows, n): one element; more rows than blocks (grid-stride over rows) and than one chunk of
+# the dweight/dbias partial sums; fewer columns than the block's threads, not a multiple of the
+# block, several strides of the block per row; no rows
+SHAPES = [(1, 1), (AFFINE_CHUNK + 1, 7), (2, ROW_THREADS + 1), (2, 2 * ROW_THREADS + 5), (0, 4)]
 
 
 def _check_against_the_reference(rng, dtype, shape, affine, need_affine):
