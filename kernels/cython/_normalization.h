@@ -67,7 +67,22 @@ static inline void tgs_layer_norm_row_backward##SUFFIX(const T* dy, const T* x, 
         }                                                                                      \
     }                                                                                          \
     const T mean_g = (T)(sg / (double)n), mean_gx = (T)(sgx / (double)n);                      \
-    if (w != NULL)                                                                             \
+    /* dx, and dw/db in the same pass: dy and x are read once more, not twice */               \
+    if (dw != NULL && w != NULL)                                                               \
+        for (ptrdiff_t j = 0; j < n; ++j) {                                                    \
+            const T xhat = (x[j] - m) * r;                                                     \
+            dx[j] = r * (dy[j] * w[j] - mean_g - xhat * mean_gx);                              \
+            dw[j] += (double)(dy[j] * xhat);                                                   \
+            db[j] += (double)dy[j];                                                            \
+        }                                                                                      \
+    else if (dw != NULL)                                                                       \
+        for (ptrdiff_t j = 0; j < n; ++j) {                                                    \
+            const T xhat = (x[j] - m) * r;                                                     \
+            dx[j] = r * (dy[j] - mean_g - xhat * mean_gx);                                     \
+            dw[j] += (double)(dy[j] * xhat);                                                   \
+            db[j] += (double)dy[j];                                                            \
+        }                                                                                      \
+    else if (w != NULL)                                                                        \
         for (ptrdiff_t j = 0; j < n; ++j) {                                                    \
             const T xhat = (x[j] - m) * r;                                                     \
             dx[j] = r * (dy[j] * w[j] - mean_g - xhat * mean_gx);                              \
@@ -76,12 +91,6 @@ static inline void tgs_layer_norm_row_backward##SUFFIX(const T* dy, const T* x, 
         for (ptrdiff_t j = 0; j < n; ++j) {                                                    \
             const T xhat = (x[j] - m) * r;                                                     \
             dx[j] = r * (dy[j] - mean_g - xhat * mean_gx);                                     \
-        }                                                                                      \
-    if (dw != NULL)                                                                            \
-        for (ptrdiff_t j = 0; j < n; ++j) {                                                    \
-            const T xhat = (x[j] - m) * r;                                                     \
-            dw[j] += (double)(dy[j] * xhat);                                                   \
-            db[j] += (double)dy[j];                                                            \
         }                                                                                      \
 }
 
