@@ -21,6 +21,9 @@ Each family is timed at the shapes of the ../shared/benchmarks.md workloads (flo
   attention   the transformer's causal self-attention, 16*4 heads x 128 positions x 32 features,
               forward + backward of both layers (fused: the scores never leave the kernel).
               PyTorch: F.scaled_dot_product_attention(is_causal=True) under autograd.
+  normalization  the transformer's LayerNorm over (B * T) rows of d = 128 with weight and bias,
+              forward + backward (dx, dweight, dbias) of its five LayerNorms.
+              PyTorch: F.layer_norm under autograd.
 Median of 15 after 3 warm-ups, in blocks (see `race`); two passes, the lower block median kept,
 because other processes share this machine. `auto` (tinygrad_seq/backend.py)
 reads the written table; other devices' entries in it are kept.
@@ -259,9 +262,36 @@ def attention_workload():
     return ours, torch_step
 
 
+def normalization_workload():
+    """The transformer step's LayerNorms: (B * T) rows of d, weight and bias, 2 per layer + the final one."""
+    sizes = CPU_SIZES["transformer"]
+    rows, d, count = sizes["B"] * sizes["T"], sizes["d"], 2 * sizes["layers"] + 1
+    rng = np.random.default_rng(0)
+    x, dy = (rng.standard_normal((rows, d)).astype(DTYPE) for _ in range(2))
+    weight, bias = (rng.standard_normal(d).astype(DTYPE) for _ in range(2))
+
+    def ours(k):
+        def step():
+            for _ in range(count):
+                _, mean, rstd = k.layer_norm_forward(x, weight, bias, 1e-5)
+                k.layer_norm_backward(dy, x, weight, mean, rstd, True)
+        return step
+
+    def torch_step():
+        import torch
+        tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, weight, bias))
+        tdy = torch.from_numpy(dy)
+
+        def step():
+            for _ in range(count):
+                torch.nn.functional.layer_norm(tx, (d,), tw, tb, 1e-5).backward(tdy)
+        return step
+    return ours, torch_step
+
+
 WORKLOADS = {"recurrence": recurrence_workload, "conv": conv_workload, "softmax": softmax_workload,
              "activation": activation_workload, "matmul": matmul_workload, "optim": optim_workload,
-             "attention": attention_workload}
+             "attention": attention_workload, "normalization": normalization_workload}
 
 
 # ----------------------------------------------------------------------------- timing

@@ -254,3 +254,61 @@ def check_attention_special_values(kernels, reference, dtype, causal):
     grads = kernels.attention_backward(dout, q, k, v, *expected, 0.5, causal)
     assert_matches(grads, reference.attention_backward(dout, q, k, v, *expected, 0.5, causal), dtype,
                    f"attention_backward causal={causal}")
+
+
+# calls every normalization backend must refuse as the reference does: 1-D and 3-D x, an integer
+# and a float16 x, rows of length 0, a weight of the wrong length or dtype, a bias of the wrong
+# length; a backward whose dy, mean or rstd do not fit x
+_x = np.zeros((3, 4))
+NORMALIZATION_BAD_CALLS = [
+    ("layer_norm_forward", (np.zeros(4), None, None, 1e-5)),
+    ("layer_norm_forward", (np.zeros((2, 3, 4)), None, None, 1e-5)),
+    ("layer_norm_forward", (np.zeros((3, 4), dtype=np.int64), None, None, 1e-5)),
+    ("layer_norm_forward", (np.zeros((3, 4), dtype=np.float16), None, None, 1e-5)),
+    ("layer_norm_forward", (np.zeros((3, 0)), None, None, 1e-5)),
+    ("layer_norm_forward", (_x, np.ones(3), None, 1e-5)),
+    ("layer_norm_forward", (_x, np.ones(4, dtype=np.float32), None, 1e-5)),
+    ("layer_norm_forward", (_x, None, np.ones(5), 1e-5)),
+    ("layer_norm_backward", (np.zeros((3, 5)), _x, None, np.zeros(3), np.ones(3), True)),
+    ("layer_norm_backward", (_x.astype(np.float32), _x, None, np.zeros(3), np.ones(3), True)),
+    ("layer_norm_backward", (_x, _x, None, np.zeros(2), np.ones(3), False)),
+    ("layer_norm_backward", (_x, _x, np.ones(4), np.zeros(3), np.ones(3, dtype=np.float32), True)),
+    ("layer_norm_backward", (_x, _x, np.ones(2), np.zeros(3), np.ones(3), True)),
+]
+
+
+def check_layer_norm_special_values(kernels, reference, dtype):
+    """NaN and inf through a layer norm backend, against the reference and the rule behind it: a
+    NaN or an inf in a row of x makes that whole row of y (and its mean or rstd) NaN and leaves
+    the other rows alone; a constant row gives y = bias (var 0, rstd 1/sqrt(eps)); a NaN in dy
+    reaches its row of dx (through mean(g)) and its column of dweight and dbias, nothing else."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((6, 21)).astype(dtype)
+    x[0, 3], x[1, 7], x[2, 0] = np.nan, np.inf, -np.inf
+    x[4] = 2.5
+    weight, bias = rng.standard_normal(21).astype(dtype), rng.standard_normal(21).astype(dtype)
+    with np.errstate(invalid="ignore"):
+        expected = reference.layer_norm_forward(x, weight, bias, 1e-5)
+        got = kernels.layer_norm_forward(x, weight, bias, 1e-5)
+    assert_matches(tuple(got), tuple(expected), dtype, "layer_norm_forward with NaN/inf")
+    y, mean, rstd = got
+    assert np.all(np.isnan(y[:3])) and np.all(np.isfinite(y[3:]))
+    np.testing.assert_allclose(y[4], bias, rtol=1e-6)
+    np.testing.assert_allclose(rstd[4], 1 / np.sqrt(1e-5), rtol=1e-6)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    with np.errstate(invalid="ignore"):
+        grads = kernels.layer_norm_backward(dy, x, weight, mean, rstd, True)
+        assert_matches(tuple(grads), reference.layer_norm_backward(dy, x, weight, mean, rstd, True), dtype,
+                       "layer_norm_backward of NaN rows")
+    assert np.all(np.isnan(grads[0][:3])) and np.all(np.isfinite(grads[0][3:]))
+    finite = np.where(np.isfinite(x).all(axis=1, keepdims=True), x, 1.0).astype(dtype)
+    y, mean, rstd = kernels.layer_norm_forward(finite, weight, bias, 1e-5)
+    dy[3, 5] = np.nan
+    with np.errstate(invalid="ignore"):
+        grads = kernels.layer_norm_backward(dy, finite, weight, mean, rstd, True)
+        assert_matches(tuple(grads), reference.layer_norm_backward(dy, finite, weight, mean, rstd, True), dtype,
+                       "layer_norm_backward of a NaN gradient")
+    dx, dweight, dbias = grads
+    assert np.all(np.isnan(dx[3])) and np.all(np.isfinite(np.delete(dx, 3, axis=0)))
+    for d in (dweight, dbias):
+        assert np.isnan(d[5]) and np.all(np.isfinite(np.delete(d, 5)))

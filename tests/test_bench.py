@@ -52,7 +52,8 @@ def test_table_ratios_and_the_fastest_backend_per_family():
     table = benchmark.format_table(results)
     assert "| lstm_lm | tgs[numba] | 15.0 | 1.50 |" in table and "| cnn | tgs[numpy] | 3.0 | - |" in table
     assert benchmark.fastest_per_family(results) == {"recurrence": "numba", "conv": "numba", "attention": "numpy",
-                                                     "activation": "numpy", "matmul": "numba", "optim": "numba"}
+                                                     "activation": "numpy", "normalization": "numpy",
+                                                     "matmul": "numba", "optim": "numba"}
 
 
 def test_bench_write_choice_goes_to_the_user_config_and_auto_follows_it(tmp_path, monkeypatch):

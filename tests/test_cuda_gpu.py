@@ -112,6 +112,25 @@ def test_softmax_on_gpu(rng, dtype, shape):
         assert_gpu_close(cuda_softmax.softmax_backward(*on_gpu(dy), y), ref.softmax_backward(dy, ry), dtype)
 
 
+# ----------------------------------------------------------------------------- normalization
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (9, 300), (3, 1025), (2048, 128), (70_000, 5)])
+def test_layer_norm_on_gpu(rng, dtype, shape):
+    from tinygrad_seq.kernels.cuda import normalization as cuda_normalization
+    from tinygrad_seq.kernels.reference import normalization as ref
+    x = (2 * rng.standard_normal(shape) + 1).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    weight, bias = rng.standard_normal(shape[1]).astype(dtype), rng.standard_normal(shape[1]).astype(dtype)
+    for w, b in ((weight, bias), (None, None)):
+        got = cuda_normalization.layer_norm_forward(*on_gpu(x, w, b), 1e-5)
+        expected = ref.layer_norm_forward(x, w, b, 1e-5)
+        assert_gpu_close(got, expected, dtype)
+        grads = cuda_normalization.layer_norm_backward(*on_gpu(dy, x, w, *expected[1:]), True)
+        assert_gpu_close(grads, ref.layer_norm_backward(dy, x, w, *expected[1:], True), dtype)
+
+
 # ----------------------------------------------------------------------------- conv
 
 CONV_CASES = [
@@ -355,7 +374,7 @@ _COMPILE_ALL = textwrap.dedent('''
     # device functions ask the current device for its compute capability: pretend an sm_90
     dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
 
-    from tinygrad_seq.kernels.cuda import conv as C, optim as O, recurrence as R, softmax as S
+    from tinygrad_seq.kernels.cuda import conv as C, normalization as N, optim as O, recurrence as R, softmax as S
 
     def arr(dtype, ndim):
         return dtype + "[" + ", ".join([":"] * (ndim - 1) + ["::1"]) + "]"
@@ -379,8 +398,11 @@ _COMPILE_ALL = textwrap.dedent('''
         R._gru_step                  a3 a1 int64
         R._gru_grad_step             a3 a3 a3 a3 a1 int64
         O._adam_step                 a1 a1 a1 a1 a1 f f f f f f f f f boolean
+        N._layer_norm_forward_f{bits}   a2 a1 a1 boolean boolean f a2 a1 a1
+        N._layer_norm_backward_f{bits}  a2 a2 a1 boolean a1 a1 a2
+        N._affine_partials              a2 a2 a1 a1 int64 a3
     """
-    modules = {"C": C, "O": O, "R": R, "S": S}
+    modules = {"C": C, "N": N, "O": O, "R": R, "S": S}
 
     for dt in ("float32", "float64"):
         types_of = {f"a{n}": arr(dt, n) for n in (1, 2, 3, 4)}
@@ -409,4 +431,4 @@ def test_every_kernel_compiles_for_the_real_cuda_target():
         pytest.skip("needs the CUDA compiler libraries NVVM and NVRTC (pip install nvidia-cuda-nvcc-cu12 "
                     f"nvidia-cuda-nvrtc-cu12): {run.stdout.strip()}")
     assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.count("compiled") == 30, run.stdout
+    assert run.stdout.count("compiled") == 36, run.stdout

@@ -27,12 +27,14 @@ hypothesis = pytest.importorskip("hypothesis", reason="the property-based tests 
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from kernel_checks import RECURRENCE_KINDS, assert_matches, check_softmax_special_values, recurrence_args  # noqa: E402
+from kernel_checks import (RECURRENCE_KINDS, assert_matches, check_layer_norm_special_values,  # noqa: E402
+                           check_softmax_special_values, recurrence_args)
 
 from tinygrad_seq.backend import BACKENDS, unavailable_reason  # noqa: E402
 from tinygrad_seq.kernels import reference  # noqa: E402
 from tinygrad_seq.kernels.reference import activation as ref_activation  # noqa: E402,F401
 from tinygrad_seq.kernels.reference import conv as ref_conv  # noqa: E402,F401
+from tinygrad_seq.kernels.reference import normalization as ref_normalization  # noqa: E402
 from tinygrad_seq.kernels.reference import recurrence as ref_recurrence  # noqa: E402,F401
 from tinygrad_seq.kernels.reference import softmax as ref_softmax  # noqa: E402,F401
 
@@ -240,6 +242,23 @@ def test_gelu_matches_the_reference(name, shape, dtype, seed):
     assert_matches(*both(name, "activation", "gelu_backward", dy, x, expected[1]), dtype, f"{name} gelu_backward")
 
 
+@pytest.mark.parametrize("name", COMPILED_CPU)
+@settings(PROFILE)
+@given(rows=st.integers(0, 40), n=st.integers(1, 70), has_weight=st.booleans(), has_bias=st.booleans(),
+       need_affine=st.booleans(), offset=st.sampled_from([0.0, 3.0, -50.0]), dtype=dtypes, seed=seeds)
+def test_layer_norm_matches_the_reference(name, rows, n, has_weight, has_bias, need_affine, offset, dtype, seed):
+    """Any rows (none too) and n, weight and bias each present or not, rows centred away from 0."""
+    rng = np.random.default_rng(seed)
+    x = (offset + rng.standard_normal((rows, n))).astype(dtype)
+    weight = rng.standard_normal(n).astype(dtype) if has_weight else None
+    bias = rng.standard_normal(n).astype(dtype) if has_bias else None
+    got, expected = both(name, "normalization", "layer_norm_forward", x, weight, bias, 1e-5)
+    assert_matches(tuple(got), tuple(expected), dtype, f"{name} layer_norm_forward")
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    got, want = both(name, "normalization", "layer_norm_backward", dy, x, weight, *expected[1:], need_affine)
+    assert_matches(tuple(got), tuple(want), dtype, f"{name} layer_norm_backward")
+
+
 # ----------------------------------------------------------------------------- NaN and inf
 
 DTYPE_IDS = [np.float32, np.float64]
@@ -354,3 +373,9 @@ def test_gelu_nan_and_inf(name, dtype):
     assert np.isnan(y[0]) and y[1] == np.inf and cdf[1] == 1 and cdf[2] == 0
     dy = np.array([1.0, 1.0, 1.0, np.nan, np.inf, 1.0], dtype=dtype)
     assert_matches(*both(name, "activation", "gelu_backward", dy, x, expected[1]), dtype, "gelu_backward")
+
+
+@pytest.mark.parametrize("name", COMPILED_CPU)
+@pytest.mark.parametrize("dtype", DTYPE_IDS)
+def test_layer_norm_nan_and_inf(name, dtype):
+    check_layer_norm_special_values(family(name, "normalization"), ref_normalization, dtype)

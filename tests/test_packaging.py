@@ -81,8 +81,8 @@ def test_the_built_package_holds_the_mapped_folders_and_its_data(tmp_path):
                  "cli/main.py"):
         assert (package / name).is_file(), name
     assert sorted(p.name for p in (package / "kernels" / "cython").glob("_*.pyx")) == [
-        "_activation.pyx", "_attention.pyx", "_conv.pyx", "_memory.pyx", "_optim.pyx", "_recurrence.pyx", "_softmax.pyx",
-        "_team_gemm.pyx"]
+        "_activation.pyx", "_attention.pyx", "_conv.pyx", "_memory.pyx", "_normalization.pyx", "_optim.pyx", "_recurrence.pyx",
+        "_softmax.pyx", "_team_gemm.pyx"]
 
 
 LOAD_WITHOUT_SKLEARN = """

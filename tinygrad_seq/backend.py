@@ -1,13 +1,14 @@
 """The kernel registry: the one place where a hot loop is bound to an implementation.
 
-Seven families of hot loops have kernels: `recurrence` (whole-sequence RNN/GRU/LSTM
+Eight families of hot loops have kernels: `recurrence` (whole-sequence RNN/GRU/LSTM
 forward and backward), `conv` (convolution and pooling forward and backward),
 `softmax` (masked softmax forward and backward), `activation` (the exact GELU, whose erf
 is too slow as a NumPy/SciPy ufunc, and ReLU, which NumPy runs on one core), `matmul` (every matrix product of the engine, so
 that the GEMMs can run on the same thread team as the other kernels), `optim` (Adam's and
-AdamW's parameter update, one fused pass where the array code makes eight)
-and `attention` (fused scaled dot-product attention, forward and backward: the L x S scores
-never leave the kernel).  Each backend is a package under
+AdamW's parameter update, one fused pass where the array code makes eight),
+`attention` (fused scaled dot-product attention, forward and backward: the L x S scores
+never leave the kernel) and `normalization` (LayerNorm forward and backward, one row at a
+time with the row in cache, where the array code makes eight passes each way).  Each backend is a package under
 `tinygrad_seq.kernels` with one module per family; every module of a family exposes the
 functions that CONTRACT below names, with its parameters (checked when the module is first
 loaded); their shapes, dtypes and equations are kernels/API.md and the NumPy reference in
@@ -23,7 +24,7 @@ What "fastest" means is measured, not assumed: a choice table maps each device t
 backend of each family,
 
     {"cpu": {"recurrence": "cython", "conv": "cython", "softmax": "numba", "activation": "cython",
-             "matmul": "numpy", "optim": "cython", "attention": "cython"},
+             "matmul": "numpy", "optim": "cython", "attention": "cython", "normalization": "cython"},
      "cuda": {"recurrence": "cuda", "conv": "cuda", "optim": "cuda"}}
 
 The package ships one (tinygrad_seq/data/auto_backend.json, measured by its developers); a
@@ -47,7 +48,7 @@ from types import ModuleType
 from typing import Dict, Iterator, List, Optional, Tuple
 
 FAMILIES = ("recurrence", "conv", "softmax", "activation", "matmul", "optim",
-            "attention")
+            "attention", "normalization")
 
 # The kernel contract: every backend's module of a family exports these functions with these
 # parameters, in this order (their shapes, dtypes and equations: kernels/API.md and the
@@ -90,6 +91,10 @@ CONTRACT = {
     "attention": {
         "attention_forward": ("q", "k", "v", "scale", "causal"),
         "attention_backward": ("dout", "q", "k", "v", "out", "lse", "scale", "causal"),
+    },
+    "normalization": {
+        "layer_norm_forward": ("x", "weight", "bias", "eps"),
+        "layer_norm_backward": ("dy", "x", "weight", "mean", "rstd", "need_affine"),
     },
 }
 

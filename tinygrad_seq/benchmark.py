@@ -395,8 +395,8 @@ def _on_backend(name, step, tf32_switch=None, tf32=False):
 # the kernel families whose backend a workload's time mostly depends on (optim: the Adam workloads)
 WORKLOAD_FAMILIES = {"lstm_lm": ("recurrence", "matmul", "optim"), "gru_lm": ("recurrence", "matmul", "optim"),
                      "rnn_lm": ("recurrence", "matmul", "optim"), "cnn": ("conv",),
-                     "transformer": ("attention", "activation", "matmul", "optim"),
-                     "transformer_block": ("attention", "activation", "matmul", "optim")}
+                     "transformer": ("attention", "activation", "normalization", "matmul", "optim"),
+                     "transformer_block": ("attention", "activation", "normalization", "matmul", "optim")}
 
 
 def fastest_per_family(results):

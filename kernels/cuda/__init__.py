@@ -4,7 +4,8 @@ Big matrix products go through `xp.matmul` (cuBLAS on CuPy); what is left of eac
 loop, the per-element work between the GEMMs, is one fused kernel per step:
 `recurrence` (gate arithmetic and state update per time step), `conv` (im2col / col2im
 around the GEMMs, and pooling), `softmax` (one block per row, shared-memory reductions);
-`activation` (GELU) is the reference's CuPy element-wise code.
+`activation` (GELU) is the reference's CuPy element-wise code; `normalization`
+(LayerNorm) one block per row, as softmax.
 
 Without a GPU the kernels still run under Numba's CUDA simulator
 (NUMBA_ENABLE_CUDASIM=1 set before numba is imported), on NumPy arrays; that is how

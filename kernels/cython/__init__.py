@@ -1,5 +1,5 @@
 """Cython kernels: kernels/cython/_*.pyx, compiled by setup.py, behind thin Python wrappers
-(recurrence.py, conv.py, softmax.py, activation.py, optim.py, attention.py) that check their arguments with the
+(recurrence.py, conv.py, softmax.py, activation.py, optim.py, attention.py, normalization.py) that check their arguments with the
 reference's own checks (the C loops run without bounds checks, so a wrong shape must never
 reach them).
 
@@ -23,7 +23,7 @@ import importlib
 import os
 import sys
 
-COMPILED = ("_recurrence", "_conv", "_softmax", "_activation", "_optim", "_attention")
+COMPILED = ("_recurrence", "_conv", "_softmax", "_activation", "_optim", "_attention", "_normalization")
 # Idle threads of the kernels' OpenMP team spin this many times before they sleep (GNU OpenMP's
 # default, 300,000 pause instructions, is milliseconds on AMD Zen: after every kernel and team GEMM
 # the team's idle thread held a core the rest of the step needed; numpy-first transformer step

@@ -1,6 +1,8 @@
-"""Normalization: layer norm (over each sample's features) and batch norm (over the batch,
-per channel).  Both share the backward of standardising, `_normalize_backward`."""
-from ..device import xp_of
+"""Normalization: layer norm (over each sample's features; the `normalization` kernel family)
+and batch norm (over the batch, per channel; the backward of standardising, `_normalize_backward`)."""
+import math
+
+from ..device import device_of, xp_of
 from ..tensor import Function
 
 
@@ -16,36 +18,36 @@ def _normalize_backward(dxhat, xhat, invstd, axes):
 
 class LayerNorm(Function):
     """y = (x - mean) / sqrt(var + eps) * w + b, mean and (biased) var over the last `ndim` axes;
-    dx = see _normalize_backward with dxhat = dy * w;  dw = sum(dy * xhat);  db = sum(dy)."""
+    dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * w;  dw = sum(dy * xhat);
+    db = sum(dy).  The `normalization` kernel family does both, on x as (rows, n): rows the
+    leading axes, n the normalised ones; x, mean and rstd are saved (xhat is recomputed).
+    It computes in float32 or float64 (float16 in float32) and returns the dtype the
+    arithmetic of x, w and b would."""
 
     def forward(self, x, weight=None, bias=None, ndim=1, eps=1e-5):
+        from ..backend import kernels
         xp = xp_of(x)
-        axes = tuple(range(x.ndim - ndim, x.ndim))
-        # in place where the array is ours: each pass over a Transformer's activations costs
-        xhat = x - x.mean(axis=axes, keepdims=True)
-        var = xp.square(xhat).mean(axis=axes, keepdims=True)
-        invstd = (1.0 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)
-        xhat *= invstd
-        self.axes = axes
-        self.save_for_backward(xhat, invstd, weight)
-        if weight is None:
-            return xhat + bias if bias is not None else xhat.copy()
-        y = xhat * weight
-        if bias is not None:
-            y += bias
-        return y
+        params = [p for p in (weight, bias) if p is not None]
+        self.out_dtype = xp.result_type(x, *params)
+        compute = xp.float64 if self.out_dtype == xp.float64 else xp.float32
+        self.shape = x.shape
+        rows, n = math.prod(x.shape[:x.ndim - ndim]), math.prod(x.shape[x.ndim - ndim:])
+        x2 = xp.ascontiguousarray(x.reshape(rows, n), dtype=compute)
+        w, b = (None if p is None else xp.ascontiguousarray(p.reshape(-1), dtype=compute) for p in (weight, bias))
+        self.kernels = kernels("normalization", device_of(x))
+        y, mean, rstd = self.kernels.layer_norm_forward(x2, w, b, float(eps))
+        self.param_shapes = tuple(None if p is None else p.shape for p in (weight, bias))
+        self.save_for_backward(x2, w, mean, rstd)
+        return y.reshape(x.shape).astype(self.out_dtype if self.out_dtype.kind == "f" else compute, copy=False)
 
     def backward(self, dy):
-        xhat, invstd, weight = self.saved
-        batch_axes = tuple(range(dy.ndim - len(self.axes)))
-        dx = dw = db = None
-        if self.needs_input_grad[0]:
-            dxhat = dy * weight if weight is not None else dy
-            dx = _normalize_backward(dxhat, xhat, invstd, self.axes)
-        if self.needs_input_grad[1]:
-            dw = (dy * xhat).sum(axis=batch_axes)
-        if self.needs_input_grad[2]:
-            db = dy.sum(axis=batch_axes)
+        x2, w, mean, rstd = self.saved
+        dy2 = xp_of(dy).ascontiguousarray(dy.reshape(x2.shape), dtype=x2.dtype)
+        need_affine = self.needs_input_grad[1] or self.needs_input_grad[2]
+        dx, dw, db = self.kernels.layer_norm_backward(dy2, x2, w, mean, rstd, need_affine)
+        dx = dx.reshape(self.shape) if self.needs_input_grad[0] else None
+        dw = dw.reshape(self.param_shapes[0]) if self.needs_input_grad[1] else None
+        db = db.reshape(self.param_shapes[1]) if self.needs_input_grad[2] else None
         return dx, dw, db
 
 

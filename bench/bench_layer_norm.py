@@ -1,0 +1,116 @@
+"""LayerNorm of the transformer workload's shape, (2048, 128) float32 with weight and bias: the
+normalization kernel family's forward and backward on every CPU backend, beside PyTorch's fused
+layer norm, in one run.
+
+    python bench/bench_layer_norm.py [--repeats 50] [--rows 2048] [--n 128]
+
+Rows:
+    <backend>        layer_norm_forward / layer_norm_backward(need_affine=True) called directly
+    engine[cython]   F.layer_norm on the Tensor engine, forward + backward (the op's reshapes,
+                     casts and autograd around the cython kernels)
+    torch            torch.ops.aten.native_layer_norm / native_layer_norm_backward (what
+                     F.layer_norm runs), and F.layer_norm + backward under autograd
+Each is timed in blocks (median of `repeats` calls), the blocks taken in turn over `passes`
+rounds and the lowest block median kept: the machine is shared.  Ratios are to PyTorch's.
+"""
+import argparse
+import importlib
+import platform
+import statistics
+import time
+
+import numpy as np
+
+import tinygrad_seq as tgs
+from tinygrad_seq.backend import BACKENDS, unavailable_reason
+from tinygrad_seq.nn import functional as F
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+def steps(rows, n):
+    """{(row name, column): zero-argument step}; columns "forward", "backward", "both"."""
+    rng = np.random.default_rng(0)
+    x, dy = (rng.standard_normal((rows, n)).astype(np.float32) for _ in range(2))
+    weight, bias = (rng.standard_normal(n).astype(np.float32) for _ in range(2))
+    found = {}
+    for name, (package, devices) in BACKENDS.items():
+        if "cpu" not in devices or unavailable_reason(name):
+            continue
+        k = importlib.import_module(f"{package}.normalization")
+        _, mean, rstd = k.layer_norm_forward(x, weight, bias, 1e-5)
+        found[name, "forward"] = lambda k=k: k.layer_norm_forward(x, weight, bias, 1e-5)
+        found[name, "backward"] = lambda k=k, m=mean, r=rstd: k.layer_norm_backward(dy, x, weight, m, r, True)
+
+    if unavailable_reason("cython") is None:
+        leaves = [tgs.Tensor(a, requires_grad=True) for a in (x, weight, bias)]
+        grad = tgs.Tensor(dy)
+
+        def engine_step():
+            with tgs.backend("cython"):
+                F.layer_norm(leaves[0], n, leaves[1], leaves[2], 1e-5).backward(grad)
+        found["engine[cython]", "both"] = engine_step
+    try:
+        import torch
+    except ImportError:
+        return found
+    tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, weight, bias))
+    tdy = torch.from_numpy(dy)
+    with torch.no_grad():
+        _, tmean, trstd = torch.ops.aten.native_layer_norm(tx, [n], tw, tb, 1e-5)
+    found["torch", "forward"] = lambda: torch.ops.aten.native_layer_norm(tx.detach(), [n], tw.detach(), tb.detach(), 1e-5)
+    found["torch", "backward"] = lambda: torch.ops.aten.native_layer_norm_backward(
+        tdy, tx.detach(), [n], tmean, trstd, tw.detach(), tb.detach(), [True, True, True])
+    found["torch", "both"] = lambda: torch.nn.functional.layer_norm(tx, (n,), tw, tb, 1e-5).backward(tdy)
+    return found
+
+
+def race(named_steps, warmup=5, repeats=50, passes=3):
+    best = {}
+    for _ in range(passes):
+        for key, step in named_steps.items():
+            for _ in range(warmup):
+                step()
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - start)
+            ms = statistics.median(times) * 1e3
+            best[key] = min(ms, best.get(key, ms))
+    return best
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=2048)
+    parser.add_argument("--n", type=int, default=128)
+    args = parser.parse_args(argv)
+    print(f"{cpu_name()}; layer norm of ({args.rows}, {args.n}) float32 with weight and bias")
+    ms = race(steps(args.rows, args.n), repeats=args.repeats, passes=args.passes)
+    names = list(dict.fromkeys(name for name, _ in ms))
+    header = ("forward ms", "vs torch", "backward ms", "vs torch", "fwd+bwd ms", "vs torch")
+    print(f"  {'':15s} " + " ".join(f"{h:>{w}s}" for h, w in zip(header, (11, 9, 12, 9, 11, 9))))
+    for name in names:
+        cells = []
+        for column in ("forward", "backward", "both"):
+            t = ms.get((name, column))
+            if t is None and column == "both" and (name, "forward") in ms:
+                t = ms[name, "forward"] + ms[name, "backward"]
+            ref = ms.get(("torch", column))
+            cells.append(f"{t:11.3f}" if t is not None else f"{'-':>11s}")
+            cells.append(f"{t / ref:8.2f}x" if t is not None and ref and name != "torch" else f"{'-':>9s}")
+        print(f"  {name:15s} {cells[0]} {cells[1]} {cells[2]:>12s} {cells[3]} {cells[4]} {cells[5]}")
+    print("  (fwd+bwd of a backend: the sum of its two calls; of torch: F.layer_norm + backward under autograd)")
+
+
+if __name__ == "__main__":
+    main()
