@@ -5,8 +5,8 @@ every family on every CPU backend.
 Property-based (hypothesis): shapes, strides, paddings and dilations drawn from the whole valid
 range, with the edges among them: padding wider than half the kernel (the Cython conv used to
 segfault there), a kernel as large as the padded input, batch 1, T = 1, hidden size 1, fully
-masked softmax rows, log-softmax rows of one entry; float32 and float64; forward and backward.  The values are drawn from a
-seed, not element by element, which keeps each example cheap.
+masked softmax rows, log-softmax rows of one entry; float32 and float64; forward and backward.
+The values are drawn from a seed, not element by element, which keeps each example cheap.
 
 Profiles (HYPOTHESIS_PROFILE): `ci` (the default) is derandomized with a fixed, modest example
 budget, so every run checks the same examples and the whole file stays fast; `long`
