@@ -12,8 +12,9 @@ Each family is timed at the shapes of the ../shared/benchmarks.md workloads (flo
               the kernel, does for us, so a ratio below 1 here still means we are ahead.
   conv        the cnn workload's conv2d(1->16) / maxpool / conv2d(16->32) / maxpool, B=64,
               forward + backward. PyTorch: F.conv2d + F.max_pool2d under autograd.
-  softmax     16*4*128 rows x 128 with a causal mask, forward + backward.
-              PyTorch: masked_fill(-inf) + softmax under autograd.
+  softmax     16*4*128 rows x 128 with a causal mask, forward + backward, plus the log-softmax
+              of the lstm_lm's (32*64, 65) logits, forward + backward (the family serves both).
+              PyTorch: masked_fill(-inf) + softmax and F.log_softmax under autograd.
   activation  exact GELU over the transformer's MLP activations (16 x 128 x 512), forward +
               backward. PyTorch: F.gelu under autograd.
   optim       one Adam step over the lstm_lm's parameters (347k). PyTorch: torch.optim.Adam
@@ -134,25 +135,31 @@ def conv_workload():
 def softmax_workload():
     sizes = CPU_SIZES["transformer"]
     B, heads, T = sizes["B"], sizes["heads"], sizes["T"]
+    lm = CPU_SIZES["lstm_lm"]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((B * heads * T, T)).astype(DTYPE)
     causal = np.triu(np.ones((T, T), dtype=bool), 1)          # True = a future position, excluded
     mask = np.ascontiguousarray(np.tile(causal, (B * heads, 1)))
     dy = rng.standard_normal(x.shape).astype(DTYPE)
+    logits = (3 * rng.standard_normal((lm["B"] * lm["T"], lm["V"]))).astype(DTYPE)
+    dlogp = rng.standard_normal(logits.shape).astype(DTYPE)
 
     def ours(k):
         def step():
             y = k.softmax_forward(x, mask)
             k.softmax_backward(dy, y)
+            logp = k.log_softmax_forward(logits)
+            k.log_softmax_backward(dlogp, logp)
         return step
 
     def torch_step():
         import torch
-        tx = torch.from_numpy(x).requires_grad_()
-        tmask, tdy = torch.from_numpy(mask), torch.from_numpy(dy)
+        tx, tlogits = torch.from_numpy(x).requires_grad_(), torch.from_numpy(logits).requires_grad_()
+        tmask, tdy, tdlogp = torch.from_numpy(mask), torch.from_numpy(dy), torch.from_numpy(dlogp)
 
         def step():
             torch.softmax(tx.masked_fill(tmask, float("-inf")), dim=-1).backward(tdy)
+            torch.log_softmax(tlogits, dim=-1).backward(tdlogp)
         return step
     return ours, torch_step
 

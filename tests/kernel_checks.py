@@ -1,7 +1,7 @@
 """Checks shared by the tests: kernels of every backend against the NumPy reference (the CPU
 backends' property and build tests, the CUDA kernels under the simulator and on a GPU):
 IEEE-aware closeness, the arguments of one recurrence kind, a convolution case's inputs, the
-pooling round trip and the masked softmax's special values; and engine results against
+pooling round trip and the masked softmax's and log-softmax's special values; and engine results against
 PyTorch's (assert_close_to_torch)."""
 import importlib
 
@@ -101,6 +101,40 @@ def check_softmax_special_values(both, dtype, what=""):
     assert_matches(*both("softmax_backward", dy, expected), dtype, f"{what} softmax_backward")
 
 
+def log_softmax_special_values(dtype):
+    """Logits covering the IEEE cases of log-softmax: a NaN row, a +inf row, -inf beside finite
+    logits, an all -inf row, logits far apart (1000 and -1000: exp underflows, nothing overflows)
+    and a row of equal logits (-log 4 each)."""
+    return np.array([[1.0, np.nan, 2.0, 0.5],
+                     [1.0, np.inf, 2.0, 0.5],
+                     [-np.inf, 3.0, -np.inf, 1.0],
+                     [-np.inf, -np.inf, -np.inf, -np.inf],
+                     [1000.0, 999.0, -1000.0, 0.0],
+                     [-1e4, -1e4, -1e4, -1e4]], dtype=dtype)
+
+
+def check_log_softmax_special_values(both, dtype, what=""):
+    """A log-softmax backend on log_softmax_special_values, against the reference and the IEEE
+    rules themselves (PyTorch's): a NaN or +inf in a row, or a row of only -inf, makes the row
+    NaN; -inf beside a finite max gives exactly -inf; far-apart logits stay finite.  Backward: a
+    NaN in dy makes its row NaN; an inf in dy meets exp(-inf) = 0 exactly (0 * inf = NaN) and
+    exp(y) > 0 elsewhere (-inf), as in the reference.  `both(name, *args)` gives (the backend's
+    result, the reference's result) of softmax-family kernel `name`."""
+    x = log_softmax_special_values(dtype)
+    y, expected = both("log_softmax_forward", x)
+    assert_matches(y, expected, dtype, f"{what} log_softmax_forward")
+    assert np.all(np.isnan(y[[0, 1, 3]]))
+    assert np.isneginf(y[2, 0]) and np.isneginf(y[2, 2]) and np.all(np.isfinite(y[2, [1, 3]]))
+    assert np.all(np.isfinite(y[4:]))
+    np.testing.assert_allclose(y[5], -np.log(4.0), rtol=1e-6)
+    dy = np.ones_like(x)
+    dy[4, 0] = np.nan
+    dy[2, 1] = dy[5, 1] = np.inf
+    dx, expected_dx = both("log_softmax_backward", dy, expected)
+    assert_matches(dx, expected_dx, dtype, f"{what} log_softmax_backward")
+    assert np.all(np.isnan(dx[4])) and np.isnan(dx[2, 0]) and np.isnan(dx[5, 1]) and np.isneginf(dx[5, 0])
+
+
 def conv_inputs(rng, dtype, x_shape, w_shape):
     """Input, weight and bias of one convolution case: standard normal in `dtype`."""
     return tuple(rng.standard_normal(shape).astype(dtype) for shape in (x_shape, w_shape, w_shape[:1]))
@@ -153,6 +187,11 @@ def assert_raises_like_reference(kernels, reference, name, *args):
 SOFTMAX_BAD_CALLS = [("softmax_forward", (np.zeros(3), None)),
                      ("softmax_forward", (np.zeros((2, 3)), np.zeros((2, 4), dtype=bool))),
                      ("softmax_backward", (np.zeros((2, 4)), np.zeros((2, 3))))]
+# and the log-softmax's: a 1-D or 3-D input, a gradient of the wrong shape or a 1-D pair
+LOG_SOFTMAX_BAD_CALLS = [("log_softmax_forward", (np.zeros(3),)),
+                         ("log_softmax_forward", (np.zeros((2, 3, 4)),)),
+                         ("log_softmax_backward", (np.zeros((2, 4)), np.zeros((2, 3)))),
+                         ("log_softmax_backward", (np.zeros(3), np.zeros(3)))]
 
 
 def char_lstm_losses(out_dir, backend, device="cpu", steps=20):

@@ -112,6 +112,22 @@ def test_softmax_on_gpu(rng, dtype, shape):
         assert_gpu_close(cuda_softmax.softmax_backward(*on_gpu(dy), y), ref.softmax_backward(dy, ry), dtype)
 
 
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (2048, 65), (3, 1025), (70_000, 5)])
+def test_log_softmax_on_gpu(rng, dtype, shape):
+    from tinygrad_seq.kernels.cuda import softmax as cuda_softmax
+    from tinygrad_seq.kernels.reference import softmax as ref
+    x = (3 * rng.standard_normal(shape)).astype(dtype)
+    x[0, 0] = -np.inf                          # (with one column: a row of only -inf, NaN)
+    dy = rng.standard_normal(shape).astype(dtype)
+    with np.errstate(invalid="ignore"):
+        ry = ref.log_softmax_forward(x)
+        y = cuda_softmax.log_softmax_forward(*on_gpu(x))
+        assert_gpu_close(y, ry, dtype)
+        assert_gpu_close(cuda_softmax.log_softmax_backward(*on_gpu(dy), y), ref.log_softmax_backward(dy, ry), dtype)
+
+
 # ----------------------------------------------------------------------------- normalization
 
 @needs_gpu
@@ -391,6 +407,8 @@ _COMPILE_ALL = textwrap.dedent('''
         C._avgpool_backward          a4 a4 ints6
         S._softmax_forward_f{bits}   a2 mask boolean int64 a2
         S._softmax_backward_f{bits}  a2 a2 a2
+        S._log_softmax_forward_f{bits}   a2 a2
+        S._log_softmax_backward_f{bits}  a2 a2 a2
         R._rnn_step                  a3 a1 int64 boolean
         R._rnn_grad_step             a3 a3 a1 int64 boolean
         R._lstm_step                 a3 a1 int64

@@ -65,6 +65,8 @@ def test_a_backend_with_other_parameters_is_refused_and_auto_passes_it_by(monkey
     wrong = types.ModuleType("fake_kernels.softmax")
     wrong.softmax_forward = lambda logits, mask: logits     # a renamed parameter
     wrong.softmax_backward = lambda dy, y: dy
+    wrong.log_softmax_forward = lambda x: x
+    wrong.log_softmax_backward = lambda dy, y: dy
     _fake_backend(monkeypatch, wrong)
     assert registry.contract_violations(wrong, "softmax") == \
         ["softmax_forward(logits, mask) (expected x, mask)"]

@@ -5,8 +5,8 @@ every family on every CPU backend.
 Property-based (hypothesis): shapes, strides, paddings and dilations drawn from the whole valid
 range, with the edges among them: padding wider than half the kernel (the Cython conv used to
 segfault there), a kernel as large as the padded input, batch 1, T = 1, hidden size 1, fully
-masked softmax rows; float32 and float64; forward and backward.  The values are drawn from a
-seed, not element by element, which keeps each example cheap.
+masked softmax rows, log-softmax rows of one entry; float32 and float64; forward and backward.
+The values are drawn from a seed, not element by element, which keeps each example cheap.
 
 Profiles (HYPOTHESIS_PROFILE): `ci` (the default) is derandomized with a fixed, modest example
 budget, so every run checks the same examples and the whole file stays fast; `long`
@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from kernel_checks import (RECURRENCE_KINDS, assert_matches, check_layer_norm_special_values,  # noqa: E402
-                           check_softmax_special_values, recurrence_args)
+                           check_log_softmax_special_values, check_softmax_special_values, recurrence_args)
 
 from tinygrad_seq.backend import BACKENDS, unavailable_reason  # noqa: E402
 from tinygrad_seq.kernels import reference  # noqa: E402
@@ -232,6 +232,20 @@ def test_softmax_matches_the_reference(name, rows, length, masking, dtype, seed)
 
 @pytest.mark.parametrize("name", COMPILED_CPU)
 @settings(PROFILE)
+@given(rows=st.integers(1, 5), length=st.integers(1, 40), scale=st.sampled_from([0.1, 5.0, 300.0]),
+       dtype=dtypes, seed=seeds)
+def test_log_softmax_matches_the_reference(name, rows, length, scale, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = (scale * rng.standard_normal((rows, length))).astype(dtype)
+    y, expected = both(name, "softmax", "log_softmax_forward", x)
+    assert_matches(y, expected, dtype, f"{name} log_softmax_forward")
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    assert_matches(*both(name, "softmax", "log_softmax_backward", dy, expected), dtype,
+                   f"{name} log_softmax_backward")
+
+
+@pytest.mark.parametrize("name", COMPILED_CPU)
+@settings(PROFILE)
 @given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=3), dtype=dtypes, seed=seeds)
 def test_gelu_matches_the_reference(name, shape, dtype, seed):
     rng = np.random.default_rng(seed)
@@ -327,6 +341,14 @@ def test_softmax_nan_inf_and_masks(name, dtype):
     """NaN, +inf and -inf logits, fully masked rows and NaN gradients, as the reference and the
     IEEE rules have them (kernel_checks.check_softmax_special_values)."""
     check_softmax_special_values(lambda kernel, *args: both(name, "softmax", kernel, *args), dtype, name)
+
+
+@pytest.mark.parametrize("name", CPU)
+@pytest.mark.parametrize("dtype", DTYPE_IDS)
+def test_log_softmax_nan_and_inf(name, dtype):
+    """NaN, +inf and -inf logits and NaN/inf gradients, as the reference and the IEEE rules have
+    them (kernel_checks.check_log_softmax_special_values)."""
+    check_log_softmax_special_values(lambda kernel, *args: both(name, "softmax", kernel, *args), dtype, name)
 
 
 @pytest.mark.parametrize("name", CPU)

@@ -2,7 +2,7 @@
 
 Eight families of hot loops have kernels: `recurrence` (whole-sequence RNN/GRU/LSTM
 forward and backward), `conv` (convolution and pooling forward and backward),
-`softmax` (masked softmax forward and backward), `activation` (the exact GELU, whose erf
+`softmax` (masked softmax and log-softmax, forward and backward), `activation` (the exact GELU, whose erf
 is too slow as a NumPy/SciPy ufunc, and ReLU, which NumPy runs on one core), `matmul` (every matrix product of the engine, so
 that the GEMMs can run on the same thread team as the other kernels), `optim` (Adam's and
 AdamW's parameter update, one fused pass where the array code makes eight),
@@ -74,6 +74,8 @@ CONTRACT = {
     "softmax": {
         "softmax_forward": ("x", "mask"),
         "softmax_backward": ("dy", "y"),
+        "log_softmax_forward": ("x",),
+        "log_softmax_backward": ("dy", "y"),
     },
     "activation": {
         "gelu_forward": ("x",),

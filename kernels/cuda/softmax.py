@@ -1,7 +1,10 @@
-"""Masked softmax over the last axis, CUDA backend: one thread block per row.
+"""Masked softmax and log-softmax over the last axis, CUDA backend: one thread block per row.
 
     y[r, j] = exp(x[r, j] - m_r) / sum_{k not masked} exp(x[r, k] - m_r)   (0 where masked)
     dx[r, j] = y[r, j] * (dy[r, j] - sum_k dy[r, k] y[r, k])
+
+    log-softmax:  y[r, j] = (x[r, j] - m_r) - log sum_k exp(x[r, k] - m_r)
+                  dx[r, j] = dy[r, j] - exp(y[r, j]) sum_k dy[r, k]
 
 Each block walks its row in strides of the block size, each thread keeping a partial
 max or sum, and the block combines the partials by a tree reduction in shared memory.
@@ -18,7 +21,8 @@ from typing import Any, NamedTuple
 from numba import cuda, float32, float64
 
 from tinygrad_seq.device import xp_of
-from tinygrad_seq.kernels.reference.softmax import check_softmax_args, check_softmax_grad_args
+from tinygrad_seq.kernels.reference.softmax import (check_log_softmax_args, check_log_softmax_grad_args,
+                                                    check_softmax_args, check_softmax_grad_args)
 
 from ._launch import SIMULATOR, kernel_arg
 
@@ -94,6 +98,39 @@ def _softmax_grad_rows(dy, y, dx, scratch):
             dx[row, j] = y[row, j] * (dy[row, j] - dot)
 
 
+@cuda.jit(device=True, cache=True)
+def _log_softmax_rows(x, y, scratch):
+    """y = log-softmax of x, block b doing rows b, b + gridDim, ...; in the reference's order,
+    (x - m) - log(sum), so that inf - inf makes the same rows NaN (a NaN never wins the max
+    here, but exp(NaN - m) makes its row's sum NaN all the same)."""
+    n_rows, length = x.shape
+    for row in range(cuda.blockIdx.x, n_rows, cuda.gridDim.x):
+        partial = y.dtype.type(-math.inf)
+        for j in range(cuda.threadIdx.x, length, cuda.blockDim.x):
+            if x[row, j] > partial:
+                partial = x[row, j]
+        row_max = _block_reduce(scratch, partial, True)
+        partial = y.dtype.type(0)
+        for j in range(cuda.threadIdx.x, length, cuda.blockDim.x):
+            partial += math.exp(x[row, j] - row_max)
+        log_total = math.log(_block_reduce(scratch, partial, False))
+        for j in range(cuda.threadIdx.x, length, cuda.blockDim.x):
+            y[row, j] = (x[row, j] - row_max) - log_total
+
+
+@cuda.jit(device=True, cache=True)
+def _log_softmax_grad_rows(dy, y, dx, scratch):
+    """dx = dy - exp(y) * rowsum(dy), block b doing rows b, b + gridDim, ..."""
+    n_rows, length = y.shape
+    for row in range(cuda.blockIdx.x, n_rows, cuda.gridDim.x):
+        partial = dx.dtype.type(0)
+        for j in range(cuda.threadIdx.x, length, cuda.blockDim.x):
+            partial += dy[row, j]
+        total = _block_reduce(scratch, partial, False)
+        for j in range(cuda.threadIdx.x, length, cuda.blockDim.x):
+            dx[row, j] = dy[row, j] - math.exp(y[row, j]) * total
+
+
 # Shared memory needs its element type at compile time, so each float type gets a
 # two-line kernel around the generic device function above.
 @cuda.jit(cache=True)
@@ -114,6 +151,26 @@ def _softmax_backward_f32(dy, y, dx):
 @cuda.jit(cache=True)
 def _softmax_backward_f64(dy, y, dx):
     _softmax_grad_rows(dy, y, dx, cuda.shared.array(ROW_THREADS, float64))
+
+
+@cuda.jit(cache=True)
+def _log_softmax_forward_f32(x, y):
+    _log_softmax_rows(x, y, cuda.shared.array(ROW_THREADS, float32))
+
+
+@cuda.jit(cache=True)
+def _log_softmax_forward_f64(x, y):
+    _log_softmax_rows(x, y, cuda.shared.array(ROW_THREADS, float64))
+
+
+@cuda.jit(cache=True)
+def _log_softmax_backward_f32(dy, y, dx):
+    _log_softmax_grad_rows(dy, y, dx, cuda.shared.array(ROW_THREADS, float32))
+
+
+@cuda.jit(cache=True)
+def _log_softmax_backward_f64(dy, y, dx):
+    _log_softmax_grad_rows(dy, y, dx, cuda.shared.array(ROW_THREADS, float64))
 
 
 def _row_grid(n_rows):
@@ -183,4 +240,26 @@ def softmax_backward(dy, y):
     if y.size == 0:
         return dx
     kernel[_row_grid(y.shape[0])](kernel_arg(dy), kernel_arg(y), kernel_arg(dx))
+    return dx
+
+
+def log_softmax_forward(x):
+    """y = (x - m) - log(sum(exp(x - m), axis=-1)), m = the row max."""
+    xp = xp_of(x)
+    check_log_softmax_args(x)
+    kernel = _for_dtype(x.dtype, _log_softmax_forward_f32, _log_softmax_forward_f64)
+    y = xp.empty_like(x)
+    if x.size:
+        kernel[_row_grid(x.shape[0])](kernel_arg(x), kernel_arg(y))
+    return y
+
+
+def log_softmax_backward(dy, y):
+    """dx = dy - exp(y) * sum(dy, axis=-1, keepdims=True)."""
+    xp = xp_of(y)
+    check_log_softmax_grad_args(dy, y)
+    kernel = _for_dtype(y.dtype, _log_softmax_backward_f32, _log_softmax_backward_f64)
+    dx = xp.empty_like(y)
+    if y.size:
+        kernel[_row_grid(y.shape[0])](kernel_arg(dy), kernel_arg(y), kernel_arg(dx))
     return dx

@@ -139,4 +139,27 @@ extern double tanh(double);
 #endif
 #endif
 
+/* sum_j exp(a[j] - shift) over a row, vectorised as the reductions above (after the libmvec
+   declarations, so that float64's exp vectorises): log-softmax's normaliser, where shift is the
+   row's max.  float32 uses tgs_expf, inline and within a few ulp; its clamp below -87 costs
+   nothing here, since the max's own term is exp(0) = 1 and a clamped term (e^-87, for a -inf
+   too) vanishes beside it.  NaN propagates (a NaN entry, or inf - inf). */
+static inline float tgs_sum_expf(const float* a, float shift, ptrdiff_t n)
+{
+    float s = 0;
+    _Pragma("omp simd reduction(+:s)")
+    for (ptrdiff_t j = 0; j < n; ++j)
+        s += tgs_expf(a[j] - shift);
+    return s;
+}
+
+static inline double tgs_sum_expd(const double* a, double shift, ptrdiff_t n)
+{
+    double s = 0;
+    _Pragma("omp simd reduction(+:s)")
+    for (ptrdiff_t j = 0; j < n; ++j)
+        s += exp(a[j] - shift);
+    return s;
+}
+
 #endif

@@ -1,16 +1,28 @@
-"""Masked softmax over the last axis of a 2-D array, forward and backward.
+"""Masked softmax and log-softmax over the last axis of a 2-D array, forward and backward.
 
 Contract: kernels/API.md and kernels/reference/softmax.py (same algorithm, row by row):
 m = max of the unmasked entries (0 when there are none), e = exp(x - m) or 0 where masked,
 y = e / sum(e) (or all zeros when the sum is 0). Masked entries and all-masked rows rely on
 IEEE -inf, which the build keeps (no -ffast-math, setup.py); the exp loop vectorises through
 glibc's libmvec, announced by _fastmath.h.
+
+Log-softmax: y = (x - m) - log(sum(exp(x - m))), m the row max, in that order, as the
+reference (so inf - inf makes the same rows NaN); dx = dy - exp(y) * sum(dy).  Its rows go to
+the module's OpenMP team once the array holds TEAM_FROM elements; smaller calls (a few
+microseconds) run on the calling thread rather than wake the team.
 """
 include "_common.pxi"
 
 import numpy as np
 from cython.parallel cimport prange
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, log, logf
+
+cdef extern from "_fastmath.h":
+    float sum_expf "tgs_sum_expf"(const float* a, float shift, Py_ssize_t n) noexcept nogil
+    double sum_expd "tgs_sum_expd"(const double* a, double shift, Py_ssize_t n) noexcept nogil
+
+# From this many elements the log-softmax rows go to the team (as _normalization.pyx's).
+cdef Py_ssize_t TEAM_FROM = 1 << 15
 
 cdef inline void softmax_row(const floating* x, const unsigned char* excluded, floating* y,
                              Py_ssize_t L) noexcept nogil:
@@ -73,4 +85,49 @@ def softmax_backward(const floating[:, ::1] dy, const floating[:, ::1] y):
     if N * L:
         with nogil:
             softmax_rows(&dy[0, 0], &y[0, 0], NULL, &dx[0, 0], N, L, True)
+    return out
+
+
+cdef inline void log_softmax_row(const floating* x, floating* y, Py_ssize_t n) noexcept nogil:
+    """One row: its max, then the sum of exp(x - max) (both vectorised reductions of
+    _fastmath.h), then y, each a pass over the row while it sits in L1."""
+    cdef Py_ssize_t j
+    cdef floating m = row_max(x, NULL, n), log_total
+    if floating is float:
+        log_total = logf(sum_expf(x, m, n))
+    else:
+        log_total = log(sum_expd(x, m, n))
+    for j in range(n):
+        y[j] = (x[j] - m) - log_total
+
+
+cdef inline void log_softmax_row_backward(const floating* dy, const floating* y, floating* dx,
+                                          Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating total = row_sum(dy, n)
+    for j in range(n):
+        dx[j] = dy[j] - exp_(y[j]) * total   # libm's exp (libmvec), exactly 0 at y = -inf
+
+
+def log_softmax_forward(const floating[:, ::1] x):
+    cdef Py_ssize_t N = x.shape[0], n = x.shape[1], r
+    out = np.empty((N, n), dtype=np.float32 if floating is float else np.float64)
+    cdef floating[:, ::1] y = out
+    cdef int threads = _threads if N * n >= TEAM_FROM else 1
+    if N * n:
+        with nogil:
+            for r in prange(N, schedule="static", num_threads=threads):
+                log_softmax_row(&x[r, 0], &y[r, 0], n)
+    return out
+
+
+def log_softmax_backward(const floating[:, ::1] dy, const floating[:, ::1] y):
+    cdef Py_ssize_t N = y.shape[0], n = y.shape[1], r
+    out = np.empty((N, n), dtype=np.float32 if floating is float else np.float64)
+    cdef floating[:, ::1] dx = out
+    cdef int threads = _threads if N * n >= TEAM_FROM else 1
+    if N * n:
+        with nogil:
+            for r in prange(N, schedule="static", num_threads=threads):
+                log_softmax_row_backward(&dy[r, 0], &y[r, 0], &dx[r, 0], n)
     return out

@@ -1,4 +1,5 @@
-"""Masked softmax over the last axis compiled with Numba (contract: reference/softmax.py).
+"""Masked softmax and log-softmax over the last axis compiled with Numba (contract:
+reference/softmax.py).
 
 Per row, three vectorised passes:
 
@@ -11,6 +12,10 @@ Rows are independent and spread over the cores with `prange`.  Backward is
 dx = y * (dy - sum(dy * y)) row by row; masked entries have y = 0 and so get no gradient
 without looking at the mask.
 
+Log-softmax, per row: m = max x (llvm.maxnum again), s = sum exp(x - m) (one vectorised pass,
+no stores), y = (x - m) - log s, in the reference's order so that inf - inf gives the same NaN
+rows; backward dx = dy - exp(y) * sum(dy).
+
 Fast-math flags are per helper: the sums may be reassociated (so they vectorise); nothing
 may assume away infinities, since -inf is how masking and the fully-masked case work.
 """
@@ -20,7 +25,8 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from tinygrad_seq.kernels.numba_cpu._fastmath import exp
-from tinygrad_seq.kernels.reference.softmax import check_softmax_args, check_softmax_grad_args
+from tinygrad_seq.kernels.reference.softmax import (check_log_softmax_args, check_log_softmax_grad_args,
+                                                    check_softmax_args, check_softmax_grad_args)
 
 _SUM_FLAGS = {"reassoc", "contract", "nsz"}
 
@@ -45,6 +51,24 @@ def _masked_row_max(xr, mr, has_mask, minus_inf):
     for j in range(xr.shape[0]):
         m = _maxnum(m, minus_inf if has_mask and mr[j] else xr[j])
     return m
+
+
+@njit(cache=True)
+def _row_max(a, minus_inf):
+    m = minus_inf
+    for j in range(a.shape[0]):
+        m = _maxnum(m, a[j])
+    return m
+
+
+@njit(cache=True, fastmath=_SUM_FLAGS)
+def _row_sum_exp(a, shift, zero):
+    """sum exp(a - shift); the max's own term is exp(0) = 1, so _fastmath's exp flushing
+    arguments below -87 to 0 changes nothing."""
+    total = zero
+    for j in range(a.shape[0]):
+        total += exp(a[j] - shift)
+    return total
 
 
 @njit(cache=True, fastmath=_SUM_FLAGS)
@@ -97,6 +121,31 @@ def _softmax_backward(dy, y, zero):
     return dx
 
 
+@njit(cache=True, parallel=True, fastmath={"contract"})
+def _log_softmax_forward(x, minus_inf, zero):
+    rows, n = x.shape
+    y = np.empty_like(x)
+    for r in prange(rows):
+        xr, yr = x[r], y[r]
+        row_max = _row_max(xr, minus_inf)
+        log_total = np.log(_row_sum_exp(xr, row_max, zero))
+        for j in range(n):
+            yr[j] = (xr[j] - row_max) - log_total
+    return y
+
+
+@njit(cache=True, parallel=True, fastmath={"contract"})
+def _log_softmax_backward(dy, y, zero):
+    rows, n = y.shape
+    dx = np.empty_like(y)
+    for r in prange(rows):
+        dyr, yr, dxr = dy[r], y[r], dx[r]
+        total = _row_sum(dyr, zero)
+        for j in range(n):
+            dxr[j] = dyr[j] - exp(yr[j]) * total
+    return dx
+
+
 def softmax_forward(x, mask):
     """y = softmax(x) over the last axis; mask True excludes an entry; all-masked rows give 0."""
     check_softmax_args(x, mask)
@@ -111,3 +160,16 @@ def softmax_backward(dy, y):
     """dx = y * (dy - sum(dy * y, axis=-1, keepdims=True))."""
     check_softmax_grad_args(dy, y)
     return _softmax_backward(dy, y, y.dtype.type(0))
+
+
+def log_softmax_forward(x):
+    """y = (x - m) - log(sum(exp(x - m), axis=-1)), m = the row max."""
+    check_log_softmax_args(x)
+    t = x.dtype.type
+    return _log_softmax_forward(x, t(-np.inf), t(0))
+
+
+def log_softmax_backward(dy, y):
+    """dx = dy - exp(y) * sum(dy, axis=-1, keepdims=True)."""
+    check_log_softmax_grad_args(dy, y)
+    return _log_softmax_backward(dy, y, y.dtype.type(0))

@@ -12,7 +12,18 @@ Backward, with s_r = sum_j dy[r, j] y[r, j]:
     dx[r, j] = y[r, j] * (dy[r, j] - s_r)
 
 Masked entries have y = 0, so they get no gradient, without needing the mask again.
-The ValueError messages here are the ones every backend copies (`check_softmax_args`).
+
+Log-softmax (no mask), the first half of every cross-entropy loss:
+
+    y[r, j] = (x[r, j] - m_r) - log sum_k exp(x[r, k] - m_r),   m_r = max_k x[r, k]
+    dx[r, j] = dy[r, j] - exp(y[r, j]) * sum_k dy[r, k]
+
+evaluated exactly so in IEEE arithmetic, which gives PyTorch's special values: a row holding a
+NaN or a +inf is all NaN (inf - inf), a row of nothing but -inf is all NaN (-inf - -inf), a -inf
+beside a finite maximum gives -inf, and a row of one finite entry gives 0.
+
+The ValueError messages here are the ones every backend copies (`check_softmax_args`,
+`check_log_softmax_args`).
 """
 from tinygrad_seq.device import xp_of
 
@@ -27,6 +38,16 @@ def check_softmax_args(x, mask):
 def check_softmax_grad_args(dy, y):
     if y.ndim != 2 or tuple(dy.shape) != tuple(y.shape):
         raise ValueError(f"softmax: dy {tuple(dy.shape)} and y {tuple(y.shape)} must be 2-D of one shape")
+
+
+def check_log_softmax_args(x):
+    if x.ndim != 2:
+        raise ValueError(f"log_softmax: x must be 2-D (rows, n), got shape {tuple(x.shape)}")
+
+
+def check_log_softmax_grad_args(dy, y):
+    if y.ndim != 2 or tuple(dy.shape) != tuple(y.shape):
+        raise ValueError(f"log_softmax: dy {tuple(dy.shape)} and y {tuple(y.shape)} must be 2-D of one shape")
 
 
 def softmax_forward(x, mask):
@@ -47,3 +68,17 @@ def softmax_backward(dy, y):
     """dx = y * (dy - sum(dy * y, axis=-1, keepdims=True))."""
     check_softmax_grad_args(dy, y)
     return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
+
+
+def log_softmax_forward(x):
+    """y = (x - m) - log(sum(exp(x - m), axis=-1)), m = the row max; see the module doc."""
+    xp = xp_of(x)
+    check_log_softmax_args(x)
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def log_softmax_backward(dy, y):
+    """dx = dy - exp(y) * sum(dy, axis=-1, keepdims=True)."""
+    check_log_softmax_grad_args(dy, y)
+    return dy - xp_of(y).exp(y) * dy.sum(axis=-1, keepdims=True)

@@ -1,7 +1,9 @@
-"""CUDA masked softmax (one block per row, shared-memory reductions) vs the NumPy reference."""
+"""CUDA masked softmax and log-softmax (one block per row, shared-memory reductions) vs the NumPy
+reference."""
 import numpy as np
 import pytest
-from kernel_checks import SOFTMAX_BAD_CALLS, assert_raises_like_reference
+from kernel_checks import (LOG_SOFTMAX_BAD_CALLS, SOFTMAX_BAD_CALLS, assert_matches, assert_raises_like_reference,
+                           check_log_softmax_special_values)
 from simcheck import DTYPES, assert_close, assert_unchanged, directional_derivative, frozen
 
 from tinygrad_seq.kernels.cuda import softmax as cuda_softmax
@@ -68,6 +70,54 @@ def test_backward_matches_finite_differences(rng):
 
 def test_bad_arguments_raise_the_reference_message():
     for function, args in SOFTMAX_BAD_CALLS:
+        assert_raises_like_reference(cuda_softmax, ref, function, *args)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_log_softmax_forward_backward(rng, dtype, shape):
+    x = (3 * rng.standard_normal(shape)).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    copies = frozen(x, dy)
+    y = cuda_softmax.log_softmax_forward(x)
+    assert_close(y, ref.log_softmax_forward(x), dtype)
+    np.testing.assert_allclose(np.exp(y.astype(np.float64)).sum(axis=-1), 1, rtol=1e-5)
+    assert_close(cuda_softmax.log_softmax_backward(dy, y), ref.log_softmax_backward(dy, y), dtype)
+    assert_unchanged([x, dy], copies)
+
+
+# the simulator's threads compute the NaN/inf on NumPy scalars and warn (errstate is per thread)
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_log_softmax_nan_and_inf(dtype):
+    """The reference's (PyTorch's) IEEE rules: kernel_checks.check_log_softmax_special_values;
+    and a row of one entry, and a row of only -inf longer than the block."""
+    def both(name, *args):
+        with np.errstate(all="ignore"):
+            return getattr(cuda_softmax, name)(*args), getattr(ref, name)(*args)
+    check_log_softmax_special_values(both, dtype, "cuda")
+    single = np.array([[2.5], [np.inf], [-np.inf]], dtype=dtype)
+    assert_matches(*both("log_softmax_forward", single), dtype, "one entry")
+    long_rows = np.full((2, ROW_THREADS + 3), -np.inf, dtype=dtype)
+    long_rows[1, -1] = 1.0
+    y, expected = both("log_softmax_forward", long_rows)
+    assert_matches(y, expected, dtype, "only -inf")
+    assert np.all(np.isnan(y[0])) and y[1, -1] == 0 and np.all(np.isneginf(y[1, :-1]))
+
+
+def test_log_softmax_backward_matches_finite_differences(rng):
+    x = rng.standard_normal((3, 11))
+    weights = rng.standard_normal((3, 11))
+    y = cuda_softmax.log_softmax_forward(x)
+    dx = cuda_softmax.log_softmax_backward(weights, y)
+    direction = rng.standard_normal((3, 11))
+    numeric = directional_derivative(lambda x: np.sum(weights * cuda_softmax.log_softmax_forward(x)),
+                                     [x], 0, direction)
+    np.testing.assert_allclose(np.sum(dx * direction), numeric, rtol=1e-6)
+
+
+def test_log_softmax_bad_arguments_raise_the_reference_message():
+    for function, args in LOG_SOFTMAX_BAD_CALLS:
         assert_raises_like_reference(cuda_softmax, ref, function, *args)
 
 

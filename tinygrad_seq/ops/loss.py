@@ -37,18 +37,22 @@ class Softmax(Function):
 
 
 class LogSoftmax(Function):
-    """y = x - max x - log sum exp(x - max x) over the last axis;  dx = dy - exp(y) * sum(dy)."""
+    """y = x - max x - log sum exp(x - max x) over the last axis;  dx = dy - exp(y) * sum(dy).
+
+    Every language model's loss starts here (cross_entropy = log_softmax + nll_loss), so the
+    row loop runs in the `softmax` kernel family, as ops.Softmax's does."""
 
     def forward(self, x):
-        xp = xp_of(x)
-        shifted = x - x.max(axis=-1, keepdims=True)
-        y = shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
+        from ..backend import kernels
+        from ..device import device_of
+        self.kernels = kernels("softmax", device_of(x))
+        y = self.kernels.log_softmax_forward(_rows(x))
         self.save_for_backward(y)
-        return y
+        return y.reshape(x.shape)
 
     def backward(self, dy):
         (y,) = self.saved
-        return dy - xp_of(y).exp(y) * dy.sum(axis=-1, keepdims=True)
+        return self.kernels.log_softmax_backward(_rows(dy), y).reshape(dy.shape)
 
 
 class NLLLoss(Function):

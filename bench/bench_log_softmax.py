@@ -1,0 +1,95 @@
+"""Log-softmax of the lstm_lm workload's logits, (2048, 65) float32 (32 sequences x 64 steps over a
+65-character vocabulary): the softmax kernel family's log_softmax_forward and _backward on every
+CPU backend, beside PyTorch's, in one run.
+
+    python bench/bench_log_softmax.py [--repeats 50] [--rows 2048] [--n 65]
+
+Rows:
+    <backend>        log_softmax_forward / log_softmax_backward called directly
+    engine[cython]   F.cross_entropy on the Tensor engine, forward + backward (ops.LogSoftmax on the
+                     cython kernels, then ops.NLLLoss): the loss of every language-model step
+    torch            torch.ops.aten._log_softmax / _log_softmax_backward_data (what F.log_softmax
+                     runs), and F.log_softmax + backward under autograd; F.cross_entropy +
+                     backward beside engine[cython]
+Timing as bench_layer_norm.py's (block medians, the lowest of `passes` rounds: the machine is
+shared).  Ratios are to PyTorch's.
+"""
+import argparse
+import importlib
+import os
+import sys
+
+import numpy as np
+
+import tinygrad_seq as tgs
+from tinygrad_seq.backend import BACKENDS, unavailable_reason
+from tinygrad_seq.nn import functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_layer_norm import cpu_name, race  # noqa: E402  (the sibling script's helpers)
+
+
+def steps(rows, n):
+    """{(row name, column): zero-argument step}; columns "forward", "backward", "both", "loss"."""
+    rng = np.random.default_rng(0)
+    x, dy = ((3 * rng.standard_normal((rows, n))).astype(np.float32) for _ in range(2))
+    target = rng.integers(0, n, size=rows)
+    found = {}
+    for name, (package, devices) in BACKENDS.items():
+        if "cpu" not in devices or unavailable_reason(name):
+            continue
+        k = importlib.import_module(f"{package}.softmax")
+        y = k.log_softmax_forward(x)
+        found[name, "forward"] = lambda k=k: k.log_softmax_forward(x)
+        found[name, "backward"] = lambda k=k, y=y: k.log_softmax_backward(dy, y)
+
+    if unavailable_reason("cython") is None:
+        logits, labels = tgs.Tensor(x, requires_grad=True), tgs.Tensor(target)
+
+        def engine_step():
+            with tgs.backend("cython"):
+                F.cross_entropy(logits, labels).backward()
+        found["engine[cython]", "loss"] = engine_step
+    try:
+        import torch
+    except ImportError:
+        return found
+    tx, tdy, ttarget = torch.from_numpy(x).requires_grad_(), torch.from_numpy(dy), torch.from_numpy(target)
+    with torch.no_grad():
+        ty = torch.ops.aten._log_softmax(tx, 1, False)
+    found["torch", "forward"] = lambda: torch.ops.aten._log_softmax(tx.detach(), 1, False)
+    found["torch", "backward"] = lambda: torch.ops.aten._log_softmax_backward_data(tdy, ty, 1, torch.float32)
+    found["torch", "both"] = lambda: torch.nn.functional.log_softmax(tx, dim=-1).backward(tdy)
+    found["torch", "loss"] = lambda: torch.nn.functional.cross_entropy(tx, ttarget).backward()
+    return found
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=2048)
+    parser.add_argument("--n", type=int, default=65)
+    args = parser.parse_args(argv)
+    print(f"{cpu_name()}; log-softmax of ({args.rows}, {args.n}) float32")
+    ms = race(steps(args.rows, args.n), repeats=args.repeats, passes=args.passes)
+    names = list(dict.fromkeys(name for name, _ in ms))
+    columns = ("forward", "backward", "both", "loss")
+    header = ("forward ms", "vs torch", "backward ms", "vs torch", "fwd+bwd ms", "vs torch", "xent ms", "vs torch")
+    print(f"  {'':15s} " + " ".join(f"{h:>11s}" for h in header))
+    for name in names:
+        cells = []
+        for column in columns:
+            t = ms.get((name, column))
+            if t is None and column == "both" and (name, "forward") in ms:
+                t = ms[name, "forward"] + ms[name, "backward"]
+            ref = ms.get(("torch", column))
+            cells.append(f"{t:11.3f}" if t is not None else f"{'-':>11s}")
+            cells.append(f"{t / ref:10.2f}x" if t is not None and ref and name != "torch" else f"{'-':>11s}")
+        print(f"  {name:15s} " + " ".join(cells))
+    print("  (fwd+bwd of a backend: the sum of its two calls; of torch: F.log_softmax + backward under "
+          "autograd;\n   xent: F.cross_entropy (mean over the rows) + backward, ours on the engine)")
+
+
+if __name__ == "__main__":
+    main()
