@@ -32,15 +32,13 @@ reads the written table; other devices' entries in it are kept.
 import argparse
 import importlib
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
 from tinygrad_seq.backend import (BACKENDS, CHOICE_TABLE, FAMILIES, save_auto_choices, unavailable_reason,
                                   user_choice_table)
-from tinygrad_seq.benchmark import CPU_SIZES
+from tinygrad_seq.benchmark import CPU_SIZES, best_block_median_ms
 
 CANDIDATES = ("cython", "numba", "numpy")
 DTYPE = np.float32
@@ -303,28 +301,6 @@ WORKLOADS = {"recurrence": recurrence_workload, "conv": conv_workload, "softmax"
 
 # ----------------------------------------------------------------------------- timing
 
-def race(steps, warmup=3, repeats=15, passes=2):
-    """{name: ms}: each step warmed up and timed `repeats` times in a block of its own (median);
-    `passes` rounds of blocks, keeping each step's least disturbed (lowest) block median.
-
-    Blocks, not interleaved calls: every implementation here has its own spinning thread pool
-    (OpenBLAS, PyTorch's OpenMP, Numba's), and alternating them call by call on 2 cores makes
-    each wait for the others' spinning threads (measured: 10-50x slower for all of them)."""
-    best = {}
-    for _ in range(passes):
-        for name, step in steps.items():
-            for _ in range(warmup):
-                step()
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                step()
-                times.append(time.perf_counter() - start)
-            ms = statistics.median(times) * 1e3
-            best[name] = min(ms, best.get(name, ms))
-    return best
-
-
 def bench_family(family, candidates, with_torch, warmup, repeats):
     ours, torch_step = WORKLOADS[family]()
     steps, missing = {}, {}
@@ -336,7 +312,7 @@ def bench_family(family, candidates, with_torch, warmup, repeats):
             steps[backend] = ours(module)
     if with_torch:
         steps["torch"] = torch_step()
-    return race(steps, warmup, repeats), missing
+    return best_block_median_ms(steps, warmup, repeats), missing
 
 
 def main(argv=None):

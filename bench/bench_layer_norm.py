@@ -15,23 +15,13 @@ rounds and the lowest block median kept: the machine is shared.  Ratios are to P
 """
 import argparse
 import importlib
-import platform
-import statistics
-import time
 
 import numpy as np
 
 import tinygrad_seq as tgs
 from tinygrad_seq.backend import BACKENDS, unavailable_reason
+from tinygrad_seq.benchmark import best_block_median_ms, cpu_model
 from tinygrad_seq.nn import functional as F
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def steps(rows, n):
@@ -71,22 +61,6 @@ def steps(rows, n):
     return found
 
 
-def race(named_steps, warmup=5, repeats=50, passes=3):
-    best = {}
-    for _ in range(passes):
-        for key, step in named_steps.items():
-            for _ in range(warmup):
-                step()
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                step()
-                times.append(time.perf_counter() - start)
-            ms = statistics.median(times) * 1e3
-            best[key] = min(ms, best.get(key, ms))
-    return best
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=50)
@@ -94,8 +68,8 @@ def main(argv=None):
     parser.add_argument("--rows", type=int, default=2048)
     parser.add_argument("--n", type=int, default=128)
     args = parser.parse_args(argv)
-    print(f"{cpu_name()}; layer norm of ({args.rows}, {args.n}) float32 with weight and bias")
-    ms = race(steps(args.rows, args.n), repeats=args.repeats, passes=args.passes)
+    print(f"{cpu_model()}; layer norm of ({args.rows}, {args.n}) float32 with weight and bias")
+    ms = best_block_median_ms(steps(args.rows, args.n), warmup=5, repeats=args.repeats, passes=args.passes)
     names = list(dict.fromkeys(name for name, _ in ms))
     header = ("forward ms", "vs torch", "backward ms", "vs torch", "fwd+bwd ms", "vs torch")
     print(f"  {'':15s} " + " ".join(f"{h:>{w}s}" for h, w in zip(header, (11, 9, 12, 9, 11, 9))))

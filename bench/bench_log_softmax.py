@@ -16,17 +16,14 @@ shared).  Ratios are to PyTorch's.
 """
 import argparse
 import importlib
-import os
-import sys
 
 import numpy as np
 
 import tinygrad_seq as tgs
 from tinygrad_seq.backend import BACKENDS, unavailable_reason
+from tinygrad_seq.benchmark import best_block_median_ms, cpu_model
 from tinygrad_seq.nn import functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_layer_norm import cpu_name, race  # noqa: E402  (the sibling script's helpers)
 
 
 def steps(rows, n):
@@ -71,8 +68,8 @@ def main(argv=None):
     parser.add_argument("--rows", type=int, default=2048)
     parser.add_argument("--n", type=int, default=65)
     args = parser.parse_args(argv)
-    print(f"{cpu_name()}; log-softmax of ({args.rows}, {args.n}) float32")
-    ms = race(steps(args.rows, args.n), repeats=args.repeats, passes=args.passes)
+    print(f"{cpu_model()}; log-softmax of ({args.rows}, {args.n}) float32")
+    ms = best_block_median_ms(steps(args.rows, args.n), warmup=5, repeats=args.repeats, passes=args.passes)
     names = list(dict.fromkeys(name for name, _ in ms))
     columns = ("forward", "backward", "both", "loss")
     header = ("forward ms", "vs torch", "backward ms", "vs torch", "fwd+bwd ms", "vs torch", "xent ms", "vs torch")

@@ -86,10 +86,8 @@ def bench(workload, backends, device, repeats, warmup, no_torch, memory, write_c
 
 def _print_profiles(benchmark, sizes_table, workloads, backends, device, warmup, repeats, with_torch):
     """`tgs bench --profile`: one table per workload and backend, then PyTorch's."""
-    import platform
-
     backends = backends or [name for name in benchmark.runnable_backends(device) if name != "numpy"]
-    click.echo(f"CPU: {_cpu_model() or platform.processor() or platform.machine()}; "
+    click.echo(f"CPU: {benchmark.cpu_model()}; "
                f"{repeats} steps after {warmup} warm-ups, each part's total / steps")
     for workload in workloads:
         sizes = sizes_table[workload]
@@ -106,15 +104,6 @@ def _print_profiles(benchmark, sizes_table, workloads, backends, device, warmup,
                        "| op | calls/step | ms/step |\n| --- | ---: | ---: |")
             for op, calls, ms in benchmark.torch_profile(workload, sizes, device, warmup, repeats):
                 click.echo(f"| {op} | {calls:g} | {ms:.2f} |")
-
-
-def _cpu_model():
-    """lscpu's "Model name" (what BENCHMARKS.md records beside every figure), or None."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), None)
-    except OSError:
-        return None
 
 
 def _in_a_library_users_process(argv):

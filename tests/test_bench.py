@@ -36,6 +36,11 @@ def test_implementations_are_timed_in_interleaved_rounds(monkeypatch):
     assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3
     assert set(medians) == {"a", "b"} and all(ms >= 0 for ms in medians.values())
 
+    calls.clear()      # the bench/ scripts' kernels: a block of each, pass after pass, the best block kept
+    best = benchmark.best_block_median_ms({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                                          warmup=1, repeats=2, passes=2)
+    assert calls == (["a"] * 3 + ["b"] * 3) * 2 and set(best) == {"a", "b"}
+
     seen = []
     monkeypatch.setattr(benchmark, "tgs_step", lambda *args: lambda: seen.append(backend.current()))
     monkeypatch.setattr(benchmark, "torch_step", lambda *args: None)

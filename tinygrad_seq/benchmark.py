@@ -15,6 +15,7 @@ calls strict FP32, plus one tgs row with CuPy's TF32 compute type where CuPy exp
 """
 import contextlib
 import dataclasses
+import platform
 import statistics
 import time
 
@@ -73,6 +74,41 @@ def interleaved_median_ms(steps, warmup=3, repeats=15):
             step()
             times[name].append((time.perf_counter() - start) * 1e3)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def best_block_median_ms(steps, warmup=3, repeats=15, passes=2):
+    """{name: ms} for the zero-argument functions in `steps`, each warmed up and timed `repeats`
+    times in a block of its own (median), `passes` rounds of blocks, keeping each step's least
+    disturbed (lowest) block median: the bench/ scripts' timing of kernels alone.
+
+    Blocks, not interleaved calls (interleaved_median_ms is for whole training steps): every
+    implementation timed there has its own spinning thread pool (OpenBLAS, PyTorch's OpenMP,
+    Numba's), and alternating them call by call on 2 cores makes each wait for the others'
+    spinning threads (measured: 10-50x slower for all of them)."""
+    best = {}
+    for _ in range(passes):
+        for name, step in steps.items():
+            for _ in range(warmup):
+                step()
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - start)
+            ms = statistics.median(times) * 1e3
+            best[name] = min(ms, best.get(name, ms))
+    return best
+
+
+def cpu_model():
+    """lscpu's "Model name" (what BENCHMARKS.md records beside every figure), else what the
+    platform module can tell."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            found = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), None)
+    except OSError:
+        found = None
+    return found or platform.processor() or platform.machine() or "unknown CPU"
 
 
 def user_block_lm(nn, F, arange, V, d, heads, layers, T):
