@@ -51,7 +51,7 @@ def training_options(default_out, defaults):
                          help="Dropout before the fully connected layers, in [0, 1)."),
             click.option("--batchnorm/--no-batchnorm", default=defaults["batchnorm"], show_default=True,
                          help=f"Batch normalisation after each {defaults['batchnorm_after']}, before its activation."),
-            click.option("--augment", is_flag=True,
+            click.option("--augment", is_flag=True, default=False,
                          help="Shift each training image by up to --shift pixels (a random crop of the padded image)."),
             click.option("--shift", type=int, default=1, show_default=True, help="Largest shift of --augment."),
             click.option("--seed", type=int, default=0, show_default=True,
