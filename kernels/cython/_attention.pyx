@@ -77,16 +77,24 @@ cdef inline Py_ssize_t seen(Py_ssize_t i, Py_ssize_t S, bint causal) noexcept no
 
 cdef inline bint all_finite(const floating* a, Py_ssize_t rows, Py_ssize_t cols,
                             Py_ssize_t ld) noexcept nogil:
-    """Whether the (rows, cols) matrix at a, rows ld apart, holds no NaN/inf: each row's sum is
-    then finite (a sum that overflows says False too, which only sends a matrix to the exact
-    path)."""
-    cdef Py_ssize_t r
+    """Whether the (rows, cols) matrix at a, rows ld apart, holds no NaN/inf: its sum is then
+    finite (a sum that overflows says False too, which only sends a matrix to the exact path).
+    Rows apart are added column-wise into `lanes` first (a vectorised loop), then summed once:
+    a row_sum per row of a head (32 entries) cost ~6% of the causal backward on head views."""
+    cdef floating lanes[64]
+    cdef floating total = 0
+    cdef Py_ssize_t r, j, c0, width
     if ld == cols:
         return isfinite(row_sum(a, rows * cols))
-    for r in range(rows):
-        if not isfinite(row_sum(a + r * ld, cols)):
-            return False
-    return True
+    for c0 in range(0, cols, 64):
+        width = min(64, cols - c0)
+        for j in range(width):
+            lanes[j] = 0
+        for r in range(rows):
+            for j in range(width):
+                lanes[j] += a[r * ld + c0 + j]
+        total += row_sum(lanes, width)
+    return isfinite(total)
 
 
 cdef void visible_scores(Py_ssize_t rows, Py_ssize_t K, Py_ssize_t cols, const floating* a,
