@@ -34,13 +34,24 @@ SHAPES = [(1, 1, 1, 1, 1), (2, 3, 7, 4, 3), (1, 9, 4, 5, 6), (3, 17, 17, 16, 8),
 attention_kernels = functools.partial(backend_kernels, family="attention")   # (backend name) -> module
 
 
+def _in_wider_rows(a):
+    """The same numbers as a view whose rows lie inside wider ones (row stride > row length),
+    NaN around them: a kernel that ignored the strides would read NaN."""
+    wide = np.full(a.shape[:-1] + (a.shape[-1] + 3,), np.nan, dtype=a.dtype)
+    wide[..., 1:-2] = a
+    return wide[..., 1:-2]
+
+
 @pytest.mark.parametrize("name", COMPILED_CPU)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_forward_and_backward_equal_the_reference(name, dtype, causal, shape):
+@pytest.mark.parametrize("strided", [False, True])
+def test_forward_and_backward_equal_the_reference(name, dtype, causal, shape, strided):
     kernels = attention_kernels(name)
     q, k, v, dout = attention_inputs(np.random.default_rng(sum(shape)), dtype, *shape)
+    if strided:    # every operand a view with rows apart (the reference gets them too: it copies)
+        q, k, v, dout = (_in_wider_rows(a) for a in (q, k, v, dout))
     inputs = [a.copy() for a in (q, k, v, dout)]
     out, lse = kernels.attention_forward(q, k, v, 0.3, causal)
     expected = ref.attention_forward(q, k, v, 0.3, causal)
@@ -227,6 +238,18 @@ def test_the_fused_op_is_taken_exactly_where_it_computes_what_was_asked(index):
     _, families = _fused_calls(call)
     assert ("attention" in families) == fused
     assert ("softmax" in families) == (not fused)
+
+
+def test_the_transformer_lm_hands_its_projection_to_the_kernel_as_it_lies():
+    """The LM's attention kernel reads q, k, v from the one qkv projection (views, no copies)."""
+    from tinygrad_seq.models.transformer_lm import TransformerLM, TransformerLMConfig
+    model = TransformerLM(TransformerLMConfig(vocab_size=11, n_embd=8, n_head=2, n_layer=1, block_size=6))
+    calls = []
+    with tgs.backend("cython"), observe_kernels(lambda family, function, args, seconds: calls.append((function, args))):
+        model(Tensor(np.array([[1, 2, 3, 4, 5]]))).sum().backward()
+    (_, forward), = [args for args in calls if args[0] == "attention_forward"]
+    q, k, v = forward[:3]
+    assert q.base is not None and k.base is q.base and v.base is q.base and not q.flags.c_contiguous
 
 
 def test_the_transformer_lm_runs_the_fused_op():

@@ -91,8 +91,8 @@ CONTRACT = {
                         "eps", "weight_decay", "decoupled", "step"),
     },
     "attention": {
-        "attention_forward": ("q", "k", "v", "scale", "causal"),
-        "attention_backward": ("dout", "q", "k", "v", "out", "lse", "scale", "causal"),
+        "attention_forward": ("q", "k", "v", "scale", "causal", "out"),
+        "attention_backward": ("dout", "q", "k", "v", "out", "lse", "scale", "causal", "dq", "dk", "dv"),
     },
     "normalization": {
         "layer_norm_forward": ("x", "weight", "bias", "eps"),

@@ -488,7 +488,7 @@ def _kernel_flops(family, function, args):
     if family == "attention":
         names = CONTRACT[family][function]
         q, v = args[names.index("q")], args[names.index("v")]
-        (N, L, E), S, Ev = q.shape, v.shape[1], v.shape[2]
+        N, (L, E), (S, Ev) = int(np.prod(q.shape[:-2])), q.shape[-2:], v.shape[-2:]   # any leading axes
         per_pair = E + Ev if function == "attention_forward" else 3 * E + 2 * Ev
         return 2 * N * attention_pairs(L, S, bool(args[names.index("causal")])) * per_pair
     if family == "matmul":
@@ -515,7 +515,8 @@ def _kernel_part(family, function, args):
         names = CONTRACT[family][function]
         q, v = args[names.index("q")], args[names.index("v")]
         causal = " causal" if args[names.index("causal")] else ""
-        return f"{function} {q.shape[0]} x {q.shape[1]}x{q.shape[2]}, {v.shape[1]}x{v.shape[2]}{causal}"
+        return (f"{function} {int(np.prod(q.shape[:-2]))} x {q.shape[-2]}x{q.shape[-1]}, "
+                f"{v.shape[-2]}x{v.shape[-1]}{causal}")
     return f"{function} {'x'.join(map(str, getattr(args[0], 'shape', ())))}"
 
 

@@ -76,3 +76,24 @@ def to_device(a, device):
         raise RuntimeError(f"device 'cuda' is not available ({cupy_unavailable_reason()}); "
                            "install the gpu extra (pip install tinygrad_seq[gpu]) on a machine with a GPU")
     return a if is_cupy_array(a) else cp.asarray(a)
+
+
+# ------------------------------------------------------------------ where an array's elements lie
+def address_of(a):
+    """The address of a's first element (of the view, not of its base)."""
+    return a.data.ptr if is_cupy_array(a) else a.__array_interface__["data"][0]
+
+
+def allocation_of(a):
+    """What owns a's memory: every view of one array (slices, transposes, as_strided) shares it."""
+    if is_cupy_array(a):
+        return a.data.mem
+    while getattr(a, "base", None) is not None:
+        a = a.base
+    return a
+
+
+def strided_view(a, shape, strides):
+    """A view from a's first element with this shape and these strides (in bytes); the caller
+    makes sure that every element it reaches lies in a's allocation."""
+    return xp_of(a).lib.stride_tricks.as_strided(a, shape, strides)

@@ -16,7 +16,7 @@ from numba import cuda, float32, float64
 
 from tinygrad_seq.device import xp_of
 from tinygrad_seq.kernels.reference.attention import (check_attention_args, check_attention_grad_args,
-                                                      visible_matmul)
+                                                      stacked, unstacked, visible_matmul)
 
 from ._launch import kernel_arg
 from .softmax import MAX_ROW_BLOCKS, ROW_THREADS, _block_reduce
@@ -92,32 +92,38 @@ def _grid(rows):
     return max(1, min(MAX_ROW_BLOCKS, rows)), ROW_THREADS
 
 
-def attention_forward(q, k, v, scale, causal):
-    """(out, lse) of softmax(scale q k^T, hidden pairs excluded) v; see reference/attention.py."""
-    check_attention_args(q, k, v)
+def attention_forward(q, k, v, scale, causal, *, out=None):
+    """(out, lse) of softmax(scale q k^T, hidden pairs excluded) v; see reference/attention.py.
+    Computed on contiguous stacks (N, L, E): views are copied in, the results written back."""
+    check_attention_args(q, k, v, out)
     xp = xp_of(q)
-    N, L, S = q.shape[0], q.shape[1], k.shape[1]
-    p = xp.matmul(q, k.swapaxes(-1, -2))                  # the scores, p in place below
+    q3, k3, v3 = (xp.ascontiguousarray(stacked(a)) for a in (q, k, v))
+    N, L, S = q3.shape[0], q3.shape[1], k3.shape[1]
+    p = xp.matmul(q3, k3.swapaxes(-1, -2))                # the scores, p in place below
     lse = xp.empty((N, L), dtype=q.dtype)
     if p.size:
         kernel = _probabilities_f32 if q.dtype == "float32" else _probabilities_f64
         kernel[_grid(N * L)](kernel_arg(p.reshape(N * L, S)), kernel_arg(lse.reshape(N * L)), L,
                              q.dtype.type(scale), bool(causal))
-    return visible_matmul(p, v, causal), lse
+    return (unstacked(visible_matmul(p, v3, causal), q.shape[:-1] + v.shape[-1:], out),
+            lse.reshape(q.shape[:-1]))
 
 
-def attention_backward(dout, q, k, v, out, lse, scale, causal):
+def attention_backward(dout, q, k, v, out, lse, scale, causal, *, dq=None, dk=None, dv=None):
     """(dq, dk, dv) of attention_forward's out; see reference/attention.py."""
-    check_attention_grad_args(dout, q, k, v, out, lse)
+    check_attention_grad_args(dout, q, k, v, out, lse, dq, dk, dv)
     xp = xp_of(q)
-    N, L, S, Ev = q.shape[0], q.shape[1], k.shape[1], v.shape[2]
-    p = xp.matmul(q, k.swapaxes(-1, -2))                  # scores, then p
-    ds = xp.matmul(dout, v.swapaxes(-1, -2))              # dp, then ds
+    dout3, q3, k3, v3, out3 = (xp.ascontiguousarray(stacked(a)) for a in (dout, q, k, v, out))
+    N, L, S, Ev = q3.shape[0], q3.shape[1], k3.shape[1], v3.shape[2]
+    lse2 = xp.ascontiguousarray(lse.reshape(N, L))
+    p = xp.matmul(q3, k3.swapaxes(-1, -2))                # scores, then p
+    ds = xp.matmul(dout3, v3.swapaxes(-1, -2))            # dp, then ds
     if p.size:
         kernel = _score_gradients_f32 if q.dtype == "float32" else _score_gradients_f64
         kernel[_grid(N * L)](kernel_arg(p.reshape(N * L, S)), kernel_arg(ds.reshape(N * L, S)),
-                             kernel_arg(dout.reshape(N * L, Ev)), kernel_arg(out.reshape(N * L, Ev)),
-                             kernel_arg(lse.reshape(N * L)), L, q.dtype.type(scale), bool(causal))
+                             kernel_arg(dout3.reshape(N * L, Ev)), kernel_arg(out3.reshape(N * L, Ev)),
+                             kernel_arg(lse2.reshape(N * L)), L, q.dtype.type(scale), bool(causal))
     factor = q.dtype.type(scale)
-    return (visible_matmul(ds, k, causal) * factor, visible_matmul(ds, q, causal, transposed=True) * factor,
-            visible_matmul(p, dout, causal, transposed=True))
+    return (unstacked(visible_matmul(ds, k3, causal) * factor, q.shape, dq),
+            unstacked(visible_matmul(ds, q3, causal, transposed=True) * factor, k.shape, dk),
+            unstacked(visible_matmul(p, dout3, causal, transposed=True), v.shape, dv))

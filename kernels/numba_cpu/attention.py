@@ -15,7 +15,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from tinygrad_seq.kernels.reference.attention import check_attention_args, check_attention_grad_args
+from tinygrad_seq.kernels.reference.attention import (check_attention_args, check_attention_grad_args, stacked,
+                                                      unstacked)
 
 
 @njit(cache=True)
@@ -84,13 +85,19 @@ def _backward(dout, q, k, v, out, lse, scale, causal, zero):
     return dq, dk, dv
 
 
-def attention_forward(q, k, v, scale, causal):
-    """(out, lse) of softmax(scale q k^T, hidden pairs excluded) v; see reference/attention.py."""
-    check_attention_args(q, k, v)
-    return _forward(q, k, v, q.dtype.type(scale), bool(causal), q.dtype.type(0))
+def attention_forward(q, k, v, scale, causal, *, out=None):
+    """(out, lse) of softmax(scale q k^T, hidden pairs excluded) v; see reference/attention.py.
+    Computed on contiguous stacks (N, L, E): views are copied in, the results written back."""
+    check_attention_args(q, k, v, out)
+    result, lse = _forward(*(np.ascontiguousarray(stacked(a)) for a in (q, k, v)), q.dtype.type(scale),
+                           bool(causal), q.dtype.type(0))
+    return unstacked(result, q.shape[:-1] + v.shape[-1:], out), lse.reshape(q.shape[:-1])
 
 
-def attention_backward(dout, q, k, v, out, lse, scale, causal):
+def attention_backward(dout, q, k, v, out, lse, scale, causal, *, dq=None, dk=None, dv=None):
     """(dq, dk, dv) of attention_forward's out; see reference/attention.py."""
-    check_attention_grad_args(dout, q, k, v, out, lse)
-    return _backward(dout, q, k, v, out, lse, q.dtype.type(scale), bool(causal), q.dtype.type(0))
+    check_attention_grad_args(dout, q, k, v, out, lse, dq, dk, dv)
+    dout3, q3, k3, v3, out3 = (np.ascontiguousarray(stacked(a)) for a in (dout, q, k, v, out))
+    lse2 = np.ascontiguousarray(lse.reshape(q3.shape[:2]))
+    grads = _backward(dout3, q3, k3, v3, out3, lse2, q.dtype.type(scale), bool(causal), q.dtype.type(0))
+    return tuple(unstacked(g, a.shape, given) for g, a, given in zip(grads, (q, k, v), (dq, dk, dv)))

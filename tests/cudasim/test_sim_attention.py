@@ -54,3 +54,28 @@ def test_backward_matches_finite_differences(rng):
 def test_bad_arguments_raise_the_reference_message():
     for function, args in ATTENTION_BAD_CALLS:
         assert_raises_like_reference(cuda_attention, ref, function, *args)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_head_views_and_given_outputs(rng, causal):
+    """q, k, v the head views (N, h, L, d) of one packed (N, L, 3E) projection, dout a transposed
+    view, out and dq, dk, dv given as views laid out (N, L, h, d): filled in place with the
+    reference's numbers on contiguous copies."""
+    N, L, h, d = 2, 5, 2, 3
+    qkv = rng.standard_normal((N, L, 3 * h * d))
+    q, k, v = (c.reshape(N, L, h, d).transpose(0, 2, 1, 3) for c in np.split(qkv, 3, axis=-1))
+    dout = rng.standard_normal((N, L, h, d)).transpose(0, 2, 1, 3)
+    contiguous = [np.ascontiguousarray(a) for a in (q, k, v, dout)]
+    out = np.empty((N, L, h, d)).transpose(0, 2, 1, 3)
+    got_out, lse = cuda_attention.attention_forward(q, k, v, 0.7, causal, out=out)
+    expected_out, expected_lse = ref.attention_forward(*contiguous[:3], 0.7, causal)
+    assert got_out is out
+    assert_close(out, expected_out, np.float64)
+    assert_close(lse, expected_lse, np.float64)
+    grads = np.empty_like(qkv)
+    given = [c.reshape(N, L, h, d).transpose(0, 2, 1, 3) for c in np.split(grads, 3, axis=-1)]
+    got = cuda_attention.attention_backward(dout, q, k, v, out, lse, 0.7, causal, dq=given[0], dk=given[1], dv=given[2])
+    assert all(a is b for a, b in zip(got, given))
+    for g, expected in zip(given, ref.attention_backward(contiguous[3], *contiguous[:3], expected_out, expected_lse,
+                                                         0.7, causal)):
+        assert_close(g, expected, np.float64)

@@ -3,7 +3,7 @@ stacking, gather and scatter, padding, and moves between devices.  They copy or 
 entries; backward puts each gradient back where its entry came from."""
 import numpy as np
 
-from ..device import device_of, to_device, xp_of
+from ..device import address_of, allocation_of, device_of, strided_view, to_device, xp_of
 from ..tensor import Function
 from .elementwise import unbroadcast
 
@@ -130,7 +130,9 @@ class Split(Function):
     """ys = x's consecutive pieces of `sizes` along `axis` (views);  dx = the dys joined along it,
     a piece whose gradient never came taking zeros.  One op for all the pieces: as separate
     slices (GetItem) each backward wrote its dy into a zero array of x's full shape and the
-    sweep added those up, three x-sized arrays for an attention's q, k, v."""
+    sweep added those up, three x-sized arrays for an attention's q, k, v.  When the dys already
+    lie side by side in one array (ops.ScaledDotProductAttention makes dq, dk, dv so), dx is
+    that array, a view: nothing is copied."""
 
     def forward(self, x, sizes, axis=0):
         self.axis = axis % x.ndim
@@ -139,7 +141,26 @@ class Split(Function):
         return tuple(x[index + (slice(stop - size, stop),)] for size, stop in zip(sizes, bounds))
 
     def backward(self, *dys):
-        return xp_of(dys[0]).concatenate(dys, axis=self.axis)
+        joined = adjacent_join(dys, self.axis)
+        return joined if joined is not None else xp_of(dys[0]).concatenate(dys, axis=self.axis)
+
+
+def adjacent_join(pieces, axis):
+    """The pieces joined along `axis` as one view when they are consecutive slices of one array
+    along it (one allocation, dtype and strides, the same shape off the axis, each beginning
+    where the one before ends); else None.  Each element of the view is then the matching
+    piece's own."""
+    first = pieces[0]
+    owner, stride, address = allocation_of(first), first.strides[axis], address_of(first)
+    off_axis = first.shape[:axis] + first.shape[axis + 1:]
+    for piece in pieces:
+        if (piece.size == 0 or piece.dtype != first.dtype or piece.strides != first.strides
+                or piece.shape[:axis] + piece.shape[axis + 1:] != off_axis
+                or allocation_of(piece) is not owner or address_of(piece) != address):
+            return None
+        address += piece.shape[axis] * stride
+    shape = first.shape[:axis] + (sum(piece.shape[axis] for piece in pieces),) + first.shape[axis + 1:]
+    return strided_view(first, shape, first.strides)
 
 
 class Stack(Function):
