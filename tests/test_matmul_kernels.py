@@ -129,25 +129,3 @@ def test_the_team_runs_on_numpy_s_openblas_and_both_libraries_agree():
             np.testing.assert_allclose(on_numpy, xs.astype(np.float64) @ ys, rtol=tol, atol=tol)
     with pytest.raises(ValueError, match="both"):
         _team_gemm.use_blas(1, 0)
-
-
-@pytest.mark.skipif("cython" not in BACKENDS, reason="needs the compiled Cython kernels (a C compiler at install)")
-def test_openblas_threaded_gemm_on_the_team_gives_the_product_and_leaves_no_callback():
-    """Where NumPy's OpenBLAS lets its caller run its threads' work (0.3.27+), single products
-    run as one OpenBLAS threaded GEMM whose jobs the team runs; the callback is installed only
-    for the call."""
-    import ctypes
-    team = _module("cython")
-    from tinygrad_seq.kernels.cython import _team_gemm
-    rng = np.random.default_rng(2)
-    team.matmul(np.ones((64, 64)), np.ones((64, 64)))      # finds the libraries
-    if not _team_gemm.runs_blas_threads_on_team(2):
-        pytest.skip("NumPy's BLAS has no threads callback (not OpenBLAS 0.3.27+), or OpenMP limits the team")
-    callback = ctypes.c_void_p.in_dll(ctypes.CDLL(team._state["numpy_blas"].filepath), "openblas_threads_callback_")
-    for dtype, tol in ((np.float32, 1e-4), (np.float64, 1e-12)):
-        a, b = rng.standard_normal((700, 300)).astype(dtype), rng.standard_normal((300, 500)).astype(dtype)
-        for x, y in [(a, b), (_transposed(a), b), (a, _transposed(b))]:
-            out = np.empty((1, 700, 500), dtype=dtype)
-            assert _team_gemm.matmul3(x[None], y[None], out, 2, True)
-            np.testing.assert_allclose(out[0], x.astype(np.float64) @ y, rtol=tol, atol=tol)
-            assert callback.value is None

@@ -18,7 +18,6 @@ from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from cython cimport floating
 from cython.parallel cimport parallel, threadid
 cimport numpy as cnp
-cimport openmp
 
 cnp.import_array()
 
@@ -51,50 +50,14 @@ def _load_blas():
 _load_blas()
 
 
-def use_blas(size_t sgemm_address, size_t dgemm_address, size_t set_callback_address=0,
-             size_t callback_variable_address=0):
+def use_blas(size_t sgemm_address, size_t dgemm_address):
     """Run the team's GEMMs on the ILP64 Fortran sgemm and dgemm at these addresses (both
-    non-zero), or back on SciPy's (both zero).  With the addresses of that OpenBLAS's
-    openblas_set_threads_callback_function and of the variable it sets, whole products can run
-    on OpenBLAS's own threaded GEMM with its threads' work done by the team (matmul3's
-    `blas_threads`)."""
-    global sgemm64, dgemm64, set_threads_callback, threads_callback_now
+    non-zero), or back on SciPy's (both zero)."""
+    global sgemm64, dgemm64
     if (sgemm_address == 0) != (dgemm_address == 0):
         raise ValueError("use_blas: give both GEMMs' addresses, or neither")
-    if (set_callback_address == 0) != (callback_variable_address == 0) or (set_callback_address and not sgemm_address):
-        raise ValueError("use_blas: give the callback setter and its variable together, with the GEMMs")
     sgemm64 = <sgemm64_t> sgemm_address
     dgemm64 = <dgemm64_t> dgemm_address
-    set_threads_callback = <set_threads_callback_t> set_callback_address
-    threads_callback_now = <threads_callback_t*> callback_variable_address
-
-
-def runs_blas_threads_on_team(int threads):
-    """Whether matmul3 can run OpenBLAS's threaded GEMM on `threads` team threads: the callback
-    is known, and OpenMP will start that many threads at once (a team cut short by
-    OMP_THREAD_LIMIT or OMP_DYNAMIC would leave a job that the others wait for unrun)."""
-    return (set_threads_callback != NULL and not openmp.omp_get_dynamic()
-            and openmp.omp_get_thread_limit() >= threads and not openmp.omp_in_parallel())
-
-
-# OpenBLAS (0.3.27 and later) lets its caller run the work of its threads: instead of waking its
-# own pthreads, its threaded GEMM calls `callback(sync, dojob, numjobs, size, jobs, data)`, which
-# must run dojob(i, jobs + i * size, data) for every i < numjobs, all at once (the jobs wait on
-# each other's packed panels), and return when all are done.
-ctypedef void (*dojob_t)(int, void *, int) noexcept nogil
-ctypedef void (*threads_callback_t)(int, dojob_t, int, size_t, void *, int) noexcept nogil
-ctypedef void (*set_threads_callback_t)(threads_callback_t) noexcept nogil
-cdef set_threads_callback_t set_threads_callback = NULL
-cdef threads_callback_t* threads_callback_now = NULL
-
-
-cdef void run_jobs_on_team(int sync, dojob_t dojob, int numjobs, size_t size, void *jobs,
-                           int data) noexcept nogil:
-    """OpenBLAS's threads' jobs, job i on team thread i."""
-    cdef int tid
-    with parallel(num_threads=numjobs):
-        tid = threadid()
-        dojob(tid, <char *> jobs + tid * size, data)
 
 
 cdef inline void gemm_block(char ta, char tb, int m, int n, int k, floating *x, int ldx,
@@ -164,47 +127,15 @@ cdef tuple layout(cnp.ndarray x):
     return None
 
 
-cdef void blas_threaded_gemm(floating *a, floating *b, floating *c, Py_ssize_t batch, int M, int N,
-                             int K, Py_ssize_t a_batch, int lda, bint a_trans, Py_ssize_t b_batch,
-                             int ldb, bint b_trans) noexcept nogil:
-    """c[i] = a[i] @ b[i], each product one call of OpenBLAS's own threaded GEMM, whose threads'
-    work the team does (run_jobs_on_team) while the callback is installed; the value it had
-    before (none, unless someone else set one) is put back."""
-    cdef char tb = b'T' if b_trans else b'N'
-    cdef char ta = b'T' if a_trans else b'N'
-    cdef threads_callback_t before = threads_callback_now[0]
-    cdef Py_ssize_t i
-    set_threads_callback(run_jobs_on_team)
-    for i in range(batch):
-        gemm_block(tb, ta, N, M, K, b + i * b_batch, ldb, a + i * a_batch, lda, c + i * M * N, N)
-    set_threads_callback(before)
-
-
-def matmul3(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, int threads, bint blas_threads=False):
+def matmul3(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, int threads):
     """out[i] = a[i] @ b[i] for 3-D a (n, M, K), b (n, K, N) of one float dtype and C-contiguous
-    out (n, M, N); returns False (nothing done) when an operand's layout needs a copy.
-
-    Each team thread runs a single-threaded GEMM on its share; with `blas_threads` (when
-    runs_blas_threads_on_team(), and the BLAS held at `threads` threads by the caller) each
-    product is instead one call of OpenBLAS's threaded GEMM, its threads' jobs run by the team."""
+    out (n, M, N); returns False (nothing done) when an operand's layout needs a copy."""
     la, lb = layout(a), layout(b)
     if la is None or lb is None:
         return False
     cdef Py_ssize_t a_batch = la[0], b_batch = lb[0], batch = a.shape[0]
     cdef int lda = la[1], ldb = lb[1], M = a.shape[1], K = a.shape[2], N = b.shape[2]
     cdef bint a_trans = la[2], b_trans = lb[2]
-    if blas_threads and set_threads_callback != NULL:
-        if a.dtype.num == cnp.NPY_FLOAT32:
-            with nogil:
-                blas_threaded_gemm(<float *> cnp.PyArray_DATA(a), <float *> cnp.PyArray_DATA(b),
-                                   <float *> cnp.PyArray_DATA(out), batch, M, N, K, a_batch, lda,
-                                   a_trans, b_batch, ldb, b_trans)
-        else:
-            with nogil:
-                blas_threaded_gemm(<double *> cnp.PyArray_DATA(a), <double *> cnp.PyArray_DATA(b),
-                                   <double *> cnp.PyArray_DATA(out), batch, M, N, K, a_batch, lda,
-                                   a_trans, b_batch, ldb, b_trans)
-        return True
     if a.dtype.num == cnp.NPY_FLOAT32:
         with nogil:
             team_gemm(<float *> cnp.PyArray_DATA(a), <float *> cnp.PyArray_DATA(b),

@@ -30,7 +30,7 @@ def _threads():
         return cores
 
 
-_state = {"threads": _threads(), "blas": None, "gemm": "SciPy's BLAS", "numpy_blas": None}
+_state = {"threads": _threads(), "blas": None, "gemm": "SciPy's BLAS"}
 # one product at a time holds the BLAS libraries: two Python threads interleaving their
 # hold-and-restore could otherwise leave them at one thread for good
 _holding = threading.Lock()
@@ -85,17 +85,8 @@ def _use_numpy_blas(libraries):
                 addresses = [ctypes.cast(getattr(library, name), ctypes.c_void_p).value for name in (single, double)]
             except AttributeError:
                 continue
-            prefix = single[:single.index("sgemm")]
-            suffix = single[single.index("sgemm") + len("sgemm_"):]      # "64_", "" or "4_" ...
-            try:    # OpenBLAS 0.3.27 and later: its threads' work can be handed to the caller
-                setter = getattr(library, f"{prefix}openblas_set_threads_callback_function{suffix}")
-                variable = ctypes.c_void_p.in_dll(library, "openblas_threads_callback_")
-                addresses += [ctypes.cast(setter, ctypes.c_void_p).value, ctypes.addressof(variable)]
-            except (AttributeError, ValueError):
-                pass
             _team_gemm.use_blas(*addresses)
             _state["gemm"] = f"NumPy's OpenBLAS ({single})"
-            _state["numpy_blas"] = lib
             return
 
 
@@ -113,13 +104,10 @@ def matmul(a, b):
     out = np.empty((batch, M, N), dtype=a.dtype)
     with _holding:
         held = [(lib, lib.num_threads) for lib in _blas_libraries()]
-        # fewer matrices than threads: each one OpenBLAS threaded GEMM whose threads' work the
-        # team does (its threads share the packed panels); else whole matrices per team thread
-        blas_threads = batch < threads and _team_gemm.runs_blas_threads_on_team(threads)
         for lib, _ in held:
-            lib.set_num_threads(threads if blas_threads and lib is _state["numpy_blas"] else 1)
+            lib.set_num_threads(1)
         try:
-            done = _team_gemm.matmul3(a3, b3, out, threads, blas_threads)
+            done = _team_gemm.matmul3(a3, b3, out, threads)
         finally:
             for lib, n in held:
                 lib.set_num_threads(n)
