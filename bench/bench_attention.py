@@ -11,23 +11,12 @@ T x d/heads, causal, float32.  Each variant is timed in blocks (median of `repea
 taken in turn over `passes` rounds and the lowest block median kept: the machine is shared.
 """
 import argparse
-import platform
-import statistics
-import time
 
 import numpy as np
 
 import tinygrad_seq as tgs
-from tinygrad_seq.benchmark import CPU_SIZES
+from tinygrad_seq.benchmark import CPU_SIZES, best_block_median_ms, cpu_model
 from tinygrad_seq.nn import functional as F
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def steps():
@@ -63,32 +52,16 @@ def steps():
     return found
 
 
-def race(named_steps, warmup=3, repeats=15, passes=3):
-    best = {}
-    for _ in range(passes):
-        for name, step in named_steps.items():
-            for _ in range(warmup):
-                step()
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                step()
-                times.append(time.perf_counter() - start)
-            ms = statistics.median(times) * 1e3
-            best[name] = min(ms, best.get(name, ms))
-    return best
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--passes", type=int, default=3)
     args = parser.parse_args(argv)
     sizes = CPU_SIZES["transformer"]
-    print(f"{cpu_name()}; attention of the transformer workload: {sizes['B'] * sizes['heads']} matrices of "
+    print(f"{cpu_model()}; attention of the transformer workload: {sizes['B'] * sizes['heads']} matrices of "
           f"{sizes['T']} x {sizes['d'] // sizes['heads']}, causal, float32, forward + backward of "
           f"{sizes['layers']} layers")
-    ms = race(steps(), repeats=args.repeats, passes=args.passes)
+    ms = best_block_median_ms(steps(), repeats=args.repeats, passes=args.passes)
     for name, t in ms.items():
         ratio = f"  {t / ms['pytorch']:.2f}x PyTorch" if "pytorch" in ms and name != "pytorch" else ""
         print(f"  {name:9s} {t:7.2f} ms{ratio}")
