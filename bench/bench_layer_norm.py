@@ -20,7 +20,7 @@ import numpy as np
 
 import tinygrad_seq as tgs
 from tinygrad_seq.backend import BACKENDS, unavailable_reason
-from tinygrad_seq.benchmark import best_block_median_ms, cpu_model
+from tinygrad_seq.benchmark import best_block_median_ms, cpu_model, race_table
 from tinygrad_seq.nn import functional as F
 
 
@@ -70,19 +70,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     print(f"{cpu_model()}; layer norm of ({args.rows}, {args.n}) float32 with weight and bias")
     ms = best_block_median_ms(steps(args.rows, args.n), warmup=5, repeats=args.repeats, passes=args.passes)
-    names = list(dict.fromkeys(name for name, _ in ms))
-    header = ("forward ms", "vs torch", "backward ms", "vs torch", "fwd+bwd ms", "vs torch")
-    print(f"  {'':15s} " + " ".join(f"{h:>{w}s}" for h, w in zip(header, (11, 9, 12, 9, 11, 9))))
-    for name in names:
-        cells = []
-        for column in ("forward", "backward", "both"):
-            t = ms.get((name, column))
-            if t is None and column == "both" and (name, "forward") in ms:
-                t = ms[name, "forward"] + ms[name, "backward"]
-            ref = ms.get(("torch", column))
-            cells.append(f"{t:11.3f}" if t is not None else f"{'-':>11s}")
-            cells.append(f"{t / ref:8.2f}x" if t is not None and ref and name != "torch" else f"{'-':>9s}")
-        print(f"  {name:15s} {cells[0]} {cells[1]} {cells[2]:>12s} {cells[3]} {cells[4]} {cells[5]}")
+    print("\n".join(race_table(ms, ("forward", "backward", "both"))))
     print("  (fwd+bwd of a backend: the sum of its two calls; of torch: F.layer_norm + backward under autograd)")
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 import tinygrad_seq as tgs
 from tinygrad_seq.backend import BACKENDS, unavailable_reason
-from tinygrad_seq.benchmark import best_block_median_ms, cpu_model
+from tinygrad_seq.benchmark import best_block_median_ms, cpu_model, race_table
 from tinygrad_seq.nn import functional as F
 
 
@@ -70,22 +70,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     print(f"{cpu_model()}; log-softmax of ({args.rows}, {args.n}) float32")
     ms = best_block_median_ms(steps(args.rows, args.n), warmup=5, repeats=args.repeats, passes=args.passes)
-    names = list(dict.fromkeys(name for name, _ in ms))
-    columns = ("forward", "backward", "both", "loss")
-    header = ("forward ms", "vs torch", "backward ms", "vs torch", "fwd+bwd ms", "vs torch", "xent ms", "vs torch")
-    print(f"  {'':15s} " + " ".join(f"{h:>11s}" for h in header))
-    for name in names:
-        cells = []
-        for column in columns:
-            t = ms.get((name, column))
-            if t is None and column == "both" and (name, "forward") in ms:
-                t = ms[name, "forward"] + ms[name, "backward"]
-            ref = ms.get(("torch", column))
-            cells.append(f"{t:11.3f}" if t is not None else f"{'-':>11s}")
-            cells.append(f"{t / ref:10.2f}x" if t is not None and ref and name != "torch" else f"{'-':>11s}")
-        print(f"  {name:15s} " + " ".join(cells))
+    print("\n".join(race_table(ms, ("forward", "backward", "both", "loss"))))
     print("  (fwd+bwd of a backend: the sum of its two calls; of torch: F.log_softmax + backward under "
-          "autograd;\n   xent: F.cross_entropy (mean over the rows) + backward, ours on the engine)")
+          "autograd;\n   loss: F.cross_entropy (mean over the rows) + backward, ours on the engine)")
 
 
 if __name__ == "__main__":

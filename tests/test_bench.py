@@ -40,6 +40,10 @@ def test_implementations_are_timed_in_interleaved_rounds(monkeypatch):
     best = benchmark.best_block_median_ms({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
                                           warmup=1, repeats=2, passes=2)
     assert calls == (["a"] * 3 + ["b"] * 3) * 2 and set(best) == {"a", "b"}
+    lines = benchmark.race_table({("ours", "forward"): 1.0, ("ours", "backward"): 3.0, ("torch", "forward"): 2.0,
+                                  ("torch", "both"): 2.0}, ("forward", "both"))
+    assert lines[1].split() == ["ours", "1.000", "0.50x", "4.000", "2.00x"]     # both = forward + backward
+    assert lines[2].split() == ["torch", "2.000", "-", "2.000", "-"]
 
     seen = []
     monkeypatch.setattr(benchmark, "tgs_step", lambda *args: lambda: seen.append(backend.current()))

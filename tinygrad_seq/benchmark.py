@@ -100,6 +100,26 @@ def best_block_median_ms(steps, warmup=3, repeats=15, passes=2):
     return best
 
 
+def race_table(ms, columns):
+    """The lines of a table of `ms` {(implementation, column): ms} (best_block_median_ms's keys
+    as pairs): per implementation each column's ms and its ratio to ("torch", column); a missing
+    "both" is the implementation's forward + backward."""
+    names = list(dict.fromkeys(name for name, _ in ms))
+    header = "".join(f"{column + ' ms':>12s}{'vs torch':>10s}" for column in columns)
+    lines = [f"  {'':15s}{header}"]
+    for name in names:
+        cells = []
+        for column in columns:
+            t = ms.get((name, column))
+            if t is None and column == "both" and (name, "forward") in ms and (name, "backward") in ms:
+                t = ms[name, "forward"] + ms[name, "backward"]
+            ref = ms.get(("torch", column))
+            cells.append(f"{t:12.3f}" if t is not None else f"{'-':>12s}")
+            cells.append(f"{t / ref:9.2f}x" if t is not None and ref and name != "torch" else f"{'-':>10s}")
+        lines.append(f"  {name:15s}" + "".join(cells))
+    return lines
+
+
 def cpu_model():
     """lscpu's "Model name" (what BENCHMARKS.md records beside every figure), else what the
     platform module can tell."""

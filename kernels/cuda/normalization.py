@@ -18,6 +18,7 @@ from tinygrad_seq.device import xp_of
 from tinygrad_seq.kernels.reference.normalization import check_layer_norm_args, check_layer_norm_grad_args
 
 from ._launch import SIMULATOR, kernel_arg, launch
+from .softmax import _block_reduce   # the block's sum by halving, as the softmax's
 
 # Threads per row: a power of two (the tree reduction halves it); a compile-time constant
 # because it sizes the shared-memory scratch array.
@@ -25,23 +26,6 @@ ROW_THREADS = 16 if SIMULATOR else 128
 MAX_ROW_BLOCKS = 3 if SIMULATOR else 65535
 # Rows per partial sum of dweight and dbias.
 AFFINE_CHUNK = 4 if SIMULATOR else 64
-
-
-@cuda.jit(device=True, cache=True)
-def _block_sum(scratch, value):
-    """The sum of `value` over the block's threads, by halving the scratch; every thread gets it."""
-    tid = cuda.threadIdx.x
-    scratch[tid] = value
-    cuda.syncthreads()
-    half = cuda.blockDim.x // 2
-    while half > 0:
-        if tid < half:
-            scratch[tid] += scratch[tid + half]
-        cuda.syncthreads()
-        half //= 2
-    result = scratch[0]
-    cuda.syncthreads()  # everyone has read scratch[0] before the next reduction reuses it
-    return result
 
 
 @cuda.jit(device=True, cache=True)
@@ -54,12 +38,12 @@ def _forward_rows(x, weight, bias, has_weight, has_bias, eps, y, mean, rstd, scr
         partial = zero
         for j in range(cuda.threadIdx.x, n, cuda.blockDim.x):
             partial += x[row, j]
-        m = _block_sum(scratch, partial) * inv_n
+        m = _block_reduce(scratch, partial, False) * inv_n
         partial = zero
         for j in range(cuda.threadIdx.x, n, cuda.blockDim.x):
             d = x[row, j] - m
             partial += d * d
-        s = one / math.sqrt(_block_sum(scratch, partial) * inv_n + eps)
+        s = one / math.sqrt(_block_reduce(scratch, partial, False) * inv_n + eps)
         if cuda.threadIdx.x == 0:
             mean[row] = m
             rstd[row] = s
@@ -86,8 +70,8 @@ def _backward_rows(dy, x, weight, has_weight, mean, rstd, dx, scratch):
             g = dy[row, j] * weight[j] if has_weight else dy[row, j]
             partial_g += g
             partial_gx += g * ((x[row, j] - m) * s)
-        mean_g = _block_sum(scratch, partial_g) * inv_n
-        mean_gx = _block_sum(scratch, partial_gx) * inv_n
+        mean_g = _block_reduce(scratch, partial_g, False) * inv_n
+        mean_gx = _block_reduce(scratch, partial_gx, False) * inv_n
         for j in range(cuda.threadIdx.x, n, cuda.blockDim.x):
             g = dy[row, j] * weight[j] if has_weight else dy[row, j]
             dx[row, j] = s * (g - mean_g - (x[row, j] - m) * s * mean_gx)
