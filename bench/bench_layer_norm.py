@@ -20,7 +20,7 @@ import numpy as np
 
 import tinygrad_seq as tgs
 from tinygrad_seq.backend import BACKENDS, unavailable_reason
-from tinygrad_seq.benchmark import best_block_median_ms, cpu_model, race_table
+from tinygrad_seq.benchmark import best_block_median_ms, cpu_model, race_table, runnable_backends
 from tinygrad_seq.nn import functional as F
 
 
@@ -30,10 +30,8 @@ def steps(rows, n):
     x, dy = (rng.standard_normal((rows, n)).astype(np.float32) for _ in range(2))
     weight, bias = (rng.standard_normal(n).astype(np.float32) for _ in range(2))
     found = {}
-    for name, (package, devices) in BACKENDS.items():
-        if "cpu" not in devices or unavailable_reason(name):
-            continue
-        k = importlib.import_module(f"{package}.normalization")
+    for name in runnable_backends("cpu"):
+        k = importlib.import_module(f"{BACKENDS[name][0]}.normalization")
         _, mean, rstd = k.layer_norm_forward(x, weight, bias, 1e-5)
         found[name, "forward"] = lambda k=k: k.layer_norm_forward(x, weight, bias, 1e-5)
         found[name, "backward"] = lambda k=k, m=mean, r=rstd: k.layer_norm_backward(dy, x, weight, m, r, True)

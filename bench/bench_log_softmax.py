@@ -21,9 +21,8 @@ import numpy as np
 
 import tinygrad_seq as tgs
 from tinygrad_seq.backend import BACKENDS, unavailable_reason
-from tinygrad_seq.benchmark import best_block_median_ms, cpu_model, race_table
+from tinygrad_seq.benchmark import best_block_median_ms, cpu_model, race_table, runnable_backends
 from tinygrad_seq.nn import functional as F
-
 
 
 def steps(rows, n):
@@ -32,10 +31,8 @@ def steps(rows, n):
     x, dy = ((3 * rng.standard_normal((rows, n))).astype(np.float32) for _ in range(2))
     target = rng.integers(0, n, size=rows)
     found = {}
-    for name, (package, devices) in BACKENDS.items():
-        if "cpu" not in devices or unavailable_reason(name):
-            continue
-        k = importlib.import_module(f"{package}.softmax")
+    for name in runnable_backends("cpu"):
+        k = importlib.import_module(f"{BACKENDS[name][0]}.softmax")
         y = k.log_softmax_forward(x)
         found[name, "forward"] = lambda k=k: k.log_softmax_forward(x)
         found[name, "backward"] = lambda k=k, y=y: k.log_softmax_backward(dy, y)

@@ -93,6 +93,12 @@ def allocation_of(a):
     return a
 
 
+def rows_in_place(a):
+    """Whether a compiled kernel can read a's rows where they lie: unit stride along the last
+    axis (or rows of one element) and every stride a whole number of elements."""
+    return (a.shape[-1] <= 1 or a.strides[-1] == a.itemsize) and not any(s % a.itemsize for s in a.strides)
+
+
 def strided_view(a, shape, strides):
     """A view from a's first element with this shape and these strides (in bytes); the caller
     makes sure that every element it reaches lies in a's allocation."""

@@ -30,14 +30,13 @@ kept between the passes; p is recomputed):
 NaN and inf in q/k/v spread to every output they take part in (a NaN score makes its
 query's whole row NaN); the ValueError messages here are the ones every backend copies.
 """
-from tinygrad_seq.device import xp_of
+from tinygrad_seq.device import rows_in_place, xp_of
 
 
 def _check_rows(named):
     """Each (name, array): its rows are read (written) in place, so its last axis has unit stride."""
     for name, a in named:
-        if a is not None and a.shape[-1] > 1 and (a.strides[-1] != a.itemsize
-                                                  or any(s % a.itemsize for s in a.strides)):
+        if a is not None and not rows_in_place(a):
             raise ValueError(f"attention: {name} must have a unit stride along its last axis (and strides "
                              f"in whole elements); got strides {tuple(a.strides)} for itemsize {a.itemsize}")
 

@@ -2,7 +2,7 @@
 (the `attention` kernel family), instead of matmul, scale, masked softmax and matmul."""
 import math
 
-from ..device import address_of, allocation_of, device_of, strided_view, xp_of
+from ..device import address_of, allocation_of, device_of, rows_in_place, strided_view, xp_of
 from ..tensor import Function
 
 
@@ -49,9 +49,7 @@ class ScaledDotProductAttention(Function):
 def rows_contiguous(a):
     """a, or a C-contiguous copy of it when its last axis does not have unit stride (the
     kernels read each row in place): a broadcast gradient, such as that of out.sum()."""
-    if (a.shape[-1] > 1 and a.strides[-1] != a.itemsize) or any(s % a.itemsize for s in a.strides):
-        return xp_of(a).ascontiguousarray(a)
-    return a
+    return a if rows_in_place(a) else xp_of(a).ascontiguousarray(a)
 
 
 def empty_like_together(arrays):
