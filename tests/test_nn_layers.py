@@ -68,6 +68,28 @@ def test_linear_float32_and_gradcheck():
     assert gradcheck(lambda x, w: F.linear(x, w), [RNG.standard_normal((2, 4)), RNG.standard_normal((3, 4))])
 
 
+@pytest.mark.parametrize("order", [(1, 0, 2), (2, 0, 1, 3), (1, 2, 0, 3)], ids=str)
+def test_linear_multiplies_a_permuted_input_where_it_lies(order):
+    """x whose leading axes are a permutation of a contiguous array's (a batch_first RNN's
+    output): y and every gradient as for a contiguous copy of x, y the same permutation of its
+    rows (a view), and the rows kept for backward are x's own memory, not a transposed copy."""
+    stored = RNG.standard_normal((4, 3, 2, 5)[:len(order)])
+    w, b = RNG.standard_normal((6, stored.shape[-1])), RNG.standard_normal(6)
+    base = Tensor(stored, dtype="float64", requires_grad=True)
+    ours = F.linear(base.permute(*order), Tensor(w, dtype="float64", requires_grad=True),
+                    Tensor(b, dtype="float64", requires_grad=True))
+    tb = torch.tensor(stored, requires_grad=True)
+    theirs = torch.nn.functional.linear(tb.permute(*order), torch.tensor(w, requires_grad=True),
+                                        torch.tensor(b, requires_grad=True))
+    close(ours, theirs, 1e-12)
+    assert np.shares_memory(ours._ctx.saved[0], base.data)
+    weights = RNG.standard_normal(ours.shape)
+    (ours * Tensor(weights, dtype="float64")).sum().backward()
+    (theirs * torch.tensor(weights)).sum().backward()
+    close(base.grad, tb.grad, 1e-12)
+    assert gradcheck(lambda x, w, b: F.linear(x.permute(*order), w, b), [stored, w, b])
+
+
 def test_linear_default_init_and_errors():
     tgs.manual_seed(0)
     layer = nn.Linear(100, 50)

@@ -100,6 +100,31 @@ def test_a_frozen_weight_leaves_the_other_gradients_as_pytorch(mode, frozen):
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_batch_first_layer_under_a_linear_head_as_pytorch(mode, bias):
+    """The char-LM's shape: a batch_first layer, a Linear head on its output, a loss on the
+    logits alone (h_n unused, so its gradient is zeros).  The head multiplies the layer's
+    time-major rows where they lie and hands back a gradient the layer reads as it is; outputs
+    and every gradient as PyTorch's."""
+    rng = np.random.default_rng(7)
+    I, H, T, B, V = 3, 4, 5, 2, 6
+    ours, theirs = make_pair(mode, I, H, batch_first=True, bias=bias)
+    head_t = torch.nn.Linear(H, V).double()
+    head = nn.Linear(H, V).double()
+    head.load_state_dict({k: v.detach().numpy() for k, v in head_t.state_dict().items()})
+    x, xt = as_pair(rng.standard_normal((B, T, I)))
+    logits, logits_t = head(ours(x)[0]).reshape(B * T, V), head_t(theirs(xt)[0]).reshape(B * T, V)
+    np.testing.assert_allclose(logits.numpy(), logits_t.detach().numpy(), rtol=1e-10, atol=1e-12)
+    target = rng.integers(0, V, size=B * T)
+    tgs.nn.functional.cross_entropy(logits, tgs.Tensor(target)).backward()
+    torch.nn.functional.cross_entropy(logits_t, torch.tensor(target)).backward()
+    np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-9, atol=1e-11)
+    for (name, p), (_, pt) in zip(list(ours.named_parameters()) + list(head.named_parameters()),
+                                  list(theirs.named_parameters()) + list(head_t.named_parameters())):
+        np.testing.assert_allclose(p.grad.numpy(), pt.grad.numpy(), rtol=1e-9, atol=1e-11, err_msg=name)
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_unbatched_input_float32_and_no_bias(mode):
     rng = np.random.default_rng(1)
     ours, theirs = make_pair(mode, 3, 4, num_layers=2, bias=False, bidirectional=True)

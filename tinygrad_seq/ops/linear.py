@@ -61,27 +61,57 @@ def _rows2d(a, width):
     return a.reshape(-1, width)
 
 
+def _memory_order(a):
+    """The axes of `a` outermost first in memory, when `a` is C-contiguous once its leading axes
+    are put in that order and its last axis is the rows' (a batch_first RNN's output is its
+    time-major result permuted); None when `a` is contiguous already or no such order exists."""
+    if a.ndim < 3 or a.flags.c_contiguous or a.strides[-1] != a.itemsize:
+        return None
+    order = sorted(range(a.ndim - 1), key=lambda axis: -a.strides[axis]) + [a.ndim - 1]
+    return tuple(order) if a.transpose(order).flags.c_contiguous else None
+
+
+def _undo(order):
+    """The permutation that undoes `order`."""
+    return tuple(sorted(range(len(order)), key=order.__getitem__))
+
+
 class Linear(Function):
     """y = x W^T + b for x (..., in), W (out, in), b (out,);
-    dx = dy W,  dW = dy^T x (summed over every batch row),  db = sum of dy over the rows."""
+    dx = dy W,  dW = dy^T x (summed over every batch row),  db = sum of dy over the rows.
+
+    An x whose leading axes are a permutation of a contiguous array's is multiplied in its
+    memory order and y is given the same permutation (a view): a batch_first LSTM's output
+    then feeds the head without a transposing copy (2 MB per lstm_lm step; the logits' own
+    copy, when the model reshapes them, is a quarter of that)."""
 
     def forward(self, x, weight, bias=None):
         if x.shape[-1] != weight.shape[1]:
             raise ValueError(f"linear: input has {x.shape[-1]} features but the weight {tuple(weight.shape)} "
                              f"expects {weight.shape[1]}")
-        rows = _rows2d(x, weight.shape[1])   # a copy when x is a transposed view: made once, kept
+        self.order = _memory_order(x)
+        if self.order is not None:
+            x = x.transpose(self.order)
+        rows = _rows2d(x, weight.shape[1])   # a copy when x is another view: made once, kept
         self.save_for_backward(rows, weight)
         y = matmul_rows(rows, weight.T).reshape(*x.shape[:-1], weight.shape[0])
         if bias is not None:
             y += bias
-        return y
+        return y if self.order is None else y.transpose(_undo(self.order))
 
     def backward(self, dy):
         rows, weight = self.saved
+        if self.order is not None:
+            dy = dy.transpose(self.order)
         dy_rows = _rows2d(dy, weight.shape[0])
-        dx = matmul_rows(dy, weight) if self.needs_input_grad[0] else None
-        dw = matmul_rows(dy_rows.T, rows) if self.needs_input_grad[1] else None
-        db = dy_rows.sum(axis=0) if self.needs_input_grad[2] else None
+        dx = dw = db = None
+        if self.needs_input_grad[0]:
+            dx = matmul_rows(dy_rows, weight).reshape(*dy.shape[:-1], weight.shape[1])
+            dx = dx if self.order is None else dx.transpose(_undo(self.order))
+        if self.needs_input_grad[1]:
+            dw = matmul_rows(dy_rows.T, rows)
+        if self.needs_input_grad[2]:
+            db = dy_rows.sum(axis=0)
         return dx, dw, db
 
 

@@ -27,39 +27,53 @@ class _Recurrence(Function):
     """What the three time-loop ops share: flipping time, the input projection and the GEMMs
     that turn per-step gradients into weight gradients."""
 
-    def _prepare(self, x, w_ih, bias, reverse):
-        """(inputs, xw): the inputs in the op's time order, with a column of ones after them when
-        there is a bias, and xw = x_t W_ih^T + bias for every step as one GEMM.  The bias is the
-        weight of that constant input (the notes' x_0 = 1), so no pass over xw adds it, and in
-        backward the GEMM that gives dW_ih gives db too."""
+    def _prepare(self, x, w_ih, bias, reverse, hidden=0):
+        """(rows, xw): rows[..., :self.wide] are the inputs in the op's time order, with a column
+        of ones after them when there is a bias, and xw = x_t W_ih^T + bias for every step as one
+        GEMM.  The bias is the weight of that constant input (the notes' x_0 = 1), so no pass over
+        xw adds it, and in backward the GEMM that gives dW_ih gives db too.
+
+        `hidden` (RNN, LSTM: their weight gradients are one GEMM, see _input_grads) leaves that
+        many more columns in `rows` when dW_hh will be wanted; backward writes h_{t-1} there
+        (_with_previous) instead of copying the inputs beside it again."""
         self.reverse = reverse
         x = x[::-1] if reverse else x  # the reverse direction is the forward one on flipped time
         T, B, I = x.shape
-        if bias is None:
-            inputs, weight = _contiguous(x), w_ih
+        xp = xp_of(x)
+        self.wide = I if bias is None else I + 1
+        room = hidden if hidden and self.needs_input_grad[self.W_IH + 1] else 0
+        if bias is None and not room:
+            rows = _contiguous(x)
         else:
-            xp = xp_of(x)
-            inputs = xp.empty((T, B, I + 1), dtype=x.dtype)
-            inputs[..., :I] = x
-            inputs[..., I] = 1
-            weight = xp.concatenate([w_ih, bias[:, None]], axis=1)
-        xw = matmul_rows(inputs.reshape(T * B, -1), weight.T).reshape(T, B, -1)
+            rows = xp.empty((T, B, self.wide + room), dtype=x.dtype)
+            rows[..., :I] = x
+            if bias is not None:
+                rows[..., I] = 1
+        weight = w_ih if bias is None else xp.concatenate([w_ih, bias[:, None]], axis=1)
+        xw = matmul_rows(rows[..., :self.wide].reshape(T * B, -1), weight.T).reshape(T, B, -1)
         self.kernels = kernels("recurrence", device_of(x))
-        return inputs, xw
+        return rows, xw
 
     def _time_order(self, hs):
         return hs[::-1] if self.reverse else hs
 
     def _incoming(self, d_out, d_last):
-        """dL/dh_t in the op's own time order, with the final state's gradient added at t = T-1."""
+        """dL/dh_t in the op's own time order, with the final state's gradient added at t = T-1.
+        When that gradient is zero (h_n unused: the engine hands in zeros) d_out is the answer,
+        read in place when it is contiguous (a batch_first LSTM under a Linear head: 2 MB
+        fewer to copy per lstm_lm step); d_out itself is never modified, another op may share it."""
         xp = xp_of(d_out)
-        dhs = xp.array(d_out[::-1] if self.reverse else d_out, copy=True, order="C")
+        dhs = d_out[::-1] if self.reverse else d_out
+        if not xp.any(d_last):
+            return _contiguous(dhs)
+        dhs = xp.array(dhs, copy=True, order="C")
         dhs[-1] += d_last
         return dhs
 
-    def _input_grads(self, d_proj, inputs, w_ih, d_hidden, h0, hs):
+    def _input_grads(self, d_proj, rows, w_ih, d_hidden, h0, hs):
         """(dx, dW_ih, db, dW_hh), all steps at once: dx = d_proj W_ih;
         [dW_ih | db] = d_proj^T [x | 1] (db None without a bias column);  dW_hh = d_hidden^T h_prev.
+        `rows` is _prepare's: [x | 1] and room for h_prev when dW_hh is wanted from RNN or LSTM.
 
         When d_hidden is d_proj (RNN, LSTM) the weight gradients are one GEMM,
         d_proj^T [x | 1 | h_prev]: with a character vocabulary x has ~65 columns, and a product
@@ -67,19 +81,19 @@ class _Recurrence(Function):
         T, B, G = d_proj.shape
         flat = d_proj.reshape(T * B, G)
         I = w_ih.shape[1]
-        wide = inputs.shape[-1]          # I, or I + 1 with the bias column
+        wide = self.wide                 # I, or I + 1 with the bias column
         dx = dw_ih = db = dw_hh = None
         if self.needs_input_grad[0]:
             dx = matmul_rows(flat, w_ih).reshape(T, B, I)
             dx = dx[::-1] if self.reverse else dx
         want_hh = self.needs_input_grad[self.W_IH + 1]
         if d_hidden is d_proj and want_hh:
-            both = matmul_rows(flat.T, self._previous(h0, hs, beside=inputs).reshape(T * B, -1))
+            both = matmul_rows(flat.T, self._with_previous(rows, h0, hs).reshape(T * B, -1))
             dw_hh = both[:, wide:]
         else:
             both = None
             if self.needs_input_grad[self.W_IH] or wide > I:
-                both = matmul_rows(flat.T, inputs.reshape(T * B, -1))
+                both = matmul_rows(flat.T, rows[..., :wide].reshape(T * B, -1))
             if want_hh:
                 dw_hh = matmul_rows(d_hidden.reshape(T * B, -1).T, self._previous(h0, hs).reshape(T * B, -1))
         if both is not None:
@@ -88,17 +102,20 @@ class _Recurrence(Function):
         return dx, dw_ih, db, dw_hh
 
     @staticmethod
-    def _previous(h0, hs, beside=None):
-        """h_{t-1} for t = 0..T-1 (h0 then hs[:-1]), with beside[t] to its left if given."""
-        xp = xp_of(hs)
-        T, B, H = hs.shape
-        I = 0 if beside is None else beside.shape[-1]
-        out = xp.empty((T, B, I + H), dtype=hs.dtype)
-        if beside is not None:
-            out[..., :I] = beside
-        out[0, :, I:] = h0
-        out[1:, :, I:] = hs[:-1]
+    def _previous(h0, hs):
+        """h_{t-1} for t = 0..T-1: h0 then hs[:-1]."""
+        out = xp_of(hs).empty_like(hs)
+        out[0] = h0
+        out[1:] = hs[:-1]
         return out
+
+    @staticmethod
+    def _with_previous(rows, h0, hs):
+        """_prepare's rows with h_{t-1} written into their last H columns: [x_t | 1 | h_{t-1}]."""
+        H = hs.shape[-1]
+        rows[0, :, -H:] = h0
+        rows[1:, :, -H:] = hs[:-1]
+        return rows
 
 
 class RNN(_Recurrence):
@@ -113,17 +130,17 @@ class RNN(_Recurrence):
 
     def forward(self, x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", reverse=False):
         _check_dtypes("RNN", x, h0, w_ih, w_hh, b_ih, b_hh)
-        inputs, xw = self._prepare(x, w_ih, None if b_ih is None else b_ih + b_hh, reverse)
+        rows, xw = self._prepare(x, w_ih, None if b_ih is None else b_ih + b_hh, reverse, hidden=w_hh.shape[1])
         hs = self.kernels.rnn_forward(xw, _contiguous(w_hh), _contiguous(h0), nonlinearity)
         self.nonlinearity = nonlinearity
-        self.save_for_backward(inputs, h0, w_ih, w_hh, hs)
+        self.save_for_backward(rows, h0, w_ih, w_hh, hs)
         return self._time_order(hs), hs[-1]
 
     def backward(self, d_out, d_hn):
-        inputs, h0, w_ih, w_hh, hs = self.saved
+        rows, h0, w_ih, w_hh, hs = self.saved
         dhs = self._incoming(d_out, d_hn)
         dpre, dh0 = self.kernels.rnn_backward(dhs, _contiguous(w_hh), _contiguous(h0), hs, self.nonlinearity)
-        dx, dw_ih, db, dw_hh = self._input_grads(dpre, inputs, w_ih, dpre, h0, hs)
+        dx, dw_ih, db, dw_hh = self._input_grads(dpre, rows, w_ih, dpre, h0, hs)
         return dx, dh0, dw_ih, dw_hh, db, db
 
 
@@ -138,17 +155,17 @@ class LSTM(_Recurrence):
 
     def forward(self, x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
         _check_dtypes("LSTM", x, h0, c0, w_ih, w_hh, b_ih, b_hh)
-        inputs, xw = self._prepare(x, w_ih, None if b_ih is None else b_ih + b_hh, reverse)
+        rows, xw = self._prepare(x, w_ih, None if b_ih is None else b_ih + b_hh, reverse, hidden=w_hh.shape[1])
         h0, c0 = _contiguous(h0), _contiguous(c0)
         hs, cs, gates = self.kernels.lstm_forward(xw, _contiguous(w_hh), h0, c0)
-        self.save_for_backward(inputs, h0, c0, w_ih, w_hh, hs, cs, gates)
+        self.save_for_backward(rows, h0, c0, w_ih, w_hh, hs, cs, gates)
         return self._time_order(hs), hs[-1], cs[-1]
 
     def backward(self, d_out, d_hn, d_cn):
-        inputs, h0, c0, w_ih, w_hh, hs, cs, gates = self.saved
+        rows, h0, c0, w_ih, w_hh, hs, cs, gates = self.saved
         dhs = self._incoming(d_out, d_hn)
         dpre, dh0, dc0 = self.kernels.lstm_backward(dhs, _contiguous(d_cn), _contiguous(w_hh), h0, c0, hs, cs, gates)
-        dx, dw_ih, db, dw_hh = self._input_grads(dpre, inputs, w_ih, dpre, h0, hs)
+        dx, dw_ih, db, dw_hh = self._input_grads(dpre, rows, w_ih, dpre, h0, hs)
         return dx, dh0, dc0, dw_ih, dw_hh, db, db
 
 
@@ -164,16 +181,16 @@ class GRU(_Recurrence):
 
     def forward(self, x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
         _check_dtypes("GRU", x, h0, w_ih, w_hh, b_ih, b_hh)
-        inputs, xw = self._prepare(x, w_ih, b_ih, reverse)
+        rows, xw = self._prepare(x, w_ih, b_ih, reverse)
         b_hh = xp_of(x).zeros(w_hh.shape[0], dtype=x.dtype) if b_hh is None else _contiguous(b_hh)
         h0 = _contiguous(h0)
         hs, gates, hn = self.kernels.gru_forward(xw, _contiguous(w_hh), b_hh, h0)
-        self.save_for_backward(inputs, h0, w_ih, w_hh, hs, gates, hn)
+        self.save_for_backward(rows, h0, w_ih, w_hh, hs, gates, hn)
         return self._time_order(hs), hs[-1]
 
     def backward(self, d_out, d_hn):
-        inputs, h0, w_ih, w_hh, hs, gates, hn = self.saved
+        rows, h0, w_ih, w_hh, hs, gates, hn = self.saved
         dhs = self._incoming(d_out, d_hn)
         dxw, dhh, dh0 = self.kernels.gru_backward(dhs, _contiguous(w_hh), h0, hs, gates, hn)
-        dx, dw_ih, db_ih, dw_hh = self._input_grads(dxw, inputs, w_ih, dhh, h0, hs)
+        dx, dw_ih, db_ih, dw_hh = self._input_grads(dxw, rows, w_ih, dhh, h0, hs)
         return dx, dh0, dw_ih, dw_hh, db_ih, dhh.sum(axis=(0, 1))
