@@ -48,6 +48,13 @@ def test_cross_entropy_integer_targets(reduction, ignore, weighted):
     assert gradcheck(lambda x: F.cross_entropy(x, Tensor(target), **gk), [LOGITS])
 
 
+@pytest.mark.parametrize("target", [[0, 4, 1], [0, -1, 1], [0, -100, 9]], ids=str)
+def test_cross_entropy_rejects_a_target_out_of_range(target):
+    """Both the all-rows-count path and the masked one name the bad target (an ignored -100 is no error)."""
+    with pytest.raises(IndexError, match=f"target {[t for t in target if t != -100 and not 0 <= t < 4][0]} is out of range"):
+        F.cross_entropy(Tensor(LOGITS[:3]), Tensor(np.array(target)))
+
+
 def test_cross_entropy_custom_ignore_index_and_module():
     target = np.array([0, 2, 2, 3, 1])
     against_torch(lambda x: F.cross_entropy(x, Tensor(target), ignore_index=2),

@@ -62,6 +62,19 @@ class NLLLoss(Function):
     def forward(self, logp, target, weight=None, ignore_index=-100, reduction="mean"):
         xp = xp_of(logp)
         n, classes = logp.shape
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+        self.shape, self.reduction = logp.shape, reduction
+        if weight is None and n and not 0 <= ignore_index < classes \
+                and 0 <= int(target.min()) and int(target.max()) < classes:
+            # every row counts with weight 1 (a language model's loss): a third of the array
+            # passes the general case below makes over the targets
+            self.save_for_backward(target, None)
+            self.total = n
+            losses = -logp[xp.arange(n), target]
+            if reduction == "none":
+                return losses
+            return losses.sum() / logp.dtype.type(n) if reduction == "mean" else losses.sum()
         keep = target != ignore_index
         safe = xp.where(keep, target, 0)
         if xp.any(keep & ((safe < 0) | (safe >= classes))):
@@ -70,14 +83,11 @@ class NLLLoss(Function):
         w = keep.astype(logp.dtype) if weight is None else xp.where(keep, weight[safe], 0).astype(logp.dtype)
         picked = logp[xp.arange(n), safe]
         losses = -w * picked
-        self.shape, self.reduction = logp.shape, reduction
         self.save_for_backward(safe, w)
         if reduction == "none":
             return losses
         if reduction == "sum":
             return losses.sum()
-        if reduction != "mean":
-            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
         self.total = w.sum()
         return losses.sum() / self.total
 
@@ -85,7 +95,7 @@ class NLLLoss(Function):
         xp = xp_of(dy)
         safe, w = self.saved
         dlogp = xp.zeros(self.shape, dtype=dy.dtype)
-        scale = -w * dy
+        scale = -dy if w is None else -w * dy
         if self.reduction == "mean":
             scale = scale / self.total
         dlogp[xp.arange(self.shape[0]), safe] = scale

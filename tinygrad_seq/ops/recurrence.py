@@ -89,7 +89,9 @@ class _Recurrence(Function):
         want_hh = self.needs_input_grad[self.W_IH + 1]
         if d_hidden is d_proj and want_hh:
             both = matmul_rows(flat.T, self._with_previous(rows, h0, hs).reshape(T * B, -1))
-            dw_hh = both[:, wide:]
+            # contiguous, as PyTorch's .grad: clip_grad_norm_ and Adam's fused update would each
+            # copy a column slice of `both` (1.3 MB per lstm_lm step) to read it as one row
+            dw_hh = xp_of(both).ascontiguousarray(both[:, wide:])
         else:
             both = None
             if self.needs_input_grad[self.W_IH] or wide > I:
@@ -97,7 +99,7 @@ class _Recurrence(Function):
             if want_hh:
                 dw_hh = matmul_rows(d_hidden.reshape(T * B, -1).T, self._previous(h0, hs).reshape(T * B, -1))
         if both is not None:
-            dw_ih = both[:, :I]
+            dw_ih = xp_of(both).ascontiguousarray(both[:, :I])
             db = both[:, I] if wide > I else None
         return dx, dw_ih, db, dw_hh
 
