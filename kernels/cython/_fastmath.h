@@ -144,22 +144,16 @@ extern double tanh(double);
    row's max.  float32 uses tgs_expf, inline and within a few ulp; its clamp below -87 costs
    nothing here, since the max's own term is exp(0) = 1 and a clamped term (e^-87, for a -inf
    too) vanishes beside it.  NaN propagates (a NaN entry, or inf - inf). */
-static inline float tgs_sum_expf(const float* a, float shift, ptrdiff_t n)
-{
-    float s = 0;
-    _Pragma("omp simd reduction(+:s)")
-    for (ptrdiff_t j = 0; j < n; ++j)
-        s += tgs_expf(a[j] - shift);
-    return s;
+#define TGS_DEFINE_SUM_EXP(SUFFIX, T, EXP)                                                      \
+static inline T tgs_sum_exp##SUFFIX(const T* a, T shift, ptrdiff_t n)                          \
+{                                                                                              \
+    T s = 0;                                                                                   \
+    _Pragma("omp simd reduction(+:s)")                                                         \
+    for (ptrdiff_t j = 0; j < n; ++j)                                                          \
+        s += EXP(a[j] - shift);                                                                \
+    return s;                                                                                  \
 }
-
-static inline double tgs_sum_expd(const double* a, double shift, ptrdiff_t n)
-{
-    double s = 0;
-    _Pragma("omp simd reduction(+:s)")
-    for (ptrdiff_t j = 0; j < n; ++j)
-        s += exp(a[j] - shift);
-    return s;
-}
+TGS_DEFINE_SUM_EXP(f, float, tgs_expf)
+TGS_DEFINE_SUM_EXP(d, double, exp)
 
 #endif
