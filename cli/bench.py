@@ -22,7 +22,8 @@ import click
                    "$XDG_CONFIG_HOME/tinygrad_seq/auto_backend.json (default ~/.config/...).")
 @click.option("--numpy-first", is_flag=True,
               help="Run in a fresh process that imports numpy before tinygrad_seq and makes none of the "
-                   "`tgs` command's process settings: what a script or notebook gets.")
+                   "`tgs` command's process settings: what a script or notebook gets.  One process per "
+                   "backend, each with PyTorch beside it.")
 @click.option("--profile", is_flag=True,
               help="Instead of the ratios: where each step's time goes, kernel call by kernel call "
                    "(ms and GFLOP/s), beside PyTorch's slowest ops.")
@@ -42,11 +43,16 @@ def bench(workload, backends, device, repeats, warmup, no_torch, memory, write_c
         raise click.BadParameter(f"unknown backend {unknown[0]!r}; choose from {', '.join(BACKENDS)}",
                                  param_hint="--backend")
     if numpy_first:
-        argv = ([f"--workload={w}" for w in workload] + [f"--backend={b}" for b in backends]
-                + [f"--device={device}", f"--repeats={repeats}", f"--warmup={warmup}"]
-                + [flag for flag, on in (("--no-torch", no_torch), ("--memory", memory),
-                                         ("--write-choice", write_choice), ("--profile", profile)) if on])
-        sys.exit(_in_a_library_users_process(argv))
+        if write_choice:
+            raise click.UsageError("--write-choice compares the backends within one process; run it without "
+                                   "--numpy-first (the tgs process keeps their thread pools from slowing each other)")
+        options = ([f"--device={device}", f"--repeats={repeats}", f"--warmup={warmup}"]
+                   + [flag for flag, on in (("--no-torch", no_torch), ("--memory", memory), ("--profile", profile)) if on])
+        if profile:
+            argv = [f"--workload={w}" for w in workload] + [f"--backend={b}" for b in backends] + options
+            sys.exit(_in_a_library_users_process(argv))
+        sys.exit(_each_backend_in_a_users_process(list(workload or sizes), backends or benchmark.runnable_backends(device),
+                                                  options))
     with_torch = not no_torch
     if with_torch:
         try:
@@ -104,6 +110,24 @@ def _print_profiles(benchmark, sizes_table, workloads, backends, device, warmup,
                        "| op | calls/step | ms/step |\n| --- | ---: | ---: |")
             for op, calls, ms in benchmark.torch_profile(workload, sizes, device, warmup, repeats):
                 click.echo(f"| {op} | {calls:g} | {ms:.2f} |")
+
+
+def _each_backend_in_a_users_process(workloads, backends, options):
+    """--numpy-first: one child process per backend (_in_a_library_users_process), each with
+    PyTorch beside it.  A script uses one backend; two backends' thread pools in one process
+    without the tgs command's settings slow each other and PyTorch (one such run: lstm_lm with
+    the numba backend beside made PyTorch's step 158 ms instead of ~33, and the numpy backend's
+    OpenBLAS pool made cython's 57 instead of ~30).  scalar_mlp, which has no backend, runs in
+    the first child only.  Returns the worst exit status."""
+    status = 0
+    for i, name in enumerate(backends):
+        mine = [w for w in workloads if i == 0 or w != "scalar_mlp"]
+        if not mine:
+            continue
+        click.echo(f"numpy-first: backend {name}, in a process of its own", err=True)
+        status = max(status, _in_a_library_users_process([f"--workload={w}" for w in mine]
+                                                         + [f"--backend={name}"] + options))
+    return status
 
 
 def _in_a_library_users_process(argv):

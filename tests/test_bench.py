@@ -153,6 +153,32 @@ def test_numpy_first_runs_the_bench_in_a_process_like_a_users_script():
     assert "| scalar_mlp | tgs |" in result.stdout
 
 
+def test_numpy_first_times_each_backend_in_a_process_of_its_own():
+    """Two backends' thread pools in one process without the tgs command's settings slow each
+    other, so --numpy-first runs one child per backend, each printing its own table; the
+    cross-backend --write-choice is refused there with a one-line error."""
+    import os
+    import subprocess
+    import sys
+
+    names = [name for name in ("numpy", "cython", "numba") if name in benchmark.runnable_backends("cpu")][:2]
+    if len(names) < 2:
+        pytest.skip("needs two runnable CPU backends (the cython one is compiled by pip install)")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "GOMP_SPINCOUNT")}
+    command = [sys.executable, "-m", "tinygrad_seq.cli.main", "bench", "--numpy-first", "-w", "rnn_lm",
+               "-w", "scalar_mlp", "--repeats", "1", "--warmup", "0", "--no-torch", "--backend", ",".join(names)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("numpy imported first") == 2
+    for name in names:
+        assert f"numpy-first: backend {name}, in a process of its own" in result.stderr
+        assert result.stdout.count(f"| rnn_lm | tgs[{name}] |") == 1
+    assert result.stdout.count("| scalar_mlp | tgs |") == 1
+    refused = subprocess.run(command + ["--write-choice"], capture_output=True, text=True, env=env, timeout=300)
+    assert refused.returncode == 2 and "--write-choice compares the backends within one process" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_the_user_written_block_model_is_the_transformer_workloads_network():
     """transformer_block times the same network as transformer (same parameter count), written
     from public ops, and the one definition builds in both frameworks."""
