@@ -208,6 +208,45 @@ def test_recurrences_match_the_reference(name, kind, dtype, seed, T, B, H):
     check_recurrence(name, kind, dtype, np.random.default_rng(seed), T, B, H)
 
 
+@pytest.mark.parametrize("name", CPU)
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_recurrent_forward_fills_a_strided_hs_out(name, cell, dtype):
+    """hs_out (kernels/API.md): the states land in the given strided array, which is what comes
+    back, with the values of a forward without it; the backward takes that hs as it is.  A
+    wrong shape or dtype, or rows without unit stride, is a ValueError."""
+    rng = np.random.default_rng(3)
+    T, B, H, gates = 4, 3, 19, 4 if cell == "lstm" else 1
+    xw = rng.standard_normal((T, B, gates * H)).astype(dtype)
+    w_hh = (rng.standard_normal((gates * H, H)) / np.sqrt(H)).astype(dtype)
+    h0, c0 = (rng.standard_normal((B, H)).astype(dtype) for _ in range(2))
+    module = family(name, "recurrence")
+    states = (h0, c0) if cell == "lstm" else (h0, "tanh")
+    forward = getattr(module, f"{cell}_forward")
+    fresh = forward(xw, w_hh, *states)
+    rows = np.full((T + 1, B, 5 + H), np.nan, dtype=dtype)     # [x_t | h_{t-1}]-like rows, one step down
+    hs_out = rows[1:, :, 5:]
+    given = forward(xw, w_hh, *states, hs_out=hs_out)
+    hs = given[0] if cell == "lstm" else given
+    assert hs is hs_out
+    for got, expected in zip(given if cell == "lstm" else [given], fresh if cell == "lstm" else [fresh]):
+        np.testing.assert_allclose(got, expected, rtol=1e-6 if dtype == np.float32 else 1e-12, atol=1e-7)
+    assert np.isnan(rows[0]).all() and np.isnan(rows[1:, :, :5]).all()     # nothing else written
+    dhs = rng.standard_normal((T, B, H)).astype(dtype)
+    if cell == "lstm":
+        backward = module.lstm_backward(dhs, c0, w_hh, h0, c0, hs, *given[1:])
+        expected = module.lstm_backward(dhs, c0, w_hh, h0, c0, fresh[0], *fresh[1:])
+    else:
+        backward = module.rnn_backward(dhs, w_hh, h0, hs, "tanh")
+        expected = module.rnn_backward(dhs, w_hh, h0, fresh, "tanh")
+    for got, want in zip(backward, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == np.float32 else 1e-12, atol=1e-6)
+    for bad in (np.empty((T, B, H + 1), dtype), np.empty((T, B, H), np.float16 if dtype == np.float32 else np.float32),
+                np.empty((T, B, H, 2), dtype)[..., 0]):
+        with pytest.raises(ValueError, match="hs_out must be"):
+            forward(xw, w_hh, *states, hs_out=bad)
+
+
 # ----------------------------------------------------------------------------- softmax, GELU
 
 @pytest.mark.parametrize("name", COMPILED_CPU)

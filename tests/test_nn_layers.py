@@ -90,6 +90,24 @@ def test_linear_multiplies_a_permuted_input_where_it_lies(order):
     assert gradcheck(lambda x, w, b: F.linear(x.permute(*order), w, b), [stored, w, b])
 
 
+def test_linear_multiplies_rows_a_fixed_distance_apart_where_they_lie():
+    """x's rows inside a wider array (an LSTM's states in its weight-gradient rows): no copy
+    of x kept, y and the gradients as for a contiguous copy."""
+    wide = RNG.standard_normal((5, 3, 9))
+    w, b = RNG.standard_normal((4, 6)), RNG.standard_normal(4)
+    base = Tensor(wide, dtype="float64", requires_grad=True)
+    x = base[:, :, 3:]
+    ours = F.linear(x, Tensor(w, dtype="float64", requires_grad=True), Tensor(b, dtype="float64"))
+    tb = torch.tensor(wide, requires_grad=True)
+    theirs = torch.nn.functional.linear(tb[:, :, 3:], torch.tensor(w), torch.tensor(b))
+    close(ours, theirs, 1e-12)
+    assert np.shares_memory(ours._ctx.saved[0], base.data)
+    weights = RNG.standard_normal(ours.shape)
+    (ours * Tensor(weights, dtype="float64")).sum().backward()
+    (theirs * torch.tensor(weights)).sum().backward()
+    close(base.grad, tb.grad, 1e-12)
+
+
 def test_linear_default_init_and_errors():
     tgs.manual_seed(0)
     layer = nn.Linear(100, 50)

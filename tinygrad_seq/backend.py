@@ -56,9 +56,9 @@ FAMILIES = ("recurrence", "conv", "softmax", "activation", "matmul", "optim",
 # missing or misnamed function is reported by `tgs backends`, not deep in a training run.
 CONTRACT = {
     "recurrence": {
-        "rnn_forward": ("xw", "w_hh", "h0", "nonlinearity"),
+        "rnn_forward": ("xw", "w_hh", "h0", "nonlinearity", "hs_out"),
         "rnn_backward": ("dhs", "w_hh", "h0", "hs", "nonlinearity"),
-        "lstm_forward": ("xw", "w_hh", "h0", "c0"),
+        "lstm_forward": ("xw", "w_hh", "h0", "c0", "hs_out"),
         "lstm_backward": ("dhs", "dcT", "w_hh", "h0", "c0", "hs", "cs", "gates"),
         "gru_forward": ("xw", "w_hh", "b_hh", "h0"),
         "gru_backward": ("dhs", "w_hh", "h0", "hs", "gates", "hn"),

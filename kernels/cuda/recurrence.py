@@ -27,7 +27,7 @@ import math
 from numba import cuda
 
 from tinygrad_seq.device import xp_of
-from tinygrad_seq.kernels.reference.recurrence import check_gru_args, check_lstm_args, check_rnn_args
+from tinygrad_seq.kernels.reference.recurrence import check_gru_args, check_lstm_args, check_rnn_args, states_out
 
 from ._launch import step_launcher
 
@@ -105,10 +105,12 @@ def _rnn_grad_step(dhs, hs, work, t, relu):
             work[dpre + t * BH + k] = dh * (one - h * h)
 
 
-def rnn_forward(xw, w_hh, h0, nonlinearity):
-    """hs (T, B, H): h_t = act(xw_t + h_{t-1} W_hh^T), act = tanh or relu."""
+def rnn_forward(xw, w_hh, h0, nonlinearity, *, hs_out=None):
+    """hs (T, B, H): h_t = act(xw_t + h_{t-1} W_hh^T), act = tanh or relu; copied into hs_out
+    when given (the steps read h_{t-1} from their own work buffer)."""
     xp = xp_of(xw)
     T, B, H = check_rnn_args("rnn_forward", xw, w_hh, h0, nonlinearity)
+    out = None if hs_out is None else states_out("rnn_forward", hs_out, xw, T, B, H)
     work, (states, rec) = _carve(xp, xw.dtype, (T + 1, B, H), (B, H))
     states[0] = h0
     step = step_launcher(_rnn_step, B * H, xw, work)
@@ -117,13 +119,17 @@ def rnn_forward(xw, w_hh, h0, nonlinearity):
     for t in range(T):
         xp.matmul(states[t], w_hh_t, out=rec)
         step(t, relu)
-    return states[1:]
+    if out is None:
+        return states[1:]
+    out[...] = states[1:]
+    return out
 
 
 def rnn_backward(dhs, w_hh, h0, hs, nonlinearity):
     """(dpre, dh0): dpre_t = (dhs_t + dpre_{t+1} W_hh) * act'(a_t), dh0 = dpre_0 W_hh."""
     xp = xp_of(dhs)
     T, B, H = check_rnn_args("rnn_backward", dhs, w_hh, h0, nonlinearity, hs=hs)
+    hs = xp.ascontiguousarray(hs)   # a forward's hs_out may be strided
     work, (dpre, dh_rec) = _carve(xp, hs.dtype, (T, B, H), (B, H))
     dh_rec[...] = 0                                 # dL/dh_t through h_{t+1}; none after the end
     step = step_launcher(_rnn_grad_step, B * H, dhs, hs, work)
@@ -197,10 +203,12 @@ def _lstm_grad_step(dhs, cs, gates, work, t):
         work[dc + k] = dc_t * f
 
 
-def lstm_forward(xw, w_hh, h0, c0):
-    """(hs, cs, gates): hidden and cell states (T, B, H) and the activated i,f,g,o (T, B, 4H)."""
+def lstm_forward(xw, w_hh, h0, c0, *, hs_out=None):
+    """(hs, cs, gates): hidden and cell states (T, B, H) and the activated i,f,g,o (T, B, 4H);
+    hs copied into hs_out when given."""
     xp = xp_of(xw)
     T, B, H = check_lstm_args("lstm_forward", xw, w_hh, h0, c0)
+    out = None if hs_out is None else states_out("lstm_forward", hs_out, xw, T, B, H)
     work, (hs, cs, gates, rec) = _carve(xp, xw.dtype, (T + 1, B, H), (T + 1, B, H), (T, B, 4 * H), (B, 4 * H))
     hs[0] = h0
     cs[0] = c0
@@ -209,7 +217,9 @@ def lstm_forward(xw, w_hh, h0, c0):
     for t in range(T):
         xp.matmul(hs[t], w_hh_t, out=rec)
         step(t)
-    return hs[1:], cs[1:], gates
+    if out is not None:
+        out[...] = hs[1:]
+    return hs[1:] if out is None else out, cs[1:], gates
 
 
 def lstm_backward(dhs, dcT, w_hh, h0, c0, hs, cs, gates):

@@ -92,26 +92,28 @@ cdef inline void hand_back(floating* rec, Py_ssize_t width, floating* dh0, Py_ss
 # h_t = act(xw_t + h_{t-1} W_hh^T), act = tanh or relu
 
 cdef void rnn_forward_share(const floating* xw, const floating* w_hh, const floating* h0,
-                            floating* hs, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, bint relu,
-                            int* failed) noexcept nogil:
-    """h_t = act(xw_t + h_{t-1} W_hh^T) for this thread's units, step by step."""
+                            floating* hs, Py_ssize_t hs_step, Py_ssize_t hs_row, Py_ssize_t T,
+                            Py_ssize_t B, Py_ssize_t H, bint relu, int* failed) noexcept nogil:
+    """h_t = act(xw_t + h_{t-1} W_hh^T) for this thread's units, step by step; h_t's row b at
+    hs + t*hs_step + b*hs_row (the caller's hs_out may be strided)."""
     cdef Py_ssize_t j0, n, panels, lanes, width, t, b, j
     cdef floating zero = 0
     cdef floating* packed
     cdef floating* a
     cdef bint active = take_share(w_hh, H, 1, B, False, &j0, &n, &panels, &lanes, &width, &packed, &a, failed)
-    cdef const floating* h_prev
     cdef const floating* x
     cdef floating* h
     cdef floating* a_b
     for t in range(T):
         if active:
-            h_prev = h0 if t == 0 else hs + (t - 1) * B * H
-            panel_gemm(B, H, panels, lanes, h_prev, H, packed, a, width)
+            if t == 0:
+                panel_gemm(B, H, panels, lanes, h0, H, packed, a, width)
+            else:
+                panel_gemm(B, H, panels, lanes, hs + (t - 1) * hs_step, hs_row, packed, a, width)
             for b in range(B):
                 a_b = a + b * width
                 x = xw + (t * B + b) * H + j0
-                h = hs + (t * B + b) * H + j0
+                h = hs + t * hs_step + b * hs_row + j0
                 if relu:   # max(a, 0) that keeps a NaN a (NaN < 0 is false), as np.maximum
                     for j in range(n):
                         h[j] = zero if a_b[j] + x[j] < zero else a_b[j] + x[j]
@@ -156,18 +158,18 @@ cdef void rnn_backward_share(const floating* dhs, const floating* w_hh, const fl
 
 
 def rnn_forward(const floating[:, :, ::1] xw, const floating[:, ::1] w_hh,
-                const floating[:, ::1] h0, bint relu):
+                const floating[:, ::1] h0, bint relu, floating[:, :, :] hs):
+    """Fills hs (T, B, H), whose rows have unit stride (the wrapper checks it)."""
     cdef Py_ssize_t T = xw.shape[0], B = xw.shape[1], H = xw.shape[2]
-    out = np.empty((T, B, H), dtype=np.float32 if floating is float else np.float64)
     if T == 0 or B == 0 or H == 0:
-        return out
-    cdef floating[:, :, ::1] hs = out
+        return
+    cdef Py_ssize_t hs_step = hs.strides[0] // sizeof(floating), hs_row = hs.strides[1] // sizeof(floating)
     cdef int failed = 0
     with nogil, parallel(num_threads=_threads):
-        rnn_forward_share(&xw[0, 0, 0], &w_hh[0, 0], &h0[0, 0], &hs[0, 0, 0], T, B, H, relu, &failed)
+        rnn_forward_share(&xw[0, 0, 0], &w_hh[0, 0], &h0[0, 0], &hs[0, 0, 0], hs_step, hs_row, T, B, H,
+                          relu, &failed)
     if failed:
         raise MemoryError("rnn_forward: out of memory for the packed recurrent weights")
-    return out
 
 
 def rnn_backward(const floating[:, :, ::1] dhs, const floating[:, ::1] w_hh,
@@ -214,23 +216,26 @@ cdef inline void lstm_cell_forward(const floating* a, const floating* xw, const 
 
 
 cdef void lstm_forward_share(const floating* xw, const floating* w_hh, const floating* h0,
-                             const floating* c0, floating* hs, floating* cs, floating* gates,
-                             Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, int* failed) noexcept nogil:
-    """c_t, h_t and the activated gates i, f, g, o of this thread's units, step by step."""
+                             const floating* c0, floating* hs, Py_ssize_t hs_step, Py_ssize_t hs_row,
+                             floating* cs, floating* gates, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
+                             int* failed) noexcept nogil:
+    """c_t, h_t and the activated gates i, f, g, o of this thread's units, step by step; h_t's
+    row b at hs + t*hs_step + b*hs_row (the caller's hs_out may be strided)."""
     cdef Py_ssize_t j0, n, panels, lanes, width, t, b
     cdef floating* packed
     cdef floating* a
     cdef bint active = take_share(w_hh, H, 4, B, False, &j0, &n, &panels, &lanes, &width, &packed, &a, failed)
-    cdef const floating* h_prev
     cdef const floating* c_prev
     for t in range(T):
         if active:
-            h_prev = h0 if t == 0 else hs + (t - 1) * B * H
             c_prev = c0 if t == 0 else cs + (t - 1) * B * H
-            panel_gemm(B, H, panels, lanes, h_prev, H, packed, a, width)
+            if t == 0:
+                panel_gemm(B, H, panels, lanes, h0, H, packed, a, width)
+            else:
+                panel_gemm(B, H, panels, lanes, hs + (t - 1) * hs_step, hs_row, packed, a, width)
             for b in range(B):
                 lstm_cell_forward(a + b * width, xw + (t * B + b) * 4 * H + j0, c_prev + b * H + j0,
-                                  cs + (t * B + b) * H + j0, hs + (t * B + b) * H + j0,
+                                  cs + (t * B + b) * H + j0, hs + t * hs_step + b * hs_row + j0,
                                   gates + (t * B + b) * 4 * H + j0, n, H)
         barrier()  # h_t complete before any thread multiplies it by W_hh
     free(packed)
@@ -285,28 +290,30 @@ cdef void lstm_backward_share(const floating* dhs, const floating* w_hh, const f
 
 
 def lstm_forward(const floating[:, :, ::1] xw, const floating[:, ::1] w_hh,
-                 const floating[:, ::1] h0, const floating[:, ::1] c0):
+                 const floating[:, ::1] h0, const floating[:, ::1] c0, floating[:, :, :] hs):
+    """(cs, gates), filling hs (T, B, H), whose rows have unit stride (the wrapper checks it)."""
     cdef Py_ssize_t T = xw.shape[0], B = xw.shape[1], H = h0.shape[1]
     dtype = np.float32 if floating is float else np.float64
-    hs_out = np.empty((T, B, H), dtype=dtype)
     cs_out = np.empty((T, B, H), dtype=dtype)
     gates_out = np.empty((T, B, 4 * H), dtype=dtype)
     if T == 0 or B == 0 or H == 0:
-        return hs_out, cs_out, gates_out
-    cdef floating[:, :, ::1] hs = hs_out, cs = cs_out, gates = gates_out
+        return cs_out, gates_out
+    cdef floating[:, :, ::1] cs = cs_out, gates = gates_out
+    cdef Py_ssize_t hs_step = hs.strides[0] // sizeof(floating), hs_row = hs.strides[1] // sizeof(floating)
     cdef int failed = 0
     with nogil, parallel(num_threads=_threads):
-        lstm_forward_share(&xw[0, 0, 0], &w_hh[0, 0], &h0[0, 0], &c0[0, 0], &hs[0, 0, 0],
+        lstm_forward_share(&xw[0, 0, 0], &w_hh[0, 0], &h0[0, 0], &c0[0, 0], &hs[0, 0, 0], hs_step, hs_row,
                            &cs[0, 0, 0], &gates[0, 0, 0], T, B, H, &failed)
     if failed:
         raise MemoryError("lstm_forward: out of memory for the packed recurrent weights")
-    return hs_out, cs_out, gates_out
+    return cs_out, gates_out
 
 
 def lstm_backward(const floating[:, :, ::1] dhs, const floating[:, ::1] dcT,
                   const floating[:, ::1] w_hh, const floating[:, ::1] h0,
-                  const floating[:, ::1] c0, const floating[:, :, ::1] hs,
-                  const floating[:, :, ::1] cs, const floating[:, :, ::1] gates):
+                  const floating[:, ::1] c0, const floating[:, :, ::1] cs,
+                  const floating[:, :, ::1] gates):
+    """(dpre, dh0, dc0).  hs is not needed: dL/da_t comes from the gates and c alone."""
     cdef Py_ssize_t T = dhs.shape[0], B = dhs.shape[1], H = dhs.shape[2]
     dtype = np.float32 if floating is float else np.float64
     dpre_out = np.empty((T, B, 4 * H), dtype=dtype)

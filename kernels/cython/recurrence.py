@@ -8,17 +8,19 @@ must never reach the loops) and pick the compiled float32 or float64 version by 
 """
 import numpy as np
 
-from tinygrad_seq.kernels.reference.recurrence import check_gru_args, check_lstm_args, check_rnn_args
+from tinygrad_seq.kernels.reference.recurrence import check_gru_args, check_lstm_args, check_rnn_args, states_out
 
 from . import _recurrence
 
 _c = np.ascontiguousarray
 
 
-def rnn_forward(xw, w_hh, h0, nonlinearity):
-    """hs[t] = act(xw[t] + hs[t-1] @ w_hh^T), hs[-1] = h0."""
-    check_rnn_args("rnn_forward", xw, w_hh, h0, nonlinearity)
-    return _recurrence.rnn_forward(_c(xw), _c(w_hh), _c(h0), nonlinearity == "relu")
+def rnn_forward(xw, w_hh, h0, nonlinearity, *, hs_out=None):
+    """hs[t] = act(xw[t] + hs[t-1] @ w_hh^T), hs[-1] = h0; written where hs_out lies when given."""
+    T, B, H = check_rnn_args("rnn_forward", xw, w_hh, h0, nonlinearity)
+    hs = states_out("rnn_forward", hs_out, xw, T, B, H)
+    _recurrence.rnn_forward(_c(xw), _c(w_hh), _c(h0), nonlinearity == "relu", hs)
+    return hs
 
 
 def rnn_backward(dhs, w_hh, h0, hs, nonlinearity):
@@ -27,17 +29,19 @@ def rnn_backward(dhs, w_hh, h0, hs, nonlinearity):
     return _recurrence.rnn_backward(_c(dhs), _c(w_hh), _c(h0), _c(hs), nonlinearity == "relu")
 
 
-def lstm_forward(xw, w_hh, h0, c0):
-    """(hs, cs, gates) with gates the activated i, f, g, o (PyTorch's order)."""
-    check_lstm_args("lstm_forward", xw, w_hh, h0, c0)
-    return _recurrence.lstm_forward(_c(xw), _c(w_hh), _c(h0), _c(c0))
+def lstm_forward(xw, w_hh, h0, c0, *, hs_out=None):
+    """(hs, cs, gates) with gates the activated i, f, g, o (PyTorch's order); hs written where
+    hs_out lies when given."""
+    T, B, H = check_lstm_args("lstm_forward", xw, w_hh, h0, c0)
+    hs = states_out("lstm_forward", hs_out, xw, T, B, H)
+    cs, gates = _recurrence.lstm_forward(_c(xw), _c(w_hh), _c(h0), _c(c0), hs)
+    return hs, cs, gates
 
 
 def lstm_backward(dhs, dcT, w_hh, h0, c0, hs, cs, gates):
     """(dpre, dh0, dc0): dpre[t] = dL/da_t, the gradient of the gate pre-activations."""
     check_lstm_args("lstm_backward", dhs, w_hh, h0, c0, dcT=dcT, hs=hs, cs=cs, gates=gates)
-    return _recurrence.lstm_backward(_c(dhs), _c(dcT), _c(w_hh), _c(h0), _c(c0), _c(hs),
-                                     _c(cs), _c(gates))
+    return _recurrence.lstm_backward(_c(dhs), _c(dcT), _c(w_hh), _c(h0), _c(c0), _c(cs), _c(gates))
 
 
 def gru_forward(xw, w_hh, b_hh, h0):

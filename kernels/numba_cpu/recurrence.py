@@ -23,7 +23,7 @@ were written; that script is not kept: bench/bench_cython_kernels.py times every
 import numpy as np
 from numba import njit
 
-from tinygrad_seq.kernels.reference.recurrence import check_gru_args, check_lstm_args, check_rnn_args
+from tinygrad_seq.kernels.reference.recurrence import check_gru_args, check_lstm_args, check_rnn_args, states_out
 
 from ._fastmath import one_of, sigmoid, tanh, zero_of
 
@@ -75,17 +75,22 @@ def _rnn_backward(dhs, w_hh, hs, relu, dpre, dh):
         np.dot(dpre[t], w_hh, dh)
 
 
-def rnn_forward(xw, w_hh, h0, nonlinearity):
-    """hs[t] = act(xw[t] + hs[t-1] W_hh^T), hs[-1] = h0; act = tanh or relu."""
+def rnn_forward(xw, w_hh, h0, nonlinearity, *, hs_out=None):
+    """hs[t] = act(xw[t] + hs[t-1] W_hh^T), hs[-1] = h0; act = tanh or relu.  A given hs_out gets a
+    copy: the compiled loop is typed for C-contiguous arrays."""
     T, B, H = check_rnn_args("rnn_forward", xw, w_hh, h0, nonlinearity)
-    hs = np.empty((T, B, H), dtype=xw.dtype)
+    out = states_out("rnn_forward", hs_out, xw, T, B, H)
+    hs = out if out.flags.c_contiguous else np.empty((T, B, H), dtype=xw.dtype)
     _rnn_forward(xw, np.ascontiguousarray(w_hh.T), _state(h0), nonlinearity == "relu", hs)
-    return hs
+    if hs is not out:
+        out[...] = hs
+    return out
 
 
 def rnn_backward(dhs, w_hh, h0, hs, nonlinearity):
     """dpre[t] = (dhs[t] + dpre[t+1] W_hh) * act'(t);  dh0 = dpre[0] W_hh."""
     T, B, H = check_rnn_args("rnn_backward", dhs, w_hh, h0, nonlinearity, hs=hs)
+    hs = np.ascontiguousarray(hs)   # a forward's hs_out may be strided
     dpre = np.empty_like(dhs)
     dh0 = np.empty((B, H), dtype=dhs.dtype)
     _rnn_backward(dhs, w_hh, hs, nonlinearity == "relu", dpre, dh0)
@@ -154,14 +159,18 @@ def _lstm_backward(dhs, w_hh, c0, cs, gates, dpre, dh, dc):
         np.dot(dpre[t], w_hh, dh)
 
 
-def lstm_forward(xw, w_hh, h0, c0):
-    """One LSTM layer over the sequence -> hs, cs (T,B,H), activated gates i,f,g,o (T,B,4H)."""
+def lstm_forward(xw, w_hh, h0, c0, *, hs_out=None):
+    """One LSTM layer over the sequence -> hs, cs (T,B,H), activated gates i,f,g,o (T,B,4H).  A
+    given hs_out gets a copy of hs: the compiled loop is typed for C-contiguous arrays."""
     T, B, H = check_lstm_args("lstm_forward", xw, w_hh, h0, c0)
-    hs = np.empty((T, B, H), dtype=xw.dtype)
-    cs = np.empty_like(hs)
+    out = states_out("lstm_forward", hs_out, xw, T, B, H)
+    hs = out if out.flags.c_contiguous else np.empty((T, B, H), dtype=xw.dtype)
+    cs = np.empty((T, B, H), dtype=xw.dtype)
     gates = np.empty((T, B, 4 * H), dtype=xw.dtype)
     _lstm_forward(xw, np.ascontiguousarray(w_hh.T), _state(h0), _state(c0), hs, cs, gates)
-    return hs, cs, gates
+    if hs is not out:
+        out[...] = hs
+    return out, cs, gates
 
 
 def lstm_backward(dhs, dcT, w_hh, h0, c0, hs, cs, gates):

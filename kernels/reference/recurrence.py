@@ -37,7 +37,7 @@ the step-to-step gradient (the local derivatives above) is computed for the whol
 a few large array operations before the loop, and each step writes into preallocated
 outputs with `out=` instead of making temporaries.
 """
-from tinygrad_seq.device import xp_of
+from tinygrad_seq.device import rows_in_place, xp_of
 
 # dtype.char of float32 and float64: a C attribute, where str(dtype) runs Python code in
 # NumPy (the checks of one lstm_lm step's two kernel calls took 0.3 ms with it)
@@ -101,6 +101,17 @@ def check_lstm_args(op, seq, w_hh, h0, c0, dcT=None, hs=None, cs=None, gates=Non
     return T, B, H
 
 
+def states_out(op, hs_out, xw, T, B, H):
+    """The array hs goes into: hs_out checked (kernels/API.md: (T, B, H) of xw's dtype, unit-stride
+    rows), else a new C-contiguous one."""
+    if hs_out is None:
+        return xp_of(xw).empty((T, B, H), dtype=xw.dtype)
+    if tuple(hs_out.shape) != (T, B, H) or hs_out.dtype != xw.dtype or not rows_in_place(hs_out):
+        raise ValueError(f"{op}: hs_out must be a ({T}, {B}, {H}) array of {xw.dtype} with unit-stride rows; got "
+                         f"{tuple(hs_out.shape)} {hs_out.dtype} with strides {tuple(hs_out.strides)}")
+    return hs_out
+
+
 def check_gru_args(op, seq, w_hh, h0, b_hh=None, hs=None, gates=None, hn=None):
     """Checks for gru_forward (seq = xw, with b_hh) and gru_backward (seq = dhs, with the saved arrays)."""
     backward = hs is not None
@@ -143,12 +154,13 @@ def _recurrent_matrix(w_hh):
 
 # ----------------------------------------------------------------------------- RNN
 
-def rnn_forward(xw, w_hh, h0, nonlinearity):
-    """hs[t] = act(xw[t] + hs[t-1] W_hh^T), hs[-1] = h0; act = tanh or relu."""
+def rnn_forward(xw, w_hh, h0, nonlinearity, *, hs_out=None):
+    """hs[t] = act(xw[t] + hs[t-1] W_hh^T), hs[-1] = h0; act = tanh or relu; hs written into
+    hs_out when given."""
     xp = xp_of(xw)
     T, B, H = check_rnn_args("rnn_forward", xw, w_hh, h0, nonlinearity)
     w = _recurrent_matrix(w_hh)
-    hs = xp.empty((T, B, H), dtype=xw.dtype)
+    hs = states_out("rnn_forward", hs_out, xw, T, B, H)
     h = h0
     for t in range(T):
         h = xp.matmul(h, w, out=hs[t])
@@ -177,14 +189,15 @@ def rnn_backward(dhs, w_hh, h0, hs, nonlinearity):
 
 # ----------------------------------------------------------------------------- LSTM
 
-def lstm_forward(xw, w_hh, h0, c0):
+def lstm_forward(xw, w_hh, h0, c0, *, hs_out=None):
     """One LSTM layer over the sequence; returns hs, cs (T,B,H) and the activated gates
-    i, f, g, o (T,B,4H) for the backward pass.  Equations in the module docstring."""
+    i, f, g, o (T,B,4H) for the backward pass, hs written into hs_out when given.  Equations in
+    the module docstring."""
     xp = xp_of(xw)
     T, B, H = check_lstm_args("lstm_forward", xw, w_hh, h0, c0)
     w = _recurrent_matrix(w_hh)
-    hs = xp.empty((T, B, H), dtype=xw.dtype)
-    cs = xp.empty_like(hs)
+    hs = states_out("lstm_forward", hs_out, xw, T, B, H)
+    cs = xp.empty((T, B, H), dtype=xw.dtype)
     gates = xp.empty((T, B, 4 * H), dtype=xw.dtype)
     h, c = h0, c0
     for t in range(T):

@@ -38,6 +38,28 @@ def test_rnn_forward_backward(rng, dtype, shape, nonlinearity):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_forward_fills_a_strided_hs_out(rng, dtype, cell):
+    """hs_out: the states copied into the given strided array, which is returned; the backward
+    takes that hs as it is."""
+    T, B, H = 3, 2, 5
+    gates = 4 if cell == "lstm" else 1
+    xw, w_hh, h0 = _rnn_inputs(rng, dtype, T, B, H, gates)
+    c0 = rng.standard_normal((B, H)).astype(dtype)
+    states = (h0, c0) if cell == "lstm" else (h0, "tanh")
+    rows = np.zeros((T + 1, B, 3 + H), dtype=dtype)
+    given = getattr(cuda_rec, f"{cell}_forward")(xw, w_hh, *states, hs_out=rows[1:, :, 3:])
+    expected = getattr(ref, f"{cell}_forward")(xw, w_hh, *states)
+    hs = given[0] if cell == "lstm" else given
+    assert_close(rows[1:, :, 3:], expected[0] if cell == "lstm" else expected, dtype)
+    dhs = rng.standard_normal((T, B, H)).astype(dtype)
+    if cell == "rnn":
+        got, want = cuda_rec.rnn_backward(dhs, w_hh, h0, hs, "tanh"), ref.rnn_backward(dhs, w_hh, h0, expected, "tanh")
+        for g, e in zip(got, want):
+            assert_close(g, e, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_lstm_forward_backward(rng, dtype, shape):
     T, B, H = shape

@@ -62,13 +62,18 @@ def _rows2d(a, width):
 
 
 def _memory_order(a):
-    """The axes of `a` outermost first in memory, when `a` is C-contiguous once its leading axes
-    are put in that order and its last axis is the rows' (a batch_first RNN's output is its
-    time-major result permuted); None when `a` is contiguous already or no such order exists."""
+    """The order of a's leading axes, outermost first in memory, in which they merge into one
+    axis of rows: a's rows as a 2-D view (unit-stride rows, any distance apart) once its axes
+    are put in that order.  A batch_first RNN's output is its time-major result permuted, and
+    an LSTM's result lies in the rows of its weight-gradient GEMM (ops/recurrence.py).  None
+    when `a` is contiguous already or its rows do not merge."""
     if a.ndim < 3 or a.flags.c_contiguous or a.strides[-1] != a.itemsize:
         return None
-    order = sorted(range(a.ndim - 1), key=lambda axis: -a.strides[axis]) + [a.ndim - 1]
-    return tuple(order) if a.transpose(order).flags.c_contiguous else None
+    order = sorted(range(a.ndim - 1), key=lambda axis: -a.strides[axis])
+    merges = all(a.strides[outer] == a.strides[inner] * a.shape[inner] for outer, inner in zip(order, order[1:]))
+    if not merges or a.strides[order[-1]] < a.shape[-1] * a.itemsize:
+        return None
+    return tuple(order) + (a.ndim - 1,)
 
 
 def _undo(order):
@@ -80,10 +85,10 @@ class Linear(Function):
     """y = x W^T + b for x (..., in), W (out, in), b (out,);
     dx = dy W,  dW = dy^T x (summed over every batch row),  db = sum of dy over the rows.
 
-    An x whose leading axes are a permutation of a contiguous array's is multiplied in its
-    memory order and y is given the same permutation (a view): a batch_first LSTM's output
-    then feeds the head without a transposing copy (2 MB per lstm_lm step; the logits' own
-    copy, when the model reshapes them, is a quarter of that)."""
+    An x whose rows merge into one 2-D array once its leading axes are in memory order
+    (_memory_order) is multiplied where it lies and y is given the same permutation (a view):
+    a batch_first LSTM's output then feeds the head without a transposing copy (2 MB per
+    lstm_lm step; the logits' own copy, when the model reshapes them, is a quarter of that)."""
 
     def forward(self, x, weight, bias=None):
         if x.shape[-1] != weight.shape[1]:

@@ -28,14 +28,15 @@ class _Recurrence(Function):
     that turn per-step gradients into weight gradients."""
 
     def _prepare(self, x, w_ih, bias, reverse, hidden=0):
-        """(rows, xw): rows[..., :self.wide] are the inputs in the op's time order, with a column
+        """(rows, xw): rows[:T, :, :self.wide] are the inputs in the op's time order, with a column
         of ones after them when there is a bias, and xw = x_t W_ih^T + bias for every step as one
         GEMM.  The bias is the weight of that constant input (the notes' x_0 = 1), so no pass over
         xw adds it, and in backward the GEMM that gives dW_ih gives db too.
 
         `hidden` (RNN, LSTM: their weight gradients are one GEMM, see _input_grads) leaves that
-        many more columns in `rows` when dW_hh will be wanted; backward writes h_{t-1} there
-        (_with_previous) instead of copying the inputs beside it again."""
+        many more columns in `rows` when dW_hh will be wanted, and one more step: row t then
+        holds [x_t | 1 | h_{t-1}], h0 and the kernel's states going into those columns one step
+        down (_states_beside), so that backward neither copies the inputs nor the states again."""
         self.reverse = reverse
         x = x[::-1] if reverse else x  # the reverse direction is the forward one on flipped time
         T, B, I = x.shape
@@ -45,14 +46,22 @@ class _Recurrence(Function):
         if bias is None and not room:
             rows = _contiguous(x)
         else:
-            rows = xp.empty((T, B, self.wide + room), dtype=x.dtype)
-            rows[..., :I] = x
+            rows = xp.empty((T + 1 if room else T, B, self.wide + room), dtype=x.dtype)
+            rows[:T, :, :I] = x
             if bias is not None:
-                rows[..., I] = 1
+                rows[:T, :, I] = 1
         weight = w_ih if bias is None else xp.concatenate([w_ih, bias[:, None]], axis=1)
-        xw = matmul_rows(rows[..., :self.wide].reshape(T * B, -1), weight.T).reshape(T, B, -1)
+        xw = matmul_rows(rows[:T, :, :self.wide].reshape(T * B, -1), weight.T).reshape(T, B, -1)
         self.kernels = kernels("recurrence", device_of(x))
         return rows, xw
+
+    def _states_beside(self, rows, h0):
+        """Where the kernel is to write hs (its hs_out): rows' state columns one step down, h0
+        written above them; None when _prepare left no room (dW_hh not wanted, or GRU)."""
+        if rows.shape[-1] == self.wide:
+            return None
+        rows[0, :, self.wide:] = h0
+        return rows[1:, :, self.wide:]
 
     def _time_order(self, hs):
         return hs[::-1] if self.reverse else hs
@@ -87,15 +96,15 @@ class _Recurrence(Function):
             dx = matmul_rows(flat, w_ih).reshape(T, B, I)
             dx = dx[::-1] if self.reverse else dx
         want_hh = self.needs_input_grad[self.W_IH + 1]
-        if d_hidden is d_proj and want_hh:
-            both = matmul_rows(flat.T, self._with_previous(rows, h0, hs).reshape(T * B, -1))
+        if d_hidden is d_proj and want_hh:   # rows[t] = [x_t | 1 | h_{t-1}] (_prepare, _states_beside)
+            both = matmul_rows(flat.T, rows[:T].reshape(T * B, -1))
             # contiguous, as PyTorch's .grad: clip_grad_norm_ and Adam's fused update would each
             # copy a column slice of `both` (1.3 MB per lstm_lm step) to read it as one row
             dw_hh = xp_of(both).ascontiguousarray(both[:, wide:])
         else:
             both = None
             if self.needs_input_grad[self.W_IH] or wide > I:
-                both = matmul_rows(flat.T, rows[..., :wide].reshape(T * B, -1))
+                both = matmul_rows(flat.T, rows[:T, :, :wide].reshape(T * B, -1))
             if want_hh:
                 dw_hh = matmul_rows(d_hidden.reshape(T * B, -1).T, self._previous(h0, hs).reshape(T * B, -1))
         if both is not None:
@@ -111,14 +120,6 @@ class _Recurrence(Function):
         out[1:] = hs[:-1]
         return out
 
-    @staticmethod
-    def _with_previous(rows, h0, hs):
-        """_prepare's rows with h_{t-1} written into their last H columns: [x_t | 1 | h_{t-1}]."""
-        H = hs.shape[-1]
-        rows[0, :, -H:] = h0
-        rows[1:, :, -H:] = hs[:-1]
-        return rows
-
 
 class RNN(_Recurrence):
     """Elman RNN over a whole sequence, one layer and direction:
@@ -133,7 +134,8 @@ class RNN(_Recurrence):
     def forward(self, x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", reverse=False):
         _check_dtypes("RNN", x, h0, w_ih, w_hh, b_ih, b_hh)
         rows, xw = self._prepare(x, w_ih, None if b_ih is None else b_ih + b_hh, reverse, hidden=w_hh.shape[1])
-        hs = self.kernels.rnn_forward(xw, _contiguous(w_hh), _contiguous(h0), nonlinearity)
+        hs = self.kernels.rnn_forward(xw, _contiguous(w_hh), _contiguous(h0), nonlinearity,
+                                      hs_out=self._states_beside(rows, h0))
         self.nonlinearity = nonlinearity
         self.save_for_backward(rows, h0, w_ih, w_hh, hs)
         return self._time_order(hs), hs[-1]
@@ -159,7 +161,7 @@ class LSTM(_Recurrence):
         _check_dtypes("LSTM", x, h0, c0, w_ih, w_hh, b_ih, b_hh)
         rows, xw = self._prepare(x, w_ih, None if b_ih is None else b_ih + b_hh, reverse, hidden=w_hh.shape[1])
         h0, c0 = _contiguous(h0), _contiguous(c0)
-        hs, cs, gates = self.kernels.lstm_forward(xw, _contiguous(w_hh), h0, c0)
+        hs, cs, gates = self.kernels.lstm_forward(xw, _contiguous(w_hh), h0, c0, hs_out=self._states_beside(rows, h0))
         self.save_for_backward(rows, h0, c0, w_ih, w_hh, hs, cs, gates)
         return self._time_order(hs), hs[-1], cs[-1]
 
