@@ -68,18 +68,30 @@ def test_linear_float32_and_gradcheck():
     assert gradcheck(lambda x, w: F.linear(x, w), [RNG.standard_normal((2, 4)), RNG.standard_normal((3, 4))])
 
 
-@pytest.mark.parametrize("order", [(1, 0, 2), (2, 0, 1, 3), (1, 2, 0, 3)], ids=str)
-def test_linear_multiplies_a_permuted_input_where_it_lies(order):
-    """x whose leading axes are a permutation of a contiguous array's (a batch_first RNN's
-    output): y and every gradient as for a contiguous copy of x, y the same permutation of its
-    rows (a view), and the rows kept for backward are x's own memory, not a transposed copy."""
-    stored = RNG.standard_normal((4, 3, 2, 5)[:len(order)])
-    w, b = RNG.standard_normal((6, stored.shape[-1])), RNG.standard_normal(6)
+# (stored array's shape, the view Linear gets of it), each written once for tinygrad_seq and PyTorch
+LINEAR_VIEWS = {
+    "permuted (1, 0, 2)": ((4, 3, 2), lambda a: a.permute(1, 0, 2)),
+    "permuted (2, 0, 1, 3)": ((4, 3, 2, 5), lambda a: a.permute(2, 0, 1, 3)),
+    "permuted (1, 2, 0, 3)": ((4, 3, 2, 5), lambda a: a.permute(1, 2, 0, 3)),
+    "rows inside wider ones": ((5, 3, 9), lambda a: a[:, :, 3:]),
+    "rows inside wider ones, permuted": ((5, 3, 9), lambda a: a[:, :, 3:].permute(1, 0, 2)),
+}
+
+
+@pytest.mark.parametrize("shape, view", LINEAR_VIEWS.values(), ids=list(LINEAR_VIEWS))
+def test_linear_multiplies_a_view_where_it_lies(shape, view):
+    """x a view whose rows merge into one 2-D array (a batch_first RNN's output is its
+    time-major result permuted; an LSTM's states lie inside its weight-gradient rows): y and
+    every gradient as for a contiguous copy of x, and the rows kept for backward are x's own
+    memory, not a copy."""
+    stored = RNG.standard_normal(shape)
+    features = view(torch.tensor(stored)).shape[-1]
+    w, b = RNG.standard_normal((6, features)), RNG.standard_normal(6)
     base = Tensor(stored, dtype="float64", requires_grad=True)
-    ours = F.linear(base.permute(*order), Tensor(w, dtype="float64", requires_grad=True),
+    ours = F.linear(view(base), Tensor(w, dtype="float64", requires_grad=True),
                     Tensor(b, dtype="float64", requires_grad=True))
     tb = torch.tensor(stored, requires_grad=True)
-    theirs = torch.nn.functional.linear(tb.permute(*order), torch.tensor(w, requires_grad=True),
+    theirs = torch.nn.functional.linear(view(tb), torch.tensor(w, requires_grad=True),
                                         torch.tensor(b, requires_grad=True))
     close(ours, theirs, 1e-12)
     assert np.shares_memory(ours._ctx.saved[0], base.data)
@@ -87,25 +99,7 @@ def test_linear_multiplies_a_permuted_input_where_it_lies(order):
     (ours * Tensor(weights, dtype="float64")).sum().backward()
     (theirs * torch.tensor(weights)).sum().backward()
     close(base.grad, tb.grad, 1e-12)
-    assert gradcheck(lambda x, w, b: F.linear(x.permute(*order), w, b), [stored, w, b])
-
-
-def test_linear_multiplies_rows_a_fixed_distance_apart_where_they_lie():
-    """x's rows inside a wider array (an LSTM's states in its weight-gradient rows): no copy
-    of x kept, y and the gradients as for a contiguous copy."""
-    wide = RNG.standard_normal((5, 3, 9))
-    w, b = RNG.standard_normal((4, 6)), RNG.standard_normal(4)
-    base = Tensor(wide, dtype="float64", requires_grad=True)
-    x = base[:, :, 3:]
-    ours = F.linear(x, Tensor(w, dtype="float64", requires_grad=True), Tensor(b, dtype="float64"))
-    tb = torch.tensor(wide, requires_grad=True)
-    theirs = torch.nn.functional.linear(tb[:, :, 3:], torch.tensor(w), torch.tensor(b))
-    close(ours, theirs, 1e-12)
-    assert np.shares_memory(ours._ctx.saved[0], base.data)
-    weights = RNG.standard_normal(ours.shape)
-    (ours * Tensor(weights, dtype="float64")).sum().backward()
-    (theirs * torch.tensor(weights)).sum().backward()
-    close(base.grad, tb.grad, 1e-12)
+    assert gradcheck(lambda x, w, b: F.linear(view(x), w, b), [stored, w, b])
 
 
 def test_linear_default_init_and_errors():
