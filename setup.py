@@ -106,6 +106,7 @@ def cython_extensions():
             compiler_directives={"language_level": 3, "boundscheck": False, "wraparound": False,
                                  "cdivision": True, "initializedcheck": False},
             quiet=True,
+            nthreads=_cores() if _cores() > 1 else 0,   # one module translated per core
         )
     except Exception as exc:  # pragma: no cover - depends on the build machine
         print(f"tinygrad_seq: Cython kernels not translated ({type(exc).__name__}: {exc}); "
@@ -140,6 +141,13 @@ def cython_extensions():
     return extensions
 
 
+def _cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _is_x86():
     import platform
     return platform.machine().lower() in ("x86_64", "amd64")
@@ -165,12 +173,7 @@ class OptionalBuildExt(build_ext):
     def finalize_options(self):
         super().finalize_options()
         if not self.parallel:
-            try:
-                self.parallel = len(os.sched_getaffinity(0))
-            except (AttributeError, OSError):
-                self.parallel = os.cpu_count() or 1
-            if self.parallel < 2:
-                self.parallel = None
+            self.parallel = _cores() if _cores() > 1 else None
 
     def run(self):
         try:

@@ -25,20 +25,41 @@ def _numba_cuda_missing():
     return None
 
 
+def _shares(paths, count):
+    """`paths` in `count` groups of about equal size in bytes (the largest file to the lightest
+    group), so that the groups take about as long."""
+    groups = [[] for _ in range(max(1, count))]
+    loads = [0] * len(groups)
+    for path in sorted(paths, key=os.path.getsize, reverse=True):
+        lightest = loads.index(min(loads))
+        groups[lightest].append(path)
+        loads[lightest] += os.path.getsize(path)
+    return [group for group in groups if group]
+
+
 def test_cuda_kernels_under_the_simulator():
     reason = _numba_cuda_missing()
     if reason:
         pytest.skip(reason)
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-header",
-         os.path.join("tests", "cudasim")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    output = "\n".join("    cudasim| " + line for line in (run.stdout + run.stderr).splitlines())
-    assert run.returncode == 0, f"the simulator tests failed (exit {run.returncode}):\n{output}"
-    passed = re.search(r"(\d+) passed", run.stdout)
-    assert passed and int(passed.group(1)) > 0, f"the simulator run passed no test:\n{output}"
-    assert not re.search(r"\d+ (failed|error|skipped)", run.stdout), f"the simulator run was not clean:\n{output}"
+    # The simulator is pure Python on one core; its files run in one interpreter per core.
+    files = [os.path.join("tests", "cudasim", name)
+             for name in sorted(os.listdir(os.path.join(ROOT, "tests", "cudasim")))
+             if name.startswith("test_") and name.endswith(".py")]
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    runs = [subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-header", *group],
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for group in _shares([os.path.join(ROOT, f) for f in files], cores)]
+    for run in runs:
+        stdout, _ = run.communicate(timeout=600)
+        output = "\n".join("    cudasim| " + line for line in stdout.splitlines())
+        assert run.returncode == 0, f"the simulator tests failed (exit {run.returncode}):\n{output}"
+        passed = re.search(r"(\d+) passed", stdout)
+        assert passed and int(passed.group(1)) > 0, f"the simulator run passed no test:\n{output}"
+        assert not re.search(r"\d+ (failed|error|skipped)", stdout), f"the simulator run was not clean:\n{output}"
 
 
 def test_cuda_backend_package_imports_nothing_heavy_and_says_why_it_cannot_run():

@@ -18,6 +18,7 @@ import sysconfig
 import numpy as np
 import pytest
 
+import wheel_build
 from kernel_checks import POOL_CASES, assert_raises_like_reference, char_lstm_losses, check_pooling, conv_inputs
 
 import tinygrad_seq.kernels.cython as cython_backend
@@ -641,32 +642,16 @@ def test_an_avx2_only_cpu_runs_the_avx2_variant_under_qemu():
 
 # ----------------------------------------------------------------------------- a wheel
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# what a source tree holds besides its sources: build outputs, environments, caches
-NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__",
-                                     "*.so", "*.pyd", "*.c", "*.html", ".pytest_cache", ".hypothesis", "runs",
-                                     ".whl", ".site", ".gl", "*.nbi", "*.nbc", *cython_backend.LEVEL_NAMES,
-                                     *cython_backend.OTHER_VARIANTS)
-
-
 @pytest.fixture(scope="session")
 def installed_wheel(tmp_path_factory):
     """`pip install .` as a user does it: a wheel built from a copy of the source tree (no build
-    outputs, so every extension is compiled afresh, and the editable install here is left alone),
-    installed by pip into a folder of its own; (that folder, a folder outside both trees)."""
+    outputs, so every extension is compiled afresh, and the editable install here is left alone;
+    tests/wheel_build.py), installed by pip into a folder of its own; (that folder, a folder
+    outside both trees)."""
     root = tmp_path_factory.mktemp("wheel")
-    source, dist, site, elsewhere = root / "src", root / "dist", root / "site", root / "elsewhere"
-    shutil.copytree(ROOT, source, ignore=NOT_SOURCES)
+    site, elsewhere = root / "site", root / "elsewhere"
     elsewhere.mkdir()
-    environment = {k: v for k, v in os.environ.items() if k not in ("TGS_NATIVE_BUILD", "PYTHONPATH")}
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    build = subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), "."],
-                           cwd=source, env=environment, capture_output=True, text=True, timeout=900)
-    assert build.returncode == 0, build.stderr[-3000:]
-    (wheel,) = dist.glob("tinygrad_seq-*.whl")
-    install = subprocess.run(pip + ["install", "--no-deps", "--target", str(site), str(wheel)],
-                             cwd=elsewhere, env=environment, capture_output=True, text=True, timeout=300)
-    assert install.returncode == 0, install.stderr[-3000:]
+    wheel_build.installed(site, elsewhere)
     return site, elsewhere
 
 
