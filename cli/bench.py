@@ -9,7 +9,7 @@ import click
 @click.command()
 @click.option("--workload", "-w", multiple=True,
               help="lstm_lm, gru_lm, rnn_lm, cnn, transformer, transformer_block (the same network, its blocks "
-                   "written from public ops), scalar_mlp (default: all).")
+                   "written from public ops, timed beside tgs's TransformerLM), scalar_mlp (default: all).")
 @click.option("--backend", "backends", multiple=True,
               help="Backends to time, repeated or comma-separated (default: every available one).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)

@@ -53,6 +53,24 @@ def test_implementations_are_timed_in_interleaved_rounds(monkeypatch):
     assert seen == ["numpy", "numba"] + ["numpy", "numba"] * 2
 
 
+def test_transformer_block_is_timed_beside_its_backends_transformer_lm(monkeypatch):
+    """transformer_block's tgs rows carry the same backend's TransformerLM median from the same
+    rounds (no row of their own, so --write-choice and --memory never see it), and the table says
+    block / model."""
+    seen = []
+    monkeypatch.setattr(benchmark, "tgs_step", lambda workload, *args: lambda: seen.append((workload, backend.current())))
+    monkeypatch.setattr(benchmark, "torch_step", lambda *args: None)
+    results = benchmark.run(["transformer_block"], backends=["numpy"], warmup=0, repeats=2, echo=lambda line: None)
+    assert seen == [("transformer_block", "numpy"), ("transformer", "numpy")] * 2
+    (row,) = results
+    assert row.impl == "tgs[numpy]" and row.model_ms is not None and row.model_ms >= 0
+
+    R = benchmark.Result
+    table = benchmark.format_table([R("transformer_block", "pytorch", 30.0),
+                                    R("transformer_block", "tgs[cython]", 24.0, model_ms=20.0)])
+    assert "transformer_block, tgs[cython]: 1.20x the step of its own TransformerLM (20.0 ms)" in table
+
+
 def test_table_ratios_and_the_fastest_backend_per_family():
     R = benchmark.Result
     results = [R("lstm_lm", "pytorch", 10.0), R("lstm_lm", "tgs[numba]", 15.0), R("lstm_lm", "tgs[cython]", 12.0),

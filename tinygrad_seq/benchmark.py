@@ -47,6 +47,9 @@ class Result:
     ms: float
     gflops: float = None
     tf32: bool = False    # a GPU row whose float32 matmuls ran in TF32 (CuPy's compute type)
+    # transformer_block's tgs rows: the same backend's TransformerLM step (the `transformer`
+    # workload), timed in the same rounds, so that block / model is not two runs' noise apart
+    model_ms: float = None
 
 
 def rnn_step_flops(mode, V, H, B, T):
@@ -342,6 +345,9 @@ def runnable_backends(device):
     return [name for name, (_, devices) in BACKENDS.items() if device in devices and unavailable_reason(name) is None]
 
 
+MODEL_ROW = " TransformerLM"
+
+
 def run(workloads=None, backends=None, device="cpu", warmup=3, repeats=15, with_torch=True, echo=print):
     """Time every workload on every requested backend and PyTorch, their steps interleaved
     (interleaved_median_ms); returns a list of Result.  On a GPU each step waits for the
@@ -370,12 +376,19 @@ def run(workloads=None, backends=None, device="cpu", warmup=3, repeats=15, with_
                     steps[impl + " TF32"] = _on_backend(backend_name, tgs_step(workload, sizes, device),
                                                         tf32_switch, True)
                     tf32_rows.add(impl + " TF32")
+                if workload == "transformer_block":
+                    steps[impl + MODEL_ROW] = _on_backend(backend_name, tgs_step("transformer", sizes, device),
+                                                          tf32_switch, False)
             if on_gpu:
                 steps = {impl: _synchronized(step, device) for impl, step in steps.items()}
-            for impl, ms in interleaved_median_ms(steps, warmup, repeats).items():
+            medians = interleaved_median_ms(steps, warmup, repeats)
+            for impl, ms in medians.items():
+                if impl.endswith(MODEL_ROW):
+                    continue
                 tf32 = impl in tf32_rows
                 results.append(Result(workload, impl[:-len(" TF32")] if tf32 else impl, ms,
-                                      flops / ms / 1e6 if flops else None, tf32=tf32))
+                                      flops / ms / 1e6 if flops else None, tf32=tf32,
+                                      model_ms=medians.get(impl + MODEL_ROW)))
                 echo(f"  {workload:12s} {impl:8s} {ms:9.1f} ms")
     return results
 
@@ -482,6 +495,10 @@ def format_table(results, device="cpu"):
         gflops = f"{r.gflops:.1f}" if r.gflops else "-"
         impl = f"{r.impl} TF32" if r.tf32 else r.impl
         lines.append(f"| {r.workload} | {impl} | {r.ms:.1f} | {ratio} | {gflops} |")
+    for r in results:
+        if r.model_ms:
+            lines.append(f"\n{r.workload}, {r.impl}: {r.ms / r.model_ms:.2f}x the step of its own TransformerLM "
+                         f"({r.model_ms:.1f} ms), timed in the same rounds")
     if device != "cpu":
         lines.append("\nfloat32 math: pytorch with TF32 off (torch.backends.cuda.matmul.allow_tf32 = "
                      "torch.backends.cudnn.allow_tf32 = False); tgs rows strict FP32 cuBLAS, "
