@@ -23,7 +23,6 @@ the memory-mapped cache in chunks, then the whole held-out tenth scored).
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys

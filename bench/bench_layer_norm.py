@@ -13,14 +13,13 @@ Rows:
 Each is timed in blocks (median of `repeats` calls), the blocks taken in turn over `passes`
 rounds and the lowest block median kept: the machine is shared.  Ratios are to PyTorch's.
 """
-import argparse
 import importlib
 
 import numpy as np
 
 import tinygrad_seq as tgs
 from tinygrad_seq.backend import BACKENDS, unavailable_reason
-from tinygrad_seq.benchmark import best_block_median_ms, cpu_model, race_table, runnable_backends
+from tinygrad_seq.benchmark import row_kernel_race, runnable_backends
 from tinygrad_seq.nn import functional as F
 
 
@@ -60,16 +59,10 @@ def steps(rows, n):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--passes", type=int, default=3)
-    parser.add_argument("--rows", type=int, default=2048)
-    parser.add_argument("--n", type=int, default=128)
-    args = parser.parse_args(argv)
-    print(f"{cpu_model()}; layer norm of ({args.rows}, {args.n}) float32 with weight and bias")
-    ms = best_block_median_ms(steps(args.rows, args.n), warmup=5, repeats=args.repeats, passes=args.passes)
-    print("\n".join(race_table(ms, ("forward", "backward", "both"))))
-    print("  (fwd+bwd of a backend: the sum of its two calls; of torch: F.layer_norm + backward under autograd)")
+    row_kernel_race(argv, __doc__, steps, ("forward", "backward", "both"), n=128,
+                    what="layer norm of ({rows}, {n}) float32 with weight and bias",
+                    footnote="  (fwd+bwd of a backend: the sum of its two calls; of torch: F.layer_norm + "
+                             "backward under autograd)")
 
 
 if __name__ == "__main__":

@@ -14,14 +14,13 @@ Rows:
 Timing as bench_layer_norm.py's (block medians, the lowest of `passes` rounds: the machine is
 shared).  Ratios are to PyTorch's.
 """
-import argparse
 import importlib
 
 import numpy as np
 
 import tinygrad_seq as tgs
 from tinygrad_seq.backend import BACKENDS, unavailable_reason
-from tinygrad_seq.benchmark import best_block_median_ms, cpu_model, race_table, runnable_backends
+from tinygrad_seq.benchmark import row_kernel_race, runnable_backends
 from tinygrad_seq.nn import functional as F
 
 
@@ -59,17 +58,11 @@ def steps(rows, n):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--passes", type=int, default=3)
-    parser.add_argument("--rows", type=int, default=2048)
-    parser.add_argument("--n", type=int, default=65)
-    args = parser.parse_args(argv)
-    print(f"{cpu_model()}; log-softmax of ({args.rows}, {args.n}) float32")
-    ms = best_block_median_ms(steps(args.rows, args.n), warmup=5, repeats=args.repeats, passes=args.passes)
-    print("\n".join(race_table(ms, ("forward", "backward", "both", "loss"))))
-    print("  (fwd+bwd of a backend: the sum of its two calls; of torch: F.log_softmax + backward under "
-          "autograd;\n   loss: F.cross_entropy (mean over the rows) + backward, ours on the engine)")
+    row_kernel_race(argv, __doc__, steps, ("forward", "backward", "both", "loss"), n=65,
+                    what="log-softmax of ({rows}, {n}) float32",
+                    footnote="  (fwd+bwd of a backend: the sum of its two calls; of torch: F.log_softmax + "
+                             "backward under autograd;\n   loss: F.cross_entropy (mean over the rows) + "
+                             "backward, ours on the engine)")
 
 
 if __name__ == "__main__":

@@ -123,6 +123,23 @@ def race_table(ms, columns):
     return lines
 
 
+def row_kernel_race(argv, doc, steps, columns, n, what, footnote):
+    """The command line of a bench/ script racing one row-wise kernel family on (rows, n) float32
+    (--repeats, --passes, --rows, --n): `steps(rows, n)` gives its {(row, column): step}, timed
+    by best_block_median_ms and printed as race_table's lines under the CPU model and `what`."""
+    import argparse
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=2048)
+    parser.add_argument("--n", type=int, default=n)
+    args = parser.parse_args(argv)
+    print(f"{cpu_model()}; {what.format(rows=args.rows, n=args.n)}")
+    ms = best_block_median_ms(steps(args.rows, args.n), warmup=5, repeats=args.repeats, passes=args.passes)
+    print("\n".join(race_table(ms, columns)))
+    print(footnote)
+
+
 def cpu_model():
     """lscpu's "Model name" (what BENCHMARKS.md records beside every figure), else what the
     platform module can tell."""
