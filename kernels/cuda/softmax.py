@@ -231,35 +231,29 @@ def softmax_forward(x, mask):
     return y
 
 
+def _rows_into_new(kernels, *arrays):
+    """A new array like the last of `arrays`, written by the kernel of their dtype (kernels: the
+    float32 and float64 ones) with one block per row: kernel(*arrays, out)."""
+    like = arrays[-1]
+    out = xp_of(like).empty_like(like)
+    if like.size:
+        _for_dtype(like.dtype, *kernels)[_row_grid(like.shape[0])](*(kernel_arg(a) for a in arrays), kernel_arg(out))
+    return out
+
+
 def softmax_backward(dy, y):
     """dx = y * (dy - sum(dy * y, axis=-1, keepdims=True))."""
-    xp = xp_of(y)
     check_softmax_grad_args(dy, y)
-    kernel = _for_dtype(y.dtype, _softmax_backward_f32, _softmax_backward_f64)
-    dx = xp.empty_like(y)
-    if y.size == 0:
-        return dx
-    kernel[_row_grid(y.shape[0])](kernel_arg(dy), kernel_arg(y), kernel_arg(dx))
-    return dx
+    return _rows_into_new((_softmax_backward_f32, _softmax_backward_f64), dy, y)
 
 
 def log_softmax_forward(x):
     """y = (x - m) - log(sum(exp(x - m), axis=-1)), m = the row max."""
-    xp = xp_of(x)
     check_log_softmax_args(x)
-    kernel = _for_dtype(x.dtype, _log_softmax_forward_f32, _log_softmax_forward_f64)
-    y = xp.empty_like(x)
-    if x.size:
-        kernel[_row_grid(x.shape[0])](kernel_arg(x), kernel_arg(y))
-    return y
+    return _rows_into_new((_log_softmax_forward_f32, _log_softmax_forward_f64), x)
 
 
 def log_softmax_backward(dy, y):
     """dx = dy - exp(y) * sum(dy, axis=-1, keepdims=True)."""
-    xp = xp_of(y)
     check_log_softmax_grad_args(dy, y)
-    kernel = _for_dtype(y.dtype, _log_softmax_backward_f32, _log_softmax_backward_f64)
-    dx = xp.empty_like(y)
-    if y.size:
-        kernel[_row_grid(y.shape[0])](kernel_arg(dy), kernel_arg(y), kernel_arg(dx))
-    return dx
+    return _rows_into_new((_log_softmax_backward_f32, _log_softmax_backward_f64), dy, y)
