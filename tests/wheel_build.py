@@ -31,10 +31,12 @@ class _Build:
         self.source, self.dist = os.path.join(self.root, "src"), os.path.join(self.root, "dist")
         shutil.copytree(ROOT, self.source, ignore=NOT_SOURCES)
         self.log = open(os.path.join(self.root, "build.log"), "w+")
+        # the tests running meanwhile come first (`nice`, not a preexec_fn: this process may
+        # already run threads, and a child forked from it must exec at once)
+        nice = ["nice", "-n", "10"] if shutil.which("nice") else []
         self.process = subprocess.Popen(
-            PIP + ["wheel", "--no-deps", "--no-build-isolation", "-w", self.dist, "."],
-            cwd=self.source, env=ENVIRONMENT, stdout=self.log, stderr=subprocess.STDOUT,
-            preexec_fn=lambda: os.nice(10))  # the tests running meanwhile come first
+            nice + PIP + ["wheel", "--no-deps", "--no-build-isolation", "-w", self.dist, "."],
+            cwd=self.source, env=ENVIRONMENT, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wheel(self, timeout=900):
         """The built wheel's path, once the build has ended; AssertionError with pip's output
