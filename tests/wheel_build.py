@@ -18,10 +18,15 @@ NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "venv", "build", "dist", "
                                      ".whl", ".site", ".gl", "*.nbi", "*.nbc", *cython_backend.LEVEL_NAMES,
                                      *cython_backend.OTHER_VARIANTS)
 FIXTURE = "installed_wheel"
-ENVIRONMENT = {k: v for k, v in os.environ.items() if k not in ("TGS_NATIVE_BUILD", "PYTHONPATH")}
 PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
 
 _build = None
+
+
+def _environment():
+    """The test process's environment as it is now (conftest.py sets some of it after importing
+    this module), less what would change what pip builds or where Python looks."""
+    return {k: v for k, v in os.environ.items() if k not in ("TGS_NATIVE_BUILD", "PYTHONPATH")}
 
 
 class _Build:
@@ -36,7 +41,7 @@ class _Build:
         nice = ["nice", "-n", "10"] if shutil.which("nice") else []
         self.process = subprocess.Popen(
             nice + PIP + ["wheel", "--no-deps", "--no-build-isolation", "-w", self.dist, "."],
-            cwd=self.source, env=ENVIRONMENT, stdout=self.log, stderr=subprocess.STDOUT)
+            cwd=self.source, env=_environment(), stdout=self.log, stderr=subprocess.STDOUT)
 
     def wheel(self, timeout=900):
         """The built wheel's path, once the build has ended; AssertionError with pip's output
@@ -66,5 +71,5 @@ def start():
 def installed(site, elsewhere):
     """The wheel installed by pip into the folder `site`, pip run from the folder `elsewhere`."""
     install = subprocess.run(PIP + ["install", "--no-deps", "--target", str(site), start().wheel()],
-                             cwd=elsewhere, env=ENVIRONMENT, capture_output=True, text=True, timeout=300)
+                             cwd=elsewhere, env=_environment(), capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr[-3000:]
