@@ -144,9 +144,10 @@ def test_observed_kernels_report_every_call_and_only_inside_the_block():
             lstm(x)[0].sum().backward()
         assert registry.kernels("recurrence") is plain
     calls = [(family, function) for family, function, _, _ in seen]
-    assert ("recurrence", "lstm_forward") in calls and ("recurrence", "lstm_backward") in calls
+    assert ("recurrence", "lstm_forward_xh") in calls and ("recurrence", "lstm_backward") in calls
     assert ("matmul", "matmul") in calls
-    forward_args = next(args for family, function, args, _ in seen if function == "lstm_forward")
-    assert forward_args[0].shape == (5, 2, 16)          # xw: T, B, 4H
+    forward_args = next(args for family, function, args, _ in seen if function == "lstm_forward_xh")
+    assert forward_args[0].shape == (6, 2, 3 + 1 + 4)   # xh: T + 1, B, [x | 1 | h]
+    assert forward_args[1].shape == (16, 3 + 1 + 4)     # w: 4H, [W_ih | b | W_hh]
     assert all(seconds >= 0 for *_, seconds in seen)
     assert x.grad is not None

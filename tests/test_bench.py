@@ -222,6 +222,9 @@ def test_kernel_flops_count_the_products_multiply_adds():
     assert benchmark._kernel_flops("matmul", "matmul", (a, b)) == 2 * 2 * 3 * 4 * 5
     xw, w_hh = np.ones((3, 2, 16)), np.ones((16, 4))       # T=3, B=2, 4 gates of H=4
     assert benchmark._kernel_flops("recurrence", "lstm_forward", (xw, w_hh, None, None)) == 2 * 3 * 2 * 16 * 4
+    xh, w = np.ones((4, 2, 7 + 4)), np.ones((16, 7 + 4))    # lstm_forward_xh: T + 1 rows, K = 7 inputs
+    assert benchmark._kernel_flops("recurrence", "lstm_forward_xh", (xh, w, None)) == 2 * 3 * 2 * 16 * 11
+    assert benchmark._kernel_part("recurrence", "lstm_forward_xh", (xh, w, None)) == "lstm_forward_xh T=3 B=2"
     dhs = np.ones((3, 2, 4))
     args = (dhs, None, w_hh, None, None, None, None, None)   # lstm_backward: w_hh is the third
     assert benchmark._kernel_flops("recurrence", "lstm_backward", args) == 2 * 3 * 2 * 16 * 4
@@ -241,9 +244,10 @@ def test_kernel_profile_accounts_for_the_whole_step(monkeypatch):
     monkeypatch.setattr(benchmark, "CPU_SIZES", TINY)
     rows = benchmark.kernel_profile("lstm_lm", TINY["lstm_lm"], "numpy", warmup=1, steps=2)
     by_part = {part: (calls, ms, gflops) for part, calls, ms, gflops in rows}
-    assert by_part["lstm_forward T=3 B=2"][0] == 1 and by_part["lstm_backward T=3 B=2"][0] == 1
-    assert by_part["lstm_forward T=3 B=2"][2] > 0
-    assert by_part["matmul 6x8 @ 8x16"][0] == 1      # the input projection: [x | 1] @ [W_ih | b]^T
+    assert by_part["lstm_forward_xh T=3 B=2"][0] == 1 and by_part["lstm_backward T=3 B=2"][0] == 1
+    assert by_part["lstm_forward_xh T=3 B=2"][2] > 0
+    assert by_part["matmul 16x6 @ 6x12"][0] == 1     # the weight gradients: dpre^T [x | 1 | h_prev]
+    assert not any(part.startswith("matmul 6x8 @") for part in by_part)   # no input projection: in the loop
     assert rows[-1][0] == "step"
     assert sum(ms for _, _, ms, _ in rows[:-1]) == pytest.approx(rows[-1][2])
     assert all(ms >= 0 for _, _, ms, _ in rows[:-2])

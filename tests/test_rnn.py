@@ -306,3 +306,26 @@ def test_every_cpu_backend_runs_the_layers_alike(name):
         results[backend] = [out.numpy(), inp.grad.numpy()] + [p.grad.numpy() for p in layer.parameters()]
     for ref, got in zip(results["numpy"], results[name]):
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", AVAILABLE)
+def test_a_training_lstm_and_an_inference_lstm_give_the_same_states(name):
+    """Training, the LSTM op hands its rows [x_t | 1 | h_{t-1}] to lstm_forward_xh, which does
+    the input projection inside each step's product; under no_grad (no dW_hh wanted) it projects
+    the inputs first and calls lstm_forward.  Both give the same states, bias or not."""
+    reason = unavailable_reason(name)
+    if reason:
+        pytest.skip(f"backend {name} unavailable: {reason}")
+    from tinygrad_seq.backend import observe_kernels
+    x = tgs.Tensor(np.random.default_rng(3).standard_normal((7, 3, 5)), dtype="float64")
+    for bias in (True, False):
+        tgs.manual_seed(1)
+        layer = nn.LSTM(5, 19, bias=bias).double()
+        calls = {}
+        with tgs.backend(name), observe_kernels(lambda family, function, *_: calls.setdefault(function, 1)):
+            training, (h_training, c_training) = layer(x)
+            with tgs.no_grad():
+                inference, (h_inference, c_inference) = layer(x)
+        assert {"lstm_forward_xh", "lstm_forward"} <= set(calls)
+        for got, expected in ((training, inference), (h_training, h_inference), (c_training, c_inference)):
+            np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-12, atol=1e-13)

@@ -535,7 +535,8 @@ def attention_pairs(L, S, causal):
 
 def _kernel_flops(family, function, args):
     """Multiply-add FLOPs of one kernel call where they are one product's: matmul, the
-    recurrences' per-step products with W_hh (2 T B G H, G = gates x H rows), and attention's
+    recurrences' per-step products with W_hh (2 T B G H, G = gates x H rows; lstm_forward_xh's
+    with [W_ih | b | W_hh], 2 T B G (K + H)), and attention's
     products over the visible pairs (forward 2 (E + Ev) per pair: q k^T and p v; backward
     2 (3 E + 2 Ev): q k^T again, dout v^T, ds k, ds^T q, p^T dout); else None."""
     from tinygrad_seq.backend import CONTRACT
@@ -549,10 +550,15 @@ def _kernel_flops(family, function, args):
         a, b = args[0], args[1]
         return 2 * a.size * b.shape[-1]          # a's batch x M x K, times N
     if family == "recurrence":
-        w_hh = args[CONTRACT[family][function].index("w_hh")]
-        T, B = args[0].shape[:2]
-        return 2 * T * B * w_hh.size
+        names = CONTRACT[family][function]
+        weights = args[names.index("w_hh" if "w_hh" in names else "w")]   # lstm_forward_xh: [W_ih | b | W_hh]
+        return 2 * _steps(function, args) * args[0].shape[1] * weights.size
     return None
+
+
+def _steps(function, args):
+    """T of a recurrence kernel call: its sequence's length (lstm_forward_xh's rows have T + 1)."""
+    return args[0].shape[0] - (function == "lstm_forward_xh")
 
 
 def _kernel_part(family, function, args):
@@ -563,8 +569,7 @@ def _kernel_part(family, function, args):
         batch = f"{int(np.prod(a.shape[:-2]))} x " if a.ndim > 2 else ""
         return f"matmul {batch}{a.shape[-2]}x{a.shape[-1]} @ {b.shape[-2]}x{b.shape[-1]}"
     if family == "recurrence":
-        T, B = args[0].shape[:2]
-        return f"{function} T={T} B={B}"
+        return f"{function} T={_steps(function, args)} B={args[0].shape[1]}"
     if family == "attention":
         names = CONTRACT[family][function]
         q, v = args[names.index("q")], args[names.index("v")]

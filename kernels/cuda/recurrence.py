@@ -27,7 +27,8 @@ import math
 from numba import cuda
 
 from tinygrad_seq.device import xp_of
-from tinygrad_seq.kernels.reference.recurrence import check_gru_args, check_lstm_args, check_rnn_args, states_out
+from tinygrad_seq.kernels.reference.recurrence import (check_gru_args, check_lstm_args, check_rnn_args,
+                                                       projecting_first, states_out)
 
 from ._launch import step_launcher
 
@@ -220,6 +221,12 @@ def lstm_forward(xw, w_hh, h0, c0, *, hs_out=None):
     if out is not None:
         out[...] = hs[1:]
     return hs[1:] if out is None else out, cs[1:], gates
+
+
+def lstm_forward_xh(xh, w, c0):
+    """(cs, gates) of lstm_forward on the engine's rows [x_t | 1 | h_{t-1}] (kernels/API.md): the
+    inputs projected by one GEMM first, then lstm_forward above."""
+    return projecting_first(lstm_forward, xh, w, c0)
 
 
 def lstm_backward(dhs, dcT, w_hh, h0, c0, hs, cs, gates):

@@ -13,6 +13,10 @@ core, see _common.pxi) that stays together for the whole sequence:
     inline, _fastmath.h, so no call breaks the vector loop);
   * the threads meet at one barrier per step, once the step's h_t (or dL/da_t) is complete.
 
+The LSTM's lstm_forward_xh packs [W_ih | b | W_hh] instead and multiplies the engine's rows
+[x_t | 1 | h_{t-1}] in place, writing h_t into the next row: the input projection becomes part
+of each step's product, at the panel GEMM's speed, and no (T, B, 4H) xw is written or read.
+
 Each thread's share of W_hh (0.5 MB for an LSTM with H=256 on 2 cores) stays in its core's
 cache for all T steps. lstm_lm training step on 2 cores: 93 -> 55 ms.
 
@@ -32,27 +36,29 @@ from libc.string cimport memcpy, memset
 
 # ----------------------------------------------------------------------------- packing
 
-cdef void pack_gate_rows(const floating* w_hh, Py_ssize_t H, Py_ssize_t gates, Py_ssize_t j0,
-                         Py_ssize_t n, floating* packed, Py_ssize_t pw) noexcept nogil:
-    """Forward share: packed column c = W_hh row (c // n)*H + j0 + c % n, i.e. gate c // n of
-    unit j0 + c % n, for c < gates*n (zero columns pad the last panel). K = H rows."""
+cdef void pack_gate_rows(const floating* w, Py_ssize_t H, Py_ssize_t K, Py_ssize_t gates,
+                         Py_ssize_t j0, Py_ssize_t n, floating* packed, Py_ssize_t pw) noexcept nogil:
+    """Forward share: packed column c = w's row (c // n)*H + j0 + c % n, i.e. gate c // n of
+    unit j0 + c % n, for c < gates*n (zero columns pad the last panel); w's rows, and the packed
+    matrix's K, are K long (H for W_hh, more for [W_ih | b | W_hh])."""
     cdef Py_ssize_t col, k, width = ((gates * n + pw - 1) // pw) * pw
     cdef const floating* row
-    memset(packed, 0, H * width * sizeof(floating))
+    memset(packed, 0, K * width * sizeof(floating))
     for col in range(gates * n):
-        row = w_hh + ((col // n) * H + j0 + col % n) * H
-        for k in range(H):
-            packed[((col // pw) * H + k) * pw + col % pw] = row[k]
+        row = w + ((col // n) * H + j0 + col % n) * K
+        for k in range(K):
+            packed[((col // pw) * K + k) * pw + col % pw] = row[k]
 
 
-cdef inline bint take_share(const floating* w_hh, Py_ssize_t H, Py_ssize_t gates, Py_ssize_t B,
-                            bint backward, Py_ssize_t* j0, Py_ssize_t* n, Py_ssize_t* panels,
+cdef inline bint take_share(const floating* w_hh, Py_ssize_t H, Py_ssize_t K, Py_ssize_t gates,
+                            Py_ssize_t B, bint backward, Py_ssize_t* j0, Py_ssize_t* n, Py_ssize_t* panels,
                             Py_ssize_t* lanes, Py_ssize_t* width, floating** packed, floating** product,
                             int* failed) noexcept nogil:
     """The team skeleton every kernel below starts with: this thread's units [j0, j0+n)
     (team_share) and its part of W_hh packed once into `panels` panels of _panel_gemm.h
-    (`lanes` columns each, `width` in all): the forward's gate rows of its units (gates*n columns, K = H), so
-    that h_{t-1} @ packed is its gates' pre-activations; the backward's columns j0..j0+n of W_hh
+    (`lanes` columns each, `width` in all): the forward's gate rows of its units (gates*n columns,
+    K long: H, or more when w_hh is [W_ih | b | W_hh]), so that h_{t-1} @ packed (or
+    [x_t | 1 | h_{t-1}] @ packed) is its gates' pre-activations; the backward's columns j0..j0+n of W_hh
     (K = gates*H), so that dL/da_t @ packed is its units of dL/dh_{t-1}.  `product` is the
     B x width scratch for that product, zero in the backward (nothing comes back from after
     step T-1).  Returns whether this thread has work; it meets every barrier either way, and
@@ -63,7 +69,7 @@ cdef inline bint take_share(const floating* w_hh, Py_ssize_t H, Py_ssize_t gates
     lanes[0] = pw
     panels[0] = (cols + pw - 1) // pw
     width[0] = panels[0] * pw
-    packed[0] = scratch(w_hh, (gates * H if backward else H) * width[0], failed)
+    packed[0] = scratch(w_hh, (gates * H if backward else K) * width[0], failed)
     product[0] = scratch(w_hh, B * width[0], failed)
     if packed[0] == NULL or product[0] == NULL or n[0] == 0:
         return False
@@ -71,7 +77,7 @@ cdef inline bint take_share(const floating* w_hh, Py_ssize_t H, Py_ssize_t gates
         pack_panels(w_hh + j0[0], gates * H, n[0], H, 1, packed[0], pw)
         memset(product[0], 0, B * width[0] * sizeof(floating))
     else:
-        pack_gate_rows(w_hh, H, gates, j0[0], n[0], packed[0], pw)
+        pack_gate_rows(w_hh, H, K, gates, j0[0], n[0], packed[0], pw)
     return True
 
 
@@ -100,7 +106,7 @@ cdef void rnn_forward_share(const floating* xw, const floating* w_hh, const floa
     cdef floating zero = 0
     cdef floating* packed
     cdef floating* a
-    cdef bint active = take_share(w_hh, H, 1, B, False, &j0, &n, &panels, &lanes, &width, &packed, &a, failed)
+    cdef bint active = take_share(w_hh, H, H, 1, B, False, &j0, &n, &panels, &lanes, &width, &packed, &a, failed)
     cdef const floating* x
     cdef floating* h
     cdef floating* a_b
@@ -133,7 +139,7 @@ cdef void rnn_backward_share(const floating* dhs, const floating* w_hh, const fl
     cdef floating one = 1, zero = 0   # a bare 1 would promote float32 to double
     cdef floating* packed
     cdef floating* rec   # dpre_{t+1} W_hh, own columns
-    cdef bint active = take_share(w_hh, H, 1, B, True, &j0, &n, &panels, &lanes, &width, &packed, &rec, failed)
+    cdef bint active = take_share(w_hh, H, H, 1, B, True, &j0, &n, &panels, &lanes, &width, &packed, &rec, failed)
     cdef const floating* up
     cdef const floating* h
     cdef const floating* r
@@ -215,26 +221,34 @@ cdef inline void lstm_cell_forward(const floating* a, const floating* xw, const 
         h[j] = o * tanh_(c_t)
 
 
-cdef void lstm_forward_share(const floating* xw, const floating* w_hh, const floating* h0,
-                             const floating* c0, floating* hs, Py_ssize_t hs_step, Py_ssize_t hs_row,
+cdef void lstm_forward_share(const floating* xw, Py_ssize_t xw_row, const floating* w, Py_ssize_t lead,
+                             const floating* first, Py_ssize_t first_row, const floating* c0,
+                             floating* hs, Py_ssize_t hs_step, Py_ssize_t hs_row,
                              floating* cs, floating* gates, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
                              int* failed) noexcept nogil:
     """c_t, h_t and the activated gates i, f, g, o of this thread's units, step by step; h_t's
-    row b at hs + t*hs_step + b*hs_row (the caller's hs_out may be strided)."""
+    row b at hs + t*hs_step + b*hs_row (the caller's hs_out may be strided).
+
+    Two forms.  lstm_forward: w = W_hh (lead = 0), the step's product is h_{t-1} @ its share
+    (`first` = h0 at t = 0) and xw's rows (xw_row = 4H apart) are added in the cell.
+    lstm_forward_xh: w = [W_ih | b | W_hh] and every h_t row sits `lead` columns after its
+    x_{t+1} row, so the product reads [x_t | 1 | h_{t-1}] in place (`first` = row 0 of xh)
+    and there is no xw (a row of zeros, xw_row = 0)."""
     cdef Py_ssize_t j0, n, panels, lanes, width, t, b
+    cdef Py_ssize_t K = lead + H
     cdef floating* packed
     cdef floating* a
-    cdef bint active = take_share(w_hh, H, 4, B, False, &j0, &n, &panels, &lanes, &width, &packed, &a, failed)
+    cdef bint active = take_share(w, H, K, 4, B, False, &j0, &n, &panels, &lanes, &width, &packed, &a, failed)
     cdef const floating* c_prev
     for t in range(T):
         if active:
             c_prev = c0 if t == 0 else cs + (t - 1) * B * H
             if t == 0:
-                panel_gemm(B, H, panels, lanes, h0, H, packed, a, width)
+                panel_gemm(B, K, panels, lanes, first, first_row, packed, a, width)
             else:
-                panel_gemm(B, H, panels, lanes, hs + (t - 1) * hs_step, hs_row, packed, a, width)
+                panel_gemm(B, K, panels, lanes, hs + (t - 1) * hs_step - lead, hs_row, packed, a, width)
             for b in range(B):
-                lstm_cell_forward(a + b * width, xw + (t * B + b) * 4 * H + j0, c_prev + b * H + j0,
+                lstm_cell_forward(a + b * width, xw + (t * B + b) * xw_row + j0, c_prev + b * H + j0,
                                   cs + (t * B + b) * H + j0, hs + t * hs_step + b * hs_row + j0,
                                   gates + (t * B + b) * 4 * H + j0, n, H)
         barrier()  # h_t complete before any thread multiplies it by W_hh
@@ -274,7 +288,7 @@ cdef void lstm_backward_share(const floating* dhs, const floating* w_hh, const f
     cdef Py_ssize_t j0, n, panels, lanes, width, t, b
     cdef floating* packed
     cdef floating* rec   # dpre_{t+1} W_hh, own columns
-    cdef bint active = take_share(w_hh, H, 4, B, True, &j0, &n, &panels, &lanes, &width, &packed, &rec, failed)
+    cdef bint active = take_share(w_hh, H, H, 4, B, True, &j0, &n, &panels, &lanes, &width, &packed, &rec, failed)
     cdef const floating* c_prev
     for t in range(T - 1, -1, -1):
         if active:
@@ -302,10 +316,31 @@ def lstm_forward(const floating[:, :, ::1] xw, const floating[:, ::1] w_hh,
     cdef Py_ssize_t hs_step = hs.strides[0] // sizeof(floating), hs_row = hs.strides[1] // sizeof(floating)
     cdef int failed = 0
     with nogil, parallel(num_threads=_threads):
-        lstm_forward_share(&xw[0, 0, 0], &w_hh[0, 0], &h0[0, 0], &c0[0, 0], &hs[0, 0, 0], hs_step, hs_row,
-                           &cs[0, 0, 0], &gates[0, 0, 0], T, B, H, &failed)
+        lstm_forward_share(&xw[0, 0, 0], 4 * H, &w_hh[0, 0], 0, &h0[0, 0], H, &c0[0, 0],
+                           &hs[0, 0, 0], hs_step, hs_row, &cs[0, 0, 0], &gates[0, 0, 0], T, B, H, &failed)
     if failed:
         raise MemoryError("lstm_forward: out of memory for the packed recurrent weights")
+    return cs_out, gates_out
+
+
+def lstm_forward_xh(floating[:, :, ::1] xh, const floating[:, ::1] w, const floating[:, ::1] c0):
+    """(cs, gates) for xh (T+1, B, K+H) holding [x_t | 1 | ...] in row t's first K columns and h0
+    in row 0's last H, and w = [W_ih | b | W_hh] (4H, K+H): writes h_t into row t+1's last H."""
+    cdef Py_ssize_t T = xh.shape[0] - 1, B = xh.shape[1], H = c0.shape[1]
+    cdef Py_ssize_t width = xh.shape[2], lead = width - H
+    dtype = np.float32 if floating is float else np.float64
+    cs_out = np.empty((T, B, H), dtype=dtype)
+    gates_out = np.empty((T, B, 4 * H), dtype=dtype)
+    if T == 0 or B == 0 or H == 0:
+        return cs_out, gates_out
+    cdef floating[:, :, ::1] cs = cs_out, gates = gates_out
+    cdef floating[::1] no_xw = np.zeros(4 * H, dtype=dtype)
+    cdef int failed = 0
+    with nogil, parallel(num_threads=_threads):
+        lstm_forward_share(&no_xw[0], 0, &w[0, 0], lead, &xh[0, 0, 0], width, &c0[0, 0],
+                           &xh[1, 0, lead], B * width, width, &cs[0, 0, 0], &gates[0, 0, 0], T, B, H, &failed)
+    if failed:
+        raise MemoryError("lstm_forward_xh: out of memory for the packed weights")
     return cs_out, gates_out
 
 
@@ -363,7 +398,7 @@ cdef void gru_forward_share(const floating* xw, const floating* w_hh, const floa
     cdef Py_ssize_t j0, n, panels, lanes, width, t, b
     cdef floating* packed
     cdef floating* a
-    cdef bint active = take_share(w_hh, H, 3, B, False, &j0, &n, &panels, &lanes, &width, &packed, &a, failed)
+    cdef bint active = take_share(w_hh, H, H, 3, B, False, &j0, &n, &panels, &lanes, &width, &packed, &a, failed)
     cdef const floating* h_prev
     for t in range(T):
         if active:
@@ -413,7 +448,7 @@ cdef void gru_backward_share(const floating* dhs, const floating* w_hh, const fl
     cdef Py_ssize_t j0, n, panels, lanes, width, t, b, j
     cdef floating* packed
     cdef floating* rec   # dhh_{t+1} W_hh, own columns
-    cdef bint active = take_share(w_hh, H, 3, B, True, &j0, &n, &panels, &lanes, &width, &packed, &rec, failed)
+    cdef bint active = take_share(w_hh, H, H, 3, B, True, &j0, &n, &panels, &lanes, &width, &packed, &rec, failed)
     cdef floating* direct = scratch(dhs, B * n, failed)        # z_{t+1} * dL/dh_{t+1}
     cdef const floating* h_prev
     active = active and direct != NULL

@@ -23,7 +23,8 @@ were written; that script is not kept: bench/bench_cython_kernels.py times every
 import numpy as np
 from numba import njit
 
-from tinygrad_seq.kernels.reference.recurrence import check_gru_args, check_lstm_args, check_rnn_args, states_out
+from tinygrad_seq.kernels.reference.recurrence import (check_gru_args, check_lstm_args, check_rnn_args,
+                                                       projecting_first, states_out)
 
 from ._fastmath import one_of, sigmoid, tanh, zero_of
 
@@ -171,6 +172,12 @@ def lstm_forward(xw, w_hh, h0, c0, *, hs_out=None):
     if hs is not out:
         out[...] = hs
     return out, cs, gates
+
+
+def lstm_forward_xh(xh, w, c0):
+    """(cs, gates) of lstm_forward on the engine's rows [x_t | 1 | h_{t-1}] (kernels/API.md): the
+    inputs projected by one GEMM first, then lstm_forward above."""
+    return projecting_first(lstm_forward, xh, w, c0)
 
 
 def lstm_backward(dhs, dcT, w_hh, h0, c0, hs, cs, gates):
