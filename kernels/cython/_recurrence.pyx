@@ -303,45 +303,44 @@ cdef void lstm_backward_share(const floating* dhs, const floating* w_hh, const f
     hand_back(rec, width, dh0, B, H, j0, n, active, packed)
 
 
+cdef object lstm_forward_team(const floating* xw, Py_ssize_t xw_row, const floating* w, Py_ssize_t lead,
+                              const floating* first, Py_ssize_t first_row, const floating* c0,
+                              floating* hs, Py_ssize_t hs_step, Py_ssize_t hs_row, Py_ssize_t T,
+                              Py_ssize_t B, Py_ssize_t H, str op):
+    """(cs, gates) of both LSTM forwards: lstm_forward_share on the team (its arguments)."""
+    dtype = np.float32 if floating is float else np.float64
+    cs_out = np.empty((T, B, H), dtype=dtype)
+    gates_out = np.empty((T, B, 4 * H), dtype=dtype)
+    if T == 0 or B == 0 or H == 0:    # (the callers' pointers were never read)
+        return cs_out, gates_out
+    cdef floating[:, :, ::1] cs = cs_out, gates = gates_out
+    cdef int failed = 0
+    with nogil, parallel(num_threads=_threads):
+        lstm_forward_share(xw, xw_row, w, lead, first, first_row, c0, hs, hs_step, hs_row,
+                           &cs[0, 0, 0], &gates[0, 0, 0], T, B, H, &failed)
+    if failed:
+        raise MemoryError(f"{op}: out of memory for the packed weights")
+    return cs_out, gates_out
+
+
 def lstm_forward(const floating[:, :, ::1] xw, const floating[:, ::1] w_hh,
                  const floating[:, ::1] h0, const floating[:, ::1] c0, floating[:, :, :] hs):
     """(cs, gates), filling hs (T, B, H), whose rows have unit stride (the wrapper checks it)."""
     cdef Py_ssize_t T = xw.shape[0], B = xw.shape[1], H = h0.shape[1]
-    dtype = np.float32 if floating is float else np.float64
-    cs_out = np.empty((T, B, H), dtype=dtype)
-    gates_out = np.empty((T, B, 4 * H), dtype=dtype)
-    if T == 0 or B == 0 or H == 0:
-        return cs_out, gates_out
-    cdef floating[:, :, ::1] cs = cs_out, gates = gates_out
-    cdef Py_ssize_t hs_step = hs.strides[0] // sizeof(floating), hs_row = hs.strides[1] // sizeof(floating)
-    cdef int failed = 0
-    with nogil, parallel(num_threads=_threads):
-        lstm_forward_share(&xw[0, 0, 0], 4 * H, &w_hh[0, 0], 0, &h0[0, 0], H, &c0[0, 0],
-                           &hs[0, 0, 0], hs_step, hs_row, &cs[0, 0, 0], &gates[0, 0, 0], T, B, H, &failed)
-    if failed:
-        raise MemoryError("lstm_forward: out of memory for the packed recurrent weights")
-    return cs_out, gates_out
+    return lstm_forward_team(&xw[0, 0, 0], 4 * H, &w_hh[0, 0], 0, &h0[0, 0], H, &c0[0, 0], &hs[0, 0, 0],
+                             hs.strides[0] // sizeof(floating), hs.strides[1] // sizeof(floating), T, B, H,
+                             "lstm_forward")
 
 
 def lstm_forward_xh(floating[:, :, ::1] xh, const floating[:, ::1] w, const floating[:, ::1] c0):
     """(cs, gates) for xh (T+1, B, K+H) holding [x_t | 1 | ...] in row t's first K columns and h0
-    in row 0's last H, and w = [W_ih | b | W_hh] (4H, K+H): writes h_t into row t+1's last H."""
+    in row 0's last H, and w = [W_ih | b | W_hh] (4H, K+H): writes h_t into row t+1's last H.
+    The cell adds a row of zeros where lstm_forward adds xw."""
     cdef Py_ssize_t T = xh.shape[0] - 1, B = xh.shape[1], H = c0.shape[1]
     cdef Py_ssize_t width = xh.shape[2], lead = width - H
-    dtype = np.float32 if floating is float else np.float64
-    cs_out = np.empty((T, B, H), dtype=dtype)
-    gates_out = np.empty((T, B, 4 * H), dtype=dtype)
-    if T == 0 or B == 0 or H == 0:
-        return cs_out, gates_out
-    cdef floating[:, :, ::1] cs = cs_out, gates = gates_out
-    cdef floating[::1] no_xw = np.zeros(4 * H, dtype=dtype)
-    cdef int failed = 0
-    with nogil, parallel(num_threads=_threads):
-        lstm_forward_share(&no_xw[0], 0, &w[0, 0], lead, &xh[0, 0, 0], width, &c0[0, 0],
-                           &xh[1, 0, lead], B * width, width, &cs[0, 0, 0], &gates[0, 0, 0], T, B, H, &failed)
-    if failed:
-        raise MemoryError("lstm_forward_xh: out of memory for the packed weights")
-    return cs_out, gates_out
+    cdef floating[::1] no_xw = np.zeros(4 * H, dtype=np.float32 if floating is float else np.float64)
+    return lstm_forward_team(&no_xw[0], 0, &w[0, 0], lead, &xh[0, 0, 0], width, &c0[0, 0], &xh[1, 0, lead],
+                             B * width, width, T, B, H, "lstm_forward_xh")
 
 
 def lstm_backward(const floating[:, :, ::1] dhs, const floating[:, ::1] dcT,
