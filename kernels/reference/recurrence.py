@@ -8,8 +8,9 @@ Layout: time-major, one layer, one direction.  The engine has already done the i
 projection for every step as one GEMM, `xw_t = x_t W_ih^T + biases`, so a kernel only runs
 the part that cannot be batched over time: the recurrent GEMM `h_{t-1} W_hh^T` and the gate
 arithmetic.  (lstm_forward_xh takes the inputs instead, in the rows [x_t | 1 | h_{t-1}] that the
-engine keeps for the weight gradients; here it projects them first, `projecting_first`.)  The backward pass walks the steps in reverse and returns dL/d(pre-activation) at
-every step; the engine turns that into weight gradients with single GEMMs over all steps
+engine keeps for the weight gradients; here it projects them first, `projecting_first`.)  The
+backward pass walks the steps in reverse and returns dL/d(pre-activation) at every step; the
+engine turns that into weight gradients with single GEMMs over all steps
 (dW_hh = dpre^T h_prev, dW_ih = dpre^T x).  sigma is the logistic function, * elementwise.
 
     RNN   h_t = act(a_t),  a_t = xw_t + h_{t-1} W_hh^T,  act = tanh | relu
@@ -273,12 +274,12 @@ def lstm_backward(dhs, dcT, w_hh, h0, c0, hs, cs, gates):
     return dpre.reshape(T, B, 4 * H), dh, dc
 
 
-
 def lstm_forward_xh(xh, w, c0):
     """lstm_forward on the engine's weight-gradient rows: a_t = xh[t] w^T, with
     xh[t] = [x_t | 1 | h_{t-1}] (T+1, B, K+H) and w = [W_ih | b | W_hh] (4H, K+H); h0 is in
     xh[0, :, K:] and h_t is written into xh[t+1, :, K:].  Returns cs and gates as lstm_forward."""
     return projecting_first(lstm_forward, xh, w, c0)
+
 
 # ----------------------------------------------------------------------------- GRU
 

@@ -2,9 +2,10 @@
 not T little graph nodes.  Its forward does the input projection for every time step as one
 GEMM and hands the loop to the `recurrence` kernels (`tinygrad_seq.backend.kernels`: NumPy
 reference, Numba, Cython or CUDA, see kernels/API.md); a training LSTM hands the projection to
-the loop too (lstm_forward_xh: each step multiplies [x_t | 1 | h_{t-1}] by [W_ih | b | W_hh]); its backward is backpropagation through
-time: the kernel walks the steps backwards giving dL/d(pre-activation) at every step, and the
-weight gradients are again single GEMMs over all steps.  The reverse direction of a
+the loop too (lstm_forward_xh: each step multiplies [x_t | 1 | h_{t-1}] by [W_ih | b | W_hh]).
+Its backward is backpropagation through time: the kernel walks the steps backwards giving
+dL/d(pre-activation) at every step, and the weight gradients are again single GEMMs over all
+steps.  The reverse direction of a
 bidirectional layer is the same op on time-flipped input.  nn.RNN, nn.LSTM and nn.GRU stack
 these over layers and directions; nn's cells state the same equations with ordinary ops."""
 from ..backend import kernels
@@ -175,7 +176,7 @@ class LSTM(_Recurrence):
         rows, weight = self._prepare(x, w_ih, None if b_ih is None else b_ih + b_hh, reverse, hidden=w_hh.shape[1])
         h0, c0 = _contiguous(h0), _contiguous(c0)
         hs = self._states_beside(rows, h0)
-        if hs is None:   # no room beside the inputs (dW_hh not wanted): project them, then loop
+        if hs is None:   # no room beside the inputs (no dW_hh to come): project them, then loop
             hs, cs, gates = self.kernels.lstm_forward(self._project(rows, weight), _contiguous(w_hh), h0, c0)
         else:            # rows[t] = [x_t | 1 | h_{t-1}]: the loop multiplies it by [W_ih | b | W_hh]
             cs, gates = self.kernels.lstm_forward_xh(rows, xp_of(x).concatenate([weight, w_hh], axis=1), c0)
