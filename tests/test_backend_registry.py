@@ -148,6 +148,7 @@ def test_observed_kernels_report_every_call_and_only_inside_the_block():
     assert ("matmul", "matmul") in calls
     forward_args = next(args for family, function, args, _ in seen if function == "lstm_forward_xh")
     assert forward_args[0].shape == (6, 2, 3 + 1 + 4)   # xh: T + 1, B, [x | 1 | h]
-    assert forward_args[1].shape == (16, 3 + 1 + 4)     # w: 4H, [W_ih | b | W_hh]
+    assert forward_args[1].shape == (16, 3 + 1)         # w_x: 4H, [W_ih | b]
+    assert forward_args[2].shape == (16, 4)             # w_hh
     assert all(seconds >= 0 for *_, seconds in seen)
     assert x.grad is not None

@@ -222,9 +222,10 @@ def test_kernel_flops_count_the_products_multiply_adds():
     assert benchmark._kernel_flops("matmul", "matmul", (a, b)) == 2 * 2 * 3 * 4 * 5
     xw, w_hh = np.ones((3, 2, 16)), np.ones((16, 4))       # T=3, B=2, 4 gates of H=4
     assert benchmark._kernel_flops("recurrence", "lstm_forward", (xw, w_hh, None, None)) == 2 * 3 * 2 * 16 * 4
-    xh, w = np.ones((4, 2, 7 + 4)), np.ones((16, 7 + 4))    # lstm_forward_xh: T + 1 rows, K = 7 inputs
-    assert benchmark._kernel_flops("recurrence", "lstm_forward_xh", (xh, w, None)) == 2 * 3 * 2 * 16 * 11
-    assert benchmark._kernel_part("recurrence", "lstm_forward_xh", (xh, w, None)) == "lstm_forward_xh T=3 B=2"
+    xh, w_x = np.ones((4, 2, 7 + 4)), np.ones((16, 7))      # lstm_forward_xh: T + 1 rows, K = 7 inputs
+    args = (xh, w_x, w_hh, None)
+    assert benchmark._kernel_flops("recurrence", "lstm_forward_xh", args) == 2 * 3 * 2 * 16 * (7 + 4)
+    assert benchmark._kernel_part("recurrence", "lstm_forward_xh", args) == "lstm_forward_xh T=3 B=2"
     dhs = np.ones((3, 2, 4))
     args = (dhs, None, w_hh, None, None, None, None, None)   # lstm_backward: w_hh is the third
     assert benchmark._kernel_flops("recurrence", "lstm_backward", args) == 2 * 3 * 2 * 16 * 4

@@ -248,9 +248,9 @@ def test_recurrent_forward_fills_a_strided_hs_out(name, cell, dtype):
 
 
 def lstm_xh_case(rng, dtype, T, B, I, H, bias):
-    """(xh, w, c0, xw, w_hh, h0) for lstm_forward_xh: xh's rows [x_t | 1 | h_{t-1}] (no ones
-    column without a bias), the x part of its last row NaN (never to be read), h0 in row 0;
-    and the same LSTM as lstm_forward's arguments, xw = x W_ih^T + b."""
+    """(xh, w_x, w_hh, c0, xw, h0) for lstm_forward_xh: xh's rows [x_t | 1 | h_{t-1}] (no ones
+    column without a bias), the x part of its last row NaN (never to be read), h0 in row 0,
+    w_x = [W_ih | b]; and the same LSTM's xw = x W_ih^T + b and h0 for lstm_forward."""
     K = I + bias
     x = rng.standard_normal((T, B, I)).astype(dtype)
     w_ih = (rng.standard_normal((4 * H, I)) / np.sqrt(I + 1)).astype(dtype)
@@ -262,8 +262,8 @@ def lstm_xh_case(rng, dtype, T, B, I, H, bias):
     if bias:
         xh[:T, :, I] = 1
     xh[0, :, K:] = h0
-    w = np.concatenate([w_ih, b[:, None], w_hh] if bias else [w_ih, w_hh], axis=1)
-    return xh, w, c0, (x @ w_ih.T + b).astype(dtype), w_hh, h0
+    w_x = np.concatenate([w_ih, b[:, None]], axis=1) if bias else w_ih
+    return xh, w_x, w_hh, c0, (x @ w_ih.T + b).astype(dtype), h0
 
 
 @pytest.mark.parametrize("name", CPU)
@@ -276,10 +276,10 @@ def test_lstm_forward_xh_is_lstm_forward_on_projected_inputs(name, dtype, seed, 
     """lstm_forward_xh (kernels/API.md) gives lstm_forward's cs and gates for xw = x W_ih^T + b,
     and its hs in xh[1:, :, K:]; nothing else of xh is written, and the x part of xh's last row
     is never read (it holds NaN here)."""
-    xh, w, c0, xw, w_hh, h0 = lstm_xh_case(np.random.default_rng(seed), dtype, T, B, I, H, bias)
+    xh, w_x, w_hh, c0, xw, h0 = lstm_xh_case(np.random.default_rng(seed), dtype, T, B, I, H, bias)
     before = xh.copy()
     K = xh.shape[2] - H
-    cs, gates = family(name, "recurrence").lstm_forward_xh(xh, w, c0)
+    cs, gates = family(name, "recurrence").lstm_forward_xh(xh, w_x, w_hh, c0)
     hs, expected_cs, expected_gates = ref_recurrence.lstm_forward(xw, w_hh, h0, c0)
     assert_matches((xh[1:, :, K:], cs, gates), (hs, expected_cs, expected_gates), dtype, f"{name} lstm_forward_xh")
     np.testing.assert_array_equal(xh[:, :, :K], before[:, :, :K])
@@ -293,15 +293,15 @@ def test_lstm_forward_xh_is_lstm_forward_on_projected_inputs(name, dtype, seed, 
 def test_lstm_forward_xh_nan_and_inf_propagate(name, dtype, where, value):
     """A bad number in an input, either weight or h0 spreads as through lstm_forward: NaN
     reaches the states, inf saturates the gates it enters."""
-    xh, w, c0, _, w_hh, h0 = lstm_xh_case(np.random.default_rng(5), dtype, 4, 3, 6, 5, True)
-    spot = {"x": (xh, (1, 2, 3)), "w_ih": (w, (6, 2)), "w_hh": (w, (0, 8)), "h0": (xh, (0, 1, 9))}
+    xh, w_x, w_hh, c0, *_ = lstm_xh_case(np.random.default_rng(5), dtype, 4, 3, 6, 5, True)
+    spot = {"x": (xh, (1, 2, 3)), "w_ih": (w_x, (6, 2)), "w_hh": (w_hh, (0, 1)), "h0": (xh, (0, 1, 9))}
     array, index = spot[where]
     array[index] = value
     K = xh.shape[2] - 5
-    xw = (xh[:4, :, :K] @ w[:, :K].T).astype(dtype)
+    xw = (xh[:4, :, :K] @ w_x.T).astype(dtype)
     with np.errstate(all="ignore"):
-        cs, gates = family(name, "recurrence").lstm_forward_xh(xh, w, c0)
-        expected = ref_recurrence.lstm_forward(xw, np.ascontiguousarray(w[:, K:]), np.ascontiguousarray(xh[0, :, K:]), c0)
+        cs, gates = family(name, "recurrence").lstm_forward_xh(xh, w_x, w_hh, c0)
+        expected = ref_recurrence.lstm_forward(xw, w_hh, np.ascontiguousarray(xh[0, :, K:]), c0)
     assert np.isnan(expected[0]).any() == np.isnan(value)
     assert_matches((xh[1:, :, K:], cs, gates), expected, dtype, f"{name} lstm_forward_xh, {value} in {where}")
 
@@ -309,15 +309,17 @@ def test_lstm_forward_xh_nan_and_inf_propagate(name, dtype, where, value):
 @pytest.mark.parametrize("name", CPU)
 def test_lstm_forward_xh_refuses_what_it_cannot_write_or_multiply(name):
     """The reference's ValueErrors in every backend: xh not C-contiguous (h_t is written into it:
-    a copy would lose them), w not (4H, K+H), xh narrower than H, or a second dtype."""
-    xh, w, c0, *_ = lstm_xh_case(np.random.default_rng(2), np.float32, 3, 2, 4, 6, True)
+    a copy would lose them), w_x not (4H, K) or w_hh not (4H, H), xh narrower than H, or a
+    second dtype."""
+    xh, w_x, w_hh, c0, *_ = lstm_xh_case(np.random.default_rng(2), np.float32, 3, 2, 4, 6, True)
     forward = family(name, "recurrence").lstm_forward_xh
     wide = np.zeros((4, 2, 2 * xh.shape[2]), np.float32)[:, :, ::2]
-    for args, message in [((wide, w, c0), "xh must be C-contiguous"),
-                          ((xh, w[:, 1:], c0), r"w has shape \(24, 10\), expected \(4H, K\+H\)"),
-                          ((xh[:, :, :5], w, c0), "fewer than H = 6"),
-                          ((xh, w.astype(np.float64), c0), "w is float64 but xh is float32"),
-                          ((xh[0], w, c0), r"expected xh \(T\+1, B, K\+H\)")]:
+    for args, message in [((wide, w_x, w_hh, c0), "xh must be C-contiguous"),
+                          ((xh, w_x[:, 1:], w_hh, c0), r"w_x has shape \(24, 4\), expected \(4H, K\) = \(24, 5\)"),
+                          ((xh, w_x, w_hh[:, 1:], c0), r"w_hh has shape \(24, 5\), expected \(4H, H\)"),
+                          ((xh[:, :, :5], w_x, w_hh, c0), "fewer than H = 6"),
+                          ((xh, w_x, w_hh.astype(np.float64), c0), "w_hh is float64 but xh is float32"),
+                          ((xh[0], w_x, w_hh, c0), r"expected xh \(T\+1, B, K\+H\)")]:
         with pytest.raises(ValueError, match=message):
             forward(*args)
 

@@ -324,7 +324,7 @@ def test_recurrence_team_kernels_equal_the_reference(dtype, threads, B, H):
     xw_rnn, xw_lstm, xw_gru, b_hh = arr(T, B, H), arr(T, B, 4 * H), arr(T, B, 3 * H), arr(3 * H, scale=0.1)
     xh = np.zeros((T + 1, B, 6 + H), dtype)          # lstm_forward_xh's rows [x_t (5) | 1 | h_{t-1}]
     xh[:T, :, :5], xh[:T, :, 5], xh[0, :, 6:] = arr(T, B, 5), 1, h0
-    w_xh = np.concatenate([arr(4 * H, 6, scale=0.4), w_lstm], axis=1)
+    w_x = arr(4 * H, 6, scale=0.4)                   # [W_ih | b]
 
     def run_all(check):
         """Every kernel, forward then backward from the reference's forward results."""
@@ -332,8 +332,8 @@ def test_recurrence_team_kernels_equal_the_reference(dtype, threads, B, H):
         from tinygrad_seq.kernels.reference import recurrence as reference
         out = []
         ours, theirs = xh.copy(), xh.copy()     # each writes its h_t into its own rows
-        out += check(recurrence.lstm_forward_xh(ours, w_xh, c0) + (ours[1:, :, 6:],),
-                     reference.lstm_forward_xh(theirs, w_xh, c0) + (theirs[1:, :, 6:],))
+        out += check(recurrence.lstm_forward_xh(ours, w_x, w_lstm, c0) + (ours[1:, :, 6:],),
+                     reference.lstm_forward_xh(theirs, w_x, w_lstm, c0) + (theirs[1:, :, 6:],))
         for kind in ("tanh", "relu"):
             got, expected = both("rnn_forward", "recurrence", xw_rnn, w_rnn, h0, kind)
             out += check(got, expected)
@@ -366,7 +366,7 @@ def test_recurrence_team_kernels_equal_the_reference(dtype, threads, B, H):
 @needs_cython
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_lstm_forward_xh_projects_first_when_its_weights_outgrow_the_cache(monkeypatch, dtype):
-    """Past FUSED_WEIGHTS_PER_THREAD bytes of [W_ih | b | W_hh] a thread, the Cython
+    """Past FUSED_WEIGHTS_PER_THREAD bytes of [W_ih | b] and W_hh a thread, the Cython
     lstm_forward_xh projects the inputs with one product on the team and runs lstm_forward:
     the numbers of the fused loop, h_t in the same place."""
     from tinygrad_seq.kernels.cython import matmul, recurrence
@@ -374,14 +374,14 @@ def test_lstm_forward_xh_projects_first_when_its_weights_outgrow_the_cache(monke
     T, B, H = 5, 4, 9
     xh = np.zeros((T + 1, B, 6 + H), dtype)          # rows [x_t (5) | 1 | h_{t-1}]
     xh[:T, :, :5], xh[:T, :, 5], xh[0, :, 6:] = rng.standard_normal((T, B, 5)), 1, rng.standard_normal((B, H))
-    w = (rng.standard_normal((4 * H, 6 + H)) / 4).astype(dtype)
+    w_x, w_hh = ((rng.standard_normal((4 * H, n)) / 4).astype(dtype) for n in (6, H))
     c0 = rng.standard_normal((B, H)).astype(dtype)
     fused_rows = xh.copy()
-    fused = recurrence.lstm_forward_xh(fused_rows, w, c0)
+    fused = recurrence.lstm_forward_xh(fused_rows, w_x, w_hh, c0)
     products, team_matmul = [], matmul.matmul
     monkeypatch.setattr(matmul, "matmul", lambda a, b: products.append((a.shape, b.shape)) or team_matmul(a, b))
-    monkeypatch.setattr(recurrence, "FUSED_WEIGHTS_PER_THREAD", w.nbytes // 64)
-    projected = recurrence.lstm_forward_xh(xh, w, c0)
+    monkeypatch.setattr(recurrence, "FUSED_WEIGHTS_PER_THREAD", w_hh.nbytes // 64)
+    projected = recurrence.lstm_forward_xh(xh, w_x, w_hh, c0)
     assert products == [((T * B, 6), (6, 4 * H))]
     assert_all_close(projected + (xh[1:, :, 6:],), fused + (fused_rows[1:, :, 6:],), dtype)
 
@@ -585,9 +585,9 @@ for dtype in ("float32", "float64"):
     check(dtype, recurrence.lstm_backward(dhs, dcT, w_hh, h0, c0, *out), rr.lstm_backward(dhs, dcT, w_hh, h0, c0, *out))
     xh = np.zeros((T + 1, B, 6 + H), dtype)          # lstm_forward_xh: rows [x_t (5) | 1 | h_{t-1}]
     xh[:T, :, :5], xh[:T, :, 5], xh[0, :, 6:] = arr(T, B, 5), 1, h0
-    w_xh, mine = np.concatenate([arr(4 * H, 6, scale=0.4), w_hh], axis=1), xh.copy()
-    check(dtype, recurrence.lstm_forward_xh(mine, w_xh, c0) + (mine[1:, :, 6:],),
-          rr.lstm_forward_xh(xh, w_xh, c0) + (xh[1:, :, 6:],))
+    w_x, mine = arr(4 * H, 6, scale=0.4), xh.copy()
+    check(dtype, recurrence.lstm_forward_xh(mine, w_x, w_hh, c0) + (mine[1:, :, 6:],),
+          rr.lstm_forward_xh(xh, w_x, w_hh, c0) + (xh[1:, :, 6:],))
     xg, wg, bg = arr(T, B, 3 * H), arr(3 * H, H, scale=H ** -0.5), arr(3 * H)
     out = rr.gru_forward(xg, wg, bg, h0)
     check(dtype, recurrence.gru_forward(xg, wg, bg, h0), out)

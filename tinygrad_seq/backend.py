@@ -59,7 +59,7 @@ CONTRACT = {
         "rnn_forward": ("xw", "w_hh", "h0", "nonlinearity", "hs_out"),
         "rnn_backward": ("dhs", "w_hh", "h0", "hs", "nonlinearity"),
         "lstm_forward": ("xw", "w_hh", "h0", "c0", "hs_out"),
-        "lstm_forward_xh": ("xh", "w", "c0"),
+        "lstm_forward_xh": ("xh", "w_x", "w_hh", "c0"),
         "lstm_backward": ("dhs", "dcT", "w_hh", "h0", "c0", "hs", "cs", "gates"),
         "gru_forward": ("xw", "w_hh", "b_hh", "h0"),
         "gru_backward": ("dhs", "w_hh", "h0", "hs", "gates", "hn"),

@@ -536,7 +536,7 @@ def attention_pairs(L, S, causal):
 def _kernel_flops(family, function, args):
     """Multiply-add FLOPs of one kernel call where they are one product's: matmul, the
     recurrences' per-step products with W_hh (2 T B G H, G = gates x H rows; lstm_forward_xh's
-    with [W_ih | b | W_hh], 2 T B G (K + H)), and attention's
+    with [W_ih | b] too, 2 T B G (K + H)), and attention's
     products over the visible pairs (forward 2 (E + Ev) per pair: q k^T and p v; backward
     2 (3 E + 2 Ev): q k^T again, dout v^T, ds k, ds^T q, p^T dout); else None."""
     from tinygrad_seq.backend import CONTRACT
@@ -551,8 +551,8 @@ def _kernel_flops(family, function, args):
         return 2 * a.size * b.shape[-1]          # a's batch x M x K, times N
     if family == "recurrence":
         names = CONTRACT[family][function]
-        weights = args[names.index("w_hh" if "w_hh" in names else "w")]   # lstm_forward_xh: [W_ih | b | W_hh]
-        return 2 * _steps(function, args) * args[0].shape[1] * weights.size
+        weights = args[names.index("w_hh")].size + (args[names.index("w_x")].size if "w_x" in names else 0)
+        return 2 * _steps(function, args) * args[0].shape[1] * weights
     return None
 
 

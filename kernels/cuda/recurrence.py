@@ -223,10 +223,10 @@ def lstm_forward(xw, w_hh, h0, c0, *, hs_out=None):
     return hs[1:] if out is None else out, cs[1:], gates
 
 
-def lstm_forward_xh(xh, w, c0):
+def lstm_forward_xh(xh, w_x, w_hh, c0):
     """(cs, gates) of lstm_forward on the engine's rows [x_t | 1 | h_{t-1}] (kernels/API.md): the
     inputs projected by one GEMM first, then lstm_forward above."""
-    return projecting_first(lstm_forward, xh, w, c0)
+    return projecting_first(lstm_forward, xh, w_x, w_hh, c0)
 
 
 def lstm_backward(dhs, dcT, w_hh, h0, c0, hs, cs, gates):

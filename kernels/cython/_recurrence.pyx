@@ -13,7 +13,7 @@ core, see _common.pxi) that stays together for the whole sequence:
     inline, _fastmath.h, so no call breaks the vector loop);
   * the threads meet at one barrier per step, once the step's h_t (or dL/da_t) is complete.
 
-The LSTM's lstm_forward_xh packs [W_ih | b | W_hh] instead and multiplies the engine's rows
+The LSTM's lstm_forward_xh packs [W_ih | b] above W_hh instead and multiplies the engine's rows
 [x_t | 1 | h_{t-1}] in place, writing h_t into the next row: the input projection becomes part
 of each step's product, at the panel GEMM's speed, and no (T, B, 4H) xw is written or read.
 
@@ -36,29 +36,34 @@ from libc.string cimport memcpy, memset
 
 # ----------------------------------------------------------------------------- packing
 
-cdef void pack_gate_rows(const floating* w, Py_ssize_t H, Py_ssize_t K, Py_ssize_t gates,
-                         Py_ssize_t j0, Py_ssize_t n, floating* packed, Py_ssize_t pw) noexcept nogil:
-    """Forward share: packed column c = w's row (c // n)*H + j0 + c % n, i.e. gate c // n of
-    unit j0 + c % n, for c < gates*n (zero columns pad the last panel); w's rows, and the packed
-    matrix's K, are K long (H for W_hh, more for [W_ih | b | W_hh])."""
-    cdef Py_ssize_t col, k, width = ((gates * n + pw - 1) // pw) * pw
-    cdef const floating* row
+cdef void pack_gate_rows(const floating* w_x, Py_ssize_t lead, const floating* w_hh, Py_ssize_t H,
+                         Py_ssize_t gates, Py_ssize_t j0, Py_ssize_t n, floating* packed,
+                         Py_ssize_t pw) noexcept nogil:
+    """Forward share: packed column c = row r = (c // n)*H + j0 + c % n (gate c // n of unit
+    j0 + c % n) of [w_x | w_hh], for c < gates*n (zero columns pad the last panel): K = lead + H
+    packed rows, the `lead` entries of w_x's row r (lstm_forward_xh's [W_ih | b]; none
+    elsewhere) above the H of w_hh's."""
+    cdef Py_ssize_t col, k, r, K = lead + H, width = ((gates * n + pw - 1) // pw) * pw
+    cdef floating* dst
     memset(packed, 0, K * width * sizeof(floating))
     for col in range(gates * n):
-        row = w + ((col // n) * H + j0 + col % n) * K
-        for k in range(K):
-            packed[((col // pw) * K + k) * pw + col % pw] = row[k]
+        r = (col // n) * H + j0 + col % n
+        dst = packed + (col // pw) * K * pw + col % pw
+        for k in range(lead):
+            dst[k * pw] = w_x[r * lead + k]
+        for k in range(H):
+            dst[(lead + k) * pw] = w_hh[r * H + k]
 
 
-cdef inline bint take_share(const floating* w_hh, Py_ssize_t H, Py_ssize_t K, Py_ssize_t gates,
-                            Py_ssize_t B, bint backward, Py_ssize_t* j0, Py_ssize_t* n, Py_ssize_t* panels,
+cdef inline bint take_share(const floating* w_x, Py_ssize_t lead, const floating* w_hh, Py_ssize_t H,
+                            Py_ssize_t gates, Py_ssize_t B, bint backward, Py_ssize_t* j0, Py_ssize_t* n, Py_ssize_t* panels,
                             Py_ssize_t* lanes, Py_ssize_t* width, floating** packed, floating** product,
                             int* failed) noexcept nogil:
     """The team skeleton every kernel below starts with: this thread's units [j0, j0+n)
     (team_share) and its part of W_hh packed once into `panels` panels of _panel_gemm.h
     (`lanes` columns each, `width` in all): the forward's gate rows of its units (gates*n columns,
-    K long: H, or more when w_hh is [W_ih | b | W_hh]), so that h_{t-1} @ packed (or
-    [x_t | 1 | h_{t-1}] @ packed) is its gates' pre-activations; the backward's columns j0..j0+n of W_hh
+    K = lead + H long: pack_gate_rows), so that h_{t-1} @ packed (or [x_t | 1 | h_{t-1}] @ packed
+    with lstm_forward_xh's w_x = [W_ih | b]) is its gates' pre-activations; the backward's columns j0..j0+n of W_hh
     (K = gates*H), so that dL/da_t @ packed is its units of dL/dh_{t-1}.  `product` is the
     B x width scratch for that product, zero in the backward (nothing comes back from after
     step T-1).  Returns whether this thread has work; it meets every barrier either way, and
@@ -69,7 +74,7 @@ cdef inline bint take_share(const floating* w_hh, Py_ssize_t H, Py_ssize_t K, Py
     lanes[0] = pw
     panels[0] = (cols + pw - 1) // pw
     width[0] = panels[0] * pw
-    packed[0] = scratch(w_hh, (gates * H if backward else K) * width[0], failed)
+    packed[0] = scratch(w_hh, (gates * H if backward else lead + H) * width[0], failed)
     product[0] = scratch(w_hh, B * width[0], failed)
     if packed[0] == NULL or product[0] == NULL or n[0] == 0:
         return False
@@ -77,7 +82,7 @@ cdef inline bint take_share(const floating* w_hh, Py_ssize_t H, Py_ssize_t K, Py
         pack_panels(w_hh + j0[0], gates * H, n[0], H, 1, packed[0], pw)
         memset(product[0], 0, B * width[0] * sizeof(floating))
     else:
-        pack_gate_rows(w_hh, H, K, gates, j0[0], n[0], packed[0], pw)
+        pack_gate_rows(w_x, lead, w_hh, H, gates, j0[0], n[0], packed[0], pw)
     return True
 
 
@@ -106,7 +111,7 @@ cdef void rnn_forward_share(const floating* xw, const floating* w_hh, const floa
     cdef floating zero = 0
     cdef floating* packed
     cdef floating* a
-    cdef bint active = take_share(w_hh, H, H, 1, B, False, &j0, &n, &panels, &lanes, &width, &packed, &a, failed)
+    cdef bint active = take_share(NULL, 0, w_hh, H, 1, B, False, &j0, &n, &panels, &lanes, &width, &packed, &a, failed)
     cdef const floating* x
     cdef floating* h
     cdef floating* a_b
@@ -139,7 +144,7 @@ cdef void rnn_backward_share(const floating* dhs, const floating* w_hh, const fl
     cdef floating one = 1, zero = 0   # a bare 1 would promote float32 to double
     cdef floating* packed
     cdef floating* rec   # dpre_{t+1} W_hh, own columns
-    cdef bint active = take_share(w_hh, H, H, 1, B, True, &j0, &n, &panels, &lanes, &width, &packed, &rec, failed)
+    cdef bint active = take_share(NULL, 0, w_hh, H, 1, B, True, &j0, &n, &panels, &lanes, &width, &packed, &rec, failed)
     cdef const floating* up
     cdef const floating* h
     cdef const floating* r
@@ -221,7 +226,8 @@ cdef inline void lstm_cell_forward(const floating* a, const floating* xw, const 
         h[j] = o * tanh_(c_t)
 
 
-cdef void lstm_forward_share(const floating* xw, Py_ssize_t xw_row, const floating* w, Py_ssize_t lead,
+cdef void lstm_forward_share(const floating* xw, Py_ssize_t xw_row, const floating* w_x, Py_ssize_t lead,
+                             const floating* w_hh,
                              const floating* first, Py_ssize_t first_row, const floating* c0,
                              floating* hs, Py_ssize_t hs_step, Py_ssize_t hs_row,
                              floating* cs, floating* gates, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
@@ -229,16 +235,16 @@ cdef void lstm_forward_share(const floating* xw, Py_ssize_t xw_row, const floati
     """c_t, h_t and the activated gates i, f, g, o of this thread's units, step by step; h_t's
     row b at hs + t*hs_step + b*hs_row (the caller's hs_out may be strided).
 
-    Two forms.  lstm_forward: w = W_hh (lead = 0), the step's product is h_{t-1} @ its share
+    Two forms.  lstm_forward: no w_x (lead = 0), the step's product is h_{t-1} @ W_hh's share
     (`first` = h0 at t = 0) and xw's rows (xw_row = 4H apart) are added in the cell.
-    lstm_forward_xh: w = [W_ih | b | W_hh] and every h_t row sits `lead` columns after its
-    x_{t+1} row, so the product reads [x_t | 1 | h_{t-1}] in place (`first` = row 0 of xh)
-    and there is no xw (a row of zeros, xw_row = 0)."""
+    lstm_forward_xh: w_x = [W_ih | b] (lead columns) packed above W_hh, and every h_t row sits
+    `lead` columns after its x_{t+1} row, so the product reads [x_t | 1 | h_{t-1}] in place
+    (`first` = row 0 of xh) and there is no xw (a row of zeros, xw_row = 0)."""
     cdef Py_ssize_t j0, n, panels, lanes, width, t, b
     cdef Py_ssize_t K = lead + H
     cdef floating* packed
     cdef floating* a
-    cdef bint active = take_share(w, H, K, 4, B, False, &j0, &n, &panels, &lanes, &width, &packed, &a, failed)
+    cdef bint active = take_share(w_x, lead, w_hh, H, 4, B, False, &j0, &n, &panels, &lanes, &width, &packed, &a, failed)
     cdef const floating* c_prev
     for t in range(T):
         if active:
@@ -288,7 +294,7 @@ cdef void lstm_backward_share(const floating* dhs, const floating* w_hh, const f
     cdef Py_ssize_t j0, n, panels, lanes, width, t, b
     cdef floating* packed
     cdef floating* rec   # dpre_{t+1} W_hh, own columns
-    cdef bint active = take_share(w_hh, H, H, 4, B, True, &j0, &n, &panels, &lanes, &width, &packed, &rec, failed)
+    cdef bint active = take_share(NULL, 0, w_hh, H, 4, B, True, &j0, &n, &panels, &lanes, &width, &packed, &rec, failed)
     cdef const floating* c_prev
     for t in range(T - 1, -1, -1):
         if active:
@@ -303,7 +309,8 @@ cdef void lstm_backward_share(const floating* dhs, const floating* w_hh, const f
     hand_back(rec, width, dh0, B, H, j0, n, active, packed)
 
 
-cdef object lstm_forward_team(const floating* xw, Py_ssize_t xw_row, const floating* w, Py_ssize_t lead,
+cdef object lstm_forward_team(const floating* xw, Py_ssize_t xw_row, const floating* w_x, Py_ssize_t lead,
+                              const floating* w_hh,
                               const floating* first, Py_ssize_t first_row, const floating* c0,
                               floating* hs, Py_ssize_t hs_step, Py_ssize_t hs_row, Py_ssize_t T,
                               Py_ssize_t B, Py_ssize_t H, str op):
@@ -316,7 +323,7 @@ cdef object lstm_forward_team(const floating* xw, Py_ssize_t xw_row, const float
     cdef floating[:, :, ::1] cs = cs_out, gates = gates_out
     cdef int failed = 0
     with nogil, parallel(num_threads=_threads):
-        lstm_forward_share(xw, xw_row, w, lead, first, first_row, c0, hs, hs_step, hs_row,
+        lstm_forward_share(xw, xw_row, w_x, lead, w_hh, first, first_row, c0, hs, hs_step, hs_row,
                            &cs[0, 0, 0], &gates[0, 0, 0], T, B, H, &failed)
     if failed:
         raise MemoryError(f"{op}: out of memory for the packed weights")
@@ -327,20 +334,21 @@ def lstm_forward(const floating[:, :, ::1] xw, const floating[:, ::1] w_hh,
                  const floating[:, ::1] h0, const floating[:, ::1] c0, floating[:, :, :] hs):
     """(cs, gates), filling hs (T, B, H), whose rows have unit stride (the wrapper checks it)."""
     cdef Py_ssize_t T = xw.shape[0], B = xw.shape[1], H = h0.shape[1]
-    return lstm_forward_team(&xw[0, 0, 0], 4 * H, &w_hh[0, 0], 0, &h0[0, 0], H, &c0[0, 0], &hs[0, 0, 0],
+    return lstm_forward_team(&xw[0, 0, 0], 4 * H, NULL, 0, &w_hh[0, 0], &h0[0, 0], H, &c0[0, 0], &hs[0, 0, 0],
                              hs.strides[0] // sizeof(floating), hs.strides[1] // sizeof(floating), T, B, H,
                              "lstm_forward")
 
 
-def lstm_forward_xh(floating[:, :, ::1] xh, const floating[:, ::1] w, const floating[:, ::1] c0):
+def lstm_forward_xh(floating[:, :, ::1] xh, const floating[:, ::1] w_x, const floating[:, ::1] w_hh,
+                    const floating[:, ::1] c0):
     """(cs, gates) for xh (T+1, B, K+H) holding [x_t | 1 | ...] in row t's first K columns and h0
-    in row 0's last H, and w = [W_ih | b | W_hh] (4H, K+H): writes h_t into row t+1's last H.
-    The cell adds a row of zeros where lstm_forward adds xw."""
+    in row 0's last H, w_x = [W_ih | b] (4H, K) and w_hh (4H, H): writes h_t into row t+1's
+    last H.  The cell adds a row of zeros where lstm_forward adds xw."""
     cdef Py_ssize_t T = xh.shape[0] - 1, B = xh.shape[1], H = c0.shape[1]
     cdef Py_ssize_t width = xh.shape[2], lead = width - H
     cdef floating[::1] no_xw = np.zeros(4 * H, dtype=np.float32 if floating is float else np.float64)
-    return lstm_forward_team(&no_xw[0], 0, &w[0, 0], lead, &xh[0, 0, 0], width, &c0[0, 0], &xh[1, 0, lead],
-                             B * width, width, T, B, H, "lstm_forward_xh")
+    return lstm_forward_team(&no_xw[0], 0, &w_x[0, 0], lead, &w_hh[0, 0], &xh[0, 0, 0], width, &c0[0, 0],
+                             &xh[1, 0, lead], B * width, width, T, B, H, "lstm_forward_xh")
 
 
 def lstm_backward(const floating[:, :, ::1] dhs, const floating[:, ::1] dcT,
@@ -397,7 +405,7 @@ cdef void gru_forward_share(const floating* xw, const floating* w_hh, const floa
     cdef Py_ssize_t j0, n, panels, lanes, width, t, b
     cdef floating* packed
     cdef floating* a
-    cdef bint active = take_share(w_hh, H, H, 3, B, False, &j0, &n, &panels, &lanes, &width, &packed, &a, failed)
+    cdef bint active = take_share(NULL, 0, w_hh, H, 3, B, False, &j0, &n, &panels, &lanes, &width, &packed, &a, failed)
     cdef const floating* h_prev
     for t in range(T):
         if active:
@@ -447,7 +455,7 @@ cdef void gru_backward_share(const floating* dhs, const floating* w_hh, const fl
     cdef Py_ssize_t j0, n, panels, lanes, width, t, b, j
     cdef floating* packed
     cdef floating* rec   # dhh_{t+1} W_hh, own columns
-    cdef bint active = take_share(w_hh, H, H, 3, B, True, &j0, &n, &panels, &lanes, &width, &packed, &rec, failed)
+    cdef bint active = take_share(NULL, 0, w_hh, H, 3, B, True, &j0, &n, &panels, &lanes, &width, &packed, &rec, failed)
     cdef floating* direct = scratch(dhs, B * n, failed)        # z_{t+1} * dL/dh_{t+1}
     cdef const floating* h_prev
     active = active and direct != NULL

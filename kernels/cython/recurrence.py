@@ -13,7 +13,7 @@ from tinygrad_seq.kernels.reference.recurrence import (check_gru_args, check_lst
 
 from . import _recurrence, matmul
 
-# lstm_forward_xh's loop packs [W_ih | b | W_hh]: each thread streams its share of it at every
+# lstm_forward_xh's loop packs [W_ih | b] and W_hh: each thread streams its share of it at every
 # step, which pays while the share stays in cache.  Past this size a separate projection is
 # faster.  Measured on Zen 3 (512 KB L2 a core), one LSTM layer, interleaved, fused / projected:
 # 263 KB to 1.05 MB a thread 0.92-0.93; 2.4-4.4 MB 0.97-1.03; 6.8 MB 1.15-1.20.
@@ -45,15 +45,16 @@ def lstm_forward(xw, w_hh, h0, c0, *, hs_out=None):
     return hs, cs, gates
 
 
-def lstm_forward_xh(xh, w, c0):
+def lstm_forward_xh(xh, w_x, w_hh, c0):
     """(cs, gates) of lstm_forward on the engine's rows: each step's product reads
-    [x_t | 1 | h_{t-1}] in place and multiplies it by [W_ih | b | W_hh] packed once, so the input
-    projection is part of the step's GEMM and no (T, B, 4H) xw is written and read back; h_t
-    goes into xh[t+1, :, K:].  Weights too big to stay in cache: projected first, on the team."""
-    check_lstm_xh_args("lstm_forward_xh", xh, w, c0)
-    if w.nbytes > FUSED_WEIGHTS_PER_THREAD * _recurrence.get_num_threads():
-        return projecting_first(lstm_forward, xh, w, c0, matmul=matmul.matmul)
-    return _recurrence.lstm_forward_xh(xh, _c(w), _c(c0))
+    [x_t | 1 | h_{t-1}] in place and multiplies it by [W_ih | b] and W_hh packed once, one above
+    the other, so the input projection is part of the step's GEMM and no (T, B, 4H) xw is
+    written and read back; h_t goes into xh[t+1, :, K:].  Weights too big to stay in cache:
+    projected first, on the team."""
+    check_lstm_xh_args("lstm_forward_xh", xh, w_x, w_hh, c0)
+    if w_x.nbytes + w_hh.nbytes > FUSED_WEIGHTS_PER_THREAD * _recurrence.get_num_threads():
+        return projecting_first(lstm_forward, xh, w_x, w_hh, c0, matmul=matmul.matmul)
+    return _recurrence.lstm_forward_xh(xh, _c(w_x), _c(w_hh), _c(c0))
 
 
 def lstm_backward(dhs, dcT, w_hh, h0, c0, hs, cs, gates):

@@ -103,31 +103,30 @@ def check_lstm_args(op, seq, w_hh, h0, c0, dcT=None, hs=None, cs=None, gates=Non
     return T, B, H
 
 
-def check_lstm_xh_args(op, xh, w, c0):
+def check_lstm_xh_args(op, xh, w_x, w_hh, c0):
     """Checks for lstm_forward_xh -> (T, B, H, K): xh (T+1, B, K+H) C-contiguous (the kernel
-    writes h_t into it), w (4H, K+H), c0 (B, H), one float dtype."""
-    if xh.ndim != 3 or w.ndim != 2 or c0.ndim != 2:
-        raise ValueError(f"{op}: expected xh (T+1, B, K+H), w (4H, K+H) and c0 (B, H), got shapes "
-                         f"{tuple(xh.shape)}, {tuple(w.shape)} and {tuple(c0.shape)}")
+    writes h_t into it), w_x (4H, K), w_hh (4H, H), c0 (B, H), one float dtype."""
+    if xh.ndim != 3 or w_x.ndim != 2 or c0.ndim != 2:
+        raise ValueError(f"{op}: expected xh (T+1, B, K+H), w_x (4H, K) and c0 (B, H), got shapes "
+                         f"{tuple(xh.shape)}, {tuple(w_x.shape)} and {tuple(c0.shape)}")
     T, B, H, width = xh.shape[0] - 1, xh.shape[1], c0.shape[1], xh.shape[2]
     if width < H:
         raise ValueError(f"{op}: xh has {width} columns, fewer than H = {H}; its rows are [x_t | 1 | h_(t-1)]")
-    _check(op, (T, B, H), xh=(xh, ("(T+1, B, K+H)", (T + 1, B, width))),
-           w=(w, ("(4H, K+H)", (4 * H, width))), c0=(c0, ("(B, H)", (B, H))))
+    _check(op, (T, B, H), xh=(xh, ("(T+1, B, K+H)", (T + 1, B, width))), w_x=(w_x, ("(4H, K)", (4 * H, width - H))),
+           w_hh=(w_hh, ("(4H, H)", (4 * H, H))), c0=(c0, ("(B, H)", (B, H))))
     if not xh.flags.c_contiguous:
         raise ValueError(f"{op}: xh must be C-contiguous (h_t is written into it); got strides {tuple(xh.strides)}")
     return T, B, H, width - H
 
 
-def projecting_first(lstm_forward, xh, w, c0, matmul=None):
+def projecting_first(lstm_forward, xh, w_x, w_hh, c0, matmul=None):
     """lstm_forward_xh for a backend whose time loop takes the projected inputs: one GEMM
-    xw = x W^T for every step (`matmul`, else xp.matmul), then its lstm_forward writing h_t into
-    xh.  -> (cs, gates)"""
-    T, B, H, K = check_lstm_xh_args("lstm_forward_xh", xh, w, c0)
+    xw = x w_x^T for every step (`matmul`, else xp.matmul), then its lstm_forward writing h_t
+    into xh.  -> (cs, gates)"""
+    T, B, H, K = check_lstm_xh_args("lstm_forward_xh", xh, w_x, w_hh, c0)
     xp = xp_of(xh)
-    xw = (matmul or xp.matmul)(xh[:T, :, :K].reshape(T * B, K), w[:, :K].T).reshape(T, B, 4 * H)
-    _, cs, gates = lstm_forward(xw, xp.ascontiguousarray(w[:, K:]), xp.ascontiguousarray(xh[0, :, K:]), c0,
-                                hs_out=xh[1:, :, K:])
+    xw = (matmul or xp.matmul)(xh[:T, :, :K].reshape(T * B, K), w_x.T).reshape(T, B, 4 * H)
+    _, cs, gates = lstm_forward(xw, w_hh, xp.ascontiguousarray(xh[0, :, K:]), c0, hs_out=xh[1:, :, K:])
     return cs, gates
 
 
@@ -274,11 +273,11 @@ def lstm_backward(dhs, dcT, w_hh, h0, c0, hs, cs, gates):
     return dpre.reshape(T, B, 4 * H), dh, dc
 
 
-def lstm_forward_xh(xh, w, c0):
-    """lstm_forward on the engine's weight-gradient rows: a_t = xh[t] w^T, with
-    xh[t] = [x_t | 1 | h_{t-1}] (T+1, B, K+H) and w = [W_ih | b | W_hh] (4H, K+H); h0 is in
+def lstm_forward_xh(xh, w_x, w_hh, c0):
+    """lstm_forward on the engine's weight-gradient rows xh[t] = [x_t | 1 | h_{t-1}] (T+1, B, K+H):
+    a_t = xh[t, :, :K] w_x^T + xh[t, :, K:] w_hh^T with w_x = [W_ih | b] (4H, K); h0 is in
     xh[0, :, K:] and h_t is written into xh[t+1, :, K:].  Returns cs and gates as lstm_forward."""
-    return projecting_first(lstm_forward, xh, w, c0)
+    return projecting_first(lstm_forward, xh, w_x, w_hh, c0)
 
 
 # ----------------------------------------------------------------------------- GRU

@@ -66,15 +66,15 @@ def test_lstm_forward_xh_on_the_engine_rows(rng, dtype):
     T, B, H, K = 3, 2, 5, 4                       # K: 3 inputs and the bias's column of ones
     xh = np.zeros((T + 1, B, K + H), dtype=dtype)
     xh[:T, :, :3], xh[:T, :, 3], xh[0, :, K:] = rng.standard_normal((T, B, 3)), 1, rng.standard_normal((B, H))
-    w = (rng.standard_normal((4 * H, K + H)) / np.sqrt(K + H)).astype(dtype)
+    w_x, w_hh = ((rng.standard_normal((4 * H, n)) / np.sqrt(K + H)).astype(dtype) for n in (K, H))
     c0 = rng.standard_normal((B, H)).astype(dtype)
-    theirs, copies = xh.copy(), frozen(w, c0)
-    got = cuda_rec.lstm_forward_xh(xh, w, c0) + (xh[1:, :, K:],)
-    expected = ref.lstm_forward_xh(theirs, w, c0) + (theirs[1:, :, K:],)
+    theirs, copies = xh.copy(), frozen(w_x, w_hh, c0)
+    got = cuda_rec.lstm_forward_xh(xh, w_x, w_hh, c0) + (xh[1:, :, K:],)
+    expected = ref.lstm_forward_xh(theirs, w_x, w_hh, c0) + (theirs[1:, :, K:],)
     for g, e in zip(got, expected):
         assert_close(g, e, dtype)
     np.testing.assert_array_equal(xh[:, :, :K], theirs[:, :, :K])
-    assert_unchanged([w, c0], copies)
+    assert_unchanged([w_x, w_hh, c0], copies)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

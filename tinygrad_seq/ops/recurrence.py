@@ -179,7 +179,7 @@ class LSTM(_Recurrence):
         if hs is None:   # no room beside the inputs (no dW_hh to come): project them, then loop
             hs, cs, gates = self.kernels.lstm_forward(self._project(rows, weight), _contiguous(w_hh), h0, c0)
         else:            # rows[t] = [x_t | 1 | h_{t-1}]: the loop multiplies it by [W_ih | b | W_hh]
-            cs, gates = self.kernels.lstm_forward_xh(rows, xp_of(x).concatenate([weight, w_hh], axis=1), c0)
+            cs, gates = self.kernels.lstm_forward_xh(rows, weight, _contiguous(w_hh), c0)
         self.save_for_backward(rows, h0, c0, w_ih, w_hh, hs, cs, gates)
         return self._time_order(hs), hs[-1], cs[-1]
 
