@@ -56,15 +56,15 @@ cdef void pack_gate_rows(const floating* w_x, Py_ssize_t lead, const floating* w
 
 
 cdef inline bint take_share(const floating* w_x, Py_ssize_t lead, const floating* w_hh, Py_ssize_t H,
-                            Py_ssize_t gates, Py_ssize_t B, bint backward, Py_ssize_t* j0, Py_ssize_t* n, Py_ssize_t* panels,
-                            Py_ssize_t* lanes, Py_ssize_t* width, floating** packed, floating** product,
-                            int* failed) noexcept nogil:
+                            Py_ssize_t gates, Py_ssize_t B, bint backward, Py_ssize_t* j0, Py_ssize_t* n,
+                            Py_ssize_t* panels, Py_ssize_t* lanes, Py_ssize_t* width, floating** packed,
+                            floating** product, int* failed) noexcept nogil:
     """The team skeleton every kernel below starts with: this thread's units [j0, j0+n)
     (team_share) and its part of W_hh packed once into `panels` panels of _panel_gemm.h
     (`lanes` columns each, `width` in all): the forward's gate rows of its units (gates*n columns,
     K = lead + H long: pack_gate_rows), so that h_{t-1} @ packed (or [x_t | 1 | h_{t-1}] @ packed
-    with lstm_forward_xh's w_x = [W_ih | b]) is its gates' pre-activations; the backward's columns j0..j0+n of W_hh
-    (K = gates*H), so that dL/da_t @ packed is its units of dL/dh_{t-1}.  `product` is the
+    with lstm_forward_xh's w_x = [W_ih | b]) is its gates' pre-activations; the backward's
+    columns j0..j0+n of W_hh (K = gates*H), so that dL/da_t @ packed is its units of dL/dh_{t-1}.  `product` is the
     B x width scratch for that product, zero in the backward (nothing comes back from after
     step T-1).  Returns whether this thread has work; it meets every barrier either way, and
     frees *packed and *product at the end (they may be NULL after a failed allocation)."""
@@ -227,8 +227,7 @@ cdef inline void lstm_cell_forward(const floating* a, const floating* xw, const 
 
 
 cdef void lstm_forward_share(const floating* xw, Py_ssize_t xw_row, const floating* w_x, Py_ssize_t lead,
-                             const floating* w_hh,
-                             const floating* first, Py_ssize_t first_row, const floating* c0,
+                             const floating* w_hh, const floating* first, Py_ssize_t first_row, const floating* c0,
                              floating* hs, Py_ssize_t hs_step, Py_ssize_t hs_row,
                              floating* cs, floating* gates, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
                              int* failed) noexcept nogil:
@@ -310,8 +309,7 @@ cdef void lstm_backward_share(const floating* dhs, const floating* w_hh, const f
 
 
 cdef object lstm_forward_team(const floating* xw, Py_ssize_t xw_row, const floating* w_x, Py_ssize_t lead,
-                              const floating* w_hh,
-                              const floating* first, Py_ssize_t first_row, const floating* c0,
+                              const floating* w_hh, const floating* first, Py_ssize_t first_row, const floating* c0,
                               floating* hs, Py_ssize_t hs_step, Py_ssize_t hs_row, Py_ssize_t T,
                               Py_ssize_t B, Py_ssize_t H, str op):
     """(cs, gates) of both LSTM forwards: lstm_forward_share on the team (its arguments)."""
