@@ -1,8 +1,8 @@
 """Checks shared by the tests: kernels of every backend against the NumPy reference (the CPU
 backends' property and build tests, the CUDA kernels under the simulator and on a GPU):
-IEEE-aware closeness, the arguments of one recurrence kind, a convolution case's inputs, the
-pooling round trip and the masked softmax's and log-softmax's special values; and engine results against
-PyTorch's (assert_close_to_torch)."""
+IEEE-aware closeness, the arguments of one recurrence kind and of lstm_forward_xh, a
+convolution case's inputs, the pooling round trip and the masked softmax's and log-softmax's
+special values; and engine results against PyTorch's (assert_close_to_torch)."""
 import importlib
 
 import numpy as np
@@ -64,6 +64,25 @@ def recurrence_args(kind, rng, dtype, T, B, H):
         return "lstm", (xw, w_hh, h0, c0), lambda out: (dhs, dcT, w_hh, h0, c0, *out)
     b_hh = arr(3 * H, scale=0.3)
     return "gru", (xw, w_hh, b_hh, h0), lambda out: (dhs, w_hh, h0, *out)
+
+
+def lstm_xh_case(rng, dtype, T, B, I, H, bias):
+    """(xh, w_x, w_hh, c0, xw, h0) for lstm_forward_xh: xh's rows [x_t | 1 | h_{t-1}] (no ones
+    column without a bias), the x part of its last row NaN (never to be read), h0 in row 0,
+    w_x = [W_ih | b]; and the same LSTM's xw = x W_ih^T + b and h0 for lstm_forward."""
+    K = I + bias
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    w_ih = (rng.standard_normal((4 * H, I)) / np.sqrt(I + 1)).astype(dtype)
+    b = rng.standard_normal(4 * H).astype(dtype) if bias else np.zeros(4 * H, dtype)
+    w_hh = (rng.standard_normal((4 * H, H)) / np.sqrt(H)).astype(dtype)
+    h0, c0 = (rng.standard_normal((B, H)).astype(dtype) for _ in range(2))
+    xh = np.full((T + 1, B, K + H), np.nan, dtype=dtype)
+    xh[:T, :, :I] = x
+    if bias:
+        xh[:T, :, I] = 1
+    xh[0, :, K:] = h0
+    w_x = np.concatenate([w_ih, b[:, None]], axis=1) if bias else w_ih
+    return xh, w_x, w_hh, c0, (x @ w_ih.T + b).astype(dtype), h0
 
 
 def softmax_special_values(dtype):

@@ -28,7 +28,8 @@ from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from kernel_checks import (RECURRENCE_KINDS, assert_matches, check_layer_norm_special_values,  # noqa: E402
-                           check_log_softmax_special_values, check_softmax_special_values, recurrence_args)
+                           check_log_softmax_special_values, check_softmax_special_values, lstm_xh_case,
+                           recurrence_args)
 
 from tinygrad_seq.backend import BACKENDS, unavailable_reason  # noqa: E402
 from tinygrad_seq.kernels import reference  # noqa: E402
@@ -245,25 +246,6 @@ def test_recurrent_forward_fills_a_strided_hs_out(name, cell, dtype):
                 np.empty((T, B, H, 2), dtype)[..., 0]):
         with pytest.raises(ValueError, match="hs_out must be"):
             forward(xw, w_hh, *states, hs_out=bad)
-
-
-def lstm_xh_case(rng, dtype, T, B, I, H, bias):
-    """(xh, w_x, w_hh, c0, xw, h0) for lstm_forward_xh: xh's rows [x_t | 1 | h_{t-1}] (no ones
-    column without a bias), the x part of its last row NaN (never to be read), h0 in row 0,
-    w_x = [W_ih | b]; and the same LSTM's xw = x W_ih^T + b and h0 for lstm_forward."""
-    K = I + bias
-    x = rng.standard_normal((T, B, I)).astype(dtype)
-    w_ih = (rng.standard_normal((4 * H, I)) / np.sqrt(I + 1)).astype(dtype)
-    b = rng.standard_normal(4 * H).astype(dtype) if bias else np.zeros(4 * H, dtype)
-    w_hh = (rng.standard_normal((4 * H, H)) / np.sqrt(H)).astype(dtype)
-    h0, c0 = (rng.standard_normal((B, H)).astype(dtype) for _ in range(2))
-    xh = np.full((T + 1, B, K + H), np.nan, dtype=dtype)
-    xh[:T, :, :I] = x
-    if bias:
-        xh[:T, :, I] = 1
-    xh[0, :, K:] = h0
-    w_x = np.concatenate([w_ih, b[:, None]], axis=1) if bias else w_ih
-    return xh, w_x, w_hh, c0, (x @ w_ih.T + b).astype(dtype), h0
 
 
 @pytest.mark.parametrize("name", CPU)

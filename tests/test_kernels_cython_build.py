@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 import wheel_build
-from kernel_checks import POOL_CASES, assert_raises_like_reference, char_lstm_losses, check_pooling, conv_inputs
+from kernel_checks import (POOL_CASES, assert_raises_like_reference, char_lstm_losses, check_pooling, conv_inputs,
+                           lstm_xh_case)
 
 import tinygrad_seq.kernels.cython as cython_backend
 
@@ -322,9 +323,7 @@ def test_recurrence_team_kernels_equal_the_reference(dtype, threads, B, H):
     h0, c0, dhs, dcT = arr(B, H), arr(B, H), arr(T, B, H), arr(B, H)
     w_rnn, w_lstm, w_gru = (arr(g * H, H, scale=H ** -0.5) for g in (1, 4, 3))
     xw_rnn, xw_lstm, xw_gru, b_hh = arr(T, B, H), arr(T, B, 4 * H), arr(T, B, 3 * H), arr(3 * H, scale=0.1)
-    xh = np.zeros((T + 1, B, 6 + H), dtype)          # lstm_forward_xh's rows [x_t (5) | 1 | h_{t-1}]
-    xh[:T, :, :5], xh[:T, :, 5], xh[0, :, 6:] = arr(T, B, 5), 1, h0
-    w_x = arr(4 * H, 6, scale=0.4)                   # [W_ih | b]
+    xh, w_x, w_xh_hh, c0_xh, *_ = lstm_xh_case(rng, dtype, T, B, 5, H, True)   # rows [x_t (5) | 1 | h_{t-1}]
 
     def run_all(check):
         """Every kernel, forward then backward from the reference's forward results."""
@@ -332,8 +331,8 @@ def test_recurrence_team_kernels_equal_the_reference(dtype, threads, B, H):
         from tinygrad_seq.kernels.reference import recurrence as reference
         out = []
         ours, theirs = xh.copy(), xh.copy()     # each writes its h_t into its own rows
-        out += check(recurrence.lstm_forward_xh(ours, w_x, w_lstm, c0) + (ours[1:, :, 6:],),
-                     reference.lstm_forward_xh(theirs, w_x, w_lstm, c0) + (theirs[1:, :, 6:],))
+        out += check(recurrence.lstm_forward_xh(ours, w_x, w_xh_hh, c0_xh) + (ours[1:, :, 6:],),
+                     reference.lstm_forward_xh(theirs, w_x, w_xh_hh, c0_xh) + (theirs[1:, :, 6:],))
         for kind in ("tanh", "relu"):
             got, expected = both("rnn_forward", "recurrence", xw_rnn, w_rnn, h0, kind)
             out += check(got, expected)
@@ -370,12 +369,8 @@ def test_lstm_forward_xh_projects_first_when_its_weights_outgrow_the_cache(monke
     lstm_forward_xh projects the inputs with one product on the team and runs lstm_forward:
     the numbers of the fused loop, h_t in the same place."""
     from tinygrad_seq.kernels.cython import matmul, recurrence
-    rng = np.random.default_rng(11)
     T, B, H = 5, 4, 9
-    xh = np.zeros((T + 1, B, 6 + H), dtype)          # rows [x_t (5) | 1 | h_{t-1}]
-    xh[:T, :, :5], xh[:T, :, 5], xh[0, :, 6:] = rng.standard_normal((T, B, 5)), 1, rng.standard_normal((B, H))
-    w_x, w_hh = ((rng.standard_normal((4 * H, n)) / 4).astype(dtype) for n in (6, H))
-    c0 = rng.standard_normal((B, H)).astype(dtype)
+    xh, w_x, w_hh, c0, *_ = lstm_xh_case(np.random.default_rng(11), dtype, T, B, 5, H, True)   # [x_t (5) | 1 | h]
     fused_rows = xh.copy()
     fused = recurrence.lstm_forward_xh(fused_rows, w_x, w_hh, c0)
     products, team_matmul = [], matmul.matmul

@@ -2,7 +2,7 @@
 and their backward passes vs finite differences of their own forward passes."""
 import numpy as np
 import pytest
-from kernel_checks import assert_raises_like_reference
+from kernel_checks import assert_raises_like_reference, lstm_xh_case
 from simcheck import DTYPES, assert_close, assert_unchanged, directional_derivative, frozen
 
 from tinygrad_seq.kernels.cuda import recurrence as cuda_rec
@@ -64,10 +64,7 @@ def test_lstm_forward_xh_on_the_engine_rows(rng, dtype):
     """lstm_forward_xh: projected by one GEMM, then the step kernels; the states land in the
     rows' h columns one step down, and the inputs and weights are left as they were."""
     T, B, H, K = 3, 2, 5, 4                       # K: 3 inputs and the bias's column of ones
-    xh = np.zeros((T + 1, B, K + H), dtype=dtype)
-    xh[:T, :, :3], xh[:T, :, 3], xh[0, :, K:] = rng.standard_normal((T, B, 3)), 1, rng.standard_normal((B, H))
-    w_x, w_hh = ((rng.standard_normal((4 * H, n)) / np.sqrt(K + H)).astype(dtype) for n in (K, H))
-    c0 = rng.standard_normal((B, H)).astype(dtype)
+    xh, w_x, w_hh, c0, *_ = lstm_xh_case(rng, dtype, T, B, 3, H, True)
     theirs, copies = xh.copy(), frozen(w_x, w_hh, c0)
     got = cuda_rec.lstm_forward_xh(xh, w_x, w_hh, c0) + (xh[1:, :, K:],)
     expected = ref.lstm_forward_xh(theirs, w_x, w_hh, c0) + (theirs[1:, :, K:],)

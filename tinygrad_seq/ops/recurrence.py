@@ -5,9 +5,9 @@ reference, Numba, Cython or CUDA, see kernels/API.md); a training LSTM hands the
 the loop too (lstm_forward_xh: each step multiplies [x_t | 1 | h_{t-1}] by [W_ih | b | W_hh]).
 Its backward is backpropagation through time: the kernel walks the steps backwards giving
 dL/d(pre-activation) at every step, and the weight gradients are again single GEMMs over all
-steps.  The reverse direction of a
-bidirectional layer is the same op on time-flipped input.  nn.RNN, nn.LSTM and nn.GRU stack
-these over layers and directions; nn's cells state the same equations with ordinary ops."""
+steps.  The reverse direction of a bidirectional layer is the same op on time-flipped input.
+nn.RNN, nn.LSTM and nn.GRU stack these over layers and directions; nn's cells state the same
+equations with ordinary ops."""
 from ..backend import kernels
 from ..device import device_of, xp_of
 from ..tensor import Function, is_grad_enabled
