@@ -106,6 +106,43 @@ def test_stale_and_foreign_locks(tmp_path, corpus):
             RunLock(tmp_path / "mine").acquire()
 
 
+def test_the_lock_never_appears_empty(tmp_path, monkeypatch):
+    # a run starting at the moment another took the lock must read its owner, not an empty file
+    # it would take for a stale lock and replace (the test above once read one)
+    folder = tmp_path / "run"
+    lock_path = folder / ".lock"
+    writes = []
+    real_dump = json.dump
+
+    def dump_while_watching(obj, f, *args, **kwargs):
+        writes.append(lock_path.exists())
+        return real_dump(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(json, "dump", dump_while_watching)
+    with RunLock(folder):
+        assert writes == [False]    # the owner was written before the lock existed
+        assert json.loads(lock_path.read_text())["pid"] == os.getpid()
+        assert sorted(os.listdir(folder)) == [".lock"]    # the private copy is gone
+        with pytest.raises(RunDirectoryError, match="already in use by this process"):
+            RunLock(folder).acquire()
+        assert sorted(os.listdir(folder)) == [".lock"]
+    assert os.listdir(folder) == []
+
+
+def test_the_lock_on_a_file_system_without_hard_links(tmp_path, monkeypatch):
+    def no_links(src, dst, *args, **kwargs):
+        raise PermissionError(1, "Operation not permitted", src)
+
+    monkeypatch.setattr(os, "link", no_links)
+    folder = tmp_path / "run"
+    with RunLock(folder):
+        assert json.loads((folder / ".lock").read_text())["pid"] == os.getpid()
+        assert sorted(os.listdir(folder)) == [".lock"]
+        with pytest.raises(RunDirectoryError, match="already in use by this process"):
+            RunLock(folder).acquire()
+    assert os.listdir(folder) == []
+
+
 # ---------------------------------------------------------------------------- 3: the NaN guard on the weights
 def test_weights_that_become_non_finite_after_the_step_are_never_saved(tmp_path):
     train, val = split_corpus(TEXT)

@@ -135,7 +135,7 @@ class RunLock:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
         for _ in range(3):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                self._publish(me)
             except FileExistsError:
                 owner = self._owner()
                 if owner is not None and owner.get("pid") == me["pid"] and owner.get("host") == me["host"]:
@@ -148,11 +148,30 @@ class RunLock:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.path)
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
             self.held = True
             return self
         raise RunDirectoryError(f"cannot take the lock {self.path}; delete it if no run uses {self.folder}")
+
+    def _publish(self, owner):
+        """Create the lock holding `owner`, or raise FileExistsError.  The lock appears whole: it
+        is written to a file of this process's own and hard-linked into place, because a run
+        starting at the same moment that read a lock created but not yet written would find it
+        unreadable, take it for stale and replace it.  Where the file system has no hard links:
+        exclusive creation, then the write (that moment of an empty lock remains)."""
+        private = f"{self.path}.{os.getpid()}.{threading.get_ident()}"
+        with open(private, "w") as f:
+            json.dump(owner, f)
+        try:
+            os.link(private, self.path)
+        except FileExistsError:
+            raise
+        except OSError:   # EPERM, ENOTSUP...: no hard links on this file system
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            with os.fdopen(fd, "w") as f:
+                json.dump(owner, f)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(private)
 
     def check_free(self):
         """Raise RunDirectoryError now if a live run holds the lock (without taking it): lets a
