@@ -129,6 +129,34 @@ def test_the_lock_never_appears_empty(tmp_path, monkeypatch):
     assert os.listdir(folder) == []
 
 
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_two_runs_that_found_the_same_stale_lock_do_not_both_take_it(tmp_path, monkeypatch, hard_links):
+    # run B read the stale lock; before B removes it, run A (here: a live child process) has
+    # replaced it with its own.  B must leave A's lock in place and refuse.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = {"pid": dead.pid, "host": socket.gethostname()}
+    folder = tmp_path / "run"
+    folder.mkdir()
+    if not hard_links:
+        def no_links(src, dst, *args, **kwargs):
+            raise PermissionError(1, "Operation not permitted", src)
+        monkeypatch.setattr(os, "link", no_links)
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as live:
+        try:
+            a_lock = {"pid": live.pid, "host": socket.gethostname(), "started": time.time()}
+            (folder / ".lock").write_text(json.dumps(a_lock))
+            b = RunLock(folder)
+            reads = iter([stale])     # B's first read saw the stale lock; later ones see the file
+            monkeypatch.setattr(b, "_owner", lambda: next(reads, None) or RunLock._read(b.path))
+            with pytest.raises(RunDirectoryError, match=f"in use by another run \\(pid {live.pid}"):
+                b.acquire()
+            assert json.loads((folder / ".lock").read_text()) == a_lock
+            assert sorted(os.listdir(folder)) == [".lock"]
+        finally:
+            live.kill()
+
+
 def test_the_lock_on_a_file_system_without_hard_links(tmp_path, monkeypatch):
     def no_links(src, dst, *args, **kwargs):
         raise PermissionError(1, "Operation not permitted", src)

@@ -145,8 +145,7 @@ class RunLock:
                         f"{self.folder} is in use by another run (pid {owner.get('pid')} on host {owner.get('host')}); "
                         f"wait for it, choose another --out, or delete {self.path} if that run is gone")
                 self.replaced_stale = owner or {}
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.path)
+                self._remove_stale(owner)
                 continue
             self.held = True
             return self
@@ -158,7 +157,7 @@ class RunLock:
         starting at the same moment that read a lock created but not yet written would find it
         unreadable, take it for stale and replace it.  Where the file system has no hard links:
         exclusive creation, then the write (that moment of an empty lock remains)."""
-        private = f"{self.path}.{os.getpid()}.{threading.get_ident()}"
+        private = self._private_name()
         with open(private, "w") as f:
             json.dump(owner, f)
         try:
@@ -173,6 +172,32 @@ class RunLock:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(private)
 
+    def _remove_stale(self, judged):
+        """Remove the lock judged stale from `judged` (what it held then; None: unreadable) unless
+        another run has replaced it since: two runs that both found the same stale lock would
+        otherwise each delete it, the second deleting the first's new lock.  It is renamed aside
+        first, which only one of them can do, and linked back if it is no longer the one judged."""
+        aside = self._private_name() + ".stale"
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return          # another run removed it first
+        if self._read(aside) == judged:
+            os.unlink(aside)
+            return
+        try:
+            os.link(aside, self.path)
+        except FileExistsError:
+            pass            # a third run linked its own in meanwhile (three runs on one stale lock)
+        except OSError:     # no hard links on this file system
+            if not os.path.exists(self.path):
+                os.rename(aside, self.path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(aside)
+
+    def _private_name(self):
+        return f"{self.path}.{os.getpid()}.{threading.get_ident()}"
+
     def check_free(self):
         """Raise RunDirectoryError now if a live run holds the lock (without taking it): lets a
         command refuse before it prints or loads anything."""
@@ -184,8 +209,12 @@ class RunLock:
                     f"wait for it, choose another --out, or delete {self.path} if that run is gone")
 
     def _owner(self):
+        return self._read(self.path)
+
+    @staticmethod
+    def _read(path):
         try:
-            with open(self.path) as f:
+            with open(path) as f:
                 owner = json.load(f)
             return owner if isinstance(owner, dict) else None
         except (OSError, ValueError):
