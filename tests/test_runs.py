@@ -106,6 +106,13 @@ def test_stale_and_foreign_locks(tmp_path, corpus):
             RunLock(tmp_path / "mine").acquire()
 
 
+def _without_hard_links(monkeypatch):
+    """os.link fails as on a file system without hard links (FAT, some FUSE and network mounts)."""
+    def no_links(src, dst, *args, **kwargs):
+        raise PermissionError(1, "Operation not permitted", src)
+    monkeypatch.setattr(os, "link", no_links)
+
+
 def test_the_lock_never_appears_empty(tmp_path, monkeypatch):
     # a run starting at the moment another took the lock must read its owner, not an empty file
     # it would take for a stale lock and replace (the test above once read one)
@@ -139,9 +146,7 @@ def test_two_runs_that_found_the_same_stale_lock_do_not_both_take_it(tmp_path, m
     folder = tmp_path / "run"
     folder.mkdir()
     if not hard_links:
-        def no_links(src, dst, *args, **kwargs):
-            raise PermissionError(1, "Operation not permitted", src)
-        monkeypatch.setattr(os, "link", no_links)
+        _without_hard_links(monkeypatch)
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as live:
         try:
             a_lock = {"pid": live.pid, "host": socket.gethostname(), "started": time.time()}
@@ -158,10 +163,7 @@ def test_two_runs_that_found_the_same_stale_lock_do_not_both_take_it(tmp_path, m
 
 
 def test_the_lock_on_a_file_system_without_hard_links(tmp_path, monkeypatch):
-    def no_links(src, dst, *args, **kwargs):
-        raise PermissionError(1, "Operation not permitted", src)
-
-    monkeypatch.setattr(os, "link", no_links)
+    _without_hard_links(monkeypatch)
     folder = tmp_path / "run"
     with RunLock(folder):
         assert json.loads((folder / ".lock").read_text())["pid"] == os.getpid()
